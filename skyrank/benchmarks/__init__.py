@@ -1,0 +1,28 @@
+"""Benchmark readers, created by name: ``get_benchmark("university1652").load_split(root, "test")``."""
+
+from __future__ import annotations
+
+from skyrank.benchmarks._base import (
+    IMAGE_SUFFIXES,
+    Benchmark,
+    ImageRecord,
+    RetrievalSplit,
+    apply_protocol,
+    get_benchmark,
+    list_benchmarks,
+    register_benchmark,
+)
+
+# Importing the modules registers them.
+from skyrank.benchmarks import university1652, sues200, synthetic  # noqa: E402,F401  isort: skip
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "Benchmark",
+    "ImageRecord",
+    "RetrievalSplit",
+    "apply_protocol",
+    "get_benchmark",
+    "list_benchmarks",
+    "register_benchmark",
+]

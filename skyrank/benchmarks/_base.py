@@ -1,0 +1,124 @@
+"""Records and the benchmark interface shared by every benchmark reader.
+
+A benchmark reader turns a folder on disk into plain records. It never decodes an image and never touches
+Parquet: decoding happens in the encoder, writing in :mod:`skyrank.writer`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from skyrank.errors import UnknownNameError
+
+#: File suffixes treated as images; anything else in a class folder is ignored.
+IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+
+
+@dataclass(frozen=True, order=True)
+class ImageRecord:
+    """One image of a benchmark.
+
+    Attributes:
+        image_id: path relative to the benchmark root, POSIX separators (``test/query_drone/0839/image-01.jpeg``).
+        label: the location ID, i.e. the class folder name (``"0839"``). Positives share a label.
+        view: ``"drone"`` or ``"satellite"``.
+    """
+
+    image_id: str
+    label: str
+    view: str
+
+
+@dataclass
+class RetrievalSplit:
+    """The queries and the gallery of one (benchmark, split, direction, protocol[, altitude]).
+
+    ``gallery`` already has the gallery protocol applied: with ``query-ids-only`` the gallery images whose label is
+    not a query label are removed (Sample4Geo's junk rule); with ``official`` every gallery image counts.
+    Both lists are sorted by ``image_id``.
+    """
+
+    benchmark: str
+    split: str  # "train" | "test"
+    direction: str  # "d2s" | "s2d"
+    protocol: str  # "official" | "query-ids-only"
+    root: Path
+    queries: list[ImageRecord]
+    gallery: list[ImageRecord]
+    altitude: str | None = None
+    skipped_empty_folders: list[str] = field(default_factory=list)  # class folders with no image, relative paths
+    ignored_files: int = 0  # non-image files found in class folders
+
+    def path_of(self, record: ImageRecord) -> Path:
+        return self.root / record.image_id
+
+
+class Benchmark:
+    """Interface of a benchmark reader. Subclasses set ``name`` and implement :meth:`load_split`."""
+
+    name: str = ""
+    #: the licence and citation facts the dataset card needs
+    license: str = "other"
+    license_name: str | None = None
+    license_link: str | None = None
+    redistributable: bool = False  # may image bytes be published publicly?
+    citation: str = ""
+    altitudes: tuple[str, ...] = ()  # non-empty for per-altitude benchmarks (SUES-200)
+
+    def load_split(
+        self,
+        root: str | Path,
+        split: str,
+        direction: str = "d2s",
+        protocol: str = "official",
+        altitude: str | int | None = None,
+    ) -> RetrievalSplit:
+        raise NotImplementedError
+
+    def training_pairs(self, root: str | Path, altitude: str | int | None = None) -> RetrievalSplit:
+        """The training split in the d2s direction (drone queries, satellite gallery), for retriever training."""
+        return self.load_split(root, "train", direction="d2s", protocol="official", altitude=altitude)
+
+
+_BENCHMARKS: dict[str, Callable[[], Benchmark]] = {}
+
+
+def register_benchmark(name: str) -> Callable[[type[Benchmark]], type[Benchmark]]:
+    """Class decorator: ``@register_benchmark("university1652")``."""
+
+    def deco(cls: type[Benchmark]) -> type[Benchmark]:
+        if name in _BENCHMARKS:
+            raise ValueError(f"benchmark {name!r} is already registered")
+        cls.name = name
+        _BENCHMARKS[name] = cls
+        return cls
+
+    return deco
+
+
+def list_benchmarks() -> list[str]:
+    return sorted(_BENCHMARKS)
+
+
+def get_benchmark(name: str) -> Benchmark:
+    """The benchmark reader registered under ``name``."""
+    if name not in _BENCHMARKS:
+        raise UnknownNameError(f"unknown benchmark {name!r}; choose one of: {', '.join(list_benchmarks())}")
+    return _BENCHMARKS[name]()
+
+
+def apply_protocol(queries: list[ImageRecord], gallery: list[ImageRecord], protocol: str) -> list[ImageRecord]:
+    """The gallery under a gallery protocol (design.md, "Gallery protocol").
+
+    ``official``: every gallery image counts (University-1652 and SUES-200 official evaluators).
+    ``query-ids-only``: gallery images whose label is no query's label are dropped, which is what Sample4Geo's
+    ``label=-1`` junk rule amounts to.
+    """
+    if protocol == "official":
+        return list(gallery)
+    if protocol == "query-ids-only":
+        labels = {q.label for q in queries}
+        return [g for g in gallery if g.label in labels]
+    raise ValueError(f"protocol must be 'official' or 'query-ids-only', got {protocol!r}")

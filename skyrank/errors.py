@@ -1,0 +1,58 @@
+"""Typed errors of SkyRank.
+
+Every error the library raises on bad input is a :class:`SkyRankError` subclass whose message says what is wrong
+and how to fix it. ``cli.py`` maps them to exit codes in one table; the library never prints and never returns
+``None`` to signal failure.
+"""
+
+from __future__ import annotations
+
+
+class SkyRankError(Exception):
+    """Base class of every error SkyRank raises on bad input or bad state."""
+
+
+class BenchmarkLayoutError(SkyRankError):
+    """A benchmark root is missing or does not have the expected folder layout."""
+
+
+class BadImageError(SkyRankError):
+    """One or more images failed to decode. ``paths`` lists them."""
+
+    def __init__(self, message: str, paths: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.paths = list(paths or [])
+
+
+class CheckpointMismatchError(SkyRankError):
+    """A checkpoint's keys or shapes do not match the model built for it."""
+
+
+class UnknownNameError(SkyRankError):
+    """An unknown retriever, benchmark or backbone name was requested."""
+
+
+class OutputExistsError(SkyRankError):
+    """The output folder exists and ``overwrite`` was not given."""
+
+
+class ValidationError(SkyRankError):
+    """A SkyRank dataset folder breaks the schema or an invariant. ``problems`` lists every problem found."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        self.problems = list(problems or [])
+        if self.problems:
+            message = message + "\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(message)
+
+
+class MissingDependencyError(SkyRankError):
+    """An optional engine (faiss-gpu, deepspeed, flash-attn, ...) is not installed."""
+
+
+class PublishError(SkyRankError):
+    """Publishing to the Hub was refused or failed."""
+
+
+class TrainingError(SkyRankError):
+    """Training stopped (non-finite loss, mismatched resume state, ...)."""

@@ -1,0 +1,16 @@
+"""Retrievers, created by name: ``skyrank.retrievers.create("sample4geo", checkpoint=..., device=...)``."""
+
+from __future__ import annotations
+
+from skyrank.retrievers._base import (
+    Retriever,
+    RetrieverCfg,
+    create,
+    list_retrievers,
+    register_retriever,
+)
+
+# Importing the modules registers them.
+from skyrank.retrievers import sample4geo, precomputed  # noqa: E402,F401  isort: skip
+
+__all__ = ["Retriever", "RetrieverCfg", "create", "list_retrievers", "register_retriever"]

@@ -1,0 +1,131 @@
+"""The retriever interface (design.md, "Retrievers") and its registry.
+
+A retriever is created by name, like timm's ``create_model``::
+
+    r = skyrank.retrievers.create("sample4geo", checkpoint="weights_e1_0.9515.pth", device="cuda")
+    x = torch.stack([r.preprocess(img) for img in images])
+    emb = r.embed(x, view="drone")  # (B, D) float32, L2-normalised
+
+Each retriever module documents its paper, where the original code and weights live, their licence, its
+preprocessing as a :class:`RetrieverCfg`, and its checkpoint filter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from skyrank.errors import UnknownNameError
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class RetrieverCfg:
+    """Preprocessing and provenance of a retriever, as data (like timm's ``PretrainedCfg``)."""
+
+    name: str
+    image_size: int  # square input side, pixels
+    interpolation: str  # "bilinear" | "bicubic"
+    embed_dim: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    flip_sum: bool = False  # test-time: sum of the features of the image and its horizontal flip
+    paper: str = ""
+    citation: str = ""  # BibTeX
+    origin_url: str = ""  # original code
+    weights_url: str = ""  # where the official weights live
+    weights_license: str = ""
+
+
+class Retriever:
+    """Base class. Subclasses hold a torch ``model`` and implement :meth:`embed`.
+
+    Attributes:
+        name: registry name.
+        cfg: the :class:`RetrieverCfg`.
+        device: torch device the model runs on.
+        checkpoint: path of the loaded checkpoint, or ``None`` for random weights.
+        needs_images: ``False`` for retrievers that look embeddings up by id (``precomputed``).
+    """
+
+    name: str = ""
+    needs_images: bool = True
+
+    def __init__(self, cfg: RetrieverCfg, device: str | torch.device = "cpu", checkpoint: str | Path | None = None):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+
+    @property
+    def image_size(self) -> int:
+        return self.cfg.image_size
+
+    @property
+    def embed_dim(self) -> int:
+        return self.cfg.embed_dim
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """PIL image → normalised ``(3, S, S)`` float tensor (squash resize, no crop)."""
+        from torchvision.transforms import functional as TF
+        from torchvision.transforms import InterpolationMode
+
+        interp = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}[self.cfg.interpolation]
+        image = image.convert("RGB")
+        s = self.cfg.image_size
+        x = TF.pil_to_tensor(image)
+        x = TF.resize(x, [s, s], interpolation=interp, antialias=True)
+        x = x.float().div_(255.0)
+        return TF.normalize(x, self.cfg.mean, self.cfg.std)
+
+    def embed(self, batch: torch.Tensor, view: str) -> torch.Tensor:
+        """``(B, 3, S, S)`` → ``(B, D)`` float32, L2-normalised. ``view`` is ``"drone"`` or ``"satellite"``."""
+        raise NotImplementedError
+
+    def embed_ids(self, image_ids: Sequence[str], view: str) -> np.ndarray:
+        """For retrievers with ``needs_images = False``: embeddings looked up by ``image_id``."""
+        raise NotImplementedError(f"{self.name} embeds images, not ids")
+
+    def train(self, mode: bool = True) -> Retriever:
+        model = getattr(self, "model", None)
+        if model is not None:
+            model.train(mode)
+        return self
+
+    def eval(self) -> Retriever:
+        return self.train(False)
+
+
+_RETRIEVERS: dict[str, Callable[..., Retriever]] = {}
+
+
+def register_retriever(name: str) -> Callable[[Callable[..., Retriever]], Callable[..., Retriever]]:
+    """Decorator for a factory ``fn(checkpoint=None, device="cpu", **kwargs) -> Retriever``."""
+
+    def deco(fn: Callable[..., Retriever]) -> Callable[..., Retriever]:
+        if name in _RETRIEVERS:
+            raise ValueError(f"retriever {name!r} is already registered")
+        _RETRIEVERS[name] = fn
+        return fn
+
+    return deco
+
+
+def list_retrievers() -> list[str]:
+    return sorted(_RETRIEVERS)
+
+
+def create(name: str, checkpoint: str | Path | None = None, device: str | torch.device = "cpu", **kwargs: Any) -> Retriever:
+    """Build the retriever registered as ``name`` and load ``checkpoint`` strictly (random weights if ``None``)."""
+    if name not in _RETRIEVERS:
+        raise UnknownNameError(f"unknown retriever {name!r}; choose one of: {', '.join(list_retrievers())}")
+    retriever = _RETRIEVERS[name](checkpoint=checkpoint, device=device, **kwargs)
+    retriever.name = name
+    return retriever
