@@ -1,3 +1,182 @@
-"""(being written)"""
+"""Sample4Geo: a timm ConvNeXt shared by both views, trained with symmetric InfoNCE.
+
+Paper::
+
+    @inproceedings{deuser2023sample4geo,
+      title     = {Sample4Geo: Hard Negative Sampling For Cross-View Geo-Localisation},
+      author    = {Deuser, Fabian and Habel, Konrad and Oswald, Norbert},
+      booktitle = {Proceedings of the IEEE/CVF International Conference on Computer Vision (ICCV)},
+      pages     = {16847--16856},
+      year      = {2023}
+    }
+
+Original code from https://github.com/Skyy93/Sample4Geo (``sample4geo/model.py``, ``TimmModel``).
+Weights: the README's Google Drive folder (``1PMuUqvDnCb216D8_ZDDJzDD3FxeH5BoA``); for University-1652 the file is
+``pretrained/university/convnext_base.fb_in22k_ft_in1k_384/weights_e1_0.9515.pth``.
+Licence: the repository snapshot we read carries no licence file, and the weights are released without an explicit
+licence; they are fine-tuned from timm's ImageNet ``convnext_base.fb_in22k_ft_in1k_384`` on University-1652, whose
+terms allow non-commercial research use only. Check both before redistributing features or weights.
+
+What this module reproduces (facts from the original repository, no code copied):
+
+- Model: ``timm.create_model(arch, pretrained=False, num_classes=0)`` wrapped so that the state dict is exactly the
+  official layout, ``model.*`` plus ``logit_scale`` (initialised to ``log(1/0.07)``). For
+  ``convnext_base.fb_in22k_ft_in1k_384`` that is 343 keys and a 1024-d pooled embedding
+  (avg-pool + LayerNorm2d head, ``fc`` = Identity). One backbone serves both views.
+- Preprocessing: a 384x384 bilinear squash (no crop) and ImageNet mean/std. Sample4Geo reads images with OpenCV and
+  resizes with ``cv2.INTER_LINEAR_EXACT`` (no antialiasing when shrinking); SkyRank decodes with PIL and uses
+  torchvision's antialiased bilinear resize (the base class's ``preprocess``), so pixel values differ slightly when
+  an image is shrunk (University-1652's 512 px drone views → 384). The effect on the official features has not
+  been measured here; expect tiny changes, not bit-identical embeddings.
+- Features: forward pass (fp16 autocast on CUDA, as Sample4Geo's ``predict``), L2-normalised, returned as float32.
+  No flip test-time augmentation.
+- Loading: Sample4Geo loads with non-strict ``load_state_dict``, which silently keeps random weights on a mismatch
+  (Sample4Geo issue #45). SkyRank loads strictly and names every missing, unexpected or mis-shaped key.
+"""
 
 from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from skyrank.retrievers._base import Retriever, RetrieverCfg, register_retriever
+from skyrank.retrievers._checkpoint import load_strict, read_state_dict, strip_prefix
+
+DEFAULT_ARCH = "convnext_base.fb_in22k_ft_in1k_384"
+
+SAMPLE4GEO_CITATION = """@inproceedings{deuser2023sample4geo,
+  title     = {Sample4Geo: Hard Negative Sampling For Cross-View Geo-Localisation},
+  author    = {Deuser, Fabian and Habel, Konrad and Oswald, Norbert},
+  booktitle = {Proceedings of the IEEE/CVF International Conference on Computer Vision (ICCV)},
+  pages     = {16847--16856},
+  year      = {2023}
+}"""
+
+SAMPLE4GEO_CFG = RetrieverCfg(
+    name="sample4geo",
+    image_size=384,
+    interpolation="bilinear",
+    embed_dim=1024,
+    flip_sum=False,
+    paper="Deuser et al., Sample4Geo: Hard Negative Sampling For Cross-View Geo-Localisation, ICCV 2023",
+    citation=SAMPLE4GEO_CITATION,
+    origin_url="https://github.com/Skyy93/Sample4Geo",
+    weights_url="https://drive.google.com/drive/folders/1PMuUqvDnCb216D8_ZDDJzDD3FxeH5BoA",
+    weights_license="unspecified (no licence file); trained on University-1652 (non-commercial research use)",
+)
+
+#: ``logit_scale`` initial value of Sample4Geo's ``TimmModel`` (CLIP's temperature 0.07).
+LOGIT_SCALE_INIT = math.log(1 / 0.07)
+
+_AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
+
+
+class Sample4GeoModel(nn.Module):
+    """A timm backbone with a learnable ``logit_scale``; state dict keys ``model.*`` + ``logit_scale``.
+
+    ``forward`` returns the pooled, *unnormalised* embedding (as Sample4Geo's ``TimmModel.forward``).
+    """
+
+    def __init__(self, arch: str = DEFAULT_ARCH, image_size: int | None = None) -> None:
+        super().__init__()
+        import timm
+
+        kwargs: dict = {}
+        if image_size is not None and ("vit" in arch or "eva" in arch or "deit" in arch):
+            kwargs["img_size"] = image_size  # Sample4Geo passes img_size only to ViT-style models
+        self.arch = arch
+        self.model = timm.create_model(arch, pretrained=False, num_classes=0, **kwargs)
+        self.logit_scale = nn.Parameter(torch.ones([]) * LOGIT_SCALE_INIT)
+
+    @property
+    def num_features(self) -> int:
+        return int(self.model.num_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class Sample4GeoRetriever(Retriever):
+    """Sample4Geo as a SkyRank :class:`~skyrank.retrievers._base.Retriever` (one backbone for both views)."""
+
+    name = "sample4geo"
+
+    def __init__(
+        self,
+        arch: str = DEFAULT_ARCH,
+        image_size: int | None = None,
+        device: str | torch.device = "cpu",
+        checkpoint: str | Path | None = None,
+        amp: str = "fp16",
+    ) -> None:
+        if amp not in _AMP_DTYPES:
+            raise ValueError(f"amp must be one of {sorted(_AMP_DTYPES)}, got {amp!r}")
+        model = Sample4GeoModel(arch, image_size=image_size)
+        cfg = dataclasses.replace(
+            SAMPLE4GEO_CFG, image_size=int(image_size or SAMPLE4GEO_CFG.image_size), embed_dim=model.num_features
+        )
+        super().__init__(cfg, device=device, checkpoint=checkpoint)
+        self.arch = arch
+        self.amp = amp
+        if checkpoint is not None:
+            load_checkpoint(model, checkpoint)
+        self.model = model.to(self.device).eval()
+
+    def embed(self, batch: torch.Tensor, view: str) -> torch.Tensor:
+        """``(B, 3, S, S)`` → ``(B, D)`` float32, L2-normalised. Both views use the same backbone."""
+        if view not in ("drone", "satellite"):
+            raise ValueError(f"view must be 'drone' or 'satellite', got {view!r}")
+        batch = batch.to(self.device, non_blocking=True)
+        dtype = _AMP_DTYPES[self.amp]
+        use_amp = self.device.type == "cuda" and dtype is not None and not torch.is_autocast_enabled("cuda")
+        ctx = torch.autocast("cuda", dtype=dtype) if use_amp else nullcontext()
+        with torch.inference_mode(), ctx:
+            feats = self.model(batch)
+        return F.normalize(feats.float(), dim=-1)
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map a checkpoint onto :class:`Sample4GeoModel`'s keys.
+
+    - Official Sample4Geo files (``model.*`` + ``logit_scale``, saved from ``model.module`` so without a
+      ``module.`` prefix) pass through unchanged.
+    - ``_orig_mod.`` (``torch.compile``) prefixes are removed.
+    - A bare timm backbone state dict (no key under ``model.`` and no ``logit_scale``; e.g. timm's own ImageNet
+      weights, downloaded by the user) is prefixed with ``model.``; its 1000-way classifier ``head.fc.*`` is dropped
+      (Sample4Geo builds the backbone with ``num_classes=0``) and ``logit_scale`` gets Sample4Geo's initial value
+      (it only scales training logits and never changes an embedding).
+
+    Anything else is left for the strict load to report.
+    """
+    sd = {k.replace("_orig_mod.", ""): v for k, v in state_dict.items()}
+    if "logit_scale" not in sd and not any(k.startswith("model.") for k in sd):
+        sd = {f"model.{k}": v for k, v in sd.items() if not k.startswith("head.fc.")}
+        sd["logit_scale"] = torch.tensor(LOGIT_SCALE_INIT)
+    return sd
+
+
+def load_checkpoint(model: Sample4GeoModel, checkpoint: str | Path) -> None:
+    """read (weights_only / safetensors) → strip ``module.`` → :func:`checkpoint_filter_fn` → strict load."""
+    sd = read_state_dict(checkpoint)
+    sd = strip_prefix(sd, "module.")
+    sd = checkpoint_filter_fn(sd)
+    load_strict(model, sd, source=f"checkpoint {checkpoint} (sample4geo, arch={model.arch})")
+
+
+@register_retriever("sample4geo")
+def sample4geo(
+    checkpoint: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    arch: str = DEFAULT_ARCH,
+    image_size: int | None = None,
+    amp: str = "fp16",
+) -> Sample4GeoRetriever:
+    """Sample4Geo (timm ``arch``, default ``convnext_base.fb_in22k_ft_in1k_384``, 384 px); random weights without a checkpoint."""
+    return Sample4GeoRetriever(arch=arch, image_size=image_size, device=device, checkpoint=checkpoint, amp=amp)

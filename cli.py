@@ -1,0 +1,221 @@
+"""The ``skyrank`` command line. Thin: every command parses its options and calls one library function.
+
+Library errors (:class:`skyrank.errors.SkyRankError` subclasses) are turned into one-line messages with the fix in
+:data:`ERROR_HINTS`; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from skyrank import errors
+
+#: error type → (exit code, what to do). The message of the error itself says what is wrong.
+ERROR_HINTS: dict[type[errors.SkyRankError], tuple[int, str]] = {
+    errors.BenchmarkLayoutError: (3, "Point --root at the benchmark folder (e.g. .../University-Release)."),
+    errors.BadImageError: (4, "Fix or remove the listed files, or pass --skip-bad-images to leave them out."),
+    errors.CheckpointMismatchError: (5, "Check that --retriever/--arch/--opts match the checkpoint file."),
+    errors.UnknownNameError: (2, "Run `skyrank --help` for the valid names."),
+    errors.OutputExistsError: (6, "Pass --overwrite to replace it, or choose another --out."),
+    errors.ValidationError: (7, "The folder is not a valid SkyRank dataset; rebuild it with `skyrank build`."),
+    errors.MissingDependencyError: (8, "Install the extra named above."),
+    errors.PublishError: (9, "Nothing was changed on the Hub unless the message says so."),
+    errors.TrainingError: (10, "Fix the cause, then re-run with --resume to continue from the last checkpoint."),
+}
+
+
+def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except errors.SkyRankError as e:
+            code, hint = next(((c, h) for t, (c, h) in ERROR_HINTS.items() if isinstance(e, t)), (1, ""))
+            click.secho(f"Error: {e}", fg="red", err=True)
+            if hint:
+                click.echo(hint, err=True)
+            sys.exit(code)
+
+    return wrapper
+
+
+# ---------------------------------------------------------------------------------------------- shared options
+def _device_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")(fn)
+
+
+def _resolve_device(device: str | None) -> str:
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _quiet_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--quiet", is_flag=True, help="No progress bars.")(fn)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="skyrank")
+def main() -> None:
+    """SkyRank: re-ranking datasets for cross-view UAV geo-localization, and the SkyLink re-ranker.
+
+    \b
+    Start here:  skyrank build          (the built-in synthetic benchmark, end to end, on CPU)
+                 skyrank demo           (build + train a tiny SkyLink + evaluate, on CPU)
+    """
+
+
+# ------------------------------------------------------------------------------------------------------- build
+BUILD_EXAMPLES = """
+\b
+Examples:
+  skyrank build
+  skyrank build --dataset university1652 --root /data/University-Release \\
+      --retriever sample4geo --checkpoint weights_e1_0.9515.pth --out skyrank/
+  skyrank build --dataset sues200 --altitude 150 --root /data/SUES-200-512x512 \\
+      --retriever sample4geo --checkpoint runs/s4g-sues150/weights_end.pth --out skyrank/
+"""
+
+
+@main.command(epilog=BUILD_EXAMPLES)
+@click.option("--dataset", default="synthetic", show_default=True, help="university1652, sues200 or synthetic.")
+@click.option("--root", type=click.Path(path_type=Path), help="Benchmark root (default for synthetic: cached).")
+@click.option("--altitude", help="SUES-200 altitude: 150, 200, 250 or 300.")
+@click.option(
+    "--direction", "directions", multiple=True, default=("d2s",), show_default=True,
+    type=click.Choice(["d2s", "s2d"]), help="d2s: drone query → satellite gallery; s2d the reverse. Repeatable.",
+)
+@click.option("--retriever", default="sample4geo", show_default=True, help="sample4geo, precomputed, ...")
+@click.option("--checkpoint", type=click.Path(path_type=Path), help="Retriever weights (or embeddings file).")
+@click.option("--arch", help="timm architecture for sample4geo (default convnext_base.fb_in22k_ft_in1k_384).")
+@click.option("--image-size", type=int, help="Retriever input size override.")
+@click.option("--top-m", default=20, show_default=True, help="Candidates mined per query (m of Eq. 1-2).")
+@click.option("--splits", default="train,test", show_default=True, help="Comma-separated splits to build.")
+@click.option(
+    "--protocol", default="official", show_default=True, type=click.Choice(["official", "query-ids-only"]),
+    help="Gallery protocol: every gallery image (official) or only query IDs (Sample4Geo's junk rule).",
+)
+@click.option("--with-images/--ids-only", default=None, help="Embed image bytes (default: only if the licence allows).")
+@click.option("--out", type=click.Path(path_type=Path), help="Output folder (default skyrank-<dataset>).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@_device_option
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--num-workers", default=0, show_default=True, help="DataLoader workers for image decoding.")
+@click.option("--skip-bad-images", is_flag=True, help="Leave out images that fail to decode (listed in the card).")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the build report as JSON.")
+@_quiet_option
+@_handle_errors
+def build(splits: str, device: str | None, quiet: bool, json_out: Path | None, **kw: Any) -> None:
+    """Mine a SkyRank re-ranking dataset from a benchmark and a retriever, write it as Parquet and validate it."""
+    from skyrank.build import build_dataset, report_to_json
+
+    report = build_dataset(
+        splits=tuple(s.strip() for s in splits.split(",") if s.strip()),
+        device=_resolve_device(device),
+        progress=not quiet,
+        **kw,
+    )
+    click.echo(report.summary())
+    if json_out:
+        json_out.write_text(report_to_json(report))
+
+
+# ------------------------------------------------------------------------------------------------------- synth
+@main.command()
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder to write the benchmark into.")
+@click.option(
+    "--layout", default="university1652", show_default=True,
+    type=click.Choice(["university1652", "sues200", "sues200-split", "sues200-lower"]),
+)
+@click.option("--locations", type=int, help="Locations per split (train and test each).")
+@click.option("--distractors", type=int, help="Extra gallery-only locations in the test split.")
+@click.option("--views", type=int, help="Drone views per location.")
+@click.option("--image-size", type=int, help="Image side in pixels.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--overwrite", is_flag=True)
+@_quiet_option
+@_handle_errors
+def synth(out: Path, layout: str, quiet: bool, **kw: Any) -> None:
+    """Generate the procedural cross-view benchmark in a real benchmark layout."""
+    from skyrank.benchmarks.synthetic import generate_synthetic
+
+    params = {k: v for k, v in kw.items() if v is not None}
+    root = generate_synthetic(out, layout=layout, progress=not quiet, **params)
+    click.echo(f"synthetic benchmark written to {root}")
+
+
+# ---------------------------------------------------------------------------------------------------- validate
+@main.command()
+@click.argument("folder", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@_handle_errors
+def validate(folder: Path) -> None:
+    """Load every config and split of a SkyRank folder with `datasets` and check the schema and invariants."""
+    from skyrank.validate import validate_dataset
+
+    report = validate_dataset(folder)
+    click.echo(f"{folder}: valid SkyRank dataset")
+    for (cfg, split), n in sorted(report.rows.items()):
+        click.echo(f"  {cfg:<44} {split:<6} {n:>7} rows")
+
+
+# --------------------------------------------------------------------------------------------------- retriever
+@main.group()
+def retriever() -> None:
+    """Retriever utilities: list the registry, train a retriever."""
+
+
+@retriever.command("list")
+def retriever_list() -> None:
+    """List the registered retrievers."""
+    from skyrank.retrievers import list_retrievers
+
+    for name in list_retrievers():
+        click.echo(name)
+
+
+@retriever.command("train")
+@click.option("--dataset", default="synthetic", show_default=True)
+@click.option("--root", type=click.Path(path_type=Path), help="Benchmark root (default for synthetic: cached).")
+@click.option("--altitude", help="SUES-200 altitude.")
+@click.option("--arch", default="convnext_atto", show_default=True, help="timm ConvNeXt architecture.")
+@click.option("--image-size", default=128, show_default=True)
+@click.option("--epochs", type=int, help="Epochs (Sample4Geo uses 1 on University-1652).")
+@click.option("--batch-size", type=int, help="Classes per batch (one drone/satellite pair per class).")
+@click.option("--lr", type=float, help="AdamW learning rate.")
+@click.option("--out", required=True, type=click.Path(path_type=Path))
+@click.option("--resume", is_flag=True, help="Continue from the last epoch checkpoint in --out.")
+@click.option("--seed", default=0, show_default=True)
+@_device_option
+@click.option("--num-workers", default=0, show_default=True)
+@_quiet_option
+@_handle_errors
+def retriever_train(dataset: str, root: Path | None, device: str | None, quiet: bool, **kw: Any) -> None:
+    """Train a retriever with Sample4Geo's recipe (symmetric InfoNCE, one pair per class per batch)."""
+    from skyrank.retrievers.train import train_retriever
+
+    if dataset == "synthetic" and root is None:
+        from skyrank.benchmarks.synthetic import ensure_synthetic
+
+        root = ensure_synthetic(progress=not quiet)
+    if root is None:
+        raise click.UsageError("--root is required")
+    params = {k: v for k, v in kw.items() if v is not None}
+    ckpt = train_retriever(dataset, root, device=_resolve_device(device), progress=not quiet, **params)
+    click.echo(f"checkpoint written to {ckpt}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+
+
+def _json_dump(obj: Any) -> str:  # shared by the commands that print JSON
+    return json.dumps(obj, indent=2, default=str)

@@ -1,0 +1,396 @@
+"""``skyrank build``: from benchmark files and a retriever to a validated SkyRank dataset folder.
+
+One function, :func:`build_dataset`, runs the whole data flow of design.md::
+
+    benchmark files → records → retriever embeddings → mined candidates (Eq. 1, 2, 6) → Parquet (+ card) → validation
+
+With no arguments it builds the built-in synthetic benchmark: it generates the benchmark (cached), trains a small
+retriever on its train split with Sample4Geo's recipe (cached), and builds the dataset from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skyrank import schema
+from skyrank.benchmarks import RetrievalSplit, get_benchmark
+from skyrank.errors import SkyRankError
+
+#: The small retriever the synthetic default trains (Sample4Geo's recipe on a timm ConvNeXt-Atto).
+SYNTHETIC_RETRIEVER = {"arch": "convnext_atto", "image_size": 96, "epochs": 12, "batch_size": 32}
+
+
+@dataclass
+class SplitStats:
+    """What the summary table and the dataset card report for one (config, split)."""
+
+    config: str
+    split: str
+    queries: int
+    gallery: int
+    gt_in_top_m: float  # percent of queries whose ground truth is in the retriever's top-m
+    metrics: dict[str, float]  # retriever R@1/R@5/R@10/AP in percent (official full-ranking AP)
+
+
+@dataclass
+class BuildReport:
+    """The result of :func:`build_dataset`."""
+
+    out: Path
+    configs: dict[str, dict[str, int]]  # config → split → rows
+    stats: list[SplitStats]
+    timings: dict[str, float]  # seconds: decode, encode, search, write, validate, total (+ setup)
+    bad_images: list[str]
+    params: dict[str, Any]
+    skipped_empty_folders: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """A plain-text summary table."""
+        lines = [f"SkyRank dataset written to {self.out}", ""]
+        lines.append(f"{'config':<44} {'split':<6} {'rows':>7}")
+        for cfg, splits in sorted(self.configs.items()):
+            for split, n in sorted(splits.items()):
+                lines.append(f"{cfg:<44} {split:<6} {n:>7}")
+        lines.append("")
+        lines.append(
+            f"{'retriever config':<36} {'split':<6} {'queries':>7} {'gallery':>7} {'GT@m':>6} "
+            f"{'R@1':>6} {'R@5':>6} {'R@10':>6} {'AP':>6}"
+        )
+        for s in self.stats:
+            m = s.metrics
+            lines.append(
+                f"{s.config:<36} {s.split:<6} {s.queries:>7} {s.gallery:>7} {s.gt_in_top_m:>6.2f} "
+                f"{m['R@1']:>6.2f} {m['R@5']:>6.2f} {m['R@10']:>6.2f} {m['AP']:>6.2f}"
+            )
+        lines.append(
+            f"(protocol: {self.params['protocol']}; m = {self.params['top_m']}; GT@m = ground truth in top-m, %; "
+            "AP = Market-1501 AP over the full ranking)"
+        )
+        if self.bad_images:
+            lines.append(f"skipped {len(self.bad_images)} image(s) that failed to decode: " + ", ".join(self.bad_images[:5]))
+        if self.skipped_empty_folders:
+            lines.append(f"skipped {len(self.skipped_empty_folders)} empty class folder(s)")
+        t = self.timings
+        lines.append(
+            "time: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items() if k != "total") + f"; total {t['total']:.1f}s"
+        )
+        return "\n".join(lines)
+
+
+def _software_versions() -> dict[str, str]:
+    import datasets
+    import pyarrow
+    import torch
+
+    import skyrank
+
+    versions = {
+        "skyrank": skyrank.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "datasets": datasets.__version__,
+        "pyarrow": pyarrow.__version__,
+        "numpy": np.__version__,
+    }
+    try:
+        import timm
+
+        versions["timm"] = timm.__version__
+    except ImportError:  # pragma: no cover - timm is a dependency
+        pass
+    try:
+        import faiss
+
+        versions["faiss"] = getattr(faiss, "__version__", "unknown")
+    except ImportError:  # pragma: no cover - faiss is a dependency
+        pass
+    return versions
+
+
+def _views(direction: str) -> tuple[str, str]:
+    """(query view, gallery view) of a direction."""
+    return ("drone", "satellite") if direction == "d2s" else ("satellite", "drone")
+
+
+def synthetic_retriever_checkpoint(root: Path, *, device: str = "cpu", progress: bool = True) -> Path:
+    """Train (once, cached beside the synthetic benchmark) the small retriever the synthetic default uses."""
+    from skyrank.retrievers.train import train_retriever
+
+    key = hashlib.sha256(json.dumps(SYNTHETIC_RETRIEVER, sort_keys=True).encode()).hexdigest()[:12]
+    out = Path(str(root) + f".retriever-{key}")
+    ckpt = out / "weights_end.pth"
+    if ckpt.is_file():
+        return ckpt
+    return train_retriever(
+        "synthetic",
+        root,
+        out,
+        arch=SYNTHETIC_RETRIEVER["arch"],
+        image_size=SYNTHETIC_RETRIEVER["image_size"],
+        epochs=SYNTHETIC_RETRIEVER["epochs"],
+        batch_size=SYNTHETIC_RETRIEVER["batch_size"],
+        device=device,
+        progress=progress,
+        resume=True,
+    )
+
+
+def build_dataset(
+    *,
+    dataset: str = "synthetic",
+    root: str | Path | None = None,
+    altitude: str | int | None = None,
+    directions: Sequence[str] = ("d2s",),
+    retriever: str = "sample4geo",
+    checkpoint: str | Path | None = None,
+    arch: str | None = None,
+    image_size: int | None = None,
+    top_m: int = 20,
+    splits: Sequence[str] = ("train", "test"),
+    protocol: str = "official",
+    with_images: bool | None = None,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    device: str = "cpu",
+    batch_size: int = 32,
+    num_workers: int = 0,
+    skip_bad_images: bool = False,
+    progress: bool = True,
+) -> BuildReport:
+    """Build a SkyRank dataset folder and validate it.
+
+    Args:
+        dataset: a registered benchmark (``university1652``, ``sues200``, ``synthetic``).
+        root: the benchmark root (``University-Release``, ``SUES-200-512x512`` or a split SUES-200 folder). For
+            ``synthetic`` it defaults to the cached built-in benchmark, generated on first use.
+        altitude: SUES-200 altitude (150, 200, 250 or 300).
+        directions: ``d2s`` (drone query → satellite gallery) and/or ``s2d``.
+        retriever: a registered retriever (``sample4geo``, ``precomputed``, ...).
+        checkpoint: the retriever's weights (or the embeddings file for ``precomputed``). For ``synthetic`` with
+            ``sample4geo`` and no checkpoint, a small retriever is trained on the train split (cached).
+        arch: the timm architecture for ``sample4geo`` (default ``convnext_base.fb_in22k_ft_in1k_384``).
+        image_size: input size override.
+        top_m: m of Eq. 1–2 (candidates mined per query; m−1 negatives are stored).
+        splits: which splits to build.
+        protocol: gallery protocol, ``official`` or ``query-ids-only``.
+        with_images: embed image bytes in the gallery/queries configs; default: only when the benchmark's licence
+            allows redistribution (the synthetic benchmark).
+        out: output folder (default ``skyrank-<dataset>``); never overwritten without ``overwrite``.
+
+    Returns:
+        a :class:`BuildReport`; the folder is complete (manifest written) and validated when this returns.
+    """
+    from skyrank.card import render_dataset_card
+    from skyrank.metrics import retrieval_metrics
+    from skyrank.mining import mine
+    from skyrank.retrievers import create
+    from skyrank.retrievers._checkpoint import sha256_file
+    from skyrank.retrievers.encode import encode_records
+    from skyrank.validate import validate_dataset
+    from skyrank.writer import DatasetWriter
+
+    t_start = time.perf_counter()
+    timings = {"setup": 0.0, "decode": 0.0, "encode": 0.0, "search": 0.0, "write": 0.0, "validate": 0.0}
+    for d in directions:
+        if d not in schema.DIRECTIONS:
+            raise SkyRankError(f"--direction must be d2s or s2d, got {d!r}")
+    for s in splits:
+        if s not in schema.SPLITS:
+            raise SkyRankError(f"--splits must be among {', '.join(schema.SPLITS)}, got {s!r}")
+    if protocol not in schema.PROTOCOLS:
+        raise SkyRankError(f"--protocol must be one of {', '.join(schema.PROTOCOLS)}, got {protocol!r}")
+    if top_m < 2:
+        raise SkyRankError(f"--top-m must be at least 2 (m−1 negatives are stored), got {top_m}")
+
+    bench = get_benchmark(dataset)
+    if bench.altitudes:
+        if altitude is None:
+            raise SkyRankError(f"{dataset} is evaluated per altitude: pass --altitude {{{','.join(bench.altitudes)}}}")
+        altitude = str(altitude)
+    elif altitude is not None:
+        raise SkyRankError(f"{dataset} has no altitudes; drop --altitude")
+
+    if dataset == "synthetic" and root is None:
+        from skyrank.benchmarks.synthetic import ensure_synthetic
+
+        root = ensure_synthetic(progress=progress)
+    if root is None:
+        raise SkyRankError(f"--root is required for {dataset}: the folder of your copy of the benchmark")
+    root = Path(root)
+
+    kwargs: dict[str, Any] = {}
+    if arch is not None:
+        kwargs["arch"] = arch
+    if image_size is not None:
+        kwargs["image_size"] = image_size
+    trained_here = False
+    if retriever == "sample4geo" and checkpoint is None:
+        if dataset != "synthetic":
+            raise SkyRankError(
+                "sample4geo needs --checkpoint (the official weights_e1_0.9515.pth for University-1652), or train one "
+                "with `skyrank retriever train`"
+            )
+        checkpoint = synthetic_retriever_checkpoint(root, device=device, progress=progress)
+        kwargs.setdefault("arch", SYNTHETIC_RETRIEVER["arch"])
+        kwargs.setdefault("image_size", SYNTHETIC_RETRIEVER["image_size"])
+        trained_here = True
+    model = create(retriever, checkpoint=checkpoint, device=device, **kwargs)
+    model.eval()
+    if with_images is None:
+        with_images = bool(bench.redistributable)
+    if out is None:
+        out = Path(f"skyrank-{dataset}" + (f"-{altitude}" if altitude else ""))
+    out = Path(out)
+    timings["setup"] = time.perf_counter() - t_start
+
+    gallery_cfg = schema.gallery_config_name(dataset, altitude)
+    queries_cfg = schema.queries_config_name(dataset, altitude)
+    image_rows: dict[tuple[str, str], dict[str, dict[str, str]]] = {}  # (config, split) → image_id → row
+    retriever_tables: list[tuple[str, str, list[dict]]] = []
+    stats: list[SplitStats] = []
+    bad_images: list[str] = []
+    skipped_empty: list[str] = []
+
+    for split in splits:
+        for direction in directions:
+            rs: RetrievalSplit = bench.load_split(root, split, direction=direction, protocol=protocol, altitude=altitude)
+            skipped_empty.extend(x for x in rs.skipped_empty_folders if x not in skipped_empty)
+            qview, gview = _views(direction)
+            encoded = {}
+            for name, records, view in (("gallery", rs.gallery, gview), ("queries", rs.queries, qview)):
+                res = encode_records(
+                    model,
+                    root,
+                    records,
+                    view,
+                    batch_size=batch_size,
+                    num_workers=num_workers,
+                    skip_bad_images=skip_bad_images,
+                    progress=progress,
+                    desc=f"encode {split} {direction} {name}",
+                )
+                timings["decode"] += getattr(res, "decode_seconds", 0.0)
+                timings["encode"] += getattr(res, "encode_seconds", 0.0)
+                bad_images.extend(b for b in res.bad if b not in bad_images)
+                encoded[name] = res
+            by_id = {r.image_id: r for r in (*rs.gallery, *rs.queries)}
+            g, q = encoded["gallery"], encoded["queries"]
+            g_labels = [by_id[i].label for i in g.ids]
+            q_labels = [by_id[i].label for i in q.ids]
+            # A query whose every positive was dropped as a bad image cannot be mined: drop it too, and say so.
+            present = set(g_labels)
+            keep = [i for i, lab in enumerate(q_labels) if lab in present]
+            if len(keep) < len(q_labels):
+                dropped = [q.ids[i] for i in range(len(q.ids)) if q_labels[i] not in present]
+                bad_images.extend(f"{d} (query without positive after skipping bad images)" for d in dropped)
+            t0 = time.perf_counter()
+            rows = mine(
+                [q.ids[i] for i in keep],
+                [q_labels[i] for i in keep],
+                q.embeddings[keep],
+                list(g.ids),
+                g_labels,
+                g.embeddings,
+                m=top_m,
+                progress=progress,
+            )
+            timings["search"] += time.perf_counter() - t0
+            cfg = schema.retriever_config_name(retriever, dataset, direction, altitude)
+            retriever_tables.append((cfg, split, rows))
+            gt_in = 100.0 * float(np.mean([r["gt_rank"] <= top_m for r in rows])) if rows else 0.0
+            stats.append(
+                SplitStats(cfg, split, len(rows), len(g.ids), gt_in, retrieval_metrics(rows))
+            )
+            for table_cfg, ids in ((gallery_cfg, g.ids), (queries_cfg, [q.ids[i] for i in keep])):
+                table = image_rows.setdefault((table_cfg, split), {})
+                for image_id in ids:
+                    rec = by_id[image_id]
+                    table[image_id] = {"image_id": rec.image_id, "label": rec.label, "view": rec.view, "path": rec.image_id}
+
+    t0 = time.perf_counter()
+    params: dict[str, Any] = {
+        "dataset": dataset,
+        "benchmark": dataset,
+        "altitude": altitude,
+        "directions": list(directions),
+        "retriever": retriever,
+        "arch": getattr(model, "arch", kwargs.get("arch")),
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "checkpoint_sha256": sha256_file(checkpoint) if checkpoint and Path(checkpoint).is_file() else None,
+        "retriever_trained_by_build": trained_here,
+        "top_m": top_m,
+        "m": top_m,
+        "protocol": protocol,
+        "image_size": model.image_size,
+        "embed_dim": model.embed_dim,
+        "splits": list(splits),
+        "with_images": with_images,
+        "skipped_bad_images": bad_images,
+        "software": _software_versions(),
+    }
+    tables = []
+    with DatasetWriter(out, overwrite=overwrite) as writer:
+        for (cfg, split), rows_by_id in sorted(image_rows.items()):
+            rows = [rows_by_id[k] for k in sorted(rows_by_id)]
+            features = schema.features_for(cfg, with_images=with_images)
+            tables.append(writer.add_table(cfg, split, rows, features, images_root=root if with_images else None))
+        for cfg, split, rows in retriever_tables:
+            tables.append(writer.add_table(cfg, split, rows, schema.RETRIEVER_FEATURES))
+        card = render_dataset_card(
+            tables,
+            pretty_name=f"SkyRank: {retriever} on {dataset}" + (f" ({altitude} m)" if altitude else ""),
+            benchmark_meta={
+                "name": dataset,
+                "license": bench.license,
+                "license_name": bench.license_name,
+                "license_link": bench.license_link,
+                "citation": bench.citation,
+                "redistributable": bench.redistributable,
+            },
+            retriever_meta={
+                "name": retriever,
+                "citation": model.cfg.citation,
+                "paper": model.cfg.paper,
+                "checkpoint": params["checkpoint"],
+                "checkpoint_sha256": params["checkpoint_sha256"],
+                "arch": params["arch"],
+                "image_size": model.image_size,
+            },
+            build_params=params,
+            stats={(s.config, s.split): {"rows": s.queries, "gallery": s.gallery, "gt_in_top_m": s.gt_in_top_m, **s.metrics} for s in stats},
+            default_config=retriever_tables[0][0],
+        )
+        timings["write"] = time.perf_counter() - t0
+        final = writer.finalize(card, params)
+    t0 = time.perf_counter()
+    validate_dataset(final)
+    timings["validate"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_start
+
+    configs: dict[str, dict[str, int]] = {}
+    for t in tables:
+        configs.setdefault(t.config, {})[t.split] = t.num_rows
+    return BuildReport(
+        out=final,
+        configs=configs,
+        stats=stats,
+        timings=timings,
+        bad_images=bad_images,
+        params=params,
+        skipped_empty_folders=skipped_empty,
+    )
+
+
+def report_to_json(report: BuildReport) -> str:
+    d = asdict(report)
+    d["out"] = str(report.out)
+    return json.dumps(d, indent=2, default=str)
