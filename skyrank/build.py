@@ -215,7 +215,9 @@ def build_dataset(
     if bench.altitudes:
         if altitude is None:
             raise SkyRankError(f"{dataset} is evaluated per altitude: pass --altitude {{{','.join(bench.altitudes)}}}")
-        altitude = str(altitude)
+        altitude = str(altitude).removesuffix("m")
+        if altitude not in bench.altitudes:
+            raise SkyRankError(f"--altitude must be one of {', '.join(bench.altitudes)} for {dataset}, got {altitude!r}")
     elif altitude is not None:
         raise SkyRankError(f"{dataset} has no altitudes; drop --altitude")
 

@@ -48,15 +48,14 @@ SPLITS: tuple[str, ...] = ("train", "test")
 DIRECTIONS: tuple[str, ...] = ("d2s", "s2d")
 PROTOCOLS: tuple[str, ...] = ("official", "query-ids-only")
 
+#: the authors' BibTeX (layumi/University1652-Baseline README, Citation) plus the arXiv id
 UNIVERSITY1652_CITATION = """\
-@inproceedings{zheng2020university,
-  title     = {University-1652: A Multi-view Multi-source Benchmark for Drone-based Geo-localization},
-  author    = {Zheng, Zhedong and Wei, Yunchao and Yang, Yi},
-  booktitle = {Proceedings of the 28th ACM International Conference on Multimedia},
-  pages     = {1395--1403},
-  year      = {2020},
-  doi       = {10.1145/3394171.3413896},
-  eprint    = {2002.12186},
+@article{zheng2020university,
+  title   = {University-1652: A Multi-view Multi-source Benchmark for Drone-based Geo-localization},
+  author  = {Zheng, Zhedong and Wei, Yunchao and Yang, Yi},
+  journal = {ACM Multimedia},
+  year    = {2020},
+  eprint  = {2002.12186},
   archivePrefix = {arXiv}
 }"""
 
@@ -164,9 +163,9 @@ def list_found(root: Path, expected: tuple[str, ...]) -> list[str]:
             children = [c.name for c in _sorted_entries(root / entry.name) if not c.name.startswith(".")]
             found.extend(f"{entry.name}/{c}" for c in children)
             if not children:
-                found.append(f"{entry.name}/ (empty)")
+                found.append(f"{entry.name}/ (empty folder)")
         else:
-            found.append(entry.name + ("/" if entry.is_dir() else ""))
+            found.append(entry.name)
     return found
 
 
@@ -180,7 +179,9 @@ def layout_error(root: Path, expected: tuple[str, ...], display_name: str, hint:
     nested = [
         child.name
         for child in _sorted_entries(root)
-        if child.is_dir() and not child.name.startswith(".") and all((root / child.name / e).is_dir() for e in expected)
+        if child.is_dir()
+        and not child.name.startswith(".")
+        and all((root / child.name / e).is_dir() for e in expected)
     ]
     if nested:
         message += f". Did you mean {root / nested[0]}?"
