@@ -1,0 +1,446 @@
+"""Mining SkyRank rows from retriever embeddings: exact search, full ranks, the swap rule and soft labels.
+
+Implements, from the SkyLink paper (arXiv 2603.08063):
+
+* **Eq. 1** (retrieval): score(q, r) = <E_q(q), E_r(r)>, the inner product of L2-normalised embeddings (cosine
+  similarity), top-m by exact search with faiss ``IndexFlatIP`` (:func:`search_topk`).
+* **Eq. 2** (ground-truth swap rule): if the ground truth is among the top-m, drop it, otherwise drop the m-th
+  candidate, so that m-1 hard negatives remain (:func:`apply_swap_rule`). Generalised to several positives
+  (satellite->drone has 54 per query): drop every positive and keep the first m-1 negatives of the ranking,
+  topping up from beyond rank m when more than one positive was in the top-m. For one positive this is exactly
+  Eq. 2 (both branches leave the first m-1 negatives). The stored ground truth is the best-ranked positive.
+* **Eq. 6** (relational similarity): sim_j = cos(E_r(c_j), E_r(gt)) in the retriever's reference space
+  (:func:`soft_label_similarity`), and **Eq. 7** (soft labels): L_j = sim_j if sim_j > T else 0
+  (:func:`soft_labels`; the trainer adds the ground truth's label 1).
+
+Conventions (every rank and list in a mined row obeys them):
+
+* **Scores** are float32 inner products. :func:`search_topk` returns faiss's scores. :func:`mine` and
+  :func:`full_ranks` compute each query's score row once with a float32 numpy matmul against the whole gallery
+  (in query chunks, so memory stays bounded) and derive *everything* in that query's row from it: the stored
+  scores, the order of the lists and the ranks. faiss and numpy may differ in the last ulp, so in :func:`mine`
+  faiss only proposes the candidate pool; the pool is re-scored and re-sorted with the numpy scores and checked
+  to contain every reference scoring at least its boundary score (a row failing the check, which needs an
+  ulp-level disagreement or a tie at the boundary, is ranked from its full score row instead).
+* **Ties, label-free** (:func:`search_topk`): equal scores are ordered by ascending gallery index, also at the
+  k boundary: the k returned are exactly the first k of the gallery sorted by (-score, gallery index).
+* **Ties, with labels** (:func:`full_ranks`, :func:`mine`): the optimistic rule. The full ranking is the
+  gallery sorted by (-score, negative-before-positive flag, gallery index): a positive comes before every
+  negative with the same score, positives with equal scores by ascending gallery index, negatives likewise. So
+  the 1-based rank of a positive p is ``1 + #{refs scoring strictly higher than p} + #{positives with the same
+  score and a smaller gallery index}``; ranks are distinct, and ``retrieved_ids[gt_rank - 1] == gt_id``
+  whenever ``gt_rank <= m``. With real-valued features ties are rare (notes/retrievers.md section 9).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from skyrank.errors import MissingDependencyError
+from skyrank.schema import RETRIEVER_COLUMNS
+
+#: float32 elements of one block of scores (or gathered embeddings) held at once: 128 MiB.
+_BLOCK_ELEMENTS = 1 << 25
+#: faiss GPU indexes cannot return more than this many neighbours per query.
+_GPU_MAX_K = 2048
+#: Extra neighbours fetched beyond what is needed, so boundary ties rarely force a second search.
+_MARGIN = 8
+
+
+class MinedRow(NamedTuple):
+    """One row of a ``<retriever>-<bench>-<direction>`` config; field names are the schema's columns."""
+
+    query_id: str
+    label: str
+    gt_id: str
+    gt_rank: int
+    gt_score: float
+    positive_ids: list[str]
+    positive_ranks: list[int]
+    candidate_ids: list[str]
+    candidate_scores: list[float]
+    candidate_gt_similarity: list[float]
+    retrieved_ids: list[str]
+    retrieved_scores: list[float]
+
+
+if MinedRow._fields != RETRIEVER_COLUMNS:  # pragma: no cover - guards against schema drift
+    raise ImportError(f"skyrank.mining.MinedRow fields {MinedRow._fields} differ from {RETRIEVER_COLUMNS}")
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+
+
+def _as_matrix(x: Any, name: str) -> np.ndarray:
+    arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D array (rows, dim), got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def _check_pair(query_emb: Any, ref_emb: Any) -> tuple[np.ndarray, np.ndarray]:
+    q = _as_matrix(query_emb, "query_emb")
+    r = _as_matrix(ref_emb, "ref_emb")
+    if q.shape[1] != r.shape[1]:
+        raise ValueError(f"query_emb has dimension {q.shape[1]} but ref_emb has {r.shape[1]}")
+    return q, r
+
+
+def _import_faiss() -> Any:
+    try:
+        import faiss
+    except ImportError as exc:  # pragma: no cover - faiss-cpu is a dependency
+        raise MissingDependencyError(
+            "faiss is not installed: pip install faiss-cpu (or pip install 'skyrank[gpu]' for faiss-gpu)"
+        ) from exc
+    return faiss
+
+
+def _resolve_gpu(faiss: Any, use_gpu: bool | None) -> bool:
+    if use_gpu is False:
+        return False
+    has_gpu_build = hasattr(faiss, "StandardGpuResources")
+    usable = has_gpu_build and faiss.get_num_gpus() > 0
+    if use_gpu is True and not usable:
+        if not has_gpu_build:
+            raise MissingDependencyError(
+                "use_gpu=True but the installed faiss has no GPU support: pip install 'skyrank[gpu]'"
+            )
+        raise MissingDependencyError("use_gpu=True but faiss sees no CUDA device")
+    return usable
+
+
+class _FlatIP:
+    """Exact inner-product index (faiss IndexFlatIP, on the GPU when requested and possible)."""
+
+    def __init__(self, ref: np.ndarray, use_gpu: bool | None) -> None:
+        faiss = _import_faiss()
+        self.ntotal = ref.shape[0]
+        self.cpu = faiss.IndexFlatIP(ref.shape[1])
+        self.cpu.add(ref)
+        self.gpu = None
+        if _resolve_gpu(faiss, use_gpu):
+            self._resources = faiss.StandardGpuResources()
+            self.gpu = faiss.index_cpu_to_gpu(self._resources, 0, self.cpu)
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        index = self.gpu if self.gpu is not None and k <= _GPU_MAX_K else self.cpu
+        scores, idx = index.search(np.ascontiguousarray(q), int(k))
+        return scores.astype(np.float32, copy=False), idx.astype(np.int64, copy=False)
+
+
+def _sort_rows(scores: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort each row by (-score, index)."""
+    order = np.lexsort((idx, -scores), axis=-1)
+    return np.take_along_axis(scores, order, axis=-1), np.take_along_axis(idx, order, axis=-1)
+
+
+def _search_deterministic(index: _FlatIP, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of each row of ``q`` as the first k of (-score, gallery index), boundary ties included."""
+    n = index.ntotal
+    fetch = min(n, k + max(_MARGIN, k // 4))
+    out_s = np.empty((q.shape[0], k), dtype=np.float32)
+    out_i = np.empty((q.shape[0], k), dtype=np.int64)
+    rows = np.arange(q.shape[0])
+    while rows.size:
+        s, i = _sort_rows(*index.search(q[rows], fetch))
+        # A row is settled when the whole tie group of its k-th score lies inside what was fetched.
+        settled = np.ones(rows.size, dtype=bool) if fetch >= n else s[:, k - 1] > s[:, fetch - 1]
+        out_s[rows[settled]] = s[settled, :k]
+        out_i[rows[settled]] = i[settled, :k]
+        rows = rows[~settled]
+        fetch = min(n, 2 * fetch)
+    return out_s, out_i
+
+
+def _chunk_rows(n_refs: int, chunk: int | None) -> int:
+    if chunk is not None:
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        return int(chunk)
+    return max(1, min(4096, _BLOCK_ELEMENTS // max(1, n_refs)))
+
+
+def _count_strictly_greater(row: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """For each value, how many entries of ``row`` are strictly greater."""
+    if values.size <= 16:
+        return (row[None, :] > values[:, None]).sum(axis=1)
+    ascending = np.sort(row)
+    return row.size - np.searchsorted(ascending, values, side="right")
+
+
+def _positive_ranks(row: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Optimistic 1-based ranks of gallery indices ``pos`` in the score row ``row`` (module docstring)."""
+    s = row[pos]
+    greater = _count_strictly_greater(row, s)
+    tied_before = ((s[None, :] == s[:, None]) & (pos[None, :] < pos[:, None])).sum(axis=1)
+    return (1 + greater + tied_before).astype(np.int64)
+
+
+def _ranked_prefix(row: np.ndarray, pool: np.ndarray, pos: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """First ``length`` gallery indices of the full ranking (-score, negative flag, index) of one query.
+
+    ``pool`` is a candidate set (faiss's top list, distinct indices); it is completed with the positives,
+    re-scored with ``row`` and used if it provably holds the prefix (it contains every reference scoring at
+    least the prefix's last score); otherwise the whole row is sorted. Returns the prefix and its
+    is-positive mask.
+    """
+    pool = pool[pool >= 0]
+    match = pos[:, None] == pool[None, :]
+    pool = np.concatenate([pool, pos[~match.any(axis=1)]])
+    is_pos = np.concatenate([match.any(axis=0), np.ones(pool.size - match.shape[1], dtype=bool)])
+    if pool.size >= length:
+        ps = row[pool]
+        order = np.lexsort((pool, ~is_pos, -ps))[:length]
+        boundary = ps[order[-1]]
+        if np.count_nonzero(row >= boundary) == np.count_nonzero(ps >= boundary):
+            return pool[order], is_pos[order]
+    negative = np.ones(row.size, dtype=bool)
+    negative[pos] = False
+    order = np.lexsort((np.arange(row.size), negative, -row))[:length]
+    return order, ~negative[order]
+
+
+# --------------------------------------------------------------------------------------------------- public
+
+
+def search_topk(
+    query_emb: np.ndarray,
+    ref_emb: np.ndarray,
+    k: int,
+    *,
+    use_gpu: bool | None = None,
+    batch_size: int = 8192,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` inner-product search (SkyLink Eq. 1) with faiss ``IndexFlatIP``.
+
+    Returns ``(scores float32 (Q, k), indices int64 (Q, k))``, each row sorted by descending score; equal
+    scores are ordered by ascending gallery index, and the k returned are the first k of the whole gallery in
+    that order (ties across the k boundary included: more neighbours are fetched until the tie group fits).
+    ``use_gpu``: None uses a GPU when faiss has GPU support and sees a CUDA device; True requires it (raises
+    :class:`~skyrank.errors.MissingDependencyError` otherwise); False stays on the CPU. Queries are searched in
+    batches of ``batch_size`` rows.
+    """
+    q, r = _check_pair(query_emb, ref_emb)
+    if not 1 <= k <= r.shape[0]:
+        raise ValueError(f"k must be between 1 and the gallery size {r.shape[0]}, got {k}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    index = _FlatIP(r, use_gpu)
+    scores = np.empty((q.shape[0], k), dtype=np.float32)
+    indices = np.empty((q.shape[0], k), dtype=np.int64)
+    for start in range(0, q.shape[0], batch_size):
+        stop = min(start + batch_size, q.shape[0])
+        scores[start:stop], indices[start:stop] = _search_deterministic(index, q[start:stop], k)
+    return scores, indices
+
+
+def full_ranks(
+    query_emb: np.ndarray,
+    ref_emb: np.ndarray,
+    positive_index_lists: Sequence[Sequence[int]],
+    *,
+    chunk: int | None = None,
+) -> list[np.ndarray]:
+    """1-based rank of every positive in each query's full ranking of the gallery (int64 arrays).
+
+    Rank of positive p = 1 + #{references scoring strictly higher} + #{positives with the same score and a
+    smaller gallery index} (optimistic tie rule, module docstring). Scores are float32 numpy inner products
+    computed ``chunk`` queries at a time (default: a block of about 128 MiB). The result is aligned with
+    ``positive_index_lists`` (one array per query, ranks in the order the indices were given).
+    """
+    q, r = _check_pair(query_emb, ref_emb)
+    if len(positive_index_lists) != q.shape[0]:
+        raise ValueError(f"{len(positive_index_lists)} positive lists for {q.shape[0]} queries")
+    lists: list[np.ndarray] = []
+    for qi, pos in enumerate(positive_index_lists):
+        arr = np.asarray(list(pos), dtype=np.int64)
+        if arr.size and (arr.min() < 0 or arr.max() >= r.shape[0]):
+            raise ValueError(f"query {qi}: positive index out of range [0, {r.shape[0]})")
+        if np.unique(arr).size != arr.size:
+            raise ValueError(f"query {qi}: duplicate positive indices")
+        lists.append(arr)
+    rows_per_chunk = _chunk_rows(r.shape[0], chunk)
+    out: list[np.ndarray] = []
+    for start in range(0, q.shape[0], rows_per_chunk):
+        scores = q[start : start + rows_per_chunk] @ r.T
+        for j, row in enumerate(scores):
+            pos = lists[start + j]
+            out.append(_positive_ranks(row, pos) if pos.size else np.zeros(0, dtype=np.int64))
+    return out
+
+
+def apply_swap_rule(retrieved_ids: Sequence[Any], positive_ids: set[Any], m: int) -> list[Any]:
+    """The m-1 hard negatives of the ground-truth swap rule (SkyLink Eq. 2), generalised to several positives.
+
+    ``retrieved_ids`` is the retriever's ranking, best first, at least its top-m; pass the top-(m + P) (P = the
+    number of positives) or longer, so that the rule can always be completed. Eq. 2: if the ground truth is in
+    the top-m it is dropped, otherwise the m-th candidate is dropped; both leave the first m-1 negatives. With
+    several positives every positive is dropped and, when that leaves fewer than m-1, the list is topped up
+    from the ranking beyond m. So the result is always the first m-1 non-positive ids, in retriever order.
+    Raises ``ValueError`` when the list is shorter than m, has duplicates, or holds fewer than m-1 negatives.
+    """
+    if m < 2:
+        raise ValueError(f"m must be >= 2, got {m}")
+    ids = list(retrieved_ids)
+    if len(ids) < m:
+        raise ValueError(f"the swap rule needs at least the top-m={m} retrieved ids, got {len(ids)}")
+    if len(set(ids)) != len(ids):
+        raise ValueError("retrieved_ids contains duplicates")
+    negatives = [cid for cid in ids if cid not in positive_ids]
+    if len(negatives) < m - 1:
+        raise ValueError(
+            f"only {len(negatives)} negatives among the {len(ids)} retrieved ids, {m - 1} needed: pass the "
+            f"top-(m + number of positives) = top-{m + len(positive_ids)} or more"
+        )
+    return negatives[: m - 1]
+
+
+def soft_label_similarity(candidate_idx: Any, gt_idx: Any, ref_emb: np.ndarray) -> np.ndarray:
+    """cos(E_r(c_j), E_r(gt)) in the retriever's reference space (SkyLink Eq. 6), float32 clipped to [-1, 1].
+
+    ``ref_emb`` holds L2-normalised gallery embeddings, so the cosine is a dot product. ``candidate_idx`` has
+    shape (..., n) and ``gt_idx`` the leading shape (...): one query (n,) with a scalar, or a batch (Q, n)
+    with (Q,). The result has the shape of ``candidate_idx``. Computed in blocks of bounded memory.
+    """
+    ref = _as_matrix(ref_emb, "ref_emb")
+    cand = np.asarray(candidate_idx, dtype=np.int64)
+    gt = np.asarray(gt_idx, dtype=np.int64)
+    if cand.ndim == 0 or cand.shape[:-1] != gt.shape:
+        raise ValueError(f"candidate_idx shape {cand.shape} does not match gt_idx shape {gt.shape} + (n,)")
+    for name, arr in (("candidate_idx", cand), ("gt_idx", gt)):
+        if arr.size and (arr.min() < 0 or arr.max() >= ref.shape[0]):
+            raise ValueError(f"{name} out of range [0, {ref.shape[0]})")
+    n = cand.shape[-1]
+    cand2 = cand.reshape(-1, n)
+    gt1 = gt.reshape(-1)
+    out = np.empty(cand2.shape, dtype=np.float32)
+    block = max(1, _BLOCK_ELEMENTS // max(1, n * ref.shape[1]))
+    for start in range(0, cand2.shape[0], block):
+        c = ref[cand2[start : start + block]]  # (b, n, d)
+        g = ref[gt1[start : start + block]][:, :, None]  # (b, d, 1)
+        out[start : start + block] = np.matmul(c, g)[:, :, 0]
+    return np.clip(out, -1.0, 1.0).reshape(cand.shape)
+
+
+def soft_labels(similarities: Any, threshold: float = 0.9) -> np.ndarray:
+    """SkyLink Eq. 7: L_j = sim_j if sim_j > T else 0, float32 (the ground truth's label 1 is added by the trainer)."""
+    if not np.isfinite(threshold):
+        raise ValueError(f"threshold must be finite, got {threshold}")
+    sims = np.asarray(similarities, dtype=np.float32)
+    return np.where(sims > threshold, sims, np.float32(0.0)).astype(np.float32)
+
+
+def mine(
+    query_ids: Sequence[str],
+    query_labels: Sequence[str],
+    query_emb: np.ndarray,
+    gallery_ids: Sequence[str],
+    gallery_labels: Sequence[str],
+    gallery_emb: np.ndarray,
+    m: int = 20,
+    *,
+    use_gpu: bool | None = None,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Mine one SkyRank row per query (SkyLink Eq. 1, 2, 6), sorted by ``query_id``.
+
+    Each dict has exactly the keys ``schema.RETRIEVER_COLUMNS`` (built from :class:`MinedRow`); positives are
+    the gallery images whose label equals the query's. Values: ids and label ``str``; ranks ``int``; scores
+    and similarities python floats (float32 values). ``positive_ids``/``positive_ranks``: every positive in
+    full-ranking order with its 1-based full rank; ``gt_id`` is the best-ranked positive, ``gt_rank`` and
+    ``gt_score`` its rank and score; ``retrieved_ids``/``retrieved_scores``: the raw top-m;
+    ``candidate_ids``/``candidate_scores``: the m-1 hard negatives of the swap rule (the first m-1 negatives
+    of the ranking, :func:`apply_swap_rule`); ``candidate_gt_similarity``: Eq. 6 for each candidate.
+    Scores, orders and ranks follow the module docstring (numpy float32 scores, optimistic ties).
+
+    Raises ``ValueError`` on mismatched lengths, duplicate ids, a query whose label has no positive in the
+    gallery (naming a few), m < 2, m > gallery size, or a query with fewer than m-1 negatives in the gallery.
+    """
+    from tqdm.auto import tqdm
+
+    q, g = _check_pair(query_emb, gallery_emb)
+    n_q, n_g = q.shape[0], g.shape[0]
+    if not (len(query_ids) == len(query_labels) == n_q):
+        raise ValueError(f"{len(query_ids)} query ids, {len(query_labels)} labels, {n_q} query embeddings")
+    if not (len(gallery_ids) == len(gallery_labels) == n_g):
+        raise ValueError(f"{len(gallery_ids)} gallery ids, {len(gallery_labels)} labels, {n_g} gallery embeddings")
+    q_ids = [str(x) for x in query_ids]
+    q_labels = [str(x) for x in query_labels]
+    g_ids = [str(x) for x in gallery_ids]
+    g_labels = [str(x) for x in gallery_labels]
+    for name, ids in (("query_ids", q_ids), ("gallery_ids", g_ids)):
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"{name} contains duplicates")
+    if int(m) != m or m < 2:
+        raise ValueError(f"m must be an integer >= 2, got {m}")
+    m = int(m)
+    if m > n_g:
+        raise ValueError(f"m={m} exceeds the gallery size {n_g}")
+
+    by_label: dict[str, list[int]] = {}
+    for gi, label in enumerate(g_labels):
+        by_label.setdefault(label, []).append(gi)
+    positives = {label: np.asarray(idx, dtype=np.int64) for label, idx in by_label.items()}
+    missing = [(qid, lab) for qid, lab in zip(q_ids, q_labels, strict=True) if lab not in positives]
+    if missing:
+        shown = ", ".join(f"{qid!r} (label {lab!r})" for qid, lab in missing[:5])
+        raise ValueError(f"{len(missing)} queries have no positive in the gallery, e.g. {shown}")
+    most = max(positives[lab].size for lab in set(q_labels))
+    if n_g - most < m - 1:
+        raise ValueError(
+            f"m={m} needs {m - 1} negatives per query, but a label has {most} of the {n_g} gallery images as "
+            f"positives: use m <= {n_g - most + 1}"
+        )
+
+    index = _FlatIP(g, use_gpu)
+    order = sorted(range(n_q), key=q_ids.__getitem__)
+    rows_per_chunk = _chunk_rows(n_g, None)
+    out: list[dict[str, Any]] = []
+    with tqdm(total=n_q, disable=not progress, unit="query", desc="mining") as bar:
+        for start in range(0, n_q, rows_per_chunk):
+            chunk = order[start : start + rows_per_chunk]
+            pos_lists = [positives[q_labels[qi]] for qi in chunk]
+            qc = q[chunk]
+            scores = qc @ g.T  # the one place this chunk's scores are computed
+            fetch = min(n_g, m + max(p.size for p in pos_lists) + _MARGIN)
+            _, pools = index.search(qc, fetch)
+            cand_idx = np.empty((len(chunk), m - 1), dtype=np.int64)
+            gt_idx = np.empty(len(chunk), dtype=np.int64)
+            partial: list[tuple[Any, ...]] = []
+            for j, qi in enumerate(chunk):
+                row, pos = scores[j], pos_lists[j]
+                ranks = _positive_ranks(row, pos)
+                by_rank = np.argsort(ranks)
+                pos_sorted, ranks_sorted = pos[by_rank], ranks[by_rank]
+                prefix, prefix_is_pos = _ranked_prefix(row, pools[j], pos, m - 1 + pos.size)
+                negatives = prefix[~prefix_is_pos][: m - 1]
+                retrieved = prefix[:m]
+                cand_idx[j] = negatives
+                gt_idx[j] = pos_sorted[0]
+                partial.append((qi, row, pos_sorted, ranks_sorted, negatives, retrieved))
+            sims = soft_label_similarity(cand_idx, gt_idx, g)
+            for j, (qi, row, pos_sorted, ranks_sorted, negatives, retrieved) in enumerate(partial):
+                gt = int(pos_sorted[0])
+                record = MinedRow(
+                    query_id=q_ids[qi],
+                    label=q_labels[qi],
+                    gt_id=g_ids[gt],
+                    gt_rank=int(ranks_sorted[0]),
+                    gt_score=float(row[gt]),
+                    positive_ids=[g_ids[i] for i in pos_sorted.tolist()],
+                    positive_ranks=ranks_sorted.tolist(),
+                    candidate_ids=[g_ids[i] for i in negatives.tolist()],
+                    candidate_scores=row[negatives].tolist(),
+                    candidate_gt_similarity=sims[j].tolist(),
+                    retrieved_ids=[g_ids[i] for i in retrieved.tolist()],
+                    retrieved_scores=row[retrieved].tolist(),
+                )
+                out.append(record._asdict())
+            bar.update(len(chunk))
+    return out
