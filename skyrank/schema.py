@@ -100,3 +100,60 @@ def features_for(config_name: str, with_images: bool = False) -> Features:
     if config_kind(config_name) == "retriever":
         return RETRIEVER_FEATURES
     return IMAGE_TABLE_FEATURES_WITH_IMAGES if with_images else IMAGE_TABLE_FEATURES
+
+
+# --- Dataset card tables (added for skyrank.card / skyrank.validate) ---------------------------------------------
+
+#: What each column means, for the schema table of the dataset card. Keys are the column names declared above.
+COLUMN_DESCRIPTIONS: dict[str, str] = {
+    "image_id": "image id: its path relative to the benchmark root (POSIX separators)",
+    "label": "location id (the class folder name, e.g. `0839`); images of one location are positives of each other",
+    "view": "`drone` or `satellite`",
+    "path": "path of the image file relative to the benchmark root (equal to `image_id` for built-in benchmarks)",
+    "image": "the image file's bytes, copied unchanged from the source file (`--with-images` builds only)",
+    "query_id": "id of the query image (an `image_id` of the `queries-*` config)",
+    "gt_id": "the ground truth: the best-ranked positive (an `image_id` of the `gallery-*` config)",
+    "gt_rank": "1-based rank of `gt_id` in the retriever's full ranking of the gallery",
+    "gt_score": "retriever cosine similarity between the query and `gt_id`",
+    "positive_ids": "every positive of the query, in full-ranking order",
+    "positive_ranks": "1-based full-ranking rank of each positive (for exact AP after re-ranking)",
+    "candidate_ids": "the m-1 hard negatives after the ground-truth swap rule (Eq. 2), in retriever order",
+    "candidate_scores": "retriever cosine similarity between the query and each candidate",
+    "candidate_gt_similarity": "cosine similarity between each candidate and `gt_id` in the retriever's reference "
+    "space (Eq. 6; soft labels L_j = sim_j if sim_j > T else 0)",
+    "retrieved_ids": "the retriever's raw top-m (ground truth included when retrieved), for inference",
+    "retrieved_scores": "retriever cosine similarity of each of `retrieved_ids`",
+}
+
+#: Hub metadata of every SkyRank dataset card.
+CARD_TASK_CATEGORIES: tuple[str, ...] = ("image-feature-extraction",)
+CARD_TAGS: tuple[str, ...] = (
+    "geo-localization",
+    "cross-view",
+    "uav",
+    "drone",
+    "satellite",
+    "reranking",
+    "hard-negatives",
+)
+
+#: The name of the manifest a complete SkyRank folder holds (written last: a folder without it is incomplete).
+MANIFEST_NAME = "skyrank_manifest.json"
+
+
+def id_column(features: Features) -> str:
+    """The first id column of a table (``image_id`` or ``query_id``), the key rows are sorted by."""
+    for name in features:
+        if name in ("image_id", "query_id"):
+            return name
+    raise ValueError(f"features have no id column (image_id or query_id): {list(features)}")
+
+
+def config_suffix(config_name: str) -> str:
+    """``<bench>[-<alt>]`` of any config name (``sample4geo-u1652-d2s`` → ``u1652``, ``gallery-sues200-150`` →
+    ``sues200-150``)."""
+    kind = config_kind(config_name)
+    if kind in ("gallery", "queries"):
+        return config_name.split("-", 1)[1]
+    body = config_name.split("-", 1)[1] if "-" in config_name else config_name
+    return body.rsplit("-", 1)[0] if body.endswith(tuple(f"-{d}" for d in DIRECTIONS)) else body
