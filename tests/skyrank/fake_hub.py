@@ -43,10 +43,10 @@ LFS_SUFFIXES = (".parquet", ".safetensors", ".bin", ".arrow", ".png", ".jpg", ".
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
 
 GITATTRIBUTES = (
-    "*.parquet filter=lfs diff=lfs merge=lfs -text\n"
-    "*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
-    "*.arrow filter=lfs diff=lfs merge=lfs -text\n"
-).encode()
+    b"*.parquet filter=lfs diff=lfs merge=lfs -text\n"
+    b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
+    b"*.arrow filter=lfs diff=lfs merge=lfs -text\n"
+)
 
 _REPO_RE = re.compile(r"^/api/(models|datasets|spaces)/([^/]+)/([^/]+)(/.*)?$")
 _RESOLVE_RE = re.compile(r"^/(?:(datasets|spaces)/)?([^/]+)/([^/]+)/resolve/([^/]+)/(.+)$")
@@ -325,7 +325,8 @@ class _Handler(BaseHTTPRequestHandler):
             if status is not None:
                 raise HttpError(status, f"Injected failure for {kind}")
             is_write = self.command in WRITE_METHODS and kind not in READ_ONLY_POST_KINDS
-            self._check_auth(write=is_write)
+            if kind != "lfs_upload":  # the upload href is pre-signed, like an S3 URL: no Authorization header
+                self._check_auth(write=is_write)
             with self.fake._lock:
                 handler(*args, query=query, body=body)
         except HttpError as err:
@@ -379,7 +380,9 @@ class _Handler(BaseHTTPRequestHandler):
         prefix = "" if repo_type == "model" else f"{repo_type}s/"
         url = f"{self.fake.endpoint}/{prefix}{repo_id}"
         if (repo_type, repo_id) in self.fake.repos:
-            raise HttpError(409, "You already created this repo")
+            message = f"You already created this {repo_type} repo"
+            self._json(409, {"error": message, "url": url}, {"X-Error-Message": message})
+            return
         repo = Repo(repo_type=repo_type, repo_id=repo_id, private=payload.get("visibility") == "private")
         oid = self.fake._new_oid(repo_id, "initial")
         repo.commits[oid] = Commit(oid, {".gitattributes": StoredFile(GITATTRIBUTES, False)}, "initial commit", None)
@@ -634,3 +637,97 @@ def _front_matter(text: str) -> dict[str, Any]:
         return {}
     loaded = yaml.safe_load(parts[0][3:]) or {}
     return loaded if isinstance(loaded, dict) else {}
+
+
+# ----------------------------------------------------------------------------------------------- test data helpers
+LABELS = ("0001", "0002", "0003", "0004")
+
+
+def make_images(root: Any) -> Any:
+    """A tiny benchmark in the University-1652 layout: one satellite and two drone PNGs per location."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    root = Path(root)
+    for i, label in enumerate(LABELS):
+        for view, names in (("satellite", [f"{label}.png"]), ("drone", ["image-01.png", "image-02.png"])):
+            for k, name in enumerate(names):
+                path = root / view / label / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                color = (40 * i + 10 * k, 255 - 40 * i, 80 + 30 * k)
+                Image.new("RGB", (8 + i, 6 + k), color).save(path)
+    return root
+
+
+def make_dataset_folder(
+    out: Any,
+    images_root: Any,
+    *,
+    benchmark: str = "synthetic",
+    retriever: str = "tiny",
+    with_images: bool = False,
+    splits: tuple[str, ...] = ("test",),
+    license: str = "cc-by-4.0",  # noqa: A002 - the card key
+    default: bool = True,
+) -> Any:
+    """A small SkyRank folder written with :class:`skyrank.writer.DatasetWriter` and a README like the real card."""
+    from pathlib import Path
+
+    from skyrank import schema
+    from skyrank.loading import join_front_matter
+    from skyrank.writer import DatasetWriter
+
+    images_root = Path(images_root)
+    gallery = [(f"satellite/{label}/{label}.png", label, "satellite") for label in LABELS]
+    queries = [(f"drone/{label}/image-0{k}.png", label, "drone") for label in LABELS for k in (1, 2)]
+    gallery_cfg = schema.gallery_config_name(benchmark)
+    queries_cfg = schema.queries_config_name(benchmark)
+    retr_cfg = schema.retriever_config_name(retriever, benchmark, "d2s")
+    tables = []
+    with DatasetWriter(out, overwrite=True) as writer:
+        for split in splits:
+            for cfg, recs in ((gallery_cfg, gallery), (queries_cfg, queries)):
+                rows = [{"image_id": i, "label": lab, "view": v, "path": i} for i, lab, v in recs]
+                feats = schema.features_for(cfg, with_images=with_images)
+                root = images_root if with_images else None
+                tables.append(writer.add_table(cfg, split, rows, feats, images_root=root))
+            rows = []
+            for qid, label, _ in queries:
+                gt = f"satellite/{label}/{label}.png"
+                others = [g for g, lab, _ in gallery if lab != label]
+                rows.append({
+                    "query_id": qid, "label": label, "gt_id": gt, "gt_rank": 1, "gt_score": 0.9,
+                    "positive_ids": [gt], "positive_ranks": [1], "candidate_ids": others,
+                    "candidate_scores": [0.5, 0.4, 0.3], "candidate_gt_similarity": [0.2, 0.1, 0.0],
+                    "retrieved_ids": [gt, *others], "retrieved_scores": [0.9, 0.5, 0.4, 0.3],
+                })  # fmt: skip
+            tables.append(writer.add_table(retr_cfg, split, rows, schema.RETRIEVER_FEATURES))
+        configs: dict[str, dict[str, Any]] = {}
+        infos: dict[str, dict[str, Any]] = {}
+        for t in tables:
+            entry = configs.setdefault(t.config, {"config_name": t.config, "data_files": []})
+            entry["data_files"].append({"split": t.split, "path": f"{t.config}/{t.split}-*"})
+            if t.config == retr_cfg and default:
+                entry["default"] = True
+            info = infos.setdefault(t.config, {"config_name": t.config, **_features_yaml(t.features), "splits": []})
+            info["splits"].append({"name": t.split, "num_bytes": t.num_bytes, "num_examples": t.num_rows})
+        meta = {
+            "license": license,
+            "task_categories": ["image-feature-extraction"],
+            "size_categories": ["n<1K"],
+            "tags": ["skyrank", "geo-localization"],
+            "pretty_name": f"SkyRank test ({retriever} on {benchmark})",
+            "configs": sorted(configs.values(), key=lambda c: not c.get("default", False)),
+            "dataset_info": list(infos.values()),
+        }
+        card = join_front_matter(meta, f"\n# SkyRank test dataset\n\n{retriever} on {benchmark}.\n")
+        params = {"benchmark": benchmark, "dataset": benchmark, "retriever": retriever, "with_images": with_images,
+                  "m": 4, "top_m": 4, "splits": list(splits)}  # fmt: skip
+        return writer.finalize(card, params)
+
+
+def _features_yaml(features: Any) -> dict[str, Any]:
+    from datasets import DatasetInfo
+
+    return {"features": DatasetInfo(features=features)._to_yaml_dict()["features"]}

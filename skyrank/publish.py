@@ -1,0 +1,648 @@
+"""``skyrank publish``: validate a SkyRank dataset folder, plan, and upload it to a Hub dataset repo in one commit.
+
+Steps of :func:`publish_dataset` (notes/hub.md §0, §4, §5, §7):
+
+1. **Validate locally** and list *every* problem: every config/split loads with ``load_dataset`` from the folder
+   (``skyrank.validate.validate_dataset``), the YAML metadata values are legal (licence, task and size categories),
+   split names are legal, exactly one default config, data files are Parquet, and file/folder counts and sizes are
+   within the Hub's limits (:mod:`skyrank.hub_limits`).
+2. **Licence guard.** University-1652 and SUES-200 forbid redistribution: a config with an ``image`` column for
+   those benchmarks is refused for a public repo; it may go to a private or gated repo only with
+   ``acknowledge_license=True``. Ids-only configs publish freely.
+3. **Plan.** Configs, splits, rows, files and bytes, each file compared with the remote (LFS sha256 or git blob id
+   from ``list_repo_tree``) → new / changed / unchanged, plus stale remote shards of the re-published configs that
+   will be deleted. ``dry_run`` stops here; it makes read requests only.
+4. **Upload.** ``create_repo(exist_ok=True)``, gating, then ONE ``upload_folder`` call from a staging copy (hard
+   links) holding the merged README: the remote card's ``configs``/``dataset_info`` entries for other configs are
+   kept, ours replace same-named ones, one default is kept. ``delete_patterns`` cover only the re-published
+   configs' folders. Nothing is uploaded when the plan says everything is unchanged. Then ``create_tag``.
+
+The token comes from ``token`` or ``HF_TOKEN`` and is never printed or put into an error message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skyrank import hub_limits
+from skyrank.errors import PublishError, ValidationError
+from skyrank.loading import (
+    MANIFEST,
+    README,
+    RESTRICTED_BENCHMARKS,
+    config_benchmark,
+    config_split_patterns,
+    configs_by_name,
+    dataset_infos_by_name,
+    join_front_matter,
+    list_folder_files,
+    match_patterns,
+    split_front_matter,
+)
+
+REPO_TYPE = "dataset"
+
+
+@dataclass
+class FilePlan:
+    """One file of the upload and how it compares with the remote."""
+
+    path: str
+    size: int
+    status: str  # "new" | "changed" | "unchanged" | "deleted"
+
+
+@dataclass
+class PublishReport:
+    """What :func:`publish_dataset` / :func:`publish_model` planned and did."""
+
+    repo_id: str
+    endpoint: str
+    revision: str | None
+    dry_run: bool
+    configs: dict[str, dict[str, int]] = field(default_factory=dict)  # config -> split -> rows
+    files: list[FilePlan] = field(default_factory=list)
+    remote_exists: bool = False
+    uploaded: bool = False
+    commit_oid: str | None = None
+    commit_url: str | None = None
+    pr_url: str | None = None
+    tag: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def by_status(self, status: str) -> list[str]:
+        return [f.path for f in self.files if f.status == status]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files if f.status != "deleted")
+
+    @property
+    def changes(self) -> bool:
+        return any(f.status != "unchanged" for f in self.files)
+
+    def format_plan(self) -> str:
+        """A human-readable plan (no secrets in it)."""
+        lines = [f"Publish plan for {self.endpoint}/datasets/{self.repo_id}"
+                 + (f" @ {self.revision}" if self.revision else "")
+                 + ("" if self.remote_exists else " (new repo)")]  # fmt: skip
+        if self.configs:
+            lines.append("  configs:")
+            for cfg, splits in sorted(self.configs.items()):
+                split_txt = ", ".join(f"{s}: {n:,} rows" for s, n in sorted(splits.items()))
+                lines.append(f"    {cfg}  ({split_txt})")
+        counts = {s: len(self.by_status(s)) for s in ("new", "changed", "unchanged", "deleted")}
+        lines.append(
+            f"  files: {len([f for f in self.files if f.status != 'deleted'])} ({_human(self.total_bytes)}); "
+            + ", ".join(f"{n} {s}" for s, n in counts.items())
+        )
+        for f in self.files:
+            if f.status != "unchanged":
+                lines.append(f"    {f.status:9s} {f.path}  ({_human(f.size)})")
+        for w in self.warnings:
+            lines.append(f"  warning: {w}")
+        if not self.changes:
+            lines.append("  nothing to upload: the remote already holds exactly these files")
+        if self.dry_run:
+            lines.append("  dry run: nothing was written")
+        return "\n".join(lines)
+
+
+def _human(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{n} B"
+
+
+# ------------------------------------------------------------------------------------------------ hashing helpers
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _git_blob_sha1(path: Path) -> str:
+    h = hashlib.sha1()
+    h.update(b"blob " + str(path.stat().st_size).encode() + b"\0")
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------ local validation
+@dataclass
+class _Local:
+    folder: Path
+    meta: dict[str, Any]
+    body: str
+    manifest: dict[str, Any]
+    files: list[str]  # the files to upload (README, manifest, Parquet)
+    config_files: dict[str, dict[str, list[str]]]  # config -> split -> files
+    image_configs: set[str]
+    rows: dict[str, dict[str, int]]
+
+
+def _read_local(folder: Path) -> tuple[_Local, list[str], list[str]]:
+    """The folder's description plus (problems, warnings). Never raises on bad content."""
+    import pyarrow.parquet as pq
+
+    problems: list[str] = []
+    warnings: list[str] = []
+    meta: dict[str, Any] = {}
+    body = ""
+    manifest: dict[str, Any] = {}
+    readme = folder / README
+    if not readme.is_file():
+        problems.append("README.md is missing (the card with the 'configs:' YAML)")
+    else:
+        try:
+            meta, body = split_front_matter(readme.read_text(encoding="utf-8"))
+        except Exception as err:  # noqa: BLE001 - reported as a problem
+            problems.append(f"README.md: unreadable YAML front matter: {err}")
+    if (folder / MANIFEST).is_file():
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        except ValueError as err:
+            problems.append(f"{MANIFEST}: not valid JSON: {err}")
+    else:
+        warnings.append(f"{MANIFEST} is missing: build parameters and checksums will not be published")
+    problems.extend(hub_limits.check_card_metadata(meta) if meta else [])
+
+    all_files = list_folder_files(folder)
+    config_files: dict[str, dict[str, list[str]]] = {}
+    rows: dict[str, dict[str, int]] = {}
+    image_configs: set[str] = set()
+    infos = dataset_infos_by_name(meta)
+    for name, cfg in configs_by_name(meta).items():
+        for split, patterns in config_split_patterns(cfg).items():
+            matched = match_patterns(patterns, all_files)
+            if not matched:
+                problems.append(f"config {name!r} split {split!r}: no file matches {patterns}")
+                continue
+            config_files.setdefault(name, {})[split] = matched
+            n = 0
+            for rel in matched:
+                if not rel.endswith(".parquet"):
+                    problems.append(f"config {name!r}: {rel} is not a Parquet file (every config must be Parquet)")
+                    continue
+                try:
+                    pf = pq.ParquetFile(folder / rel)
+                    n += pf.metadata.num_rows
+                    if "image" in pf.schema_arrow.names:
+                        image_configs.add(name)
+                except Exception as err:  # noqa: BLE001 - reported as a problem
+                    problems.append(f"{rel}: not a readable Parquet file: {err}")
+            rows.setdefault(name, {})[split] = n
+            declared = {s.get("name"): s.get("num_examples") for s in (infos.get(name, {}).get("splits") or [])}
+            if split in declared and declared[split] is not None and declared[split] != n:
+                problems.append(
+                    f"config {name!r} split {split!r}: dataset_info says {declared[split]} rows, files hold {n}"
+                )
+    used = {f for splits in config_files.values() for fs in splits.values() for f in fs}
+    extra = [f for f in all_files if f not in used and f not in (README, MANIFEST)]
+    for rel in extra:
+        warnings.append(f"{rel} belongs to no config and will not be uploaded")
+    upload = sorted(used | ({README} if readme.is_file() else set()) | ({MANIFEST} if manifest else set()))
+    if upload:
+        p, w = hub_limits.check_files(folder, [folder / f for f in upload])
+        problems.extend(p)
+        warnings.extend(w)
+    local = _Local(folder, meta, body, manifest, upload, config_files, image_configs, rows)
+    return local, problems, warnings
+
+
+def _load_check(folder: Path) -> list[str]:
+    """Every config/split loads with ``load_dataset`` (``skyrank.validate`` when it exists)."""
+    try:
+        from skyrank.validate import validate_dataset
+    except ImportError:
+        validate_dataset = None
+    if validate_dataset is not None:
+        try:
+            validate_dataset(folder)
+        except ValidationError as err:
+            return list(err.problems) or [str(err)]
+        return []
+    import datasets
+
+    problems = []
+    with tempfile.TemporaryDirectory(prefix="skyrank-validate-") as cache:
+        for name in datasets.get_dataset_config_names(str(folder)):
+            for split in datasets.get_dataset_split_names(str(folder), name):
+                try:
+                    datasets.load_dataset(str(folder), name, split=split, cache_dir=cache)
+                except Exception as err:  # noqa: BLE001 - reported as a problem
+                    problems.append(f"load_dataset(folder, {name!r}, split={split!r}) failed: {err}")
+    return problems
+
+
+def _licence_problems(local: _Local, *, private: bool, gated: bool, acknowledge_license: bool) -> list[str]:
+    manifest_bench = str(local.manifest.get("benchmark") or local.manifest.get("dataset") or "")
+    restricted = []
+    for cfg in sorted(local.image_configs):
+        benches = {config_benchmark(cfg), manifest_bench} & RESTRICTED_BENCHMARKS
+        if benches:
+            restricted.append((cfg, sorted(benches)[0]))
+    if not restricted:
+        return []
+    names = ", ".join(f"{c} ({b})" for c, b in restricted)
+    if not (private or gated):
+        return [
+            f"refusing to publish University-1652 / SUES-200 image bytes to a public repo: {names}. "
+            "Their terms forbid redistribution. Publish the ids-only dataset (build without --with-images), "
+            "or use --private or --gated with written permission and --acknowledge-license"
+        ]
+    if not acknowledge_license:
+        return [
+            f"{names} embed University-1652 / SUES-200 images: pass --acknowledge-license (acknowledge_license=True) "
+            "to confirm you may share them with the people who can access this private/gated repo"
+        ]
+    return []
+
+
+# ------------------------------------------------------------------------------------------------ README merge
+def _merge_cards(remote_meta: dict[str, Any], local_meta: dict[str, Any]) -> dict[str, Any]:
+    """Our card's metadata with the remote's ``configs``/``dataset_info`` entries for other configs kept."""
+    ours = configs_by_name(local_meta)
+    theirs = configs_by_name(remote_meta)
+    merged_configs: list[dict[str, Any]] = []
+    for name, cfg in theirs.items():
+        merged_configs.append(dict(ours[name]) if name in ours else dict(cfg))
+    merged_configs += [dict(cfg) for name, cfg in ours.items() if name not in theirs]
+    # One default: the remote's default stays unless it is one of the configs being re-published.
+    remote_default = [n for n, c in theirs.items() if c.get("default")]
+    local_default = [n for n, c in ours.items() if c.get("default")]
+    if remote_default and remote_default[0] not in ours:
+        default = remote_default[0]
+    elif local_default:
+        default = local_default[0]
+    else:
+        default = remote_default[0] if remote_default else None
+    for cfg in merged_configs:
+        cfg.pop("default", None)
+        if cfg["config_name"] == default and len(merged_configs) > 1:
+            cfg["default"] = True
+    # Put the default first: the Hub viewer and load_dataset's builder inference look at the first config.
+    merged_configs.sort(key=lambda c: not c.get("default", False))
+
+    infos_ours = dataset_infos_by_name(local_meta)
+    infos_theirs = dataset_infos_by_name(remote_meta)
+    merged_infos = [infos_ours.get(n, i) for n, i in infos_theirs.items()]
+    merged_infos += [i for n, i in infos_ours.items() if n not in infos_theirs]
+
+    merged = {**{k: v for k, v in remote_meta.items() if k not in local_meta}, **local_meta}
+    merged["configs"] = merged_configs
+    if merged_infos:
+        merged["dataset_info"] = merged_infos
+    total_rows = 0
+    for info in merged_infos:
+        total_rows += sum(int(s.get("num_examples") or 0) for s in info.get("splits") or [])
+    if "size_categories" in merged and total_rows:
+        merged["size_categories"] = [hub_limits.size_category(total_rows)]
+    return merged
+
+
+def _merge_manifests(remote: dict[str, Any], ours: dict[str, Any], our_configs: set[str]) -> dict[str, Any]:
+    """Our manifest, keeping the remote's ``files``/``tables`` entries of configs we do not re-publish."""
+    merged = dict(ours)
+    remote_files = remote.get("files")
+    if isinstance(remote_files, dict) and isinstance(ours.get("files"), dict):
+        kept = {p: v for p, v in remote_files.items() if p.split("/", 1)[0] not in our_configs}
+        merged["files"] = {**kept, **ours["files"]}
+    remote_tables = remote.get("tables")
+    if isinstance(remote_tables, list) and isinstance(ours.get("tables"), list):
+        kept_tables = [t for t in remote_tables if isinstance(t, dict) and t.get("config") not in our_configs]
+        merged["tables"] = kept_tables + list(ours["tables"])
+    return merged
+
+
+# ------------------------------------------------------------------------------------------------ errors
+def _token(token: str | None) -> str | None:
+    return token or os.environ.get("HF_TOKEN") or None
+
+
+def _scrub(text: str, token: str | None) -> str:
+    return text.replace(token, "***") if token else text
+
+
+def _map_error(err: BaseException, *, endpoint: str, repo_id: str, revision: str | None, token: str | None) -> None:
+    """Raise :class:`PublishError` with a fix-it message for a Hub / network error."""
+    import httpx2
+    from huggingface_hub import errors as hf_errors
+
+    if isinstance(err, PublishError):
+        raise err
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, (hf_errors.HfHubHTTPError, httpx2.TransportError)):
+        cause = cause.__cause__
+    if cause is not None and cause is not err:
+        err = cause
+    if isinstance(err, hf_errors.RevisionNotFoundError):
+        raise PublishError(
+            f"revision {revision!r} not found in {repo_id}: create the branch first or leave --revision out"
+        ) from None
+    if isinstance(err, hf_errors.HfHubHTTPError) and err.response is not None:
+        status = err.response.status_code
+        server_msg = _scrub(err.server_message or "", token)
+        if status == 401:
+            raise PublishError("token invalid: set HF_TOKEN or pass --token (a token with write access)") from None
+        if status == 403:
+            raise PublishError(
+                f"no write access to {repo_id}: use a token with write permission for this namespace "
+                f"({server_msg or 'forbidden'})"
+            ) from None
+        if status == 404:
+            raise PublishError(
+                f"{repo_id} or revision {revision or 'main'} not found on {endpoint} ({server_msg or 'not found'})"
+            ) from None
+        if status >= 500 or status == 429:
+            raise PublishError(
+                f"the Hub at {endpoint} answered {status} ({server_msg or 'server error'}); nothing partial was "
+                "committed: re-run the same command to retry (already uploaded files are skipped)"
+            ) from None
+        raise PublishError(f"the Hub refused the upload ({status}): {server_msg or _scrub(str(err), token)}") from None
+    if isinstance(err, (httpx2.TransportError, ConnectionError, TimeoutError)):
+        raise PublishError(f"could not reach {endpoint}: check the network / --endpoint and re-run") from None
+    if isinstance(err, ValueError) and "Invalid metadata in README.md" in str(err):
+        raise PublishError(f"the Hub rejected the README metadata: {_scrub(str(err), token)}") from None
+    raise PublishError(f"publishing to {repo_id} failed: {type(err).__name__}: {_scrub(str(err), token)}") from None
+
+
+@contextlib.contextmanager
+def _hub_errors(*, endpoint: str, repo_id: str, revision: str | None, token: str | None) -> Iterator[None]:
+    try:
+        yield
+    except PublishError:
+        raise
+    except Exception as err:  # noqa: BLE001 - mapped to PublishError
+        _map_error(err, endpoint=endpoint, repo_id=repo_id, revision=revision, token=token)
+
+
+@contextlib.contextmanager
+def _progress_bars(enabled: bool) -> Iterator[None]:
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    if not enabled:
+        disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not enabled and not was_disabled:
+            enable_progress_bars()
+
+
+# ------------------------------------------------------------------------------------------------ remote state
+@dataclass
+class _Remote:
+    exists: bool = False
+    private: bool | None = None
+    gated: Any = None
+    files: dict[str, Any] = field(default_factory=dict)  # path -> RepoFile
+    meta: dict[str, Any] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    head: str | None = None
+
+
+def _read_remote(api: Any, repo_id: str, revision: str | None, tmp: Path) -> _Remote:
+    from huggingface_hub import errors as hf_errors
+    from huggingface_hub.hf_api import RepoFile
+
+    remote = _Remote()
+    try:
+        info = api.dataset_info(repo_id)
+    except hf_errors.RepositoryNotFoundError:
+        return remote
+    remote.exists, remote.private, remote.gated = True, bool(info.private), info.gated
+    try:
+        remote.head = api.dataset_info(repo_id, revision=revision).sha if revision else info.sha
+    except hf_errors.RevisionNotFoundError:
+        return remote  # a new branch: nothing to compare with
+    rev = remote.head
+    remote.files = {
+        f.path: f for f in api.list_repo_tree(repo_id, repo_type=REPO_TYPE, revision=rev, recursive=True)
+        if isinstance(f, RepoFile)
+    }  # fmt: skip
+    for name in (README, MANIFEST):
+        if name in remote.files:
+            path = api.hf_hub_download(repo_id, name, repo_type=REPO_TYPE, revision=rev, cache_dir=str(tmp / "dl"))
+            text = Path(path).read_text(encoding="utf-8")
+            if name == README:
+                with contextlib.suppress(ValueError):
+                    remote.meta, _ = split_front_matter(text)
+            else:
+                with contextlib.suppress(ValueError):
+                    remote.manifest = json.loads(text)
+    return remote
+
+
+def _read_remote_model(api: Any, repo_id: str) -> tuple[bool, dict[str, Any]]:
+    """(exists, {path: RepoFile}) of a model repo's ``main``."""
+    from huggingface_hub import errors as hf_errors
+    from huggingface_hub.hf_api import RepoFile
+
+    try:
+        entries = api.list_repo_tree(repo_id, repo_type="model", recursive=True)
+        return True, {f.path: f for f in entries if isinstance(f, RepoFile)}
+    except hf_errors.RepositoryNotFoundError:
+        return False, {}
+
+
+def _compare(path: Path, remote_file: Any | None) -> str:
+    if remote_file is None:
+        return "new"
+    if remote_file.size != path.stat().st_size:
+        return "changed"
+    if remote_file.lfs is not None:
+        same = remote_file.lfs.sha256 == _sha256(path)
+    else:
+        same = remote_file.blob_id == _git_blob_sha1(path)
+    return "unchanged" if same else "changed"
+
+
+def _stage(folder: Path, files: list[str], generated: dict[str, str], parent: Path) -> Path:
+    """A staging folder with hard links (copies across file systems) of ``files`` and the ``generated`` texts."""
+    staging = Path(tempfile.mkdtemp(prefix=".skyrank-publish-", dir=parent))
+    for rel in files:
+        target = staging / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if rel in generated:
+            target.write_text(generated[rel], encoding="utf-8")
+            continue
+        try:
+            os.link(folder / rel, target)
+        except OSError:
+            shutil.copy2(folder / rel, target)
+    for rel, text in generated.items():
+        if rel not in files:
+            (staging / rel).write_text(text, encoding="utf-8")
+    return staging
+
+
+def _staging_parent(folder: Path) -> Path:
+    parent = folder.resolve().parent
+    return parent if os.access(parent, os.W_OK) else Path(tempfile.gettempdir())
+
+
+# ------------------------------------------------------------------------------------------------ publish_dataset
+def publish_dataset(
+    folder: str | os.PathLike[str],
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool = False,
+    gated: bool = False,
+    create_pr: bool = False,
+    revision: str | None = None,
+    tag: str | None = None,
+    dry_run: bool = False,
+    endpoint: str | None = None,
+    acknowledge_license: bool = False,
+    commit_message: str | None = None,
+    progress: bool = True,
+) -> PublishReport:
+    """Validate, plan and upload a SkyRank dataset folder to the Hub dataset repo ``repo_id`` (one commit).
+
+    Args:
+        folder: a dataset folder written by ``skyrank build`` (README.md, skyrank_manifest.json, Parquet shards).
+        repo_id: ``owner/name`` of the dataset repo (created when missing).
+        token: a Hub token with write access; default ``HF_TOKEN`` (then the locally saved login). Never printed.
+        private: create the repo private (ignored when it exists; its current visibility is checked).
+        gated: switch on manual access approval (``update_repo_settings(gated="manual")``).
+        create_pr: open a pull request instead of committing to the branch.
+        revision: the branch to commit to (created from ``main`` when missing).
+        tag: tag the published commit (e.g. ``v1.0``).
+        dry_run: validate and print the plan, then stop (read requests only).
+        endpoint: the Hub endpoint (default: ``huggingface_hub``'s, ``HF_ENDPOINT``).
+        acknowledge_license: confirm that University-1652 / SUES-200 images may go to this private/gated repo.
+        commit_message: the commit title (default: a summary of the configs).
+        progress: print the plan and show upload progress bars.
+
+    Returns:
+        a :class:`PublishReport` (the plan, and the commit when one was made).
+
+    Raises:
+        PublishError: local problems (all listed), the licence guard, or a Hub error with a fix-it message.
+    """
+    from huggingface_hub import HfApi, constants
+
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise PublishError(f"{folder} is not a folder: pass the output folder of `skyrank build`")
+    if create_pr and revision not in (None, "main"):
+        raise PublishError("--create-pr opens a pull request against main: leave --revision out")
+    token = _token(token)
+    endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
+
+    # 1. local validation: collect every problem before refusing.
+    local, problems, warnings = _read_local(folder)
+    if local.meta and not any("README.md" in p for p in problems[:1]):
+        problems.extend(_load_check(folder))
+    # 2. licence guard.
+    problems.extend(_licence_problems(local, private=private, gated=gated, acknowledge_license=acknowledge_license))
+    problems = list(dict.fromkeys(problems))
+    if problems:
+        raise PublishError(
+            f"{folder} cannot be published ({len(problems)} problem(s)):\n" + "\n".join(f"  - {p}" for p in problems)
+        )
+
+    report = PublishReport(repo_id=repo_id, endpoint=endpoint, revision=revision, dry_run=dry_run,
+                           configs=local.rows, warnings=warnings, tag=tag)  # fmt: skip
+    api = HfApi(endpoint=endpoint, token=token)
+    target_rev = None if create_pr else revision
+    with tempfile.TemporaryDirectory(prefix="skyrank-publish-") as tmp_s, _progress_bars(progress):
+        tmp = Path(tmp_s)
+        # 3. plan against the remote (read requests only).
+        with _hub_errors(endpoint=endpoint, repo_id=repo_id, revision=revision, token=token):
+            remote = _read_remote(api, repo_id, target_rev, tmp)
+        report.remote_exists = remote.exists
+        restricted = _licence_problems(local, private=False, gated=False, acknowledge_license=True)
+        if restricted and remote.exists and not remote.private and not (remote.gated or gated):
+            raise PublishError(
+                f"{repo_id} already exists and is public: University-1652 / SUES-200 images may not go there. "
+                "Make it private or gated on the Hub first (or pass --gated), or publish the ids-only dataset"
+            )
+        our_configs = set(local.config_files)
+        merged_meta = _merge_cards(remote.meta, local.meta) if remote.meta else local.meta
+        generated = {README: join_front_matter(merged_meta, local.body)}
+        if local.manifest:
+            manifest = _merge_manifests(remote.manifest, local.manifest, our_configs)
+            generated[MANIFEST] = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        staging = _stage(folder, local.files, generated, _staging_parent(folder))
+        try:
+            for rel in local.files:
+                path = staging / rel
+                report.files.append(FilePlan(rel, path.stat().st_size, _compare(path, remote.files.get(rel))))
+            our_dirs = sorted({f.split("/", 1)[0] for f in local.files if "/" in f})
+            delete_patterns = [f"{d}/*" for d in our_dirs]
+            uploading = set(local.files)
+            for rel, rf in sorted(remote.files.items()):
+                if rel not in uploading and any(rel.startswith(d + "/") for d in our_dirs):
+                    report.files.append(FilePlan(rel, rf.size, "deleted"))
+            if progress:
+                print(report.format_plan())
+            if dry_run:
+                return report
+
+            # 4. write.
+            with _hub_errors(endpoint=endpoint, repo_id=repo_id, revision=revision, token=token):
+                if not remote.exists:
+                    api.create_repo(repo_id, repo_type=REPO_TYPE, exist_ok=True, private=private)
+                if gated and remote.gated in (None, False):
+                    api.update_repo_settings(repo_id, repo_type=REPO_TYPE, gated="manual")
+                if revision not in (None, "main") and not create_pr:
+                    api.create_branch(repo_id, branch=revision, repo_type=REPO_TYPE, exist_ok=True)
+                if report.changes:
+                    message = commit_message or "SkyRank: publish " + ", ".join(sorted(our_configs))
+                    info = api.upload_folder(
+                        repo_id=repo_id,
+                        repo_type=REPO_TYPE,
+                        folder_path=str(staging),
+                        allow_patterns=list(local.files),
+                        delete_patterns=delete_patterns,
+                        commit_message=message,
+                        revision=target_rev,
+                        create_pr=create_pr,
+                    )
+                    report.uploaded = True
+                    report.commit_oid = getattr(info, "oid", None)
+                    report.commit_url = getattr(info, "commit_url", None)
+                    report.pr_url = getattr(info, "pr_url", None)
+                else:
+                    report.commit_oid = remote.head
+                if tag:
+                    _tag(api, repo_id, tag, report.commit_oid or revision or "main")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return report
+
+
+def _tag(api: Any, repo_id: str, tag: str, revision: str) -> None:
+    from huggingface_hub import errors as hf_errors
+
+    try:
+        api.create_tag(repo_id, tag=tag, revision=revision, repo_type=REPO_TYPE)
+    except hf_errors.HfHubHTTPError as err:
+        if err.response is None or err.response.status_code != 409:
+            raise
+        refs = api.list_repo_refs(repo_id, repo_type=REPO_TYPE)
+        existing = {t.name: t.target_commit for t in refs.tags}
+        if existing.get(tag) != revision:
+            raise PublishError(
+                f"tag {tag!r} already exists in {repo_id} at another commit: choose a new tag (e.g. bump the version)"
+            ) from None

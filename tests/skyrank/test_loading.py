@@ -1,0 +1,89 @@
+"""``skyrank.load_skyrank``: lazily resolved images from the gallery/queries configs or from ``images_root``."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from skyrank.errors import SkyRankError
+from skyrank.loading import MissingImageError, load_skyrank
+from tests.skyrank.fake_hub import FakeHub, make_dataset_folder, make_images
+
+CFG = "tiny-synthetic-d2s"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("loading")
+    images = make_images(base / "images")
+    return {
+        "images": images,
+        "with_images": make_dataset_folder(base / "wi", images, with_images=True),
+        "ids_only": make_dataset_folder(base / "ids", images),
+    }
+
+
+def _same(img: Image.Image, path: Path) -> bool:
+    with Image.open(path) as ref:
+        return img.size == ref.size and img.convert("RGB").tobytes() == ref.convert("RGB").tobytes()
+
+
+def test_images_from_the_gallery_and_queries_configs(data: dict[str, Path], tmp_path: Path) -> None:
+    ds = load_skyrank(data["with_images"], CFG, split="test", cache_dir=tmp_path)
+    assert len(ds) == 8
+    row = ds[0]
+    assert isinstance(row["query_image"], Image.Image)
+    assert _same(row["query_image"], data["images"] / row["query_id"])
+    assert _same(row["gt_image"], data["images"] / row["gt_id"])
+    assert len(row["candidate_images"]) == len(row["candidate_ids"]) == 3
+    for cid, img in zip(row["candidate_ids"], row["candidate_images"], strict=True):
+        assert _same(img, data["images"] / cid)
+    assert "retrieved_images" not in row
+
+
+def test_images_from_images_root(data: dict[str, Path], tmp_path: Path) -> None:
+    ds = load_skyrank(
+        data["ids_only"], CFG, images_root=data["images"], cache_dir=tmp_path, with_retrieved_images=True
+    )
+    rows = ds[:2]
+    assert len(rows["query_image"]) == 2
+    assert _same(rows["gt_image"][1], data["images"] / rows["gt_id"][1])
+    assert len(rows["retrieved_images"][0]) == 4
+
+
+def test_missing_image_names_its_id_and_the_place(data: dict[str, Path], tmp_path: Path) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(data["images"], root)
+    (root / "satellite" / "0002" / "0002.png").unlink()
+    ds = load_skyrank(data["ids_only"], CFG, images_root=root, cache_dir=tmp_path / "c")
+    with pytest.raises(MissingImageError) as err:
+        [ds[i] for i in range(len(ds))]
+    assert "satellite/0002/0002.png" in str(err.value) and str(root) in str(err.value)
+
+
+def test_no_image_source_and_bad_config(data: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(SkyRankError, match="images_root"):
+        load_skyrank(data["ids_only"], CFG, cache_dir=tmp_path)
+    with pytest.raises(SkyRankError, match="not a retriever config"):
+        load_skyrank(data["ids_only"], "gallery-synthetic", cache_dir=tmp_path)
+    with pytest.raises(SkyRankError, match="no config"):
+        load_skyrank(data["ids_only"], "nope-synthetic-d2s", images_root=data["images"], cache_dir=tmp_path)
+
+
+def test_load_skyrank_from_a_hub_repo(data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    from skyrank.publish import publish_dataset
+
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    with FakeHub() as hub:
+        publish_dataset(data["with_images"], "alice/skyrank", token="t", endpoint=hub.endpoint, progress=False)
+        ds = load_skyrank("alice/skyrank", CFG, endpoint=hub.endpoint, token="t", cache_dir=tmp_path)
+        row = ds[3]
+        assert _same(row["gt_image"], data["images"] / row["gt_id"])
+        assert _same(row["query_image"], data["images"] / row["query_id"])
+        with pytest.raises(SkyRankError, match="could not download"):
+            load_skyrank("alice/missing", CFG, endpoint=hub.endpoint, cache_dir=tmp_path)
