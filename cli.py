@@ -7,7 +7,6 @@ Library errors (:class:`skyrank.errors.SkyRankError` subclasses) are turned into
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -91,8 +90,13 @@ Examples:
 @click.option("--root", type=click.Path(path_type=Path), help="Benchmark root (default for synthetic: cached).")
 @click.option("--altitude", help="SUES-200 altitude: 150, 200, 250 or 300.")
 @click.option(
-    "--direction", "directions", multiple=True, default=("d2s",), show_default=True,
-    type=click.Choice(["d2s", "s2d"]), help="d2s: drone query → satellite gallery; s2d the reverse. Repeatable.",
+    "--direction",
+    "directions",
+    multiple=True,
+    default=("d2s",),
+    show_default=True,
+    type=click.Choice(["d2s", "s2d"]),
+    help="d2s: drone query → satellite gallery; s2d the reverse. Repeatable.",
 )
 @click.option("--retriever", default="sample4geo", show_default=True, help="sample4geo, precomputed, ...")
 @click.option("--checkpoint", type=click.Path(path_type=Path), help="Retriever weights (or embeddings file).")
@@ -101,10 +105,15 @@ Examples:
 @click.option("--top-m", default=20, show_default=True, help="Candidates mined per query (m of Eq. 1-2).")
 @click.option("--splits", default="train,test", show_default=True, help="Comma-separated splits to build.")
 @click.option(
-    "--protocol", default="official", show_default=True, type=click.Choice(["official", "query-ids-only"]),
+    "--protocol",
+    default="official",
+    show_default=True,
+    type=click.Choice(["official", "query-ids-only"]),
     help="Gallery protocol: every gallery image (official) or only query IDs (Sample4Geo's junk rule).",
 )
-@click.option("--with-images/--ids-only", default=None, help="Embed image bytes (default: only if the licence allows).")
+@click.option(
+    "--with-images/--ids-only", default=None, help="Embed image bytes (default: only if the licence allows)."
+)
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder (default skyrank-<dataset>).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @_device_option
@@ -133,7 +142,9 @@ def build(splits: str, device: str | None, quiet: bool, json_out: Path | None, *
 @main.command()
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder to write the benchmark into.")
 @click.option(
-    "--layout", default="university1652", show_default=True,
+    "--layout",
+    default="university1652",
+    show_default=True,
     type=click.Choice(["university1652", "sues200", "sues200-split", "sues200-lower"]),
 )
 @click.option("--locations", type=int, help="Locations per split (train and test each).")
@@ -213,9 +224,70 @@ def retriever_train(dataset: str, root: Path | None, device: str | None, quiet: 
     click.echo(f"checkpoint written to {ckpt}")
 
 
+# ----------------------------------------------------------------------------------------------------- publish
+def _hub_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--endpoint", help="Hub endpoint URL (default https://huggingface.co).")(fn)
+    fn = click.option("--token", envvar="HF_TOKEN", show_envvar=True, help="Hub token (never printed).")(fn)
+    fn = click.option("--dry-run", is_flag=True, help="Validate and print the plan; write nothing.")(fn)
+    fn = click.option("--private", is_flag=True, help="Create the repo private.")(fn)
+    fn = click.option("--repo-id", required=True, help="owner/name on the Hub.")(fn)
+    return fn
+
+
+PUBLISH_EXAMPLES = """
+\b
+Examples:
+  skyrank publish skyrank/ --repo-id alice/skyrank --dry-run
+  skyrank publish skyrank/ --repo-id alice/skyrank --tag v1.0
+  skyrank publish skyrank-synthetic/ --repo-id alice/skyrank --create-pr
+"""
+
+
+@main.command(epilog=PUBLISH_EXAMPLES)
+@click.argument("folder", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@_hub_options
+@click.option("--gated", is_flag=True, help="Require manual approval to access the repo.")
+@click.option("--create-pr", is_flag=True, help="Open a pull request instead of committing to the branch.")
+@click.option("--revision", help="Branch to commit to (created when missing).")
+@click.option("--tag", help="Tag the published commit, e.g. v1.0.")
+@click.option(
+    "--i-have-permission-to-redistribute",
+    "acknowledge_license",
+    is_flag=True,
+    help="Acknowledge the benchmark licence when publishing its images to a private or gated repo.",
+)
+@click.option("--commit-message")
+@_quiet_option
+@_handle_errors
+def publish(folder: Path, quiet: bool, **kw: Any) -> None:
+    """Validate a SkyRank folder and publish it to a Hugging Face Hub dataset repo in one commit."""
+    from skyrank.publish import publish_dataset
+
+    report = publish_dataset(folder, progress=not quiet, **kw)
+    if quiet:
+        click.echo(report.format_plan())
+    if report.commit_url:
+        click.echo(f"published: {report.commit_url}")
+    if report.pr_url:
+        click.echo(f"pull request: {report.pr_url}")
+
+
+@main.command("publish-model")
+@click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@_hub_options
+@click.option("--training-data", help="The SkyRank repo/config the model was trained on (for the card).")
+@_quiet_option
+@_handle_errors
+def publish_model_cmd(run_dir: Path, quiet: bool, **kw: Any) -> None:
+    """Publish a SkyLink run (LoRA adapter + value head + config) with a model card."""
+    from skyrank.publish_model import publish_model
+
+    report = publish_model(run_dir, progress=not quiet, **kw)
+    if quiet:
+        click.echo(report.format_plan())
+    if report.commit_url:
+        click.echo(f"published: {report.commit_url}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
-
-
-def _json_dump(obj: Any) -> str:  # shared by the commands that print JSON
-    return json.dumps(obj, indent=2, default=str)

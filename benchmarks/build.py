@@ -93,22 +93,43 @@ def main() -> None:
     sizes = ["small", "u1652-full" if args.full else "10x"]
     results = []
     for size in sizes:
-        cmd = [sys.executable, __file__, "--child", size, "--work", str(work), "--image-size", str(args.image_size),
-               "--splits", args.splits, "--batch-size", str(args.batch_size), "--num-workers", str(args.num_workers)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            size,
+            "--work",
+            str(work),
+            "--image-size",
+            str(args.image_size),
+            "--splits",
+            args.splits,
+            "--batch-size",
+            str(args.batch_size),
+            "--num-workers",
+            str(args.num_workers),
+        ]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ}).stdout
         results.append(json.loads(out.strip().splitlines()[-1]))
-    print(f"{'size':<11} {'images':>7} {'total s':>8} {'encode %':>8} {'decode %':>8} {'search %':>8} "
-          f"{'write %':>8} {'valid. %':>8} {'other %':>8} {'peak RSS MB':>11}")
+    print(
+        f"{'size':<11} {'images':>7} {'total s':>8} {'encode %':>8} {'decode %':>8} {'search %':>8} "
+        f"{'write %':>8} {'valid. %':>8} {'other %':>8} {'peak RSS MB':>11}"
+    )
     for r in results:
         t = r["timings"]
         tot = t["total"]
         pct = {k: 100 * t.get(k, 0.0) / tot for k in ("encode", "decode", "search", "write", "validate")}
         other = 100 - sum(pct.values())
-        print(f"{r['size']:<11} {r['images']:>7} {tot:>8.1f} {pct['encode']:>8.1f} {pct['decode']:>8.1f} "
-              f"{pct['search']:>8.1f} {pct['write']:>8.1f} {pct['validate']:>8.1f} {other:>8.1f} {r['peak_rss_mb']:>11.0f}")
+        print(
+            f"{r['size']:<11} {r['images']:>7} {tot:>8.1f} {pct['encode']:>8.1f} {pct['decode']:>8.1f} "
+            f"{pct['search']:>8.1f} {pct['write']:>8.1f} {pct['validate']:>8.1f} {other:>8.1f} "
+            f"{r['peak_rss_mb']:>11.0f}"
+        )
     a, b = results
-    print(f"images x{b['images'] / a['images']:.1f}  ->  peak RSS x{b['peak_rss_mb'] / a['peak_rss_mb']:.2f}, "
-          f"wall x{b['timings']['total'] / a['timings']['total']:.1f}")
+    print(
+        f"images x{b['images'] / a['images']:.1f}  ->  peak RSS x{b['peak_rss_mb'] / a['peak_rss_mb']:.2f}, "
+        f"wall x{b['timings']['total'] / a['timings']['total']:.1f}"
+    )
 
 
 if __name__ == "__main__":

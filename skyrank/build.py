@@ -76,7 +76,9 @@ class BuildReport:
             "AP = Market-1501 AP over the full ranking)"
         )
         if self.bad_images:
-            lines.append(f"skipped {len(self.bad_images)} image(s) that failed to decode: " + ", ".join(self.bad_images[:5]))
+            lines.append(
+                f"skipped {len(self.bad_images)} image(s) that failed to decode: " + ", ".join(self.bad_images[:5])
+            )
         if self.skipped_empty_folders:
             lines.append(f"skipped {len(self.skipped_empty_folders)} empty class folder(s)")
         t = self.timings
@@ -217,7 +219,9 @@ def build_dataset(
             raise SkyRankError(f"{dataset} is evaluated per altitude: pass --altitude {{{','.join(bench.altitudes)}}}")
         altitude = str(altitude).removesuffix("m")
         if altitude not in bench.altitudes:
-            raise SkyRankError(f"--altitude must be one of {', '.join(bench.altitudes)} for {dataset}, got {altitude!r}")
+            raise SkyRankError(
+                f"--altitude must be one of {', '.join(bench.altitudes)} for {dataset}, got {altitude!r}"
+            )
     elif altitude is not None:
         raise SkyRankError(f"{dataset} has no altitudes; drop --altitude")
 
@@ -264,7 +268,9 @@ def build_dataset(
 
     for split in splits:
         for direction in directions:
-            rs: RetrievalSplit = bench.load_split(root, split, direction=direction, protocol=protocol, altitude=altitude)
+            rs: RetrievalSplit = bench.load_split(
+                root, split, direction=direction, protocol=protocol, altitude=altitude
+            )
             skipped_empty.extend(x for x in rs.skipped_empty_folders if x not in skipped_empty)
             qview, gview = _views(direction)
             encoded = {}
@@ -309,14 +315,17 @@ def build_dataset(
             cfg = schema.retriever_config_name(retriever, dataset, direction, altitude)
             retriever_tables.append((cfg, split, rows))
             gt_in = 100.0 * float(np.mean([r["gt_rank"] <= top_m for r in rows])) if rows else 0.0
-            stats.append(
-                SplitStats(cfg, split, len(rows), len(g.ids), gt_in, retrieval_metrics(rows))
-            )
+            stats.append(SplitStats(cfg, split, len(rows), len(g.ids), gt_in, retrieval_metrics(rows)))
             for table_cfg, ids in ((gallery_cfg, g.ids), (queries_cfg, [q.ids[i] for i in keep])):
                 table = image_rows.setdefault((table_cfg, split), {})
                 for image_id in ids:
                     rec = by_id[image_id]
-                    table[image_id] = {"image_id": rec.image_id, "label": rec.label, "view": rec.view, "path": rec.image_id}
+                    table[image_id] = {
+                        "image_id": rec.image_id,
+                        "label": rec.label,
+                        "view": rec.view,
+                        "path": rec.image_id,
+                    }
 
     t0 = time.perf_counter()
     params: dict[str, Any] = {
@@ -368,7 +377,15 @@ def build_dataset(
                 "image_size": model.image_size,
             },
             build_params=params,
-            stats={(s.config, s.split): {"rows": s.queries, "gallery": s.gallery, "gt_in_top_m": s.gt_in_top_m, **s.metrics} for s in stats},
+            stats={
+                (s.config, s.split): {
+                    "rows": s.queries,
+                    "gallery": s.gallery,
+                    "gt_in_top_m": s.gt_in_top_m,
+                    **s.metrics,
+                }
+                for s in stats
+            },
             default_config=retriever_tables[0][0],
         )
         timings["write"] = time.perf_counter() - t0
