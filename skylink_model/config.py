@@ -86,10 +86,10 @@ class SkyLinkConfig:
     )
     dtype: str = field(
         default="auto",
-        metadata={"help": "Backbone dtype: 'auto' (bfloat16 on CUDA, float32 on CPU), 'float32', 'bfloat16', 'float16'."},
+        metadata={"help": "dtype: 'auto' (bfloat16 on CUDA, else float32), 'float32', 'bfloat16', 'float16'."},
     )
     attn_implementation: str | None = field(
-        default=None, metadata={"help": "Attention kernel ('sdpa', 'eager', 'flash_attention_2'); None: transformers'."}
+        default=None, metadata={"help": "Attention kernel ('sdpa', 'eager', 'flash_attention_2'); None: default."}
     )
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate (SkyLink uses 1e-4)."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
@@ -180,7 +180,9 @@ class SkyLinkConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"Unknown SkyLinkConfig field(s): {', '.join(unknown)}. Known: {', '.join(sorted(known))}.")
+            raise ValueError(
+                f"Unknown SkyLinkConfig field(s): {', '.join(unknown)}. Known: {', '.join(sorted(known))}."
+            )
         return cls(**data)
 
     def save_pretrained(self, save_directory: str | Path) -> Path:

@@ -1,0 +1,173 @@
+"""LVLM backbones of SkyLink: one table of per-family defaults and one loader.
+
+The table is keyed by ``config.model_type`` (like peft's ``TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING``).
+LoRA targets are the language model's q/k/v projections plus the vision tower's attention input projection
+(Qwen2-VL / Qwen2.5-VL / Qwen3-VL: the fused ``attn.qkv``; LLaVA-OneVision's SigLIP tower: ``self_attn.{q,k,v}_proj``,
+already matched by the language names). A bare ``"proj"`` is never used: it also matches ``patch_embed.proj``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from skyrank.errors import UnknownNameError
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Per-family defaults.
+
+    Attributes:
+        lora_targets: Last path components of the Linear layers that get LoRA (both towers).
+        language_prefix / vision_prefix: Module paths of the two towers inside ``...ForConditionalGeneration``.
+        min_pixels / max_pixels: Default image budget (``None``: keep the processor's own).
+        yes_token / no_token: Tokens whose ``lm_head`` rows initialise the value head (``head_init="yes-no"``).
+        shared_vision: The family supports :mod:`skylink_model.rerank`'s vision-feature reuse (Qwen-style
+            ``<|image_pad|>`` expansion, ``image_grid_thw``, ``mm_encoder_outputs``).
+    """
+
+    lora_targets: tuple[str, ...]
+    language_prefix: str = "model.language_model"
+    vision_prefix: str = "model.visual"
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    yes_token: str = "yes"
+    no_token: str = "no"
+    shared_vision: bool = False
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+BACKBONE_DEFAULTS: dict[str, BackboneSpec] = {
+    # 28 px per merged token (patch 14 × merge 2): 256 tokens max per image (a 448² image), 4 min.
+    "qwen2_vl": BackboneSpec(
+        lora_targets=("q_proj", "k_proj", "v_proj", "qkv"),
+        min_pixels=4 * 28 * 28,
+        max_pixels=256 * 28 * 28,
+        shared_vision=True,
+    ),
+    "qwen2_5_vl": BackboneSpec(
+        lora_targets=("q_proj", "k_proj", "v_proj", "qkv"),
+        min_pixels=4 * 28 * 28,
+        max_pixels=256 * 28 * 28,
+        shared_vision=True,
+    ),
+    # 32 px per merged token (patch 16 × merge 2).
+    "qwen3_vl": BackboneSpec(
+        lora_targets=("q_proj", "k_proj", "v_proj", "qkv"),
+        min_pixels=4 * 32 * 32,
+        max_pixels=256 * 32 * 32,
+        shared_vision=False,  # deepstack features: reuse not verified yet, the naive path is used
+    ),
+    # SigLIP attention uses q_proj/k_proj/v_proj too; the image budget is the processor's anyres grid.
+    "llava_onevision": BackboneSpec(
+        lora_targets=("q_proj", "k_proj", "v_proj"),
+        vision_prefix="model.vision_tower",
+        shared_vision=False,
+    ),
+}
+
+
+def supported_families() -> list[str]:
+    """The ``model_type`` values :func:`load_backbone` accepts."""
+    return sorted(BACKBONE_DEFAULTS)
+
+
+def get_backbone_spec(model_type: str) -> BackboneSpec:
+    """The defaults of one family; an unknown family raises :class:`UnknownNameError` listing the supported ones."""
+    try:
+        return BACKBONE_DEFAULTS[model_type]
+    except KeyError:
+        raise UnknownNameError(
+            f"Unsupported backbone family {model_type!r}. Supported model types: {', '.join(supported_families())} "
+            "(Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision)."
+        ) from None
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device | None) -> torch.dtype:
+    """``"auto"``/``None`` → bfloat16 on a CUDA device that supports it, else float32."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        if dev.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in table:
+        raise ValueError(f"`dtype` must be one of auto, {', '.join(table)}, got {dtype!r}.")
+    return table[dtype]
+
+
+def apply_image_budget(processor: Any, min_pixels: int | None, max_pixels: int | None) -> None:
+    """Set the per-image pixel budget on a Qwen-style image processor (``size`` shortest/longest edge, in pixels)."""
+    if min_pixels is None and max_pixels is None:
+        return
+    image_processor = processor.image_processor
+    size = image_processor.size
+    current = dict(size.items()) if hasattr(size, "items") else dict(vars(size))
+    if "shortest_edge" not in current or "longest_edge" not in current:
+        raise ValueError(
+            f"{type(image_processor).__name__} has no pixel budget (size={size}); leave min_pixels/max_pixels unset."
+        )
+    current = {k: v for k, v in current.items() if v is not None}
+    if min_pixels is not None:
+        current["shortest_edge"] = int(min_pixels)
+    if max_pixels is not None:
+        current["longest_edge"] = int(max_pixels)
+    if current["shortest_edge"] > current["longest_edge"]:
+        raise ValueError(f"min_pixels ({current['shortest_edge']}) > max_pixels ({current['longest_edge']}).")
+    image_processor.size = type(size)(**current) if not isinstance(size, dict) else current
+
+
+def load_backbone(
+    name_or_path: str | Path,
+    *,
+    dtype: str | torch.dtype | None = "auto",
+    attn_implementation: str | dict | None = None,
+    device: str | torch.device | None = None,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+) -> tuple[Any, Any, BackboneSpec]:
+    """Load an LVLM and its processor by hub id or local folder.
+
+    Uses ``AutoModelForImageTextToText`` / ``AutoProcessor`` (the same path for ``Qwen/Qwen2-VL-7B-Instruct`` and a
+    :mod:`skylink_model.testing` folder). The tokenizer pads on the left (last-token scoring) and the image budget
+    (``min_pixels``/``max_pixels``, else the family default) is applied to the image processor.
+
+    Returns:
+        ``(model, processor, spec)``: the ``...ForConditionalGeneration`` in eval mode on ``device``, the processor,
+        and the family's :class:`BackboneSpec`.
+    """
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    name = str(name_or_path)
+    hf_config = AutoConfig.from_pretrained(name)
+    spec = get_backbone_spec(hf_config.model_type)
+    kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, device)}
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    model = AutoModelForImageTextToText.from_pretrained(name, **kwargs)
+    if device is not None:
+        model.to(device)
+    model.eval()
+    processor = AutoProcessor.from_pretrained(name)
+    processor.tokenizer.padding_side = "left"
+    if hasattr(processor, "padding_side"):
+        processor.padding_side = "left"
+    apply_image_budget(
+        processor,
+        min_pixels if min_pixels is not None else spec.min_pixels,
+        max_pixels if max_pixels is not None else spec.max_pixels,
+    )
+    return model, processor, spec
+
+
+def text_hidden_size(model: Any) -> int:
+    """Hidden size of the language model (top-level ``config.hidden_size`` is ``None`` for these LVLMs)."""
+    config = model.config
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return int(text_config.hidden_size)

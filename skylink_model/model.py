@@ -1,0 +1,474 @@
+"""The SkyLink re-ranker: an LVLM with LoRA and a bias-free scalar value head (SkyLink, arXiv 2603.08063).
+
+One prompt per (query, candidate) pair, query image first so the k prompts of a group share a prefix::
+
+    <query image> Does the given query image match the following reference image? <candidate image>
+
+rendered with the backbone's chat template (generation prompt included), left-padded. The score is
+S = wᵀh_last: a bias-free ``Linear(hidden, 1)`` in float32 on the last token's final hidden state, computed from
+the base model without its ``lm_head`` (no vocabulary logits are ever computed). The head may start as
+``lm_head[yes] − lm_head[no]`` so the untrained model is a yes/no judge.
+
+Saved as the peft adapter (``adapter_config.json`` + ``adapter_model.safetensors``), ``value_head.safetensors`` and
+``skylink_config.json`` (base model, prompt, image budget). The processor is always reloaded from the base model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from skylink_model.backbones import BackboneSpec, load_backbone, text_hidden_size
+from skylink_model.config import SkyLinkConfig
+from skyrank.errors import CheckpointMismatchError
+
+VALUE_HEAD_NAME = "value_head.safetensors"
+ADAPTER_CONFIG_NAME = "adapter_config.json"
+ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
+_HEAD_KEY = "value_head.weight"
+
+
+@dataclass
+class ProcessedImage:
+    """One image after the image processor: ``pixel_values`` (patches, dim) and ``image_grid_thw`` (3,)."""
+
+    pixel_values: torch.Tensor
+    image_grid_thw: torch.Tensor
+
+    @property
+    def num_patches(self) -> int:
+        return int(self.pixel_values.shape[0])
+
+
+def lora_target_pattern(spec: BackboneSpec, targets: Sequence[str], *, vision: bool) -> str:
+    """The peft ``target_modules`` regex: the given layer names inside the language tower (and the vision tower)."""
+    towers = [spec.language_prefix] + ([spec.vision_prefix] if vision else [])
+    tower_re = "|".join(re.escape(t) for t in towers)
+    names_re = "|".join(re.escape(t) for t in targets)
+    return rf"^(?:{tower_re})\..*\.(?:{names_re})$"
+
+
+def _yes_no_direction(backbone: Any, tokenizer: Any, spec: BackboneSpec) -> torch.Tensor:
+    ids = []
+    for word in (spec.yes_token, spec.no_token):
+        tok_ids = tokenizer.encode(word, add_special_tokens=False)
+        if len(tok_ids) != 1:
+            raise ValueError(
+                f"head_init='yes-no' needs {word!r} to be one token, but the tokenizer gives {tok_ids}. "
+                "Use head_init='zero' or 'random'."
+            )
+        ids.append(tok_ids[0])
+    emb = backbone.get_output_embeddings()
+    weight = emb.weight if emb is not None else backbone.get_input_embeddings().weight
+    with torch.no_grad():
+        return (weight[ids[0]].float() - weight[ids[1]].float()).detach().clone()
+
+
+class SkyLinkModel(nn.Module):
+    """LVLM + LoRA + value head. Build with :func:`get_skylink_model` or :meth:`from_pretrained`.
+
+    Attributes:
+        backbone: the ``peft.PeftModel`` around the ``...ForConditionalGeneration``.
+        value_head: ``nn.Linear(hidden, 1, bias=False)`` in float32 (S = wᵀh_last).
+        processor: the backbone's processor (left padding, image budget applied).
+        config: the :class:`SkyLinkConfig`; spec: the family's :class:`BackboneSpec`.
+    """
+
+    def __init__(self, backbone: Any, processor: Any, config: SkyLinkConfig, spec: BackboneSpec) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.processor = processor
+        self.config = config
+        self.spec = spec
+        hidden = text_hidden_size(backbone.get_base_model())
+        self.value_head = nn.Linear(hidden, 1, bias=False, dtype=torch.float32)
+        self.value_head.to(self.device)
+        self._template_parts: tuple[list[int], list[int], list[int]] | None = None
+        self._template_text: str | None = None
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.value_head.in_features)
+
+    @property
+    def base(self) -> Any:
+        """The base multimodal model without ``lm_head`` (e.g. ``Qwen2VLModel``), LoRA layers injected."""
+        return self.backbone.get_base_model().model
+
+    @property
+    def supports_shared_vision(self) -> bool:
+        return bool(self.spec.shared_vision)
+
+    # ------------------------------------------------------------------ set-up helpers
+    def init_value_head(self, mode: str, *, seed: int = 0) -> None:
+        """Initialise w: ``"yes-no"`` (lm_head[yes] − lm_head[no]), ``"zero"`` or ``"random"`` (seeded)."""
+        with torch.no_grad():
+            if mode == "yes-no":
+                direction = _yes_no_direction(self.backbone.get_base_model(), self.processor.tokenizer, self.spec)
+                self.value_head.weight.copy_(direction.view(1, -1))
+            elif mode == "zero":
+                self.value_head.weight.zero_()
+            elif mode == "random":
+                gen = torch.Generator().manual_seed(seed)
+                w = torch.randn(1, self.hidden_size, generator=gen) / self.hidden_size**0.5
+                self.value_head.weight.copy_(w)
+            else:
+                raise ValueError(f"`head_init` must be one of yes-no, zero, random, got {mode!r}.")
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Non-reentrant gradient checkpointing on the backbone (with input grads, for PEFT)."""
+        base = self.backbone.get_base_model()
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base.enable_input_require_grads()
+        base.config.use_cache = False
+
+    def lora_parameters(self) -> dict[str, nn.Parameter]:
+        return {n: p for n, p in self.backbone.named_parameters() if "lora_" in n}
+
+    # ------------------------------------------------------------------ inputs
+    @property
+    def template_text(self) -> str:
+        """The chat-template text of one pair (two image placeholders, the prompt, the generation prompt)."""
+        if self._template_text is None:
+            conversation = [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image"},
+                        {"type": "text", "text": self.config.prompt},
+                        {"type": "image"},
+                    ],
+                }
+            ]
+            self._template_text = self.processor.apply_chat_template(
+                conversation, add_generation_prompt=True, tokenize=False
+            )
+        return self._template_text
+
+    def build_pair_inputs(self, query_images: Sequence[Any], candidate_images: Sequence[Any]) -> Any:
+        """Tokenise one prompt per pair, ``<query image> {prompt} <candidate image>``, with the processor.
+
+        Returns the processor's ``BatchFeature`` (``input_ids``, ``attention_mask``, ``mm_token_type_ids``,
+        ``pixel_values``, ``image_grid_thw``, ...), left-padded, on the model's device.
+        """
+        if len(query_images) != len(candidate_images):
+            raise ValueError(f"{len(query_images)} query images but {len(candidate_images)} candidate images.")
+        if not query_images:
+            raise ValueError("build_pair_inputs needs at least one pair.")
+        images: list[Any] = []
+        for q, c in zip(query_images, candidate_images, strict=True):
+            images.extend((q, c))
+        batch = self.processor(
+            text=[self.template_text] * len(query_images),
+            images=images,
+            padding=True,
+            padding_side="left",
+            return_tensors="pt",
+        )
+        return batch.to(self.device)
+
+    def process_images(self, images: Sequence[Any]) -> list[ProcessedImage]:
+        """Run the image processor once per image (Qwen families); the result can be cached across queries."""
+        self._require_shared_vision()
+        out = self.processor.image_processor(images=list(images), return_tensors="pt")
+        grids = out["image_grid_thw"]
+        sizes = grids.prod(-1).tolist()
+        chunks = torch.split(out["pixel_values"], sizes)
+        return [ProcessedImage(pv, g) for pv, g in zip(chunks, grids, strict=True)]
+
+    def _require_shared_vision(self) -> None:
+        if not self.supports_shared_vision:
+            family = self.backbone.get_base_model().config.model_type
+            raise NotImplementedError(
+                f"Vision-feature reuse is not implemented for the {family!r} family; use shared_vision=False."
+            )
+
+    def _template_ids(self) -> tuple[list[int], list[int], list[int]]:
+        if self._template_parts is None:
+            tok = self.processor.tokenizer
+            pad = self.processor.image_token
+            parts = self.template_text.split(pad)
+            if len(parts) != 3:
+                raise ValueError(f"The chat template should hold two {pad} placeholders, got {len(parts) - 1}.")
+            self._template_parts = tuple(tok.encode(p, add_special_tokens=False) for p in parts)  # type: ignore[assignment]
+        return self._template_parts  # type: ignore[return-value]
+
+    def pair_inputs_from_processed(
+        self,
+        queries: Sequence[ProcessedImage],
+        candidates: Sequence[ProcessedImage],
+        *,
+        with_pixels: bool = True,
+    ) -> dict[str, Any]:
+        """Build the same inputs as :meth:`build_pair_inputs` from pre-processed images (no processor call).
+
+        ``<|image_pad|>`` is expanded to ``prod(image_grid_thw) / merge_size²`` tokens per image, as the processor
+        does; the result is left-padded. ``with_pixels=False`` leaves ``pixel_values`` out (``mm_encoder_outputs``).
+        """
+        self._require_shared_vision()
+        pre, mid, post = self._template_ids()
+        image_id = int(self.backbone.get_base_model().config.image_token_id)
+        pad_id = self.processor.tokenizer.pad_token_id
+        merge = int(self.processor.image_processor.merge_size) ** 2
+        rows = []
+        for q, c in zip(queries, candidates, strict=True):
+            nq, nc = q.num_patches // merge, c.num_patches // merge
+            rows.append(pre + [image_id] * nq + mid + [image_id] * nc + post)
+        length = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for i, r in enumerate(rows):
+            input_ids[i, length - len(r) :] = torch.tensor(r, dtype=torch.long)
+            attention_mask[i, length - len(r) :] = 1
+        mm_token_type_ids = (input_ids == image_id).long()
+        grids = []
+        for q, c in zip(queries, candidates, strict=True):
+            grids.extend((q.image_grid_thw, c.image_grid_thw))
+        device = self.device
+        inputs: dict[str, Any] = {
+            "input_ids": input_ids.to(device),
+            "attention_mask": attention_mask.to(device),
+            "mm_token_type_ids": mm_token_type_ids.to(device),
+            "image_grid_thw": torch.stack(grids).to(device),
+        }
+        if with_pixels:
+            pix = []
+            for q, c in zip(queries, candidates, strict=True):
+                pix.extend((q.pixel_values, c.pixel_values))
+            inputs["pixel_values"] = torch.cat(pix).to(device)
+        return inputs
+
+    # ------------------------------------------------------------------ scoring
+    def forward(self, **inputs: Any) -> torch.Tensor:
+        """Scores S = wᵀh_last, shape (B,), float32. Inputs as from :meth:`build_pair_inputs` (left padding);
+        ``mm_encoder_outputs`` (precomputed vision features) may replace ``pixel_values``."""
+        attention_mask = inputs.get("attention_mask")
+        if attention_mask is not None and not bool(attention_mask[:, -1].all()):
+            raise ValueError("SkyLink scores the last token: inputs must be left-padded (padding_side='left').")
+        inputs.pop("labels", None)
+        inputs.pop("use_cache", None)
+        out = self.base(**inputs, use_cache=False, return_dict=True)
+        h_last = out.last_hidden_state[:, -1]
+        return self.value_head(h_last.float()).squeeze(-1)
+
+    def encode_images(self, processed: Sequence[ProcessedImage]) -> list[torch.Tensor]:
+        """Vision features per image (``get_image_features``, one vision pass for the whole list)."""
+        self._require_shared_vision()
+        device = self.device
+        pv = torch.cat([p.pixel_values for p in processed]).to(device)
+        grid = torch.stack([p.image_grid_thw for p in processed]).to(device)
+        out = self.base.get_image_features(pv, grid, return_dict=True)
+        return list(out.pooler_output)
+
+    def score_group(
+        self,
+        query_image: Any,
+        candidate_images: Sequence[Any],
+        *,
+        shared_vision: bool | None = None,
+        query: ProcessedImage | None = None,
+        candidates: Sequence[ProcessedImage] | None = None,
+        query_features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Score one query against its candidates, shape (n,) float32, with autograd (training or inference).
+
+        With ``shared_vision`` (default: ``config.shared_vision`` where the family supports it) the query image is
+        processed and encoded by the vision tower once and its features are reused for every pair through
+        ``mm_encoder_outputs``; otherwise every pair is a full forward. Pre-processed images / query features may be
+        passed to skip work (see :mod:`skylink_model.rerank`).
+        """
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        n = len(candidate_images) if candidates is None else len(candidates)
+        if n == 0:
+            return torch.zeros(0, dtype=torch.float32, device=self.device)
+        if shared_vision is None:
+            shared_vision = self.config.shared_vision and self.supports_shared_vision
+        if not shared_vision:
+            return self(**self.build_pair_inputs([query_image] * n, list(candidate_images)))
+        if query is None:
+            query = self.process_images([query_image])[0]
+        if candidates is None:
+            candidates = self.process_images(list(candidate_images))
+        if query_features is None:
+            query_features = self.encode_images([query])[0]
+        cand_features = self.encode_images(candidates)
+        pooled: list[torch.Tensor] = []
+        for feat in cand_features:
+            pooled.extend((query_features, feat))
+        inputs = self.pair_inputs_from_processed([query] * n, candidates, with_pixels=False)
+        inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pooled)}
+        return self(**inputs)
+
+    @torch.inference_mode()
+    def score_pairs(
+        self, query_images: Sequence[Any], candidate_images: Sequence[Any], batch_size: int = 16
+    ) -> torch.Tensor:
+        """Scores of independent pairs (naive path, no reuse) in batches, on the CPU, float32, shape (N,)."""
+        if len(query_images) != len(candidate_images):
+            raise ValueError(f"{len(query_images)} query images but {len(candidate_images)} candidate images.")
+        out = []
+        for start in range(0, len(query_images), batch_size):
+            inputs = self.build_pair_inputs(
+                query_images[start : start + batch_size], candidate_images[start : start + batch_size]
+            )
+            out.append(self(**inputs).cpu())
+        return torch.cat(out) if out else torch.zeros(0)
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, save_directory: str | Path) -> Path:
+        """Write the adapter, ``value_head.safetensors`` and ``skylink_config.json`` (effective image budget)."""
+        from safetensors.torch import save_file
+
+        out = Path(save_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(out)
+        weight = self.value_head.weight.detach().to("cpu", torch.float32).contiguous()
+        save_file({_HEAD_KEY: weight}, str(out / VALUE_HEAD_NAME), metadata={"hidden_size": str(self.hidden_size)})
+        size = self.processor.image_processor.size
+        budget = {}
+        for key, name in (("shortest_edge", "min_pixels"), ("longest_edge", "max_pixels")):
+            value = size.get(key) if hasattr(size, "get") else getattr(size, key, None)
+            if value is not None:
+                budget[name] = int(value)
+        dataclasses.replace(self.config, **budget).save_pretrained(out)
+        return out
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        base_model: str | Path | None = None,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | None = None,
+        attn_implementation: str | None = None,
+        is_trainable: bool = False,
+    ) -> SkyLinkModel:
+        """Reload a saved run folder on its base model (or ``base_model``); scores are reproduced exactly.
+
+        Raises :class:`CheckpointMismatchError` naming the hidden sizes or the missing/unexpected adapter keys when
+        the base model does not fit the checkpoint.
+        """
+        from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        folder = Path(directory)
+        for name in (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, VALUE_HEAD_NAME):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"{folder} is not a SkyLink run folder: {name} is missing.")
+        config = SkyLinkConfig.from_pretrained(folder)
+        overrides: dict[str, Any] = {}
+        if base_model is not None:
+            overrides["base_model"] = str(base_model)
+        if dtype is not None:
+            overrides["dtype"] = dtype
+        if attn_implementation is not None:
+            overrides["attn_implementation"] = attn_implementation
+        config = dataclasses.replace(config, **overrides)
+
+        backbone, processor, spec = load_backbone(
+            config.base_model,
+            dtype=config.dtype,
+            attn_implementation=config.attn_implementation,
+            device=device,
+            min_pixels=config.min_pixels,
+            max_pixels=config.max_pixels,
+        )
+        head = load_file(str(folder / VALUE_HEAD_NAME))
+        if set(head) != {_HEAD_KEY}:
+            raise CheckpointMismatchError(
+                f"{folder / VALUE_HEAD_NAME} should hold exactly {_HEAD_KEY!r}, found {sorted(head)}."
+            )
+        hidden = text_hidden_size(backbone)
+        if tuple(head[_HEAD_KEY].shape) != (1, hidden):
+            raise CheckpointMismatchError(
+                f"The value head in {folder} was trained for hidden size {head[_HEAD_KEY].shape[-1]}, but base model "
+                f"{config.base_model!r} has hidden size {hidden}. Pass the base model the run was trained on."
+            )
+
+        lora_config = LoraConfig.from_pretrained(str(folder))
+        lora_config.inference_mode = not is_trainable
+        try:
+            peft_model = get_peft_model(backbone, lora_config)
+        except ValueError as err:
+            raise CheckpointMismatchError(
+                f"The adapter in {folder} does not fit base model {config.base_model!r}: {err}"
+            ) from err
+        with safe_open(str(folder / ADAPTER_WEIGHTS_NAME), framework="pt") as f:
+            saved_keys = set(f.keys())
+        expected = set(get_peft_model_state_dict(peft_model).keys())
+        missing, unexpected = sorted(expected - saved_keys), sorted(saved_keys - expected)
+        if missing or unexpected:
+            raise CheckpointMismatchError(
+                f"The adapter in {folder} does not match base model {config.base_model!r}: "
+                f"{len(missing)} missing key(s) {missing[:8]}, {len(unexpected)} unexpected key(s) {unexpected[:8]}."
+            )
+        state = load_file(str(folder / ADAPTER_WEIGHTS_NAME))
+        try:
+            set_peft_model_state_dict(peft_model, state)
+        except RuntimeError as err:
+            raise CheckpointMismatchError(
+                f"Adapter shapes in {folder} do not match {config.base_model!r}: {err}"
+            ) from err
+
+        model = cls(peft_model, processor, config, spec)
+        with torch.no_grad():
+            model.value_head.weight.copy_(head[_HEAD_KEY].to(model.value_head.weight.device))
+        model.eval()
+        if is_trainable and config.gradient_checkpointing and model.device.type == "cuda":
+            model.enable_gradient_checkpointing()
+        return model
+
+
+def get_skylink_model(config: SkyLinkConfig, *, device: str | torch.device | None = None) -> SkyLinkModel:
+    """Build a fresh SkyLink model: backbone + LoRA (targets from the config or the family default) + value head.
+
+    Every backbone parameter is frozen except the LoRA matrices; the value head is trainable. Gradient
+    checkpointing is switched on when ``config.gradient_checkpointing`` is set.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    backbone, processor, spec = load_backbone(
+        config.base_model,
+        dtype=config.dtype,
+        attn_implementation=config.attn_implementation,
+        device=device,
+        min_pixels=config.min_pixels,
+        max_pixels=config.max_pixels,
+    )
+    targets = list(config.lora_targets) if config.lora_targets is not None else list(spec.lora_targets)
+    lora_config = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=lora_target_pattern(spec, targets, vision=config.lora_vision),
+        bias="none",
+    )
+    peft_model = get_peft_model(backbone, lora_config)
+    lora_names = [n for n, _ in peft_model.named_parameters() if "lora_A" in n]
+    towers = [("language", spec.language_prefix)] + ([("vision", spec.vision_prefix)] if config.lora_vision else [])
+    for tower, prefix in towers:
+        if not any(f".{prefix}." in f".{n}" for n in lora_names):
+            raise ValueError(
+                f"LoRA targets {targets} matched no layer of the {tower} tower ({prefix}) of {config.base_model!r}."
+            )
+    model = SkyLinkModel(peft_model, processor, config, spec)
+    model.init_value_head(config.head_init, seed=config.seed)
+    model.train()
+    if config.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    return model

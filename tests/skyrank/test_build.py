@@ -1,0 +1,155 @@
+"""End-to-end ``build_dataset`` on a tiny generated benchmark: the folder loads elsewhere, is byte-identical on a
+re-build, and an interrupted build leaves nothing that looks complete."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from skyrank import schema
+from skyrank.benchmarks.synthetic import generate_synthetic
+from skyrank.build import build_dataset
+from skyrank.errors import OutputExistsError, SkyRankError
+from skyrank.retrievers import create
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    work = tmp_path_factory.mktemp("build")
+    root = generate_synthetic(work / "bench", locations=8, distractors=4, views=2, image_size=SIZE, progress=False)
+    torch.manual_seed(0)
+    retriever = create("sample4geo", arch="convnext_atto", image_size=SIZE)
+    ckpt = work / "atto.pth"
+    torch.save(retriever.model.state_dict(), ckpt)
+    return root, ckpt
+
+
+def _build(bench: tuple[Path, Path], out: Path, **kw: object):
+    root, ckpt = bench
+    params = dict(
+        dataset="synthetic", root=root, checkpoint=ckpt, arch="convnext_atto", image_size=SIZE, out=out,
+        top_m=5, progress=False,
+    )  # fmt: skip
+    params.update(kw)
+    return build_dataset(**params)
+
+
+def _tree_digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_build_writes_a_dataset_that_loads_in_a_fresh_process(bench, tmp_path):
+    report = _build(bench, tmp_path / "ds")
+    cfg = schema.retriever_config_name("sample4geo", "synthetic", "d2s")
+    assert set(report.configs) == {cfg, "gallery-synthetic", "queries-synthetic"}
+    assert report.configs[cfg] == {"train": 16, "test": 16}  # 8 locations x 2 views per split
+    assert report.configs["gallery-synthetic"] == {"train": 8, "test": 12}  # test: 8 + 4 distractors
+    for s in report.stats:
+        assert 0.0 <= s.metrics["R@1"] <= s.metrics["R@5"] <= s.metrics["R@10"] <= 100.0
+    assert "R@1" in report.summary()
+
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        from datasets import load_dataset
+        out = {{}}
+        for name in ["{cfg}", "gallery-synthetic", "queries-synthetic"]:
+            for split in ["train", "test"]:
+                ds = load_dataset(sys.argv[1], name, split=split, cache_dir=sys.argv[2])
+                out[name + "/" + split] = len(ds)
+        ds = load_dataset(sys.argv[1], "{cfg}", split="test", cache_dir=sys.argv[2])
+        row = ds[0]
+        out["m_minus_1"] = len(row["candidate_ids"])
+        g = load_dataset(sys.argv[1], "gallery-synthetic", split="test", cache_dir=sys.argv[2])
+        out["image_size"] = list(g[0]["image"].size)
+        out["skyrank_imported"] = "skyrank" in sys.modules
+        print(json.dumps(out))
+        """
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", script, str(report.out), str(tmp_path / "cache")],
+        capture_output=True, text=True, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got[f"{cfg}/test"] == 16 and got["gallery-synthetic/test"] == 12
+    assert got["m_minus_1"] == 4
+    assert got["image_size"] == [SIZE, SIZE]
+    assert got["skyrank_imported"] is False
+
+
+def test_identical_builds_are_byte_identical(bench, tmp_path):
+    a = _build(bench, tmp_path / "a").out
+    b = _build(bench, tmp_path / "b").out
+    assert _tree_digest(a) == _tree_digest(b)
+
+
+def test_existing_output_is_not_overwritten_without_flag(bench, tmp_path):
+    out = tmp_path / "ds"
+    _build(bench, out, splits=("test",))
+    with pytest.raises(OutputExistsError):
+        _build(bench, out, splits=("test",))
+    _build(bench, out, splits=("test",), overwrite=True)
+
+
+def test_killed_build_leaves_no_complete_folder_and_rerun_succeeds(bench, tmp_path):
+    root, ckpt = bench
+    out = tmp_path / "ds"
+    # The child process writes the first table, then dies with SIGKILL: no cleanup handler runs.
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from skyrank import writer
+        from skyrank.build import build_dataset
+        original = writer.DatasetWriter.add_table
+        def add_table(self, *a, **k):
+            info = original(self, *a, **k)
+            os.kill(os.getpid(), signal.SIGKILL)
+        writer.DatasetWriter.add_table = add_table
+        build_dataset(dataset="synthetic", root={str(root)!r}, checkpoint={str(ckpt)!r}, arch="convnext_atto",
+                      image_size={SIZE}, out={str(out)!r}, top_m=5, progress=False)
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert res.returncode == -9, res.stderr
+    assert not out.exists()  # only the hidden staging folder may remain
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".ds")]
+    assert leftovers, "the staging folder should be left behind by a killed run"
+    report = _build(bench, out)
+    assert (report.out / "skyrank_manifest.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(directions=("x2y",)), "direction"),
+        (dict(protocol="junk"), "protocol"),
+        (dict(top_m=1), "top-m"),
+        (dict(splits=("val",)), "splits"),
+        (dict(altitude=150), "altitude"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(bench, tmp_path, kw, match):
+    with pytest.raises(SkyRankError, match=match):
+        _build(bench, tmp_path / "ds", **kw)
+
+
+def test_real_benchmark_without_checkpoint_says_how_to_get_one(tmp_path):
+    from tests.skyrank.benchmarks.layouts import make_university1652
+
+    make_university1652(tmp_path / "U", ["0001", "0002"], ["0003", "0004"], ["0005"])
+    with pytest.raises(SkyRankError, match="--checkpoint"):
+        build_dataset(dataset="university1652", root=tmp_path / "U", out=tmp_path / "ds", progress=False)
