@@ -34,13 +34,16 @@ Conventions (every rank and list in a mined row obeys them):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from skyrank.errors import MissingDependencyError
 from skyrank.schema import RETRIEVER_COLUMNS
+
+if TYPE_CHECKING:
+    from skyrank.index import SearchIndex
 
 #: float32 elements of one block of scores (or gathered embeddings) held at once: 128 MiB.
 _BLOCK_ELEMENTS = 1 << 25
@@ -206,6 +209,50 @@ def _ranked_prefix(row: np.ndarray, pool: np.ndarray, pos: np.ndarray, length: i
     return order, ~negative[order]
 
 
+def _approx_ranking(
+    row: np.ndarray, pool: np.ndarray, pos: np.ndarray, m: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One query's row under an approximate index: the pool-first ranking (see :func:`mine`).
+
+    The ranking is the approximate index's pool (its top-K, ``-1`` slots dropped) sorted by (-score, negative
+    flag, gallery index) with the exact float32 scores ``row``, followed by every other reference in the same
+    order. Returns ``(retrieved (m,), negatives (m-1,), positives sorted by rank, their 1-based ranks)``.
+    """
+    pool = pool[pool >= 0]
+    _, first = np.unique(pool, return_index=True)
+    pool = pool[np.sort(first)]
+    pool_is_pos = np.isin(pool, pos)
+    pool_scores = row[pool]
+    order = np.lexsort((pool, ~pool_is_pos, -pool_scores))
+    ranked, ranked_is_pos = pool[order], pool_is_pos[order]
+    k = pool.size
+    if k < m or np.count_nonzero(~ranked_is_pos) < m - 1:
+        # The pool is too short: continue with the rest of the gallery in exact order (rare: IVF -1 slots).
+        rest = np.ones(row.size, dtype=bool)
+        rest[pool] = False
+        rest_idx = np.flatnonzero(rest)
+        rest_neg = ~np.isin(rest_idx, pos)
+        rest_order = np.lexsort((rest_idx, rest_neg, -row[rest_idx]))[: m + pos.size]
+        ranked = np.concatenate([ranked, rest_idx[rest_order]])
+        ranked_is_pos = np.concatenate([ranked_is_pos, ~rest_neg[rest_order]])
+    # Ranks: positives in the pool by their position there; the others after the pool, by the optimistic rule
+    # among the references outside the pool.
+    in_pool = np.isin(pos, pool)
+    ranks = np.empty(pos.size, dtype=np.int64)
+    position = np.flatnonzero(ranked_is_pos[:k]) + 1
+    pool_pos = ranked[:k][ranked_is_pos[:k]]
+    lookup = dict(zip(pool_pos.tolist(), position.tolist(), strict=True))
+    ranks[in_pool] = [lookup[p] for p in pos[in_pool].tolist()]
+    out = pos[~in_pool]
+    if out.size:
+        s = row[out]
+        above_outside = _count_strictly_greater(row, s) - (pool_scores[None, :] > s[:, None]).sum(axis=1)
+        tied_before = ((s[None, :] == s[:, None]) & (out[None, :] < out[:, None])).sum(axis=1)
+        ranks[~in_pool] = k + 1 + above_outside + tied_before
+    by_rank = np.argsort(ranks)
+    return ranked[:m], ranked[~ranked_is_pos][: m - 1], pos[by_rank], ranks[by_rank]
+
+
 # --------------------------------------------------------------------------------------------------- public
 
 
@@ -347,7 +394,11 @@ def mine(
     *,
     use_gpu: bool | None = None,
     progress: bool = False,
-) -> list[dict[str, Any]]:
+    index: str | SearchIndex = "exact",
+    index_params: Mapping[str, Any] | None = None,
+    return_info: bool = False,
+    recall_sample: int = 1000,
+) -> list[dict[str, Any]] | tuple[list[dict[str, Any]], dict[str, Any]]:
     """Mine one SkyRank row per query (SkyLink Eq. 1, 2, 6), sorted by ``query_id``.
 
     Each dict has exactly the keys ``schema.RETRIEVER_COLUMNS`` (built from :class:`MinedRow`); positives are
@@ -359,10 +410,36 @@ def mine(
     of the ranking, :func:`apply_swap_rule`); ``candidate_gt_similarity``: Eq. 6 for each candidate.
     Scores, orders and ranks follow the module docstring (numpy float32 scores, optimistic ties).
 
+    ``index``: ``"exact"`` (default, the paper's setting), ``"ivf"`` or ``"hnsw"`` (built with
+    :func:`skyrank.index.build_index` from ``use_gpu`` and ``index_params``), or a prebuilt
+    :class:`skyrank.index.SearchIndex` over ``gallery_emb``. With an approximate index the approximate search
+    only proposes each query's pool, its top-K (K = m + the largest number of positives of any query + 8); the
+    row is then defined by the **pool-first ranking**: the pool re-scored with the exact float32 scores and
+    sorted by the rule above, followed by every other reference in the same order. ``retrieved_ids`` is its
+    top-m, ``candidate_ids`` its first m-1 negatives, ``positive_ranks``/``gt_rank`` the positives' positions in
+    it. That is the full ranking the approximate retriever stands for (what it returns, completed exactly), so
+    every invariant of an exact row holds (``gt_rank <= m`` iff ``gt_id`` is retrieved and then
+    ``retrieved_ids[gt_rank - 1] == gt_id``; ``gt_rank == min(positive_ranks)``; ranks strictly increasing and
+    consistent with the scores). A positive the index found keeps its exact rank or moves up (references it
+    missed are ranked after the pool); a positive it missed is ranked after the pool (rank > K > m), at its
+    exact rank among the references outside the pool. When the pool holds the exact top-K, rows equal the
+    exact rows. Ranks beyond the pool need each query's scores against the whole gallery, an O(Q N d) matrix
+    product, as in exact mode: the approximate index saves the exact search, not this product (on millions of
+    references its cost dominates; it runs in bounded-memory chunks). Tiny galleries fall back to exact search
+    (``info["fallback"]``). For ``"ivf"``, nprobe is calibrated for recall@m >= 0.99 on a deterministic sample of
+    ``recall_sample`` queries (seed 1; the reported recall uses another sample, seed 0).
+
+    ``return_info=True`` returns ``(rows, info)``: ``info`` is the index's ``info`` dict (kind, parameters,
+    fallback, build time) plus ``recall_at_m`` (:func:`skyrank.index.measure_recall` at k = m on a deterministic
+    sample of ``recall_sample`` queries; 1.0 for exact search), ``recall_k`` and ``recall_queries``, for the
+    dataset card.
+
     Raises ``ValueError`` on mismatched lengths, duplicate ids, a query whose label has no positive in the
     gallery (naming a few), m < 2, m > gallery size, or a query with fewer than m-1 negatives in the gallery.
     """
     from tqdm.auto import tqdm
+
+    from skyrank.index import build_index, measure_recall, sample_queries
 
     q, g = _check_pair(query_emb, gallery_emb)
     n_q, n_g = q.shape[0], g.shape[0]
@@ -398,7 +475,27 @@ def mine(
             f"positives: use m <= {n_g - most + 1}"
         )
 
-    index = _FlatIP(g, use_gpu)
+    if not isinstance(index, str):  # a prebuilt SearchIndex (or any object with its interface)
+        if (index.ntotal, index.dim) != g.shape:
+            raise ValueError(f"the index holds {index.ntotal} x {index.dim} references, the gallery is {g.shape}")
+        approx = index
+    else:
+        calib = q[sample_queries(n_q, recall_sample, seed=1)] if index == "ivf" else None
+        approx = (
+            build_index(g, index, use_gpu=use_gpu, params=index_params, calibration_queries=calib, calibration_k=m)
+            if index != "exact"
+            else None
+        )
+    flat: _FlatIP | None = None
+    if approx is None:
+        flat = _FlatIP(g, use_gpu)
+        info = {"kind": "exact", "requested_kind": "exact", "ntotal": n_g, "dim": g.shape[1], "fallback": None}
+    else:
+        info = dict(approx.info)
+        if approx.is_exact:  # kind "exact" or the tiny-gallery fallback
+            flat = approx._flat if approx._flat is not None else _FlatIP(g, use_gpu)
+            approx = None
+    pool_size = min(n_g, m + most + _MARGIN)
     order = sorted(range(n_q), key=q_ids.__getitem__)
     rows_per_chunk = _chunk_rows(n_g, None)
     out: list[dict[str, Any]] = []
@@ -408,19 +505,25 @@ def mine(
             pos_lists = [positives[q_labels[qi]] for qi in chunk]
             qc = q[chunk]
             scores = qc @ g.T  # the one place this chunk's scores are computed
-            fetch = min(n_g, m + max(p.size for p in pos_lists) + _MARGIN)
-            _, pools = index.search(qc, fetch)
+            if flat is not None:
+                fetch = min(n_g, m + max(p.size for p in pos_lists) + _MARGIN)
+                _, pools = flat.search(qc, fetch)
+            else:
+                _, pools = approx.search(qc, pool_size)
             cand_idx = np.empty((len(chunk), m - 1), dtype=np.int64)
             gt_idx = np.empty(len(chunk), dtype=np.int64)
             partial: list[tuple[Any, ...]] = []
             for j, qi in enumerate(chunk):
                 row, pos = scores[j], pos_lists[j]
-                ranks = _positive_ranks(row, pos)
-                by_rank = np.argsort(ranks)
-                pos_sorted, ranks_sorted = pos[by_rank], ranks[by_rank]
-                prefix, prefix_is_pos = _ranked_prefix(row, pools[j], pos, m - 1 + pos.size)
-                negatives = prefix[~prefix_is_pos][: m - 1]
-                retrieved = prefix[:m]
+                if flat is None:
+                    retrieved, negatives, pos_sorted, ranks_sorted = _approx_ranking(row, pools[j], pos, m)
+                else:
+                    ranks = _positive_ranks(row, pos)
+                    by_rank = np.argsort(ranks)
+                    pos_sorted, ranks_sorted = pos[by_rank], ranks[by_rank]
+                    prefix, prefix_is_pos = _ranked_prefix(row, pools[j], pos, m - 1 + pos.size)
+                    negatives = prefix[~prefix_is_pos][: m - 1]
+                    retrieved = prefix[:m]
                 cand_idx[j] = negatives
                 gt_idx[j] = pos_sorted[0]
                 partial.append((qi, row, pos_sorted, ranks_sorted, negatives, retrieved))
@@ -443,4 +546,10 @@ def mine(
                 )
                 out.append(record._asdict())
             bar.update(len(chunk))
-    return out
+    if not return_info:
+        return out
+    sample = sample_queries(n_q, recall_sample)
+    info["recall_at_m"] = 1.0 if approx is None else measure_recall(approx, g, q[sample], m)
+    info["recall_k"] = m
+    info["recall_queries"] = int(sample.size)
+    return out, info

@@ -311,3 +311,103 @@ def test_mine_validation() -> None:
     # the largest m allowed: N - P + 1 (exactly m - 1 negatives left)
     rows = mine(q_ids[:3], q_lab[:3], q_emb[:3], g_ids, g_lab, g_emb, m=len(g_ids) - 2)
     assert all(len(r.candidate_ids) == len(g_ids) - 3 for r in _rows(rows))
+
+
+# ------------------------------------------------------------------------------- mine with approximate indexes
+
+
+def _check_row_invariants(row: MinedRow, m: int, scores: np.ndarray, g_index: dict[str, int]) -> None:
+    """The validator's per-row invariants (skyrank.validate) plus exact scores."""
+    ret, pr = row.retrieved_ids, row.positive_ranks
+    assert len(ret) == m and len(set(ret)) == m and len(row.candidate_ids) == m - 1
+    assert pr == sorted(pr) and len(set(pr)) == len(pr) and row.gt_rank == min(pr) and row.positive_ids[0] == row.gt_id
+    assert (row.gt_rank <= m) == (row.gt_id in ret)
+    for p, rank in zip(row.positive_ids, pr, strict=True):
+        assert (rank <= m) == (p in ret)
+        if rank <= m:
+            assert ret[rank - 1] == p
+    posset = set(row.positive_ids)
+    assert row.candidate_ids[: m - 1] == [x for x in ret if x not in posset][: len(row.candidate_ids)] or len(
+        [x for x in ret if x not in posset]
+    ) < m - 1
+    assert not posset & set(row.candidate_ids)
+    assert all(a >= b for a, b in zip(row.retrieved_scores, row.retrieved_scores[1:], strict=False))
+    assert sum(s > row.gt_score for s in row.retrieved_scores) < row.gt_rank
+    np.testing.assert_allclose(row.retrieved_scores, [scores[g_index[x]] for x in ret], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_mine_with_exhaustive_approximate_index_equals_exact(kind: str) -> None:
+    data = _toy(seed=11, per_label=3)
+    params = {"min_size": 0, "nlist": 4, "nprobe": 4} if kind == "ivf" else {"min_size": 0, "ef_search": 200}
+    exact = mine(*data, m=6)
+    rows, info = mine(*data, m=6, index=kind, index_params=params, return_info=True)
+    assert rows == exact
+    assert info["kind"] == kind and info["recall_at_m"] == pytest.approx(1.0) and info["recall_k"] == 6
+
+
+def test_mine_ivf_rows_keep_the_invariants() -> None:
+    rng = np.random.default_rng(12)
+    n_labels, per_label, dim = 400, 3, 16
+    centers = _unit(rng.normal(size=(n_labels, dim)))
+    g_lab = [f"{i:04d}" for i in range(n_labels) for _ in range(per_label)]
+    g_emb = _unit(np.repeat(centers, per_label, 0) + 0.5 * rng.normal(size=(n_labels * per_label, dim)))
+    g_ids = [f"sat/{i:05d}" for i in range(len(g_lab))]
+    q_lab_i = rng.integers(0, n_labels, 200)
+    q_emb = _unit(centers[q_lab_i] + 0.7 * rng.normal(size=(200, dim)))
+    q_ids = [f"q{i:04d}" for i in range(200)]
+    q_lab = [f"{i:04d}" for i in q_lab_i]
+    m = 10
+    rows, info = mine(q_ids, q_lab, q_emb, g_ids, g_lab, g_emb, m=m, index="ivf",
+                      index_params={"min_size": 0, "nlist": 64, "nprobe": 1}, return_info=True)
+    assert info["kind"] == "ivf" and info["nprobe"] == 1 and 0.0 < info["recall_at_m"] < 1.0
+    exact = {r["query_id"]: r for r in mine(q_ids, q_lab, q_emb, g_ids, g_lab, g_emb, m=m)}
+    g_index = {gid: i for i, gid in enumerate(g_ids)}
+    q_index = {qid: i for i, qid in enumerate(q_ids)}
+    differs = 0
+    for row in _rows(rows):
+        scores = q_emb[q_index[row.query_id]] @ g_emb.T
+        _check_row_invariants(row, m, scores, g_index)
+        ex = MinedRow(**exact[row.query_id])
+        differs += row.retrieved_ids != ex.retrieved_ids
+        # a retrieved positive ranks at or above its exact rank (references the index missed come after the pool)
+        for p, rank in zip(row.positive_ids, row.positive_ranks, strict=True):
+            assert rank <= ex.positive_ranks[ex.positive_ids.index(p)] or rank > m
+    assert differs > 0  # nprobe=1 really is approximate here
+    # the calibrated default reaches the target on this gallery
+    _, calibrated = mine(q_ids, q_lab, q_emb, g_ids, g_lab, g_emb, m=m, index="ivf",
+                         index_params={"min_size": 0, "nlist": 64}, return_info=True)
+    assert calibrated["nprobe_calibration"][-1][1] >= 0.99
+
+
+def test_mine_approximate_index_that_misses_the_ground_truth() -> None:
+    """The pool-first rule: a ground truth the index missed is ranked after the pool and is not retrieved."""
+    from skyrank.index import build_index
+
+    q_ids, q_lab, q_emb, g_ids, g_lab, g_emb = _toy(seed=13, per_label=1)
+    exact_index = build_index(g_emb, "exact")
+    pos_of = {lab: g_lab.index(lab) for lab in set(q_lab)}
+
+    class MissesPositives:  # exact top list with every positive of the query removed
+        kind, ntotal, dim, is_exact, info = "ivf", exact_index.ntotal, exact_index.dim, False, {"kind": "ivf"}
+
+        def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+            s, i = exact_index.search(q, exact_index.ntotal)
+            out_i = np.full((q.shape[0], k), -1, dtype=np.int64)
+            for r in range(q.shape[0]):
+                lab = next(ql for ql, e in zip(q_lab, q_emb, strict=True) if np.array_equal(e, q[r]))
+                keep = i[r][i[r] != pos_of[lab]][:k]
+                out_i[r, : keep.size] = keep
+            return s[:, :k], out_i
+
+    m = 5
+    rows = _rows(mine(q_ids, q_lab, q_emb, g_ids, g_lab, g_emb, m=m, index=MissesPositives()))  # type: ignore[arg-type]
+    exact = {r["query_id"]: MinedRow(**r) for r in mine(q_ids, q_lab, q_emb, g_ids, g_lab, g_emb, m=m)}
+    pool_size = m + 1 + 8
+    for row in rows:
+        ex = exact[row.query_id]
+        assert row.gt_id == ex.gt_id and row.gt_id not in row.retrieved_ids
+        # ranked after the pool, at its exact rank among the references outside the pool
+        assert row.gt_rank == pool_size + 1 + max(0, ex.gt_rank - 1 - pool_size)
+        # the pool is the exact ranking without the ground truth: its first m-1 are the exact candidates
+        assert row.candidate_ids == row.retrieved_ids[: m - 1] == ex.candidate_ids
