@@ -123,6 +123,14 @@ def _views(direction: str) -> tuple[str, str]:
     return ("drone", "satellite") if direction == "d2s" else ("satellite", "drone")
 
 
+def _worst_index_info(infos: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The search-index info of the (split, direction) with the lowest measured recall, for the card."""
+    if not infos:
+        return None
+    key = min(infos, key=lambda k: 1.0 if infos[k].get("recall_at_m") is None else infos[k]["recall_at_m"])
+    return {k: v for k, v in infos[key].items() if isinstance(v, (str, int, float, bool, type(None)))}
+
+
 def synthetic_retriever_checkpoint(root: Path, *, device: str = "cpu", progress: bool = True) -> Path:
     """Train (once, cached beside the synthetic benchmark) the small retriever the synthetic default uses."""
     from skyrank.retrievers.train import train_retriever
@@ -159,6 +167,7 @@ def build_dataset(
     top_m: int = 20,
     splits: Sequence[str] = ("train", "test"),
     protocol: str = "official",
+    index: str = "exact",
     with_images: bool | None = None,
     out: str | Path | None = None,
     overwrite: bool = False,
@@ -184,6 +193,8 @@ def build_dataset(
         top_m: m of Eq. 1–2 (candidates mined per query; m−1 negatives are stored).
         splits: which splits to build.
         protocol: gallery protocol, ``official`` or ``query-ids-only``.
+        index: ``exact`` (faiss flat inner product, the paper's setting), ``ivf`` or ``hnsw`` (approximate, for
+            galleries of millions of tiles; their recall@m against exact search is measured and written to the card).
         with_images: embed image bytes in the gallery/queries configs; default: only when the benchmark's licence
             allows redistribution (the synthetic benchmark).
         out: output folder (default ``skyrank-<dataset>``); never overwritten without ``overwrite``.
@@ -265,6 +276,7 @@ def build_dataset(
     stats: list[SplitStats] = []
     bad_images: list[str] = []
     skipped_empty: list[str] = []
+    index_info: dict[str, dict[str, Any]] = {}
 
     for split in splits:
         for direction in directions:
@@ -301,7 +313,7 @@ def build_dataset(
                 dropped = [q.ids[i] for i in range(len(q.ids)) if q_labels[i] not in present]
                 bad_images.extend(f"{d} (query without positive after skipping bad images)" for d in dropped)
             t0 = time.perf_counter()
-            rows = mine(
+            rows, info = mine(
                 [q.ids[i] for i in keep],
                 [q_labels[i] for i in keep],
                 q.embeddings[keep],
@@ -309,8 +321,11 @@ def build_dataset(
                 g_labels,
                 g.embeddings,
                 m=top_m,
+                index=index,
+                return_info=True,
                 progress=progress,
             )
+            index_info[f"{split}/{direction}"] = info
             timings["search"] += time.perf_counter() - t0
             cfg = schema.retriever_config_name(retriever, dataset, direction, altitude)
             retriever_tables.append((cfg, split, rows))
@@ -341,6 +356,8 @@ def build_dataset(
         "top_m": top_m,
         "m": top_m,
         "protocol": protocol,
+        "index": index,
+        "search_index": _worst_index_info(index_info),
         "image_size": model.image_size,
         "embed_dim": model.embed_dim,
         "splits": list(splits),

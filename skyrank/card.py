@@ -141,6 +141,25 @@ def _split_order(split: str) -> tuple[int, str]:
     return (schema.SPLITS.index(split) if split in schema.SPLITS else len(schema.SPLITS), split)
 
 
+def _index_summary(info: Any) -> str | None:
+    """One line about the search index: exact, or the approximate index with its measured recall@m."""
+    if not isinstance(info, Mapping):
+        return None
+    kind = info.get("kind", "exact")
+    text = f"{kind} (faiss{', GPU' if info.get('on_gpu') else ''})"
+    params = {k: info[k] for k in ("nlist", "nprobe", "M", "ef_construction", "ef_search") if info.get(k) is not None}
+    if params:
+        text += " " + ", ".join(f"{k}={v}" for k, v in params.items())
+    if info.get("fallback"):
+        text += f"; {info['fallback']}"
+    if kind != "exact" and info.get("recall_at_m") is not None:
+        text += (
+            f"; recall@{info.get('recall_k', 'm')} against exact search {info['recall_at_m']:.4f} on "
+            f"{info.get('recall_queries', '?')} sampled queries; ranks are exact over the full gallery"
+        )
+    return text
+
+
 def _build_rows(build_params: Mapping[str, Any], retriever_meta: Mapping[str, Any]) -> list[dict[str, str]]:
     rows: list[tuple[str, Any]] = [
         ("retriever", retriever_meta.get("name")),
@@ -156,6 +175,8 @@ def _build_rows(build_params: Mapping[str, Any], retriever_meta: Mapping[str, An
         ("splits", build_params.get("splits")),
         ("altitude", build_params.get("altitude")),
         ("images embedded", build_params.get("with_images")),
+        ("retriever trained by the build", build_params.get("retriever_recipe")),
+        ("search index", _index_summary(build_params.get("search_index"))),
     ]
     out = []
     for name, value in rows:
