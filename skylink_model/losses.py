@@ -14,11 +14,12 @@ import torch.nn.functional as F
 from torch import nn
 
 SKYLINK_CITATION = """\
-@article{skylink2026,
-  title   = {SkyLink: Relational-Aware Re-ranking with Large Vision-Language Models for Cross-View UAV Geo-Localization},
-  journal = {arXiv preprint arXiv:2603.08063},
-  year    = {2026},
-  url     = {https://arxiv.org/abs/2603.08063}
+@misc{skylink2026,
+  title         = {SkyLink},
+  year          = {2026},
+  eprint        = {2603.08063},
+  archivePrefix = {arXiv},
+  url           = {https://arxiv.org/abs/2603.08063}
 }"""
 
 
