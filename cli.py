@@ -289,5 +289,140 @@ def publish_model_cmd(run_dir: Path, quiet: bool, **kw: Any) -> None:
         click.echo(f"published: {report.commit_url}")
 
 
+# ------------------------------------------------------------------------------------------------ SkyLink model
+def _data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option(
+        "--images-root", type=click.Path(path_type=Path),
+        help="Your benchmark copy, when the dataset holds ids only (University-1652, SUES-200).",
+    )(fn)  # fmt: skip
+    fn = click.option(
+        "--config", "data_config", required=True, help="Retriever config, e.g. sample4geo-university1652-d2s."
+    )(fn)
+    fn = click.option("--data", required=True, help="SkyRank folder or Hub dataset repo id.")(fn)
+    return fn
+
+
+TRAIN_EXAMPLES = """
+\b
+Examples:
+  skyrank train --data alice/skyrank --config sample4geo-university1652-d2s \\
+      --model Qwen/Qwen2-VL-7B-Instruct --images-root /data/University-Release --out runs/skylink
+  accelerate launch --config_file skylink_model/accelerate_configs/deepspeed_zero2.yaml cli.py train ...
+"""
+
+
+@main.command(epilog=TRAIN_EXAMPLES)
+@_data_options
+@click.option(
+    "--model", "base_model", default="Qwen/Qwen2-VL-7B-Instruct", show_default=True, help="Hub id or local folder."
+)
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--k", type=int, help="Candidates per group |G_z| (Eq. 3; paper 13).")
+@click.option("--threshold", type=float, help="Soft-label threshold T (Eq. 7; paper 0.9).")
+@click.option("--labels", type=click.Choice(["soft", "hard", "gt-only"]), help="Label ablation (paper: soft).")
+@click.option("--lr", "learning_rate", type=float, help="AdamW learning rate (paper 1e-4).")
+@click.option("--batch-size", type=int, help="Groups per optimizer step (paper 4).")
+@click.option("--epochs", type=int, help="Epochs (paper 1).")
+@click.option("--lora-r", type=int)
+@click.option("--lora-alpha", type=int)
+@click.option("--train-fraction", type=float, help="Train on this fraction of the queries (data-efficiency study).")
+@click.option("--dtype", help="auto (bf16 on GPU), bfloat16, float16 or float32.")
+@click.option("--attn-implementation", help="e.g. flash_attention_2 or sdpa.")
+@click.option("--gradient-checkpointing", is_flag=True, default=None)
+@click.option("--min-pixels", type=int, help="Image budget: minimum pixels per image.")
+@click.option("--max-pixels", type=int, help="Image budget: maximum pixels per image.")
+@click.option("--max-steps", type=int, help="Stop after this many optimizer steps.")
+@click.option("--micro-batch-size", type=int, help="Split each group's k pairs into micro-batches of this size.")
+@click.option("--save-every", type=int, help="Checkpoint every N optimizer steps.")
+@click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@_device_option
+@_quiet_option
+@_handle_errors
+def train(data: str, data_config: str, images_root: Path | None, out_dir: Path, max_steps: int | None,
+          micro_batch_size: int | None, save_every: int | None, resume: bool, seed: int, device: str | None,
+          quiet: bool, **cfg: Any) -> None:  # fmt: skip
+    """Train the SkyLink LoRA re-ranker on a SkyRank retriever config (defaults: the paper's)."""
+    from skylink_model.config import SkyLinkConfig
+    from skylink_model.train import train_skylink
+
+    config = SkyLinkConfig(**{k: v for k, v in cfg.items() if v is not None}, seed=seed)
+    result = train_skylink(
+        config, data, data_config, out_dir=out_dir, images_root=images_root, max_steps=max_steps,
+        micro_batch_size=micro_batch_size, save_every=save_every, resume=resume, seed=seed,
+        device=_resolve_device(device), progress=not quiet,
+    )  # fmt: skip
+    click.echo(f"trained {result.steps} steps in {result.wall_time_s:.0f}s; final loss {result.final_loss:.4f}")
+    click.echo(f"adapter, value head and config saved to {result.out_dir}")
+
+
+def _local_run(adapter: str) -> Path:
+    """A run folder on disk: ``adapter`` itself, or its Hub snapshot."""
+    if Path(adapter).is_dir():
+        return Path(adapter)
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(adapter))
+
+
+EVAL_EXAMPLES = """
+\b
+Examples:
+  skyrank eval --data alice/skyrank --config sample4geo-university1652-d2s --adapter runs/skylink \\
+      --images-root /data/University-Release --top-k 10 --json eval.json
+  skyrank eval --data skyrank-demo/dataset --config sample4geo-synthetic-d2s --adapter runs/skylink --baseline prompt
+"""
+
+
+@main.command("eval", epilog=EVAL_EXAMPLES)
+@_data_options
+@click.option("--adapter", required=True, help="SkyLink run folder or Hub model repo id.")
+@click.option("--split", default="test", show_default=True)
+@click.option("--top-k", default=10, show_default=True, help="Re-rank the retriever's top-k.")
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--max-queries", type=int, help="Evaluate only the first N queries (quick checks).")
+@click.option("--baseline", type=click.Choice(["prompt"]), help="Also evaluate the listwise prompt baseline (A.8).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the report as JSON.")
+@_device_option
+@_quiet_option
+@_handle_errors
+def eval_cmd(data: str, data_config: str, images_root: Path | None, adapter: str, device: str | None, quiet: bool,
+             **kw: Any) -> None:  # fmt: skip
+    """Re-rank a split with a trained SkyLink and print the paper's Table-1 rows (retriever, +SkyLink, gain)."""
+    from skylink_model.evaluation import evaluate
+    from skylink_model.model import SkyLinkModel
+
+    model = SkyLinkModel.from_pretrained(_local_run(adapter), device=_resolve_device(device))
+    report = evaluate(model, data, data_config, images_root=images_root, progress=not quiet, **kw)
+    click.echo(report.format_table())
+
+
+@main.command()
+@click.option("--out", default="skyrank-demo", show_default=True, type=click.Path(path_type=Path))
+@click.option("--max-steps", default=150, show_default=True, help="SkyLink optimizer steps.")
+@click.option("--labels", default="soft", show_default=True, type=click.Choice(["soft", "hard", "gt-only"]))
+@click.option("--overwrite", is_flag=True, help="Rebuild and retrain instead of reusing what is under --out.")
+@_quiet_option
+@_handle_errors
+def demo(out: Path, max_steps: int, labels: str, overwrite: bool, quiet: bool) -> None:
+    """The whole method on CPU: build the synthetic SkyRank, train a tiny SkyLink, evaluate, print the table."""
+    from skylink_model.demo import run_demo
+
+    result = run_demo(out, max_steps=max_steps, labels=labels, overwrite=overwrite, progress=not quiet)
+    click.echo(result.table)
+    click.echo("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.timings.items()))
+    click.echo(f"dataset: {result.dataset}\nrun: {result.run}\nevaluation: {result.eval_json}")
+
+
+@main.command("make-tiny-model")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--seed", default=0, show_default=True)
+def make_tiny_model(out: Path, seed: int) -> None:
+    """Write a tiny random Qwen2-VL (model + processor) that loads like Qwen/Qwen2-VL-7B-Instruct, offline."""
+    from skylink_model.testing import make_tiny_qwen2_vl
+
+    click.echo(f"tiny model written to {make_tiny_qwen2_vl(out, seed=seed)}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
