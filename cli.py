@@ -202,7 +202,7 @@ def retriever_list() -> None:
 @click.option("--epochs", type=int, help="Epochs (Sample4Geo uses 1 on University-1652).")
 @click.option("--batch-size", type=int, help="Classes per batch (one drone/satellite pair per class).")
 @click.option("--lr", type=float, help="AdamW learning rate.")
-@click.option("--out", required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--resume", is_flag=True, help="Continue from the last epoch checkpoint in --out.")
 @click.option("--seed", default=0, show_default=True)
 @_device_option

@@ -74,8 +74,8 @@ class Retriever:
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """PIL image → normalised ``(3, S, S)`` float tensor (squash resize, no crop)."""
-        from torchvision.transforms import functional as TF
         from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as TF
 
         interp = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}[self.cfg.interpolation]
         image = image.convert("RGB")
@@ -122,7 +122,9 @@ def list_retrievers() -> list[str]:
     return sorted(_RETRIEVERS)
 
 
-def create(name: str, checkpoint: str | Path | None = None, device: str | torch.device = "cpu", **kwargs: Any) -> Retriever:
+def create(
+    name: str, checkpoint: str | Path | None = None, device: str | torch.device = "cpu", **kwargs: Any
+) -> Retriever:
     """Build the retriever registered as ``name`` and load ``checkpoint`` strictly (random weights if ``None``)."""
     if name not in _RETRIEVERS:
         raise UnknownNameError(f"unknown retriever {name!r}; choose one of: {', '.join(list_retrievers())}")

@@ -34,7 +34,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointMismatchError(f"checkpoint {path} does not exist; pass the path of a .pth or .safetensors file")
+        raise CheckpointMismatchError(
+            f"checkpoint {path} does not exist; pass the path of a .pth or .safetensors file"
+        )
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -80,7 +82,10 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
         if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
     ]
     if missing or unexpected or shapes:
-        parts = [f"{source} does not match the model ({type(module).__name__}, {len(own)} keys; file has {len(state_dict)})."]
+        parts = [
+            f"{source} does not match the model ({type(module).__name__}, {len(own)} keys; "
+            f"file has {len(state_dict)})."
+        ]
         if missing:
             parts.append(f"missing keys ({len(missing)}): {_fmt(missing)}")
         if unexpected:

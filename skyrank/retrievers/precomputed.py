@@ -25,7 +25,9 @@ The ids sidecar of ``<stem>.<ext>`` is the first of ``<stem>.ids.txt`` (one id p
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -62,7 +64,7 @@ def _sidecar_ids(path: Path) -> list[str]:
 
 
 def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """``(ids, embeddings (N, D) float32)`` from one file in a format listed in the module docstring (not normalised)."""
+    """``(ids, embeddings (N, D) float32)`` from one file in a format of the module docstring (not normalised)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointMismatchError(f"embeddings file {path} does not exist")
@@ -81,7 +83,9 @@ def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
         col = table.column("embedding").combine_chunks()
         lengths = np.asarray(col.value_lengths(), dtype=np.int64) if len(col) else np.zeros(0, np.int64)
         if len(lengths) and (lengths != lengths[0]).any():
-            raise CheckpointMismatchError(f"{path}: embedding lists have different lengths ({sorted(set(lengths))[:5]})")
+            raise CheckpointMismatchError(
+                f"{path}: embedding lists have different lengths ({sorted(set(lengths.tolist()))[:5]})"
+            )
         dim = int(lengths[0]) if len(lengths) else 0
         emb = np.asarray(col.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(ids), dim)
     elif suffix == ".npz":
@@ -138,10 +142,10 @@ class PrecomputedRetriever(Retriever):
             )
         path = Path(checkpoint)
         ids, emb = read_embeddings(path)
-        dup = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
+        dup = sorted(i for i, n in Counter(ids).items() if n > 1)
         if dup:
             raise CheckpointMismatchError(f"{path}: {len(dup)} duplicate image_id(s), e.g. {', '.join(dup[:_SHOW])}")
-        super().__init__(RetrieverCfg(**{**PRECOMPUTED_CFG.__dict__, "embed_dim": int(emb.shape[1])}), device, path)
+        super().__init__(dataclasses.replace(PRECOMPUTED_CFG, embed_dim=int(emb.shape[1])), device, path)
         self.model = None
         self._emb = _l2_normalise(ids, emb, path)
         self._row = {image_id: i for i, image_id in enumerate(ids)}
@@ -153,7 +157,7 @@ class PrecomputedRetriever(Retriever):
         raise NotImplementedError("the precomputed retriever looks embeddings up by id: call embed_ids(ids, view)")
 
     def embed_ids(self, image_ids: Sequence[str], view: str) -> np.ndarray:
-        """``(N, D)`` float32, L2-normalised, in the order of ``image_ids``. ``view`` is not needed (ids are unique)."""
+        """``(N, D)`` float32, L2-normalised, in the order of ``image_ids`` (``view`` is checked, ids are unique)."""
         if view not in ("drone", "satellite"):
             raise ValueError(f"view must be 'drone' or 'satellite', got {view!r}")
         missing = [i for i in image_ids if i not in self._row]

@@ -178,5 +178,5 @@ def sample4geo(
     image_size: int | None = None,
     amp: str = "fp16",
 ) -> Sample4GeoRetriever:
-    """Sample4Geo (timm ``arch``, default ``convnext_base.fb_in22k_ft_in1k_384``, 384 px); random weights without a checkpoint."""
+    """Sample4Geo on timm ``arch`` (default: the official ConvNeXt-B 384); random weights if no checkpoint."""
     return Sample4GeoRetriever(arch=arch, image_size=image_size, device=device, checkpoint=checkpoint, amp=amp)

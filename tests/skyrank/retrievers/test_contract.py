@@ -1,0 +1,61 @@
+"""The retriever interface contract, run on every registered retriever (like timm's ``list_models`` tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from skyrank.errors import UnknownNameError
+from skyrank.retrievers import Retriever, create, list_retrievers
+
+IDS = ["train/drone/0001/image-01.jpeg", "train/drone/0002/image-01.jpeg", "train/satellite/0001/0001.jpg"]
+
+#: tiny constructor arguments per retriever (random weights; no downloads)
+TINY: dict[str, dict] = {
+    "sample4geo": {"arch": "convnext_atto", "image_size": 32},
+    "mccg": {"image_size": 32},
+    "sdpl": {"image_size": 32},
+}
+
+
+def _create(name: str, tmp_path: Path) -> Retriever:
+    torch.manual_seed(0)
+    if name == "precomputed":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        emb = np.random.default_rng(0).normal(size=(len(IDS), 12)).tolist()
+        pq.write_table(pa.table({"image_id": IDS, "embedding": emb}), tmp_path / "e.parquet")
+        return create(name, checkpoint=tmp_path / "e.parquet")
+    return create(name, **TINY.get(name, {}))
+
+
+def test_registry_has_the_built_ins_and_rejects_unknown_names() -> None:
+    assert {"sample4geo", "precomputed"} <= set(list_retrievers())
+    with pytest.raises(UnknownNameError, match="sample4geo"):
+        create("no-such-retriever")
+
+
+@pytest.mark.parametrize("name", list_retrievers())
+def test_contract(name: str, tmp_path: Path) -> None:
+    r = _create(name, tmp_path)
+    assert isinstance(r, Retriever) and r.name == name and r.cfg.name
+    assert isinstance(r.image_size, int) and isinstance(r.embed_dim, int) and r.embed_dim > 0
+    for view in ("drone", "satellite"):
+        if r.needs_images:
+            assert r.image_size > 0
+            img = Image.new("RGB", (50, 30), (10, 200, 30))
+            x = torch.stack([r.preprocess(img), r.preprocess(img.rotate(90, expand=True))])
+            assert x.shape == (2, 3, r.image_size, r.image_size)
+            out = r.embed(x, view)
+            assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and out.shape == (2, r.embed_dim)
+            norms = out.norm(dim=1).numpy()
+        else:
+            out = r.embed_ids(IDS, view)
+            assert isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (3, r.embed_dim)
+            norms = np.linalg.norm(out, axis=1)
+        np.testing.assert_allclose(norms, 1.0, atol=1e-5)
