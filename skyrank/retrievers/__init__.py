@@ -11,6 +11,6 @@ from skyrank.retrievers._base import (
 )
 
 # Importing the modules registers them.
-from skyrank.retrievers import sample4geo, precomputed  # noqa: E402,F401  isort: skip
+from skyrank.retrievers import sample4geo, precomputed, mccg, sdpl  # noqa: E402,F401  isort: skip
 
 __all__ = ["Retriever", "RetrieverCfg", "create", "list_retrievers", "register_retriever"]
