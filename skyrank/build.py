@@ -131,6 +131,27 @@ def _worst_index_info(infos: dict[str, dict[str, Any]]) -> dict[str, Any] | None
     return {k: v for k, v in infos[key].items() if isinstance(v, (str, int, float, bool, type(None)))}
 
 
+def _recipe_summary(checkpoint: str | Path | None) -> str | None:
+    """One line on how a checkpoint was trained, from the ``recipe.json`` that ``skyrank retriever train`` writes
+    beside it (``None`` for weights from elsewhere, e.g. the official releases)."""
+    if not checkpoint:
+        return None
+    path = Path(checkpoint).parent / "recipe.json"
+    if not path.is_file():
+        return None
+    try:
+        r = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return (
+        f"`skyrank retriever train`: {r.get('loss', 'symmetric InfoNCE')}; {r.get('sampler', '')}; "
+        f"{r.get('arch')} at {r.get('image_size')} px on {r.get('benchmark')}"
+        + (f" ({r['altitude']} m)" if r.get("altitude") else "")
+        + f" train split, {r.get('epochs_done', r.get('epochs'))} epochs x {r.get('steps_per_epoch')} steps, "
+        f"batch {r.get('batch_size')}, AdamW lr {r.get('lr')}, seed {r.get('seed')}"
+    )
+
+
 def synthetic_retriever_checkpoint(root: Path, *, device: str = "cpu", progress: bool = True) -> Path:
     """Train (once, cached beside the synthetic benchmark) the small retriever the synthetic default uses."""
     from skyrank.retrievers.train import train_retriever
@@ -353,6 +374,7 @@ def build_dataset(
         "checkpoint": str(checkpoint) if checkpoint else None,
         "checkpoint_sha256": sha256_file(checkpoint) if checkpoint and Path(checkpoint).is_file() else None,
         "retriever_trained_by_build": trained_here,
+        "retriever_recipe": _recipe_summary(checkpoint),
         "top_m": top_m,
         "m": top_m,
         "protocol": protocol,
