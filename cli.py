@@ -120,6 +120,10 @@ Examples:
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--num-workers", default=0, show_default=True, help="DataLoader workers for image decoding.")
 @click.option("--skip-bad-images", is_flag=True, help="Leave out images that fail to decode (listed in the card).")
+@click.option(
+    "--num-processes", default=1, show_default=True,
+    help="Encode with N local processes (gloo on CPU, one GPU each on CUDA); omit under `accelerate launch`.",
+)
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the build report as JSON.")
 @_quiet_option
 @_handle_errors
@@ -133,6 +137,8 @@ def build(splits: str, device: str | None, quiet: bool, json_out: Path | None, *
         progress=not quiet,
         **kw,
     )
+    if report is None:  # a process other than rank 0 of `accelerate launch`: rank 0 writes and prints
+        return
     click.echo(report.summary())
     if json_out:
         json_out.write_text(report_to_json(report))

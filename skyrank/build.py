@@ -197,7 +197,8 @@ def build_dataset(
     num_workers: int = 0,
     skip_bad_images: bool = False,
     progress: bool = True,
-) -> BuildReport:
+    num_processes: int = 1,
+) -> BuildReport | None:
     """Build a SkyRank dataset folder and validate it.
 
     Args:
@@ -219,19 +220,33 @@ def build_dataset(
         with_images: embed image bytes in the gallery/queries configs; default: only when the benchmark's licence
             allows redistribution (the synthetic benchmark).
         out: output folder (default ``skyrank-<dataset>``); never overwritten without ``overwrite``.
+        num_processes: encode with this many local processes (gloo on the CPU, one GPU each on CUDA); under
+            ``accelerate launch`` the launcher's processes are used instead. Results equal one process's.
 
     Returns:
         a :class:`BuildReport`; the folder is complete (manifest written) and validated when this returns.
+        ``None`` on the processes other than rank 0 of a multi-process run: they only encode their shards.
     """
+    call_args = dict(locals())  # first statement: exactly the arguments, to run them again on each process
     from skyrank.card import render_dataset_card
     from skyrank.metrics import retrieval_metrics
     from skyrank.mining import mine
     from skyrank.retrievers import create
     from skyrank.retrievers._checkpoint import sha256_file
-    from skyrank.retrievers.encode import encode_records
+    from skyrank.retrievers.distributed import (
+        encode_records_distributed,
+        init_distributed,
+        is_distributed,
+        launch,
+        main_process_first,
+    )
     from skyrank.validate import validate_dataset
     from skyrank.writer import DatasetWriter
 
+    if num_processes > 1 and not is_distributed():
+        return launch(build_dataset, {**call_args, "num_processes": 1}, num_processes, device=device)
+    dist_ctx = init_distributed(device)  # one process: nothing to do; under a launcher: join, one GPU per rank
+    device = dist_ctx.device
     t_start = time.perf_counter()
     timings = {"setup": 0.0, "decode": 0.0, "encode": 0.0, "search": 0.0, "write": 0.0, "validate": 0.0}
     for d in directions:
@@ -260,7 +275,8 @@ def build_dataset(
     if dataset == "synthetic" and root is None:
         from skyrank.benchmarks.synthetic import ensure_synthetic
 
-        root = ensure_synthetic(progress=progress)
+        with main_process_first():
+            root = ensure_synthetic(progress=progress and dist_ctx.is_main)
     if root is None:
         raise SkyRankError(f"--root is required for {dataset}: the folder of your copy of the benchmark")
     root = Path(root)
@@ -277,7 +293,8 @@ def build_dataset(
                 "sample4geo needs --checkpoint (the official weights_e1_0.9515.pth for University-1652), or train one "
                 "with `skyrank retriever train`"
             )
-        checkpoint = synthetic_retriever_checkpoint(root, device=device, progress=progress)
+        with main_process_first():
+            checkpoint = synthetic_retriever_checkpoint(root, device=device, progress=progress and dist_ctx.is_main)
         kwargs.setdefault("arch", SYNTHETIC_RETRIEVER["arch"])
         kwargs.setdefault("image_size", SYNTHETIC_RETRIEVER["image_size"])
         trained_here = True
@@ -308,7 +325,7 @@ def build_dataset(
             qview, gview = _views(direction)
             encoded = {}
             for name, records, view in (("gallery", rs.gallery, gview), ("queries", rs.queries, qview)):
-                res = encode_records(
+                res = encode_records_distributed(
                     model,
                     root,
                     records,
@@ -319,10 +336,14 @@ def build_dataset(
                     progress=progress,
                     desc=f"encode {split} {direction} {name}",
                 )
+                if res is None:  # not rank 0: this process only encoded its shard
+                    continue
                 timings["decode"] += getattr(res, "decode_seconds", 0.0)
                 timings["encode"] += getattr(res, "encode_seconds", 0.0)
                 bad_images.extend(b for b in res.bad if b not in bad_images)
                 encoded[name] = res
+            if not dist_ctx.is_main:
+                continue
             by_id = {r.image_id: r for r in (*rs.gallery, *rs.queries)}
             g, q = encoded["gallery"], encoded["queries"]
             g_labels = [by_id[i].label for i in g.ids]
@@ -363,6 +384,8 @@ def build_dataset(
                         "path": rec.image_id,
                     }
 
+    if not dist_ctx.is_main:
+        return None
     t0 = time.perf_counter()
     params: dict[str, Any] = {
         "dataset": dataset,

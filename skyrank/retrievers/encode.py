@@ -91,6 +91,34 @@ def _bad_image_error(bad: list[tuple[str, str]], root: Path) -> BadImageError:
     return BadImageError(msg, paths=[p for p, _ in bad])
 
 
+@dataclass
+class _Collected:
+    """What one pass over the records saw, before the bad-image policy is applied."""
+
+    ids: list[str]
+    embeddings: np.ndarray  # (N, D), rows of bad images are embeddings of a blank image
+    ok: np.ndarray  # (N,) bool, False for images that failed to decode
+    bad: list[tuple[str, str]]  # (image_id, reason) in record order
+    decode_seconds: float = 0.0
+    encode_seconds: float = 0.0
+
+    def apply_policy(self, root: Path, skip_bad_images: bool) -> EncodeResult:
+        """Raise :class:`BadImageError` listing every bad image, or drop them (``skip_bad_images``)."""
+        if self.bad and not skip_bad_images:
+            raise _bad_image_error(self.bad, root)
+        emb, ids = self.embeddings, self.ids
+        if self.bad:
+            emb = emb[self.ok]
+            ids = [i for i, keep in zip(ids, self.ok, strict=True) if keep]
+        return EncodeResult(
+            ids=ids,
+            embeddings=emb,
+            bad=[p for p, _ in self.bad],
+            decode_seconds=self.decode_seconds,
+            encode_seconds=self.encode_seconds,
+        )
+
+
 def encode_records(
     retriever: Retriever,
     root: str | Path,
@@ -123,16 +151,43 @@ def encode_records(
     Raises:
         BadImageError: some images did not decode and ``skip_bad_images`` is false; lists every one of them.
     """
+    collected = _encode_collect(
+        retriever,
+        Path(root),
+        records,
+        view,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
+        desc=desc,
+        amp=amp,
+    )
+    return collected.apply_policy(Path(root), skip_bad_images)
+
+
+def _encode_collect(
+    retriever: Retriever,
+    root: Path,
+    records: Sequence[ImageRecord],
+    view: str,
+    *,
+    batch_size: int,
+    num_workers: int,
+    progress: bool,
+    desc: str | None,
+    amp: str,
+) -> _Collected:
+    """The streaming pass of :func:`encode_records`: every row embedded, bad images flagged, nothing raised."""
     if view not in ("drone", "satellite"):
         raise ValueError(f"view must be 'drone' or 'satellite', got {view!r}")
     if amp not in _AMP:
         raise ValueError(f"amp must be one of {sorted(_AMP)}, got {amp!r}")
-    root = Path(root)
     ids = [r.image_id for r in records]
+    ok = np.ones(len(ids), dtype=bool)
     if not retriever.needs_images:
         t0 = time.perf_counter()
         emb = np.ascontiguousarray(retriever.embed_ids(ids, view), dtype=np.float32)
-        return EncodeResult(ids=ids, embeddings=emb, encode_seconds=time.perf_counter() - t0)
+        return _Collected(ids=ids, embeddings=emb, ok=ok, bad=[], encode_seconds=time.perf_counter() - t0)
 
     device = torch.device(getattr(retriever, "device", "cpu"))
     on_cuda = device.type == "cuda"
@@ -145,7 +200,6 @@ def encode_records(
         persistent_workers=False,
     )
     emb: np.ndarray | None = None
-    ok = np.ones(len(ids), dtype=bool)
     bad: list[tuple[str, str]] = []
     decode_s = encode_s = 0.0
     dtype = _AMP[amp]
@@ -183,11 +237,4 @@ def encode_records(
         del it
     if emb is None:  # no records
         emb = np.zeros((0, retriever.embed_dim), dtype=np.float32)
-    if bad and not skip_bad_images:
-        raise _bad_image_error(bad, root)
-    if bad:
-        emb = emb[ok]
-        ids = [i for i, keep in zip(ids, ok, strict=True) if keep]
-    return EncodeResult(
-        ids=ids, embeddings=emb, bad=[p for p, _ in bad], decode_seconds=decode_s, encode_seconds=encode_s
-    )
+    return _Collected(ids=ids, embeddings=emb, ok=ok, bad=bad, decode_seconds=decode_s, encode_seconds=encode_s)

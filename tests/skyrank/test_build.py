@@ -153,3 +153,10 @@ def test_real_benchmark_without_checkpoint_says_how_to_get_one(tmp_path):
     make_university1652(tmp_path / "U", ["0001", "0002"], ["0003", "0004"], ["0005"])
     with pytest.raises(SkyRankError, match="--checkpoint"):
         build_dataset(dataset="university1652", root=tmp_path / "U", out=tmp_path / "ds", progress=False)
+
+
+def test_two_process_build_equals_one_process(bench, tmp_path):
+    one = _build(bench, tmp_path / "one", splits=("test",)).out
+    two = _build(bench, tmp_path / "two", splits=("test",), num_processes=2).out
+    parquet = {k: v for k, v in _tree_digest(one).items() if k.endswith(".parquet")}
+    assert parquet and parquet == {k: v for k, v in _tree_digest(two).items() if k.endswith(".parquet")}
