@@ -26,7 +26,7 @@ from skyrank.benchmarks import RetrievalSplit, get_benchmark
 from skyrank.errors import SkyRankError
 
 #: The small retriever the synthetic default trains (Sample4Geo's recipe on a timm ConvNeXt-Atto).
-SYNTHETIC_RETRIEVER = {"arch": "convnext_atto", "image_size": 96, "epochs": 12, "batch_size": 32}
+SYNTHETIC_RETRIEVER = {"arch": "convnext_atto", "image_size": 64, "epochs": 40, "batch_size": 32}
 
 
 @dataclass
