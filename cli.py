@@ -102,6 +102,7 @@ Examples:
 @click.option("--checkpoint", type=click.Path(path_type=Path), help="Retriever weights (or embeddings file).")
 @click.option("--arch", help="timm architecture for sample4geo (default convnext_base.fb_in22k_ft_in1k_384).")
 @click.option("--image-size", type=int, help="Retriever input size override.")
+@click.option("--opts", type=click.Path(path_type=Path, exists=True), help="MCCG/SDPL opts.yaml of the training run.")
 @click.option("--top-m", default=20, show_default=True, help="Candidates mined per query (m of Eq. 1-2).")
 @click.option("--splits", default="train,test", show_default=True, help="Comma-separated splits to build.")
 @click.option(

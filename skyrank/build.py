@@ -185,6 +185,7 @@ def build_dataset(
     checkpoint: str | Path | None = None,
     arch: str | None = None,
     image_size: int | None = None,
+    opts: str | Path | None = None,
     top_m: int = 20,
     splits: Sequence[str] = ("train", "test"),
     protocol: str = "official",
@@ -212,6 +213,7 @@ def build_dataset(
             ``sample4geo`` and no checkpoint, a small retriever is trained on the train split (cached).
         arch: the timm architecture for ``sample4geo`` (default ``convnext_base.fb_in22k_ft_in1k_384``).
         image_size: input size override.
+        opts: MCCG/SDPL ``opts.yaml`` (input size, blocks, classes) from their training run.
         top_m: m of Eq. 1–2 (candidates mined per query; m−1 negatives are stored).
         splits: which splits to build.
         protocol: gallery protocol, ``official`` or ``query-ids-only``.
@@ -286,6 +288,8 @@ def build_dataset(
         kwargs["arch"] = arch
     if image_size is not None:
         kwargs["image_size"] = image_size
+    if opts is not None:
+        kwargs["opts"] = opts
     trained_here = False
     if retriever == "sample4geo" and checkpoint is None:
         if dataset != "synthetic":
