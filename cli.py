@@ -113,6 +113,10 @@ Examples:
     help="Gallery protocol: every gallery image (official) or only query IDs (Sample4Geo's junk rule).",
 )
 @click.option(
+    "--index", default="exact", show_default=True, type=click.Choice(["exact", "ivf", "hnsw"]),
+    help="Search index. exact is the paper's setting; ivf/hnsw for galleries of millions (recall measured).",
+)
+@click.option(
     "--with-images/--ids-only", default=None, help="Embed image bytes (default: only if the licence allows)."
 )
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder (default skyrank-<dataset>).")

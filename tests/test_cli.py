@@ -1,0 +1,90 @@
+"""The ``skyrank`` command stays thin: each command passes its options to one library function, and library errors
+become one-line messages with a fix and a distinct exit code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from click.testing import CliRunner
+
+import cli
+from skyrank import errors
+
+COMMANDS = [
+    ["build"], ["synth"], ["validate"], ["retriever", "train"], ["retriever", "list"], ["publish"],
+    ["publish-model"], ["train"], ["eval"], ["demo"], ["make-tiny-model"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_has_help(command):
+    result = CliRunner().invoke(cli.main, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+def test_build_passes_its_options_to_build_dataset(monkeypatch, tmp_path):
+    import skyrank.build
+
+    seen = {}
+
+    def fake_build_dataset(**kwargs):
+        seen.update(kwargs)
+        return SimpleNamespace(summary=lambda: "summary-text")
+
+    monkeypatch.setattr(skyrank.build, "build_dataset", fake_build_dataset)
+    args = [
+        "build", "--dataset", "university1652", "--root", str(tmp_path), "--retriever", "sample4geo",
+        "--checkpoint", "w.pth", "--top-m", "15", "--splits", "test", "--protocol", "query-ids-only",
+        "--direction", "d2s", "--direction", "s2d", "--ids-only", "--out", str(tmp_path / "o"), "--device", "cpu",
+        "--index", "ivf", "--quiet",
+    ]  # fmt: skip
+    result = CliRunner().invoke(cli.main, args)
+    assert result.exit_code == 0, result.output
+    assert "summary-text" in result.output
+    assert seen["dataset"] == "university1652" and seen["root"] == tmp_path
+    assert seen["checkpoint"] == Path("w.pth") and seen["top_m"] == 15
+    assert seen["splits"] == ("test",) and seen["protocol"] == "query-ids-only"
+    assert seen["directions"] == ("d2s", "s2d") and seen["with_images"] is False
+    assert seen["index"] == "ivf" and seen["device"] == "cpu" and seen["progress"] is False
+
+
+@pytest.mark.parametrize(
+    "error, code",
+    [
+        (errors.BenchmarkLayoutError("expected test/query_drone under /x; found: foo"), 3),
+        (errors.BadImageError("1 image failed to decode: a.jpg", ["a.jpg"]), 4),
+        (errors.CheckpointMismatchError("missing keys (1): model.stem.0.weight"), 5),
+        (errors.OutputExistsError("out exists"), 6),
+    ],
+)
+def test_library_errors_map_to_messages_and_exit_codes(monkeypatch, error, code):
+    import skyrank.build
+
+    def fail(**kwargs):
+        raise error
+
+    monkeypatch.setattr(skyrank.build, "build_dataset", fail)
+    result = CliRunner().invoke(cli.main, ["build", "--quiet"])
+    assert result.exit_code == code
+    assert str(error).splitlines()[0] in result.output
+    assert "Traceback" not in result.output
+
+
+def test_build_error_on_a_wrong_layout_is_clear(tmp_path):
+    (tmp_path / "not-a-benchmark").mkdir()
+    result = CliRunner().invoke(
+        cli.main,
+        ["build", "--dataset", "university1652", "--root", str(tmp_path / "not-a-benchmark"), "--checkpoint",
+         str(tmp_path / "w.pth"), "--out", str(tmp_path / "o"), "--quiet", "--device", "cpu"],
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "Error:" in result.output
+
+
+def test_retriever_list_shows_the_registry():
+    result = CliRunner().invoke(cli.main, ["retriever", "list"])
+    assert result.exit_code == 0
+    assert set(result.output.split()) >= {"sample4geo", "mccg", "sdpl", "precomputed"}
