@@ -208,8 +208,13 @@ def retriever_list() -> None:
 @click.option("--dataset", default="synthetic", show_default=True)
 @click.option("--root", type=click.Path(path_type=Path), help="Benchmark root (default for synthetic: cached).")
 @click.option("--altitude", help="SUES-200 altitude.")
-@click.option("--arch", default="convnext_atto", show_default=True, help="timm ConvNeXt architecture.")
-@click.option("--image-size", default=128, show_default=True)
+@click.option(
+    "--arch", default="convnext_atto", show_default=True,
+    help="mccg, sdpl, sample4geo (= convnext_base.fb_in22k_ft_in1k_384) or any timm ConvNeXt name.",
+)
+@click.option("--image-size", type=int, help="Input size (default per architecture: 384, 256, 512; 128 for others).")
+@click.option("--block", type=int, help="MCCG blocks (1 or 2).")
+@click.option("--init-checkpoint", type=click.Path(path_type=Path, exists=True), help="Start from these weights.")
 @click.option("--epochs", type=int, help="Epochs (Sample4Geo uses 1 on University-1652).")
 @click.option("--batch-size", type=int, help="Classes per batch (one drone/satellite pair per class).")
 @click.option("--lr", type=float, help="AdamW learning rate.")
@@ -233,6 +238,11 @@ def retriever_train(dataset: str, root: Path | None, device: str | None, quiet: 
     params = {k: v for k, v in kw.items() if v is not None}
     ckpt = train_retriever(dataset, root, device=_resolve_device(device), progress=not quiet, **params)
     click.echo(f"checkpoint written to {ckpt}")
+    recipe = Path(ckpt).parent / "recipe.json"
+    if recipe.is_file():
+        import json
+
+        click.echo(f"load it with: {json.loads(recipe.read_text()).get('load_with', '')}")
 
 
 # ----------------------------------------------------------------------------------------------------- publish

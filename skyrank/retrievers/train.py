@@ -1,4 +1,26 @@
-"""Train a ``sample4geo``-layout retriever with Sample4Geo's recipe (for benchmarks without released weights).
+"""Train any SkyRank retriever architecture with Sample4Geo's recipe (for benchmarks without released weights).
+
+Architectures (``arch``), each saved in the layout its retriever loads strictly, like an official release:
+
+- ``"sample4geo"`` (Sample4Geo's ConvNeXt-B, ``convnext_base.fb_in22k_ft_in1k_384``, 384 px) or any timm name
+  (``"convnext_atto"`` for CPU demos; 128 px unless ``image_size`` says otherwise): ``Sample4GeoModel``
+  (``model.*`` + ``logit_scale``) → ``weights_e{N}.pth`` / ``weights_end.pth``; load with
+  ``create("sample4geo", checkpoint=..., arch=<timm name>, image_size=...)``.
+- ``"mccg"``: :class:`~skyrank.retrievers.mccg.MCCGModel` (ConvNeXt-Tiny in Facebook's layout, triplet attention,
+  ``block`` 2), 256 px by default (any multiple of 32) → ``net_e{N}.pth`` / ``net_end.pth`` in MCCG's
+  ``two_view_net`` layout (``model_1.*``; MCCG itself names its files ``net_XXX.pth``) and ``opts.yaml``; load with
+  ``create("mccg", checkpoint=".../net_end.pth", opts=".../opts.yaml")``.
+- ``"sdpl"``: :class:`~skyrank.retrievers.sdpl.SDPLModel` (ResNet-50 stride 1, shifting-dense partition, ten
+  ClassBlocks), 512 px by default (256, 384, 512, ...) → ``net_e{N}.pth`` / ``net_end.pth`` in SDPL's layout
+  (with the duplicated ``model_2.*`` keys) and ``opts.yaml``; load with ``create("sdpl", checkpoint=..., opts=...)``.
+
+For MCCG and SDPL the InfoNCE below is applied to the model's own retrieval descriptor
+(``forward_descriptor``: the per-part L2 / √P normalised, flattened ClassBlock bottlenecks, without flip, in train
+mode, so the heads' dropout is active as in the original training); the learned ``logit_scale`` lives in the trainer
+(saved in ``train_state.pth``, never in the weights, which stay exactly the official layout). ``nclasses`` = the
+number of training classes; the ClassBlock *classifiers* (the last Linear of each head) are kept so that the file has
+the official layout but receive no gradient under InfoNCE: they stay at their initialisation, and ``recipe.json``
+says so (``heads``). The original cross-entropy recipes (``forward_logits``) are not what this module trains.
 
 Recipe (Deuser et al., "Sample4Geo: Hard Negative Sampling For Cross-View Geo-Localisation", ICCV 2023; facts from
 https://github.com/Skyy93/Sample4Geo ``train_university.py``, ``sample4geo/loss.py`` and
@@ -16,24 +38,30 @@ https://github.com/Skyy93/Sample4Geo ``train_university.py``, ``sample4geo/loss.
   false negative. Each epoch uses every drone image once: per class the drone images are shuffled, and batches draw
   B distinct classes, weighted by how many images each class still has; the few pairs that cannot fill a batch of
   distinct classes are dropped.
-- **Model**: one timm backbone shared by both views (``Sample4GeoModel``: ``model.*`` + ``logit_scale``), so the
-  checkpoint loads with ``skyrank.retrievers.create("sample4geo", checkpoint=..., arch=..., image_size=...)``.
-  Built with ``pretrained=False`` (nothing is downloaded); pass ``init_checkpoint`` (a Sample4Geo checkpoint or a
-  timm backbone state dict you downloaded yourself) to start from pretrained weights.
+- **Model**: one network shared by both views (as in Sample4Geo, MCCG's and SDPL's ``share_weight``). Built with
+  random weights (nothing is downloaded); pass ``init_checkpoint`` to start from weights you downloaded yourself:
+  a Sample4Geo checkpoint (sample4geo/timm); an official-layout MCCG/SDPL checkpoint, or the bare backbone the
+  originals start from (Facebook's ConvNeXt-Tiny state dict, optionally under ``"model"``, for MCCG; torchvision's
+  ResNet-50 for SDPL). Loading is strict except that tensors whose shape depends on the class count (the ClassBlock
+  classifiers, the backbone's unused ImageNet head/fc) keep the new model's own initialisation when they differ.
 - **Optimiser**: AdamW (lr 1e-3, weight decay 0.01 = torch's default, which Sample4Geo keeps), gradient-norm clip
   100, linear warm-up over the first 10% of steps then cosine decay to 0 (Sample4Geo: 0.1 warm-up epochs of a
   1-epoch run). fp16 autocast + GradScaler on CUDA (Sample4Geo's mixed precision), float32 on CPU.
 - **Augmentation** (light; Sample4Geo's own list in brackets): both views flipped horizontally together with
   p = 0.5 [same]; colour jitter 0.15 (brightness, contrast, saturation, hue) with p = 0.5 [same]; satellite rotated
   by a random multiple of 90 degrees [same]; drone random-resized crop (scale 0.8-1, aspect 0.9-1.1) [ours; Sample4Geo
-  resizes only]. Not reproduced: JPEG re-compression, blur/sharpen, grid/coarse dropout.
+  resizes only]; resampling bilinear, bicubic for MCCG/SDPL (their test-time resize). Not reproduced: JPEG
+  re-compression, blur/sharpen, grid/coarse dropout.
 - **Epochs**: Sample4Geo trains University-1652 for 1 epoch from ImageNet weights. From random init many more are
   needed; the default here (10) suits small benchmarks.
 
-Output folder: ``weights_e{epoch}.pth`` after each epoch and ``weights_end.pth`` at the end (plain state dicts in the
-official layout, written to a temporary file and renamed), ``train_state.pth`` (optimizer/scaler state of the last
+Output folder: ``weights_e{epoch}.pth`` (MCCG/SDPL: ``net_e{epoch}.pth``) after each epoch and ``weights_end.pth``
+(``net_end.pth``) at the end (plain state dicts in the official layout, written to a temporary file and renamed),
+``opts.yaml`` for MCCG/SDPL (``h``, ``w``, ``block``, ``nclasses``, ``droprate``, ... in the format their
+``read_opts`` reads), ``train_state.pth`` (optimizer/scaler state and, for MCCG/SDPL, ``logit_scale`` of the last
 epoch; tensors and plain numbers only, loadable with ``torch.load(weights_only=True)``) and ``recipe.json`` (every
-hyper-parameter, the data, per-epoch loss and time). ``resume=True`` continues after the last finished epoch and
+hyper-parameter, the data, per-epoch loss and time; ``retriever`` is the registry name to load the weights with,
+``load_with`` the call). ``resume=True`` continues after the last finished epoch and
 gives the same weights as an uninterrupted run (each epoch's sampling and augmentation are seeded by
 ``(seed, epoch)``).
 """
@@ -58,8 +86,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from skyrank.errors import BadImageError, OutputExistsError, TrainingError
+from skyrank.errors import BadImageError, CheckpointMismatchError, OutputExistsError, TrainingError
 from skyrank.retrievers._base import IMAGENET_MEAN, IMAGENET_STD
+from skyrank.retrievers._checkpoint import load_strict, read_state_dict
 
 #: Keys of recipe.json that must match for ``resume``.
 _RESUME_KEYS = (
@@ -77,7 +106,20 @@ _RESUME_KEYS = (
     "seed",
     "amp",
     "init_checkpoint",
+    "retriever",
+    "block",
 )
+
+#: What a recipe.json written before a key existed meant by it (runs of the sample4geo-only trainer).
+_LEGACY_VALUES: dict[str, Any] = {"retriever": "sample4geo", "block": None}
+
+#: ``arch`` values that name a retriever architecture rather than a timm model.
+RETRIEVER_ARCHS = ("sample4geo", "mccg", "sdpl")
+
+#: Default training input side of a timm ``arch`` other than ``"sample4geo"`` (CPU-friendly).
+TIMM_DEFAULT_IMAGE_SIZE = 128
+
+_INFONCE = "symmetric InfoNCE (Sample4Geo), label smoothing, learned logit_scale"
 
 
 @dataclass
@@ -99,8 +141,9 @@ class TrainRecipe:
     seed: int
     amp: str
     init_checkpoint: str | None
-    retriever: str = "sample4geo"
-    loss: str = "symmetric InfoNCE (Sample4Geo), label smoothing, learned logit_scale"
+    retriever: str = "sample4geo"  # the registry name to load the weights with
+    block: int | None = None  # MCCG's block (None for the other architectures)
+    loss: str = _INFONCE
     sampler: str = "one drone/satellite pair per class per batch"
 
 
@@ -179,12 +222,14 @@ class PairDataset(Dataset):
         pair_labels: Sequence[int],
         satellite_ids: Sequence[Sequence[str]],
         image_size: int,
+        interpolation: str = "bilinear",
     ) -> None:
         self.root = root
         self.drone_ids = list(drone_ids)
         self.pair_labels = list(pair_labels)
         self.satellite_ids = [list(s) for s in satellite_ids]  # by class index
         self.size = int(image_size)
+        self.interpolation = interpolation  # the retriever's test-time resampling (bicubic for MCCG/SDPL)
 
     def __len__(self) -> int:
         return len(self.drone_ids)
@@ -208,7 +253,7 @@ class PairDataset(Dataset):
         sat_id = sats[int(torch.randint(len(sats), ()).item())] if len(sats) > 1 else sats[0]
         d = TF.pil_to_tensor(self._open(self.drone_ids[index]))
         g = TF.pil_to_tensor(self._open(sat_id))
-        bil = InterpolationMode.BILINEAR
+        bil = InterpolationMode(self.interpolation)
         i, j, h, w = T.RandomResizedCrop.get_params(d, scale=(0.8, 1.0), ratio=(0.9, 1.1))
         d = TF.resized_crop(d, i, j, h, w, [s, s], interpolation=bil, antialias=True)
         g = TF.resize(g, [s, s], interpolation=bil, antialias=True)
@@ -250,13 +295,225 @@ def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-def _last_epoch(out_dir: Path) -> int:
+def _last_epoch(out_dir: Path, prefix: str = "weights") -> int:
     done = []
-    for p in out_dir.glob("weights_e*.pth"):
-        stem = p.stem[len("weights_e") :]
+    for p in out_dir.glob(f"{prefix}_e*.pth"):
+        stem = p.stem[len(prefix) + 2 :]
         if stem.isdigit():
             done.append(int(stem))
     return max(done, default=0)
+
+
+# --------------------------------------------------------------------------------------------------- architectures
+def resolve_arch(arch: str, image_size: int | None) -> tuple[str, str, int]:
+    """``(retriever, arch, image_size)`` for a training ``arch``: the registry name that loads the result, the
+    architecture recorded in ``recipe.json`` (``"sample4geo"`` resolves to its timm name) and the input side
+    (``image_size`` or the architecture's default, checked against what the architecture accepts).
+
+    Raises:
+        ValueError: an input side the architecture cannot take (MCCG: a multiple of 32; SDPL: 256, 384, 512, ...).
+    """
+    if arch == "mccg":
+        from skyrank.retrievers.mccg import MCCG_CFG
+
+        size = int(image_size or MCCG_CFG.image_size)
+        if size % 32 or size < 32:
+            raise ValueError(f"MCCG (ConvNeXt) trains on inputs whose side is a multiple of 32; got {size}")
+        return "mccg", "mccg", size
+    if arch == "sdpl":
+        from skyrank.retrievers.sdpl import SDPL_CFG, _check_image_size
+
+        size = int(image_size or SDPL_CFG.image_size)
+        _check_image_size(size)
+        return "sdpl", "sdpl", size
+    if arch == "sample4geo":
+        from skyrank.retrievers.sample4geo import DEFAULT_ARCH, SAMPLE4GEO_CFG
+
+        return "sample4geo", DEFAULT_ARCH, int(image_size or SAMPLE4GEO_CFG.image_size)
+    return "sample4geo", arch, int(image_size or TIMM_DEFAULT_IMAGE_SIZE)
+
+
+class _Target:
+    """The trainable module of one architecture, its ``logit_scale`` and how its checkpoints are written and read.
+
+    ``sample4geo``: the ``logit_scale`` is the model's own parameter (part of Sample4Geo's layout). ``mccg``/``sdpl``:
+    it is a trainer parameter, kept out of the state dict, saved in ``train_state.pth``.
+    """
+
+    def __init__(self, retriever: str, arch: str, image_size: int, nclasses: int, block: int) -> None:
+        self.retriever, self.arch, self.image_size = retriever, arch, image_size
+        self.nclasses: int | None = None
+        self.block: int | None = None
+        if retriever == "sample4geo":
+            from skyrank.retrievers.sample4geo import Sample4GeoModel
+
+            self.model: torch.nn.Module = Sample4GeoModel(arch, image_size=image_size)
+            self.logit_scale: torch.nn.Parameter = self.model.logit_scale
+            self.prefix, self.interpolation = "weights", "bilinear"
+            return
+        if retriever == "mccg":
+            from skyrank.retrievers.mccg import MCCGModel
+
+            self.model = MCCGModel(nclasses=nclasses, block=block)
+            self.block = block
+        else:
+            from skyrank.retrievers.sdpl import SDPLModel
+
+            self.model = SDPLModel(nclasses=nclasses)
+        self.nclasses = nclasses
+        self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(1.0 / 0.07)))
+        self.prefix, self.interpolation = "net", "bicubic"
+
+    @property
+    def external_scale(self) -> bool:
+        """Whether ``logit_scale`` is a trainer parameter (MCCG/SDPL) rather than part of the weights."""
+        return self.retriever != "sample4geo"
+
+    def to(self, device: torch.device) -> _Target:
+        self.model.to(device)
+        if self.external_scale:
+            self.logit_scale.data = self.logit_scale.data.to(device)
+        return self
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """Everything the optimiser updates (the model, then the trainer's ``logit_scale`` where it is separate)."""
+        return list(self.model.parameters()) + ([self.logit_scale] if self.external_scale else [])
+
+    def descriptor(self, x: torch.Tensor) -> torch.Tensor:
+        """The differentiable retrieval descriptor of a batch (one forward pass for both views)."""
+        fwd = getattr(self.model, "forward_descriptor", None)
+        return fwd(x) if fwd is not None else self.model(x)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights in the retriever's official layout (CPU copies)."""
+        if self.retriever == "mccg":
+            from skyrank.retrievers.mccg import official_state_dict
+        elif self.retriever == "sdpl":
+            from skyrank.retrievers.sdpl import official_state_dict
+        else:
+            return _cpu_state(self.model)
+        return {k: v.clone() for k, v in official_state_dict(self.model).items()}  # type: ignore[arg-type]
+
+    def load(self, checkpoint: str | Path) -> None:
+        """Strict load of a checkpoint in the official layout (as the retriever loads it)."""
+        if self.retriever == "mccg":
+            from skyrank.retrievers.mccg import load_checkpoint
+        elif self.retriever == "sdpl":
+            from skyrank.retrievers.sdpl import load_checkpoint
+        else:
+            from skyrank.retrievers.sample4geo import load_checkpoint
+        load_checkpoint(self.model, checkpoint)  # type: ignore[arg-type]
+
+    def init_from(self, checkpoint: str | Path) -> None:
+        """Starting weights (see the module docstring): strict, except class-count-shaped tensors that differ."""
+        if self.retriever == "sample4geo":
+            self.load(checkpoint)
+            return
+        raw = _read_init_state(checkpoint)
+        source = f"init checkpoint {checkpoint} ({self.retriever})"
+        if self.retriever == "mccg":
+            from skyrank.retrievers.mccg import checkpoint_filter_fn
+
+            sd = checkpoint_filter_fn(raw)
+            if any(k.startswith("downsample_layers.") for k in sd):  # Facebook's bare ConvNeXt-Tiny
+                module = self.model.convnext
+                sd = _keep_own_if_reshaped(sd, module, lambda k: k.startswith("head."))
+                load_strict(module, sd, source=source + ", ConvNeXt-Tiny backbone")
+                return
+        else:
+            from skyrank.retrievers.sdpl import checkpoint_filter_fn
+
+            sd = checkpoint_filter_fn(raw)
+            if "conv1.weight" in sd:  # torchvision's ResNet-50
+                module = self.model.model_1.model
+                sd = _keep_own_if_reshaped(sd, module, lambda k: k.startswith("fc."))
+                load_strict(module, sd, source=source + ", ResNet-50 backbone")
+                return
+        sd = _keep_own_if_reshaped(sd, self.model, lambda k: ".classifier." in k)
+        load_strict(self.model, sd, source=source)
+
+    def opts(self, recipe: TrainRecipe) -> dict[str, Any] | None:
+        """The ``opts.yaml`` of an MCCG/SDPL run (the fields their ``read_opts`` reads, plus the run's settings)."""
+        if not self.external_scale:
+            return None
+        common = {
+            "name": Path(recipe.root).name,
+            "data_dir": recipe.root,
+            "h": self.image_size,
+            "w": self.image_size,
+            "nclasses": self.nclasses,
+            "views": 2,
+            "share": True,
+            "batchsize": recipe.batch_size,
+            "lr": recipe.lr,
+            "num_epochs": recipe.epochs,
+            "seed": recipe.seed,
+            "trained_by": "skyrank retriever train (Sample4Geo's symmetric InfoNCE; classifiers unused)",
+        }
+        if self.retriever == "mccg":
+            return {**common, "model": "convnext_tiny", "block": self.block, "droprate": 0.5, "resnet": False}
+        from skyrank.retrievers.sdpl import DEFAULT_DROPRATE
+
+        return {
+            **common,
+            "block": 4,
+            "droprate": DEFAULT_DROPRATE,
+            "resnet": True,
+            "dense_LPN": True,
+            "LPN": False,
+            "pool": "gem",
+            "stride": 1,
+        }
+
+    def load_with(self, out_dir: Path) -> str:
+        end = out_dir / f"{self.prefix}_end.pth"
+        if self.external_scale:
+            return f'create("{self.retriever}", checkpoint="{end}", opts="{out_dir / "opts.yaml"}")'
+        return f'create("sample4geo", checkpoint="{end}", arch="{self.arch}", image_size={self.image_size})'
+
+    def heads_note(self) -> str | None:
+        if not self.external_scale:
+            return None
+        return (
+            f"ClassBlock classifiers (Linear 512->{self.nclasses}) kept for the official layout; InfoNCE does not "
+            "use them, so they stay at their initialisation"
+        )
+
+
+def _keep_own_if_reshaped(
+    sd: dict[str, torch.Tensor], module: torch.nn.Module, replaceable: Any
+) -> dict[str, torch.Tensor]:
+    """``sd`` with the module's own tensors where ``replaceable(key)`` and the shapes differ (class-count heads)."""
+    own = module.state_dict()
+    out = dict(sd)
+    for k, v in own.items():
+        if replaceable(k) and k in out and tuple(out[k].shape) != tuple(v.shape):
+            out[k] = v
+    return out
+
+
+def _read_init_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """A starting state dict: like ``read_state_dict`` but also unwrapping Facebook's ``{"model": {...}}``."""
+    path = Path(path)
+    if path.suffix == ".safetensors" or not path.is_file():
+        return read_state_dict(path)
+    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointMismatchError(f"init checkpoint {path} does not hold a state dict of tensors")
+    return dict(obj)
+
+
+def _atomic_yaml(obj: Any, path: Path) -> None:
+    import yaml
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(obj, sort_keys=False), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _training_data(benchmark: str, root: Path, altitude: str | int | None):
@@ -291,7 +548,7 @@ def train_retriever(
     *,
     arch: str = "convnext_atto",
     altitude: str | int | None = None,
-    image_size: int = 128,
+    image_size: int | None = None,
     epochs: int = 10,
     batch_size: int = 32,
     lr: float = 1e-3,
@@ -306,40 +563,49 @@ def train_retriever(
     init_checkpoint: str | Path | None = None,
     progress: bool = True,
     resume: bool = False,
+    block: int = 2,
 ) -> Path:
-    """Train a ``sample4geo``-layout retriever on ``benchmark``'s training pairs; returns ``weights_end.pth``.
+    """Train a retriever with Sample4Geo's recipe on ``benchmark``'s training pairs; returns the final checkpoint.
+
+    The result is ``out_dir/weights_end.pth`` (sample4geo/timm) or ``out_dir/net_end.pth`` with ``opts.yaml``
+    beside it (mccg, sdpl), in the layout the retriever named by ``recipe.json``'s ``retriever`` loads strictly.
 
     Args:
         benchmark: a registered benchmark name; its ``training_pairs(root, altitude)`` gives drone queries and
             satellite gallery images sharing labels.
         root: the benchmark root.
-        out_dir: the run folder (checkpoints, ``train_state.pth``, ``recipe.json``).
-        arch: timm architecture (``convnext_atto`` for CPU demos, ``convnext_base.fb_in22k_ft_in1k_384`` for
-            Sample4Geo's own model).
+        out_dir: the run folder (checkpoints, ``train_state.pth``, ``recipe.json``, ``opts.yaml``).
+        arch: ``"mccg"``, ``"sdpl"``, ``"sample4geo"`` (= ``convnext_base.fb_in22k_ft_in1k_384``) or a timm
+            architecture (``convnext_atto`` for CPU demos) in the ``sample4geo`` layout.
         altitude: SUES-200 altitude (one model per altitude).
-        image_size: square training input; load the result with the same ``image_size``.
+        image_size: square training input; default: 384 for ``"sample4geo"``, 256 for MCCG (a multiple of 32),
+            512 for SDPL (256, 384, 512, ...), 128 for other timm names. Load the result at the same size (MCCG/SDPL:
+            ``opts.yaml`` records it).
         epochs, batch_size, lr, label_smoothing, weight_decay, warmup, clip_grad: see the module docstring;
             ``batch_size`` counts pairs (= distinct classes) and is capped at the number of classes.
         seed: seeds model init, sampling and augmentation (per epoch).
         device: ``"cpu"``, ``"cuda"``, ...
         amp: ``"fp16"`` (default, with GradScaler), ``"bf16"`` or ``"fp32"``; used on CUDA only.
         num_workers: DataLoader workers decoding and augmenting images.
-        init_checkpoint: optional starting weights (loaded strictly like ``create("sample4geo", checkpoint=...)``).
+        init_checkpoint: optional starting weights (see the module docstring).
         progress: tqdm bar per epoch and one summary line per epoch.
         resume: continue after the last finished epoch in ``out_dir`` (starts fresh when there is none).
+        block: MCCG's number of triplet-attention part heads (1 or 2; ignored by the other architectures).
 
     Raises:
         OutputExistsError: ``out_dir`` holds a run and ``resume`` is false.
         TrainingError: non-finite loss, a resume whose recipe differs, too few classes.
+        ValueError: an unknown ``amp``, ``epochs`` < 1, an ``image_size`` the architecture cannot take.
     """
     from tqdm.auto import tqdm
-
-    from skyrank.retrievers.sample4geo import Sample4GeoModel, load_checkpoint
 
     if amp not in ("fp16", "bf16", "fp32"):
         raise ValueError(f"amp must be 'fp16', 'bf16' or 'fp32', got {amp!r}")
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    retriever, arch, image_size = resolve_arch(arch, image_size)
+    if retriever == "mccg" and block not in (1, 2):
+        raise ValueError(f"MCCG supports block 1 or 2, got {block}")
     root, out_dir, device = Path(root), Path(out_dir), torch.device(device)
     recipe = TrainRecipe(
         benchmark=benchmark,
@@ -357,13 +623,18 @@ def train_retriever(
         seed=int(seed),
         amp=amp,
         init_checkpoint=None if init_checkpoint is None else str(init_checkpoint),
+        retriever=retriever,
+        block=int(block) if retriever == "mccg" else None,
+        loss=_INFONCE if retriever == "sample4geo" else _INFONCE + f" on {retriever}'s part descriptor",
     )
+    prefix = "weights" if retriever == "sample4geo" else "net"
     recipe_path = out_dir / "recipe.json"
     state_path = out_dir / "train_state.pth"
-    end_path = out_dir / "weights_end.pth"
+    end_path = out_dir / f"{prefix}_end.pth"
     start_epoch = 0
     history: list[dict[str, Any]] = []
-    if out_dir.exists() and (recipe_path.exists() or any(out_dir.glob("weights_*.pth"))):
+    has_run = any(out_dir.glob("weights_*.pth")) or any(out_dir.glob("net_*.pth"))
+    if out_dir.exists() and (recipe_path.exists() or has_run):
         if not resume:
             raise OutputExistsError(
                 f"{out_dir} already holds a training run; pass resume=True (--resume) to continue it, or another --out"
@@ -371,13 +642,17 @@ def train_retriever(
         if recipe_path.exists():
             old = json.loads(recipe_path.read_text(encoding="utf-8"))
             new = asdict(recipe)
-            diff = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in _RESUME_KEYS if old.get(k) != new[k]]
+            diff = [
+                f"{k}: {old.get(k, _LEGACY_VALUES.get(k))!r} -> {new[k]!r}"
+                for k in _RESUME_KEYS
+                if old.get(k, _LEGACY_VALUES.get(k)) != new[k]
+            ]
             if diff:
                 raise TrainingError(f"cannot resume {out_dir}: the recipe differs ({'; '.join(diff)})")
             history = list(old.get("history", []))
             if old.get("finished") and end_path.is_file():
                 return end_path
-        start_epoch = _last_epoch(out_dir)
+        start_epoch = _last_epoch(out_dir, prefix)
         history = [h for h in history if h["epoch"] <= start_epoch]
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -388,38 +663,48 @@ def train_retriever(
     if steps_per_epoch == 0:
         raise TrainingError(f"no full batch of {eff_batch} distinct classes can be formed")
     total_steps = steps_per_epoch * epochs
-    dataset = PairDataset(root, drone_ids, pair_labels, sat_ids, image_size)
+
+    torch.manual_seed(seed)
+    target = _Target(retriever, arch, image_size, nclasses=len(labels), block=int(block))
+    if init_checkpoint is not None and start_epoch == 0:
+        target.init_from(init_checkpoint)
+    target.to(device)
+    model = target.model
+    dataset = PairDataset(root, drone_ids, pair_labels, sat_ids, image_size, interpolation=target.interpolation)
     on_cuda = device.type == "cuda"
     loader = DataLoader(
         dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=on_cuda, persistent_workers=False
     )
-
-    torch.manual_seed(seed)
-    model = Sample4GeoModel(arch, image_size=image_size)
-    if init_checkpoint is not None and start_epoch == 0:
-        load_checkpoint(model, init_checkpoint)
-    model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    params = target.parameters()
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}[amp] if on_cuda else None
     scaler = torch.amp.GradScaler("cuda", init_scale=2.0**10) if amp_dtype == torch.float16 else None
 
+    versions = {"torch": torch.__version__, "python": platform.python_version()}
+    if retriever == "sample4geo":
+        versions["timm"] = _timm_version()
     meta = {
         **asdict(recipe),
         "effective_batch_size": eff_batch,
         "classes": len(labels),
+        "nclasses": target.nclasses,
+        "heads": target.heads_note(),
         "pairs": len(drone_ids),
         "classes_without_satellite": no_sat,
         "steps_per_epoch": steps_per_epoch,
         "total_steps": total_steps,
+        "checkpoint": end_path.name,
         "device": str(device),
         "num_workers": num_workers,
-        "versions": {"torch": torch.__version__, "timm": _timm_version(), "python": platform.python_version()},
-        "load_with": f'create("sample4geo", checkpoint=..., arch="{arch}", image_size={int(image_size)})',
+        "versions": versions,
+        "load_with": target.load_with(out_dir),
     }
+    opts = target.opts(recipe)
+    if opts is not None:
+        _atomic_yaml(opts, out_dir / "opts.yaml")
 
     if start_epoch > 0:
-        ckpt = out_dir / f"weights_e{start_epoch}.pth"
-        load_checkpoint(model, ckpt)
+        target.load(out_dir / f"{prefix}_e{start_epoch}.pth")
         if start_epoch < epochs:
             if not state_path.exists():
                 raise TrainingError(f"cannot resume {out_dir}: {state_path.name} is missing")
@@ -432,16 +717,19 @@ def train_retriever(
             optimizer.load_state_dict(state["optimizer"])
             if scaler is not None and state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
+            if target.external_scale:
+                with torch.no_grad():
+                    target.logit_scale.copy_(state["logit_scale"])
         if progress:
             tqdm.write(f"resuming {out_dir} after epoch {start_epoch}/{epochs}")
 
     for epoch in range(start_epoch + 1, epochs + 1):
-        torch.manual_seed(seed * 1_000_003 + epoch)  # augmentation (and worker seeds) per (seed, epoch)
+        torch.manual_seed(seed * 1_000_003 + epoch)  # augmentation, dropout (and worker seeds) per (seed, epoch)
         sampler.set_epoch(epoch)
         model.train()
         t0 = time.perf_counter()
         losses: list[float] = []
-        bar = tqdm(loader, desc=f"train epoch {epoch}/{epochs}", disable=not progress, leave=False)
+        bar = tqdm(loader, desc=f"train {arch} epoch {epoch}/{epochs}", disable=not progress, leave=False)
         for step_in_epoch, (d, g) in enumerate(bar):
             step = (epoch - 1) * steps_per_epoch + step_in_epoch
             for group in optimizer.param_groups:
@@ -450,9 +738,9 @@ def train_retriever(
             g = g.to(device, non_blocking=True)
             ctx = torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None else nullcontext()
             with ctx:
-                feats = model(torch.cat([d, g]))  # one shared backbone for both views
+                feats = target.descriptor(torch.cat([d, g]))  # one shared network for both views
             fd, fg = feats.float().chunk(2)
-            loss = symmetric_infonce(fd, fg, model.logit_scale.exp(), label_smoothing)
+            loss = symmetric_infonce(fd, fg, target.logit_scale.exp(), label_smoothing)
             if not torch.isfinite(loss):
                 raise TrainingError(f"non-finite loss at epoch {epoch}, step {step_in_epoch}; lower --lr")
             optimizer.zero_grad(set_to_none=True)
@@ -460,13 +748,13 @@ def train_retriever(
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
                 if clip_grad is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+                    torch.nn.utils.clip_grad_norm_(params, clip_grad)
                 scaler.step(optimizer)
                 scaler.update()
             else:
                 loss.backward()
                 if clip_grad is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+                    torch.nn.utils.clip_grad_norm_(params, clip_grad)
                 optimizer.step()
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
@@ -477,19 +765,19 @@ def train_retriever(
             "loss": float(np.mean(losses)),
             "seconds": round(seconds, 3),
             "lr_end": optimizer.param_groups[0]["lr"],
-            "logit_scale": float(model.logit_scale.detach().exp()),
+            "logit_scale": float(target.logit_scale.detach().exp()),
             "steps": len(losses),
         }
         history.append(entry)
-        _atomic_save(_cpu_state(model), out_dir / f"weights_e{epoch}.pth")
-        _atomic_save(
-            {
-                "epoch": epoch,
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else {},
-            },
-            state_path,
-        )
+        _atomic_save(target.state_dict(), out_dir / f"{prefix}_e{epoch}.pth")
+        state = {
+            "epoch": epoch,
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else {},
+        }
+        if target.external_scale:
+            state["logit_scale"] = target.logit_scale.detach().cpu().clone()
+        _atomic_save(state, state_path)
         _atomic_json({**meta, "epochs_done": epoch, "history": history}, recipe_path)
         if progress:
             tqdm.write(
@@ -497,7 +785,7 @@ def train_retriever(
                 f"{len(losses)} steps of {eff_batch} pairs, logit scale {entry['logit_scale']:.1f}"
             )
 
-    _atomic_save(_cpu_state(model), end_path)
+    _atomic_save(target.state_dict(), end_path)
     _atomic_json({**meta, "epochs_done": epochs, "history": history, "finished": True}, recipe_path)
     return end_path
 

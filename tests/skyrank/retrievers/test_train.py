@@ -209,3 +209,148 @@ def test_training_beats_the_untrained_model_on_held_out_locations(tmp_path: Path
     after = evaluate_r1(root, ck, 32)
     # measured: 56.25 → 87.5 (32 held-out drone queries against 8 satellite tiles)
     assert after >= before + 15, (before, after)
+
+
+# ------------------------------------------------------------------------------------------ mccg, sdpl, SUES-200
+RECIPE_KEYS = (
+    "loss", "sampler", "arch", "image_size", "benchmark", "altitude", "epochs_done", "epochs", "steps_per_epoch",
+    "batch_size", "lr", "seed", "retriever",
+)  # fmt: skip
+
+
+def _synthetic(out: Path, **kw) -> Path:
+    from skyrank.benchmarks.synthetic import generate_synthetic
+
+    return generate_synthetic(out, distractors=0, image_size=64, progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def syn_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 training locations x 1 drone view (University-1652 layout): 2 steps of 2 pairs per epoch."""
+    return _synthetic(tmp_path_factory.mktemp("syn") / "synthetic", locations=4, test_locations=1, views=1)
+
+
+def test_mccg_run_loads_strictly_like_an_official_checkpoint_and_resumes(syn_root: Path, tmp_path: Path) -> None:
+    import skyrank.retrievers.train as train_mod
+    from skyrank.retrievers.mccg import official_state_dict
+
+    kw = dict(arch="mccg", image_size=64, batch_size=2, progress=False)
+    out = tmp_path / "mccg"
+    ck = train_retriever("synthetic", syn_root, out, epochs=2, **kw)
+    assert ck == out / "net_end.pth"
+    for name in ("net_e1.pth", "net_e2.pth", "net_end.pth", "opts.yaml", "train_state.pth", "recipe.json"):
+        assert (out / name).is_file(), name
+    assert not list(out.glob("weights_*")) and not list(out.glob("*.tmp"))
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert all(k in recipe for k in RECIPE_KEYS)
+    assert recipe["retriever"] == "mccg" and recipe["arch"] == "mccg" and recipe["image_size"] == 64
+    assert recipe["nclasses"] == 4 and recipe["block"] == 2 and "classifiers" in recipe["heads"]
+    assert recipe["epochs_done"] == 2 and recipe["steps_per_epoch"] == 2
+    state = torch.load(out / "train_state.pth", weights_only=True)
+    assert state["logit_scale"].shape == ()
+    sd = torch.load(ck, weights_only=True)
+    assert all(k.startswith("model_1.") for k in sd) and not any("logit_scale" in k for k in sd)
+
+    r = create("mccg", checkpoint=ck, opts=out / "opts.yaml")  # strict load; size and heads from opts.yaml
+    assert r.image_size == 64 and r.embed_dim == 1536 and r.model.nclasses == 4
+    assert set(official_state_dict(r.model)) == set(sd)
+    assert all(torch.equal(official_state_dict(r.model)[k], sd[k]) for k in sd)
+    create("mccg", checkpoint=out / "net_e1.pth", opts=out / "opts.yaml")  # every epoch's file loads too
+
+    # interrupted during epoch 2, resumed → the same weights (the trainer's logit_scale comes from train_state.pth)
+    calls = {"n": 0}
+    real_loss = train_mod.symmetric_infonce
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > recipe["steps_per_epoch"] + 1:
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    part = tmp_path / "part"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train_mod, "symmetric_infonce", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            train_retriever("synthetic", syn_root, part, epochs=2, **kw)
+    assert (part / "net_e1.pth").is_file() and not (part / "net_e2.pth").exists()
+    with pytest.raises(TrainingError, match="retriever"):
+        train_retriever("synthetic", syn_root, part, epochs=2, resume=True, arch="sdpl", batch_size=2, progress=False)
+    resumed = train_retriever("synthetic", syn_root, part, epochs=2, resume=True, **kw)
+    b = torch.load(resumed, weights_only=True)
+    assert set(b) == set(sd) and all(torch.equal(sd[k], b[k]) for k in sd)
+    assert json.loads((part / "recipe.json").read_text())["history"][-1]["logit_scale"] == pytest.approx(
+        recipe["history"][-1]["logit_scale"]
+    )
+
+
+def test_sdpl_run_loads_strictly_like_an_official_checkpoint(tmp_path: Path) -> None:
+    root = _synthetic(tmp_path / "synthetic", locations=2, test_locations=1, views=1)  # 1 step of 2 pairs
+    out = tmp_path / "sdpl"
+    ck = train_retriever("synthetic", root, out, arch="sdpl", image_size=256, epochs=1, batch_size=2, progress=False)
+    assert ck == out / "net_end.pth" and (out / "net_e1.pth").is_file()
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert all(k in recipe for k in RECIPE_KEYS)
+    assert recipe["retriever"] == "sdpl" and recipe["image_size"] == 256 and recipe["nclasses"] == 2
+    sd = torch.load(ck, weights_only=True)
+    assert any(k.startswith("model_2.") for k in sd)  # the official layout's duplicated shared backbone
+    r = create("sdpl", checkpoint=ck, opts=out / "opts.yaml")
+    assert r.image_size == 256 and r.embed_dim == 5120 and r.model.nclasses == 2
+    assert np.isfinite(recipe["history"][0]["loss"])
+
+
+def test_sues200_per_altitude_training_smoke(tmp_path: Path) -> None:
+    from skyrank.build import _recipe_summary
+
+    root = _synthetic(
+        tmp_path / "sues", layout="sues200-split", locations=4, test_locations=2, views=2, altitudes=(150, 200)
+    )
+    out = tmp_path / "run150"
+    ck = train_retriever(
+        "sues200", root, out, altitude=150, arch=ARCH, image_size=32, epochs=1, batch_size=4, progress=False
+    )
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert recipe["benchmark"] == "sues200" and recipe["altitude"] == "150" and recipe["retriever"] == "sample4geo"
+    assert recipe["pairs"] == 8 and recipe["classes"] == 4  # 4 locations x 2 views at 150 m only
+    create("sample4geo", checkpoint=ck, arch=ARCH, image_size=32)
+    assert "(150 m)" in _recipe_summary(ck)
+
+
+def test_arch_defaults_and_image_size_checks() -> None:
+    from skyrank.retrievers.train import resolve_arch
+
+    assert resolve_arch("sample4geo", None) == ("sample4geo", "convnext_base.fb_in22k_ft_in1k_384", 384)
+    assert resolve_arch(ARCH, None) == ("sample4geo", ARCH, 128)
+    assert resolve_arch("mccg", None) == ("mccg", "mccg", 256)
+    assert resolve_arch("sdpl", None) == ("sdpl", "sdpl", 512)
+    assert resolve_arch("sdpl", 384)[2] == 384
+    with pytest.raises(ValueError, match="multiple of 32"):
+        resolve_arch("mccg", 100)
+    with pytest.raises(ValueError, match="256, 384, 512"):
+        resolve_arch("sdpl", 128)
+
+
+def test_init_from_a_bare_backbone_or_another_class_count(tmp_path: Path) -> None:
+    from torchvision.models import resnet50
+
+    from skyrank.retrievers.mccg import ConvNeXtFB, MCCGModel, official_state_dict
+    from skyrank.retrievers.train import _Target
+
+    fb = ConvNeXtFB(num_classes=21841)  # Facebook's 22k checkpoint: {"model": {...}} with a 21841-way head
+    torch.save({"model": fb.state_dict()}, tmp_path / "convnext_tiny_22k.pth")
+    t = _Target("mccg", "mccg", 64, nclasses=3, block=2)
+    t.init_from(tmp_path / "convnext_tiny_22k.pth")
+    own = t.model.convnext.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in fb.state_dict().items() if not k.startswith("head."))
+
+    other = MCCGModel(nclasses=7)  # an MCCG run on other data: everything but the classifiers carries over
+    torch.save(official_state_dict(other), tmp_path / "net_199.pth")
+    t.init_from(tmp_path / "net_199.pth")
+    mine = t.model.state_dict()
+    assert all(torch.equal(mine[k], v) for k, v in other.state_dict().items() if ".classifier." not in k)
+    assert mine["classifier1.classifier.0.weight"].shape == (3, 512)
+
+    tv = resnet50(weights=None)
+    torch.save(tv.state_dict(), tmp_path / "resnet50.pth")
+    s = _Target("sdpl", "sdpl", 256, nclasses=3, block=2)
+    s.init_from(tmp_path / "resnet50.pth")
+    assert torch.equal(s.model.model_1.model.conv1.weight, tv.conv1.weight)
