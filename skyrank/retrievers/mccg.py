@@ -53,20 +53,17 @@ cross-entropy recipe. Save with :func:`official_state_dict` so that the file loa
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from skyrank.errors import CheckpointMismatchError
-from skyrank.retrievers._base import Retriever, RetrieverCfg, register_retriever
+from skyrank.retrievers._base import RetrieverCfg, register_retriever
 from skyrank.retrievers._checkpoint import load_strict, read_state_dict, strip_prefix
+from skyrank.retrievers._parts import PartRetriever, check_amp, normalize_parts
 
 MCCG_CITATION = """@article{shen2024mccg,
   title   = {MCCG: A ConvNeXt-Based Multiple-Classifier Method for Cross-View Geo-Localization},
@@ -104,7 +101,6 @@ CONVNEXT_TINY_DIMS = (96, 192, 384, 768)
 DEFAULT_NCLASSES = 701  # University-1652 training locations
 OFFICIAL_PREFIX = "model_1."
 
-_AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
 
 
 # --------------------------------------------------------------------------------------------------- backbone
@@ -312,16 +308,6 @@ class MCCGModel(nn.Module):
         return normalize_parts(self.forward(x))
 
 
-def normalize_parts(feats: torch.Tensor) -> torch.Tensor:
-    """``(B, 512, P)`` → ``(B, 512·P)``: each column divided by its L2 norm times √P, then ``view(B, -1)``.
-
-    The flattening order is MCCG's/SDPL's (channel-major, parts interleaved: index ``c * P + k``).
-    """
-    feats = feats.float()
-    norm = feats.norm(p=2, dim=1, keepdim=True).clamp_min(1e-12) * math.sqrt(feats.shape[-1])
-    return (feats / norm).reshape(feats.shape[0], -1)
-
-
 # --------------------------------------------------------------------------------------------------- opts / ckpt
 @dataclasses.dataclass(frozen=True)
 class MCCGOpts:
@@ -389,16 +375,7 @@ def infer_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> tuple[int |
 
 
 # --------------------------------------------------------------------------------------------------- retriever
-def pil_bicubic_preprocess(image: Image.Image, size: int, cfg: RetrieverCfg) -> torch.Tensor:
-    """torchvision ``Resize((size, size), BICUBIC)`` on a PIL image (= PIL's resize), ``ToTensor``, ``Normalize``."""
-    image = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
-    x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
-    mean = torch.tensor(cfg.mean).view(3, 1, 1)
-    std = torch.tensor(cfg.std).view(3, 1, 1)
-    return (x - mean) / std
-
-
-class MCCGRetriever(Retriever):
+class MCCGRetriever(PartRetriever):
     """MCCG as a SkyRank retriever: one ``model_1`` for both views, flip-sum, per-part L2 / √P, 1536-d."""
 
     name = "mccg"
@@ -413,8 +390,7 @@ class MCCGRetriever(Retriever):
         nclasses: int | None = None,
         amp: str = "fp32",
     ) -> None:
-        if amp not in _AMP_DTYPES:
-            raise ValueError(f"amp must be one of {sorted(_AMP_DTYPES)}, got {amp!r}")
+        check_amp(amp)
         o = read_opts(opts) if opts is not None else MCCGOpts()
         if o.h != o.w:
             raise CheckpointMismatchError(f"{opts}: h={o.h} and w={o.w} differ; SkyRank retrievers take square inputs")
@@ -433,21 +409,6 @@ class MCCGRetriever(Retriever):
         self.opts = o
         self.amp = amp
         self.model = model.to(self.device).eval()
-
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """PIL bicubic resize to ``image_size`` (exactly MCCG's ``transforms.Resize`` on PIL), ImageNet normalise."""
-        return pil_bicubic_preprocess(image, self.cfg.image_size, self.cfg)
-
-    def embed(self, batch: torch.Tensor, view: str) -> torch.Tensor:
-        """``(B, 3, S, S)`` → ``(B, 512·P)`` float32: flip-sum, per-part L2 / √P, flattened (MCCG's ``test.py``)."""
-        if view not in ("drone", "satellite"):
-            raise ValueError(f"view must be 'drone' or 'satellite', got {view!r}")
-        batch = batch.to(self.device, non_blocking=True)
-        dtype = _AMP_DTYPES[self.amp]
-        ctx: Any = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
-        with torch.inference_mode(), ctx:
-            feats = self.model(batch).float() + self.model(batch.flip(3)).float()
-        return normalize_parts(feats)
 
 
 def load_checkpoint(model: MCCGModel, checkpoint: str | Path) -> None:

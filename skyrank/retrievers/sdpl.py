@@ -68,19 +68,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
 from skyrank.errors import CheckpointMismatchError
-from skyrank.retrievers._base import Retriever, RetrieverCfg, register_retriever
+from skyrank.retrievers._base import RetrieverCfg, register_retriever
 from skyrank.retrievers._checkpoint import load_strict, read_state_dict, strip_prefix
-from skyrank.retrievers.mccg import normalize_parts, pil_bicubic_preprocess
+from skyrank.retrievers._parts import PartRetriever, check_amp, normalize_parts
 
 SDPL_CITATION = """@article{chen2024sdpl,
   title   = {SDPL: Shifting-Dense Partition Learning for UAV-View Geo-Localization},
@@ -116,7 +113,6 @@ DEFAULT_DROPRATE = 0.75
 OFFICIAL_PREFIX = "model_1."
 DUPLICATE_PREFIX = "model_2."
 
-_AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
 
 
 class GeM(nn.Module):
@@ -391,7 +387,7 @@ def _check_image_size(size: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- retriever
-class SDPLRetriever(Retriever):
+class SDPLRetriever(PartRetriever):
     """SDPL as a SkyRank retriever: one ``model_1`` for both views, flip-sum, per-part L2 / √10, 5120-d."""
 
     name = "sdpl"
@@ -405,8 +401,7 @@ class SDPLRetriever(Retriever):
         nclasses: int | None = None,
         amp: str = "fp32",
     ) -> None:
-        if amp not in _AMP_DTYPES:
-            raise ValueError(f"amp must be one of {sorted(_AMP_DTYPES)}, got {amp!r}")
+        check_amp(amp)
         o = read_opts(opts) if opts is not None else SDPLOpts()
         if o.h != o.w:
             raise CheckpointMismatchError(f"{opts}: h={o.h} and w={o.w} differ; SkyRank retrievers take square inputs")
@@ -422,24 +417,6 @@ class SDPLRetriever(Retriever):
         self.opts = o
         self.amp = amp
         self.model = model.to(self.device).eval()
-
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """PIL bicubic resize to ``image_size`` (exactly SDPL's ``transforms.Resize`` on PIL), ImageNet normalise."""
-        return pil_bicubic_preprocess(image, self.cfg.image_size, self.cfg)
-
-    def embed(self, batch: torch.Tensor, view: str) -> torch.Tensor:
-        """``(B, 3, S, S)`` → ``(B, 5120)`` float32: flip-sum, per-part L2 / √10, flattened (SDPL's ``test_new.py``).
-
-        With ``amp`` set, only the ResNet trunk runs under autocast; partition pooling and heads stay float32.
-        """
-        if view not in ("drone", "satellite"):
-            raise ValueError(f"view must be 'drone' or 'satellite', got {view!r}")
-        batch = batch.to(self.device, non_blocking=True)
-        dtype = _AMP_DTYPES[self.amp]
-        ctx: Any = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
-        with torch.inference_mode(), ctx:
-            feats = self.model(batch).float() + self.model(batch.flip(3)).float()
-        return normalize_parts(feats)
 
 
 def load_checkpoint(model: SDPLModel, checkpoint: str | Path) -> None:

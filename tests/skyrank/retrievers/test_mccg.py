@@ -13,6 +13,7 @@ from PIL import Image
 import skyrank.retrievers.mccg as mccg_mod
 from skyrank.errors import CheckpointMismatchError
 from skyrank.retrievers._base import create
+from skyrank.retrievers._parts import normalize_parts
 from skyrank.retrievers.mccg import MCCGModel, checkpoint_filter_fn, official_state_dict, read_opts
 
 SIZE = 32  # ConvNeXt works at any multiple of 32 (a 1x1 last map here); small for CPU speed
@@ -150,7 +151,7 @@ def test_flip_sum_then_per_block_l2_over_sqrt3(retriever: mccg_mod.MCCGRetriever
     # view order: channel-major, blocks interleaved (index c * 3 + k); the global feature is block 2
     torch.testing.assert_close(manual[:, 2::3] * math.sqrt(3), ff[:, :, 2] / ff[:, :, 2].norm(dim=1, keepdim=True))
     # normalising after the flip-sum is not the same as summing normalised features
-    separately = mccg_mod.normalize_parts(r.model(batch).detach()) + mccg_mod.normalize_parts(
+    separately = normalize_parts(r.model(batch).detach()) + normalize_parts(
         r.model(batch.flip(3)).detach()
     )
     assert not torch.allclose(r.embed(batch, "drone"), separately / separately.norm(dim=1, keepdim=True))

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import skyrank.retrievers.sdpl as sdpl_mod
 from skyrank.errors import CheckpointMismatchError
 from skyrank.retrievers._base import create
-from skyrank.retrievers.mccg import normalize_parts
+from skyrank.retrievers._parts import normalize_parts
 from skyrank.retrievers.sdpl import (
     SDPLModel,
     checkpoint_filter_fn,

@@ -1,0 +1,67 @@
+"""What the part-based retrievers (MCCG, SDPL) share: PIL bicubic preprocessing, and test-time features as the
+sum over the image and its horizontal flip, normalised per part and divided by √P (their ``test.py`` files)."""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from skyrank.retrievers._base import Retriever, RetrieverCfg
+
+#: ``amp`` option → autocast dtype (``None``: float32, no autocast)
+AMP_DTYPES: dict[str, torch.dtype | None] = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
+
+
+def check_amp(amp: str) -> str:
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"amp must be one of {sorted(AMP_DTYPES)}, got {amp!r}")
+    return amp
+
+
+def normalize_parts(feats: torch.Tensor) -> torch.Tensor:
+    """``(B, 512, P)`` → ``(B, 512·P)``: each column divided by its L2 norm times √P, then ``view(B, -1)``.
+
+    The flattening order is MCCG's/SDPL's (channel-major, parts interleaved: index ``c * P + k``).
+    """
+    feats = feats.float()
+    norm = feats.norm(p=2, dim=1, keepdim=True).clamp_min(1e-12) * math.sqrt(feats.shape[-1])
+    return (feats / norm).reshape(feats.shape[0], -1)
+
+
+def pil_bicubic_preprocess(image: Image.Image, size: int, cfg: RetrieverCfg) -> torch.Tensor:
+    """torchvision ``Resize((size, size), BICUBIC)`` on a PIL image (= PIL's resize), ``ToTensor``, ``Normalize``."""
+    image = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+    x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
+    mean = torch.tensor(cfg.mean).view(3, 1, 1)
+    std = torch.tensor(cfg.std).view(3, 1, 1)
+    return (x - mean) / std
+
+
+class PartRetriever(Retriever):
+    """A retriever whose ``model(x)`` returns ``(B, 512, P)`` part features; one model for both views.
+
+    Subclasses set ``self.model`` and ``self.amp`` in ``__init__``.
+    """
+
+    amp: str = "fp32"
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """PIL bicubic resize to ``image_size`` (exactly the originals' ``transforms.Resize`` on PIL), ImageNet
+        normalisation."""
+        return pil_bicubic_preprocess(image, self.cfg.image_size, self.cfg)
+
+    def embed(self, batch: torch.Tensor, view: str) -> torch.Tensor:
+        """``(B, 3, S, S)`` → ``(B, 512·P)`` float32: flip-sum, per-part L2 / √P, flattened."""
+        if view not in ("drone", "satellite"):
+            raise ValueError(f"view must be 'drone' or 'satellite', got {view!r}")
+        batch = batch.to(self.device, non_blocking=True)
+        dtype = AMP_DTYPES[self.amp]
+        ctx: Any = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
+        with torch.inference_mode(), ctx:
+            feats = self.model(batch).float() + self.model(batch.flip(3)).float()
+        return normalize_parts(feats)
