@@ -420,12 +420,12 @@ def eval_cmd(data: str, data_config: str, images_root: Path | None, adapter: str
 
 @main.command()
 @click.option("--out", default="skyrank-demo", show_default=True, type=click.Path(path_type=Path))
-@click.option("--max-steps", default=150, show_default=True, help="SkyLink optimizer steps.")
+@click.option("--max-steps", type=int, help="Stop SkyLink training after this many optimizer steps.")
 @click.option("--labels", default="soft", show_default=True, type=click.Choice(["soft", "hard", "gt-only"]))
 @click.option("--overwrite", is_flag=True, help="Rebuild and retrain instead of reusing what is under --out.")
 @_quiet_option
 @_handle_errors
-def demo(out: Path, max_steps: int, labels: str, overwrite: bool, quiet: bool) -> None:
+def demo(out: Path, max_steps: int | None, labels: str, overwrite: bool, quiet: bool) -> None:
     """The whole method on CPU: build the synthetic SkyRank, train a tiny SkyLink, evaluate, print the table."""
     from skylink_model.demo import run_demo
 
