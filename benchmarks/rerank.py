@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         cols += ["listwise-prefill", "listwise-gen"]
     print("| k | " + " | ".join(f"{c} ms" for c in cols) + " | naive/shared | " +
           " | ".join(f"{c}/shared" for c in cols[2:]) + " |")
-    print("|---" * (1 + 2 * len(cols)) + "|")
+    print("|---" * (2 * len(cols)) + "|")
     with torch.inference_mode():
         rerank_query(model, query, gallery[:2], shared_vision=True)  # warm-up
         rerank_query(model, query, gallery[:2], shared_vision=False)

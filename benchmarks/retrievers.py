@@ -67,7 +67,7 @@ def main() -> None:
         print(f"{name:<12} {r.image_size:>6} {r.embed_dim:>6} {results[name]:>10.1f}")
     base = results.get("sample4geo")
     if base:
-        print("relative to sample4geo: " + ", ".join(f"{k} {v / base:.2f}x" for k, v in results.items()))
+        print("relative to sample4geo: " + ", ".join(f"{k} {v / base:.3g}x" for k, v in results.items()))
 
 
 if __name__ == "__main__":
