@@ -282,6 +282,16 @@ def build_dataset(
     if root is None:
         raise SkyRankError(f"--root is required for {dataset}: the folder of your copy of the benchmark")
     root = Path(root)
+    if out is None:
+        out = Path(f"skyrank-{dataset}" + (f"-{altitude}" if altitude else ""))
+    out = Path(out)
+    # Fail fast, before any encoding or training: an existing output, or a benchmark layout that does not read.
+    DatasetWriter.check_output(out, overwrite)
+    layouts: dict[tuple[str, str], RetrievalSplit] = {
+        (split, direction): bench.load_split(root, split, direction=direction, protocol=protocol, altitude=altitude)
+        for split in splits
+        for direction in directions
+    }
 
     kwargs: dict[str, Any] = {}
     if arch is not None:
@@ -306,9 +316,6 @@ def build_dataset(
     model.eval()
     if with_images is None:
         with_images = bool(bench.redistributable)
-    if out is None:
-        out = Path(f"skyrank-{dataset}" + (f"-{altitude}" if altitude else ""))
-    out = Path(out)
     timings["setup"] = time.perf_counter() - t_start
 
     gallery_cfg = schema.gallery_config_name(dataset, altitude)
@@ -322,9 +329,7 @@ def build_dataset(
 
     for split in splits:
         for direction in directions:
-            rs: RetrievalSplit = bench.load_split(
-                root, split, direction=direction, protocol=protocol, altitude=altitude
-            )
+            rs = layouts[(split, direction)]
             skipped_empty.extend(x for x in rs.skipped_empty_folders if x not in skipped_empty)
             qview, gview = _views(direction)
             encoded = {}

@@ -218,7 +218,7 @@ class DatasetWriter:
         self.max_shard_bytes = int(max_shard_bytes)
         self.max_row_group_bytes = int(max_row_group_bytes)
         self.content_defined_chunking = content_defined_chunking
-        self._check_output(self.out, overwrite)
+        self.check_output(self.out, overwrite)
         self.staging = self.out.parent / f".{self.out.name}.partial"
         self.tables: list[TableInfo] = []
         self._done = False
@@ -250,7 +250,9 @@ class DatasetWriter:
             shutil.rmtree(path, ignore_errors=True)
 
     @staticmethod
-    def _check_output(out: Path, overwrite: bool) -> None:
+    def check_output(out: Path, overwrite: bool) -> None:
+        """Raise :class:`OutputExistsError` unless ``out`` may be written (absent, or a SkyRank folder and
+        ``overwrite``). ``build`` calls it before any work, the writer again before it renames into place."""
         if not (out.exists() or out.is_symlink()):
             return
         if not overwrite:
@@ -441,7 +443,7 @@ class DatasetWriter:
 
         if self.out.exists() or self.out.is_symlink():
             # Re-check: the output may have appeared while we were writing.
-            self._check_output(self.out, self.overwrite)
+            self.check_output(self.out, self.overwrite)
             old = self.out.parent / f".{self.out.name}.old"
             if old.exists() or old.is_symlink():
                 self._remove(old)
