@@ -6,9 +6,12 @@
 3. train SkyLink on the ``train`` split (LoRA + value head, relational soft-label loss, Eq. 8);
 4. re-rank the retriever's top-10 on the ``test`` split and print the paper's Table-1 rows.
 
-A tiny random-init LVLM trained for minutes on CPU learns to re-rank but is not expected to beat a trained CNN
-retriever (notes/tiny-reranker.md); the paper's gains come from a pretrained 2B–7B backbone on GPU. The demo shows
-the pipeline end to end and leaves the dataset, the run and the evaluation JSON under ``out``.
+A tiny random-init LVLM trained for minutes on CPU is not expected to beat a trained CNN retriever: the paper's
+gains come from a pretrained 2B–7B backbone on GPU. Measured on 2 CPU cores (seed 0): the retriever reaches R@1
+35.4 on the synthetic test split, +SkyLink 12.5 after 1,152 steps (161 s); the training loss sits at 0.376 — the
+BCE of always predicting the 1-in-8 positive rate — for about 1,000 steps before it starts to fall, i.e. the random
+model has only begun to learn to compare two images. The demo shows the pipeline end to end and leaves the
+dataset, the run and the evaluation JSON under ``out``.
 """
 
 from __future__ import annotations
