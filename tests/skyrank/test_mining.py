@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -331,7 +333,7 @@ def _check_row_invariants(row: MinedRow, m: int, scores: np.ndarray, g_index: di
         [x for x in ret if x not in posset]
     ) < m - 1
     assert not posset & set(row.candidate_ids)
-    assert all(a >= b for a, b in zip(row.retrieved_scores, row.retrieved_scores[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(row.retrieved_scores))
     assert sum(s > row.gt_score for s in row.retrieved_scores) < row.gt_rank
     np.testing.assert_allclose(row.retrieved_scores, [scores[g_index[x]] for x in ret], atol=1e-5)
 

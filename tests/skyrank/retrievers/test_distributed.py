@@ -7,6 +7,7 @@ bitwise equal. (With different thread counts the last bits may differ, about 2e-
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,7 +113,7 @@ def one_process(images, spec, model) -> Iterator[tuple]:
 def test_batch_aligned_slices_cover_in_order_on_batch_boundaries(n: int, batch: int, world: int) -> None:
     slices = batch_aligned_slices(n, batch, world)
     assert len(slices) == world and slices[0][0] == 0 and slices[-1][1] == n
-    assert all(a[1] == b[0] for a, b in zip(slices, slices[1:], strict=False))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(slices))
     assert all(start % batch == 0 or start == n for start, _ in slices)
     sizes = [(stop - start + batch - 1) // batch for start, stop in slices]
     assert max(sizes) - min(sizes) <= 1  # even to within one batch
