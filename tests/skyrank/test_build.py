@@ -160,3 +160,25 @@ def test_two_process_build_equals_one_process(bench, tmp_path):
     two = _build(bench, tmp_path / "two", splits=("test",), num_processes=2).out
     parquet = {k: v for k, v in _tree_digest(one).items() if k.endswith(".parquet")}
     assert parquet and parquet == {k: v for k, v in _tree_digest(two).items() if k.endswith(".parquet")}
+
+
+def test_bad_image_stops_the_build_unless_skipped_then_it_is_listed(bench, tmp_path):
+    import shutil
+
+    from skyrank.errors import BadImageError
+
+    root, ckpt = bench
+    copy = tmp_path / "bench"
+    shutil.copytree(root, copy)
+    bad = sorted((copy / "test" / "query_drone").rglob("*.jpeg"))[0]
+    bad.write_bytes(b"not a jpeg")
+    rel = bad.relative_to(copy).as_posix()
+    with pytest.raises(BadImageError) as err:
+        _build((copy, ckpt), tmp_path / "ds", splits=("test",))
+    assert rel in str(err.value) and "--skip-bad-images" in str(err.value)
+    assert not (tmp_path / "ds").exists()
+
+    report = _build((copy, ckpt), tmp_path / "ds", splits=("test",), skip_bad_images=True)
+    assert report.bad_images == [rel]
+    assert report.configs["queries-synthetic"]["test"] == 15
+    assert rel in report.summary() and rel in (report.out / "README.md").read_text()
