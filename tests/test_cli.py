@@ -88,3 +88,35 @@ def test_retriever_list_shows_the_registry():
     result = CliRunner().invoke(cli.main, ["retriever", "list"])
     assert result.exit_code == 0
     assert set(result.output.split()) >= {"sample4geo", "mccg", "sdpl", "precomputed"}
+
+
+def test_train_then_eval_end_to_end_through_the_cli(tmp_path):
+    """``skyrank train`` and ``skyrank eval`` on a tiny SkyRank folder with a tiny offline Qwen2-VL."""
+    import json
+
+    from skylink_model.testing import make_tiny_qwen2_vl
+    from tests.skylink_model.test_data import make_tiny_skyrank
+
+    data = make_tiny_skyrank(tmp_path / "ds", n_locations=4, m=4)
+    model = make_tiny_qwen2_vl(tmp_path / "tiny")
+    config = "toyret-toy-d2s"
+    run = tmp_path / "run"
+    runner = CliRunner()
+    result = runner.invoke(
+        cli.main,
+        ["train", "--data", str(data), "--config", config, "--model", str(model), "--out", str(run), "--k", "3",
+         "--batch-size", "2", "--lr", "1e-3", "--max-steps", "2", "--device", "cpu", "--quiet"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (run / "value_head.safetensors").is_file() and (run / "adapter_model.safetensors").is_file()
+    report = tmp_path / "eval.json"
+    result = runner.invoke(
+        cli.main,
+        ["eval", "--data", str(data), "--config", config, "--adapter", str(run), "--top-k", "3", "--json",
+         str(report), "--device", "cpu", "--quiet"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Retriever" in result.output and "+SkyLink" in result.output
+    rows = json.loads(report.read_text())["rows"]
+    assert set(rows["skylink"]) >= {"R@1", "R@5", "R@10", "AP", "AP_conservative"}
+    assert rows["retriever"]["R@10"] >= rows["retriever"]["R@1"]
