@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -169,9 +168,8 @@ def test_bad_arguments(u1652: Path, kwargs: dict, message: str) -> None:
         get_benchmark("university1652").load_split(u1652, **args)
 
 
-@pytest.mark.slow
-def test_full_size_listing_is_fast(tmp_path: Path) -> None:
-    """51,355 (empty) gallery files, the size of University-1652's test drone gallery, listed in a few seconds."""
+def test_full_size_listing(tmp_path: Path) -> None:
+    """51,355 (empty) gallery files, the size of University-1652's test drone gallery (speed: benchmarks/build.py)."""
     for i in range(951):
         cls = tmp_path / "test/gallery_drone" / f"{i:04d}"
         cls.mkdir(parents=True)
@@ -180,8 +178,5 @@ def test_full_size_listing_is_fast(tmp_path: Path) -> None:
         if i < 701:
             (tmp_path / "test/query_satellite" / f"{i:04d}").mkdir(parents=True)
             (tmp_path / "test/query_satellite" / f"{i:04d}" / f"{i:04d}.jpg").touch()
-    start = time.perf_counter()
     split = load(tmp_path, direction="s2d")
-    elapsed = time.perf_counter() - start
     assert len(split.gallery) == 51_355 and len(split.queries) == 701
-    assert elapsed < 10, elapsed
