@@ -98,7 +98,10 @@ Examples:
     type=click.Choice(["d2s", "s2d"]),
     help="d2s: drone query → satellite gallery; s2d the reverse. Repeatable.",
 )
-@click.option("--retriever", default="sample4geo", show_default=True, help="sample4geo, precomputed, ...")
+@click.option(
+    "--retriever", default="sample4geo", show_default=True,
+    help="sample4geo, mccg, sdpl or precomputed (`skyrank retriever list`).",
+)
 @click.option("--checkpoint", type=click.Path(path_type=Path), help="Retriever weights (or embeddings file).")
 @click.option("--arch", help="timm architecture for sample4geo (default convnext_base.fb_in22k_ft_in1k_384).")
 @click.option("--image-size", type=int, help="Retriever input size override.")

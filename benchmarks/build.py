@@ -6,6 +6,7 @@ split into setup, decode, encode (the retriever's forward pass), search, write a
 
     python benchmarks/build.py                       # small (CI default size) and 10x the images
     python benchmarks/build.py --full                # small and University-1652's full counts at 64 px
+    python benchmarks/build.py --full --ids-only     # the same without image bytes (the real benchmarks' default)
 
 Targets (issue #2): everything except the retriever's forward pass ≤ 10% of wall time; peak RSS flat as the
 number of images grows tenfold.
@@ -30,7 +31,9 @@ SIZES = {
 }
 
 
-def _child(size: str, work: Path, image_size: int, splits: str, batch_size: int, num_workers: int) -> None:
+def _child(
+    size: str, work: Path, image_size: int, splits: str, batch_size: int, num_workers: int, with_images: bool
+) -> None:
     import torch
 
     from skyrank.benchmarks.synthetic import generate_synthetic
@@ -56,6 +59,7 @@ def _child(size: str, work: Path, image_size: int, splits: str, batch_size: int,
         image_size=image_size,
         splits=tuple(splits.split(",")),
         out=work / f"out-{size}",
+        with_images=with_images,
         overwrite=True,
         batch_size=batch_size,
         num_workers=num_workers,
@@ -83,12 +87,17 @@ def main() -> None:
     ap.add_argument("--splits", default="test")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--num-workers", type=int, default=1)
+    ap.add_argument(
+        "--ids-only",
+        action="store_true",
+        help="no image bytes in the gallery/queries configs (the default for University-1652 and SUES-200)",
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="skyrank-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     if args.child:
-        _child(args.child, work, args.image_size, args.splits, args.batch_size, args.num_workers)
+        _child(args.child, work, args.image_size, args.splits, args.batch_size, args.num_workers, not args.ids_only)
         return
     sizes = ["small", "u1652-full" if args.full else "10x"]
     results = []
@@ -108,7 +117,7 @@ def main() -> None:
             str(args.batch_size),
             "--num-workers",
             str(args.num_workers),
-        ]
+        ] + (["--ids-only"] if args.ids_only else [])
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ}).stdout
         results.append(json.loads(out.strip().splitlines()[-1]))
     print(
