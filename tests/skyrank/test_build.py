@@ -182,3 +182,22 @@ def test_bad_image_stops_the_build_unless_skipped_then_it_is_listed(bench, tmp_p
     assert report.bad_images == [rel]
     assert report.configs["queries-synthetic"]["test"] == 15
     assert rel in report.summary() and rel in (report.out / "README.md").read_text()
+
+
+@pytest.mark.parametrize("layout", ["raw", "split"])
+def test_sues200_build_per_altitude_ids_only(bench, tmp_path, layout):
+    from tests.skyrank.benchmarks.layouts import make_sues200
+
+    _, ckpt = bench
+    root = make_sues200(tmp_path / "SUES", layout=layout, size=SIZE)
+    report = build_dataset(
+        dataset="sues200", root=root, altitude=150, directions=("d2s", "s2d"), checkpoint=ckpt,
+        arch="convnext_atto", image_size=SIZE, out=tmp_path / "ds", top_m=3, progress=False,
+    )  # fmt: skip
+    d2s, s2d = "sample4geo-sues200-150-d2s", "sample4geo-sues200-150-s2d"
+    assert report.configs[d2s] == {"train": 6, "test": 4}  # 3 train / 2 test locations x 2 frames
+    assert report.configs[s2d] == {"train": 3, "test": 2}
+    # the official SUES-200 test gallery holds every location: train locations act as distractors
+    assert {s.split: s.gallery for s in report.stats if s.config == d2s} == {"train": 3, "test": 5}
+    assert report.params["with_images"] is False  # the SUES-200 licence forbids redistribution
+    assert "dtype: image" not in (report.out / "README.md").read_text()
