@@ -1,5 +1,32 @@
-"""SkyRank: re-ranking datasets for cross-view UAV geo-localization (SkyLink, arXiv 2603.08063)."""
+"""SkyRank: re-ranking datasets for cross-view UAV geo-localization (SkyLink, arXiv 2603.08063).
+
+The entry points are importable from the package (lazily, so ``import skyrank`` stays light)::
+
+    skyrank.build_dataset(...)      # skyrank build
+    skyrank.validate_dataset(dir)   # skyrank validate
+    skyrank.publish_dataset(...)    # skyrank publish
+    skyrank.load_skyrank(repo_or_folder, config, split="test", images_root=...)
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
+
+_LAZY = {
+    "build_dataset": "skyrank.build",
+    "validate_dataset": "skyrank.validate",
+    "publish_dataset": "skyrank.publish",
+    "load_skyrank": "skyrank.loading",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'skyrank' has no attribute {name!r}")
