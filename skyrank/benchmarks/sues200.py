@@ -37,7 +37,7 @@ from pathlib import Path
 
 import yaml
 
-from skyrank.benchmarks._base import Benchmark, RetrievalSplit, apply_protocol, register_benchmark
+from skyrank.benchmarks._base import Benchmark, RetrievalSplit, register_benchmark
 from skyrank.benchmarks.university1652 import (
     DIRECTIONS,
     PROTOCOLS,
@@ -46,6 +46,7 @@ from skyrank.benchmarks.university1652 import (
     check_choice,
     check_root,
     layout_error,
+    make_split,
     no_images_error,
     scan_view_folder,
 )
@@ -199,18 +200,7 @@ class SUES200(Benchmark):
             queries, gallery = self._read_raw(path, split, direction, alt)
         else:
             queries, gallery = self._read_split(path, split, direction, alt, layout)
-        return RetrievalSplit(
-            benchmark=self.name,
-            split=split,
-            direction=direction,
-            protocol=protocol,
-            root=path,
-            queries=queries.records,
-            gallery=apply_protocol(queries.records, gallery.records, protocol),
-            altitude=alt,
-            skipped_empty_folders=sorted(set(queries.skipped_empty_folders) | set(gallery.skipped_empty_folders)),
-            ignored_files=queries.ignored_files + gallery.ignored_files,
-        )
+        return make_split(self.name, split, direction, protocol, path, queries, gallery, altitude=alt)
 
     # -- the split layouts: Training/<alt>/..., Testing/<alt>/... (or train/, test/) -------------------------------
 

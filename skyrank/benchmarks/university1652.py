@@ -79,6 +79,31 @@ class ScanResult:
         self.ignored_files += other.ignored_files
 
 
+def make_split(
+    benchmark: str,
+    split: str,
+    direction: str,
+    protocol: str,
+    root: Path,
+    queries: ScanResult,
+    gallery: ScanResult,
+    altitude: str | None = None,
+) -> RetrievalSplit:
+    """The :class:`RetrievalSplit` of two scans: gallery protocol applied, skips and ignored files merged."""
+    return RetrievalSplit(
+        benchmark=benchmark,
+        split=split,
+        direction=direction,
+        protocol=protocol,
+        root=root,
+        queries=queries.records,
+        gallery=apply_protocol(queries.records, gallery.records, protocol),
+        altitude=altitude,
+        skipped_empty_folders=sorted(set(queries.skipped_empty_folders) | set(gallery.skipped_empty_folders)),
+        ignored_files=queries.ignored_files + gallery.ignored_files,
+    )
+
+
 def _is_image_name(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
@@ -262,15 +287,4 @@ class University1652(Benchmark):
         for rel, scan in ((q_rel, queries), (g_rel, gallery)):
             if not scan.records:
                 raise no_images_error(rel, path, scan)
-        return RetrievalSplit(
-            benchmark=self.name,
-            split=split,
-            direction=direction,
-            protocol=protocol,
-            root=path,
-            queries=queries.records,
-            gallery=apply_protocol(queries.records, gallery.records, protocol),
-            altitude=None,
-            skipped_empty_folders=sorted(set(queries.skipped_empty_folders) | set(gallery.skipped_empty_folders)),
-            ignored_files=queries.ignored_files + gallery.ignored_files,
-        )
+        return make_split(self.name, split, direction, protocol, path, queries, gallery)
