@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from skyrank import schema
 from skyrank.benchmarks import RetrievalSplit, get_benchmark
@@ -420,13 +421,17 @@ def build_dataset(
         "software": _software_versions(),
     }
     tables = []
-    with DatasetWriter(out, overwrite=overwrite) as writer:
+    with DatasetWriter(out, overwrite=overwrite) as writer, tqdm(
+        total=len(image_rows) + len(retriever_tables), disable=not progress, unit="table", desc="write parquet"
+    ) as bar:
         for (cfg, split), rows_by_id in sorted(image_rows.items()):
             rows = [rows_by_id[k] for k in sorted(rows_by_id)]
             features = schema.features_for(cfg, with_images=with_images)
             tables.append(writer.add_table(cfg, split, rows, features, images_root=root if with_images else None))
+            bar.update()
         for cfg, split, rows in retriever_tables:
             tables.append(writer.add_table(cfg, split, rows, schema.RETRIEVER_FEATURES))
+            bar.update()
         card = render_dataset_card(
             tables,
             pretty_name=f"SkyRank: {retriever} on {dataset}" + (f" ({altitude} m)" if altitude else ""),
@@ -462,6 +467,8 @@ def build_dataset(
         timings["write"] = time.perf_counter() - t0
         final = writer.finalize(card, params)
     t0 = time.perf_counter()
+    if progress:
+        tqdm.write(f"validating {final}: every config and split through load_dataset, then the invariants")
     validate_dataset(final)
     timings["validate"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
