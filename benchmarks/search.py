@@ -78,7 +78,7 @@ class PeakRss:
 
 
 def run(n: int, n_queries: int, dim: int, k: int, kinds: list[str], use_gpu: bool | None, fast_build: bool,
-        seed: int) -> None:
+        seed: int, hnsw_ef_construction: int | None = None) -> None:
     import faiss
 
     t0 = time.perf_counter()
@@ -90,8 +90,13 @@ def run(n: int, n_queries: int, dim: int, k: int, kinds: list[str], use_gpu: boo
     sample = queries[sample_queries(n_queries, 1000)]
     results: dict[str, dict[str, Any]] = {}
     exact_idx = None
-    for kind in ["exact"] + [x for x in kinds if x != "exact"]:
-        params = {"deterministic": not fast_build}
+    for label in ["exact"] + [x for x in kinds if x != "exact"]:
+        kind = label.split("-")[0]
+        params: dict[str, Any] = {"deterministic": not fast_build}
+        if label == "ivf-faiss":
+            params["ivf_scan"] = "faiss"
+        if kind == "hnsw" and hnsw_ef_construction is not None:
+            params["ef_construction"] = hnsw_ef_construction
         with PeakRss() as mem:
             t = time.perf_counter()
             calib = queries[sample_queries(n_queries, 1000, seed=1)] if kind == "ivf" else None
@@ -100,27 +105,27 @@ def run(n: int, n_queries: int, dim: int, k: int, kinds: list[str], use_gpu: boo
             t = time.perf_counter()
             _, idx = index.search(queries, k)
             search_s = time.perf_counter() - t
-        if kind == "exact":
+        if label == "exact":
             exact_idx = idx
         assert exact_idx is not None
         overlap = np.mean([np.intersect1d(a[a >= 0], b).size / k for a, b in zip(idx, exact_idx, strict=True)])
         card_recall = measure_recall(index, refs, sample, k)
-        results[kind] = dict(build=build_s, search=search_s, mem=mem.peak_delta, recall=float(overlap),
+        results[label] = dict(build=build_s, search=search_s, mem=mem.peak_delta, recall=float(overlap),
                              card_recall=card_recall, info=index.info)
         shown = {key: v for key, v in index.info.items()
                  if key in ("nlist", "nprobe", "nprobe_calibration", "train_size", "M", "ef_construction",
-                            "ef_search", "on_gpu", "fallback")}
-        print(f"{kind:>5}: build {build_s:8.2f} s  search {search_s:8.2f} s ({n_queries / search_s:9.0f} q/s)  "
+                            "ef_search", "on_gpu", "fallback", "ivf_scan")}
+        print(f"{label:>9}: build {build_s:8.2f} s  search {search_s:8.2f} s ({n_queries / search_s:9.0f} q/s)  "
               f"peak RSS +{mem.peak_delta / 2**20:7.0f} MiB  recall@{k} {overlap:.4f} "
               f"(card sample {card_recall:.4f})  {shown}", flush=True)
         del index
     ex = results["exact"]
     print()
-    for kind, r in results.items():
-        if kind == "exact":
+    for label, r in results.items():
+        if label == "exact":
             continue
         total = (ex["build"] + ex["search"]) / (r["build"] + r["search"])
-        print(f"{kind.upper()} is {ex['search'] / r['search']:.1f}x faster than exact at recall@{k} = "
+        print(f"{label.upper()} is {ex['search'] / r['search']:.1f}x faster than exact at recall@{k} = "
               f"{r['recall']:.4f} (search only; build + search: {total:.1f}x"
               f"; peak memory {r['mem'] / max(ex['mem'], 1):.2f}x exact's)")
 
@@ -131,7 +136,11 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=2_000, help="queries (default 2,000)")
     parser.add_argument("--dim", type=int, default=1024)
     parser.add_argument("--k", type=int, default=20)
-    parser.add_argument("--kinds", default="exact,ivf,hnsw", help="comma-separated subset of exact,ivf,hnsw")
+    parser.add_argument("--kinds", default="exact,ivf,hnsw",
+                        help="comma-separated subset of exact,ivf,ivf-faiss,hnsw (ivf-faiss: IVF with faiss's "
+                             "per-query CPU scan instead of the default list-major scan)")
+    parser.add_argument("--hnsw-ef-construction", type=int, default=None,
+                        help="HNSW efConstruction (default: skyrank.index's 200)")
     parser.add_argument("--gpu", choices=["auto", "yes", "no"], default="auto", help="faiss GPU for exact/ivf")
     parser.add_argument("--fast-build", action="store_true",
                         help="multi-threaded k-means and HNSW build (not deterministic across runs)")
@@ -139,7 +148,11 @@ def main() -> None:
     args = parser.parse_args()
     use_gpu = {"auto": None, "yes": True, "no": False}[args.gpu]
     kinds = [x.strip() for x in args.kinds.split(",") if x.strip()]
-    run(args.n, args.queries, args.dim, args.k, kinds, use_gpu, args.fast_build, args.seed)
+    unknown = set(kinds) - {"exact", "ivf", "ivf-faiss", "hnsw"}
+    if unknown:
+        parser.error(f"unknown --kinds {sorted(unknown)}: choose from exact, ivf, ivf-faiss, hnsw")
+    run(args.n, args.queries, args.dim, args.k, kinds, use_gpu, args.fast_build, args.seed,
+        args.hnsw_ef_construction)
 
 
 if __name__ == "__main__":

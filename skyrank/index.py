@@ -17,11 +17,16 @@ Kinds and parameter rules (N = gallery size; every value can be overridden with 
   ``default_rng(seed)``, indices sorted) with faiss's clustering seed set to ``seed`` (default 0), 10 iterations.
   ``nprobe`` (unless given): with ``calibration_queries`` (what :func:`skyrank.mining.mine` passes: a
   deterministic sample of up to 1,000 of its queries), the smallest of ``s, 2s, 4s, ..., nlist`` with
-  ``s = max(4, ceil(nlist / 256))`` whose recall@k against exact search on those queries reaches
+  ``s = max(1, ceil(nlist / 1024))`` whose recall@k against exact search on those queries reaches
   ``target_recall`` (0.99); the tried values and recalls are in ``info["nprobe_calibration"]``. Without
   calibration queries, ``min(nlist, max(16, ceil(nlist / 32)))``: 40 of 1,265 lists at N = 100,000, 125 of
   4,000 at N = 1,000,000 (about 3% of the lists). Recall depends on the data, so :func:`measure_recall` is
   reported with the index.
+  On the CPU the search is *list-major* by default (``params["ivf_scan"] = "list_major"``, see
+  :class:`_ListMajorIVF`): each inverted list is scored against all the queries of a batch that probe it with
+  one BLAS matrix product, instead of faiss's per-query scan (``"faiss"``); same lists, same neighbours, several
+  times faster when many queries are searched at once (``benchmarks/search.py``). On the GPU, faiss's GPU IVF
+  index searches (``info["ivf_scan"] == "gpu"``).
 * ``hnsw``: faiss ``IndexHNSWFlat`` with ``METRIC_INNER_PRODUCT``, ``M = 32``, ``efConstruction = 200``,
   ``efSearch = max(128, 2 * k)`` at each search (so it always exceeds k). HNSW has no faiss GPU
   implementation, so it always runs on the CPU (``info["on_gpu"]`` is False; ``use_gpu=True`` is refused).
@@ -70,7 +75,14 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "ef_search": 128,  # efSearch = max(ef_search, 2k) at each search (hnsw)
     "deterministic": True,  # train k-means / build the HNSW graph with one thread
     "batch_size": 8192,  # queries per faiss call
+    "ivf_scan": "list_major",  # CPU IVF search: "list_major" (one matrix product per list) or "faiss"
 }
+
+#: CPU IVF scan strategies (``params["ivf_scan"]``).
+IVF_SCANS = ("list_major", "faiss")
+
+#: List-major IVF search: at most this many (query, probe, k) candidate slots per batch of queries.
+_LIST_MAJOR_SLOTS = 1 << 24
 
 #: faiss GPU IVF indexes accept at most this many probes.
 _GPU_MAX_NPROBE = 2048
@@ -118,6 +130,80 @@ def _omp_threads(n: int | None) -> Iterator[None]:
         faiss.omp_set_num_threads(before)
 
 
+class _ListMajorIVF:
+    """The CPU search of a faiss ``IndexIVFFlat``, one inverted list at a time (``params["ivf_scan"]``).
+
+    faiss's CPU ``IndexIVFFlat`` scans each query's nprobe lists vector by vector, so every query streams about
+    nprobe / nlist of the gallery from memory and the search is bound by memory bandwidth. A SkyRank build
+    searches all its queries at once, and with thousands of queries per batch each list is probed by many of
+    them, so this turns the loop around: faiss's coarse quantizer assigns the batch's queries to their nprobe
+    nearest lists, then each list's vectors are read once and scored against every query that probes it with
+    one BLAS matrix product, keeping each (query, list)'s top-k; a query's result is the top-k of its nprobe
+    partial lists. Same lists, same float32 inner products (summed in BLAS's order rather than faiss's), so the
+    same neighbours as ``IndexIVFFlat`` at the same nprobe, up to float32 rounding at ties.
+
+    The vectors are numpy views of the faiss index's own inverted lists (no copy): the index must outlive this
+    object (:class:`SearchIndex` holds both).
+    """
+
+    def __init__(self, ivf: Any) -> None:
+        faiss = _import_faiss()
+        invlists = ivf.invlists
+        self.quantizer = ivf.quantizer
+        self.dim = int(ivf.d)
+        self.vectors: list[np.ndarray | None] = []
+        self.ids: list[np.ndarray | None] = []
+        for lst in range(int(ivf.nlist)):
+            n = int(invlists.list_size(lst))
+            if n == 0:
+                self.vectors.append(None)
+                self.ids.append(None)
+                continue
+            codes = faiss.rev_swig_ptr(invlists.get_codes(lst), n * int(ivf.code_size))
+            self.vectors.append(codes.view(np.float32).reshape(n, self.dim))
+            self.ids.append(np.array(faiss.rev_swig_ptr(invlists.get_ids(lst), n), dtype=np.int64))
+
+    def batch_size(self, nprobe: int, k: int) -> int:
+        """Queries per batch: as many as keep the (query, probe, k) candidate buffers within bounds."""
+        return max(1, min(65_536, _LIST_MAJOR_SLOTS // (nprobe * k)))
+
+    def search(self, q: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        """Unsorted top-``k`` ``(scores, ids)`` of each query over its ``nprobe`` lists (-inf / -1 when short)."""
+        _, lists = self.quantizer.search(q, nprobe)
+        width = nprobe * k
+        best_s = np.full((q.shape[0], width), -np.inf, dtype=np.float32)
+        best_i = np.full((q.shape[0], width), -1, dtype=np.int64)
+        flat = lists.ravel()
+        order = np.argsort(flat, kind="stable")  # (query, probe) pairs grouped by list
+        grouped = flat[order]
+        cuts = np.flatnonzero(np.diff(grouped)) + 1
+        for a, b in zip(np.r_[0, cuts], np.r_[cuts, flat.size], strict=True):
+            lst = int(grouped[a])
+            vectors = self.vectors[lst] if lst >= 0 else None
+            if vectors is None:  # an empty list, or fewer centroids than nprobe (-1)
+                continue
+            ids = self.ids[lst]
+            assert ids is not None
+            pairs = order[a:b]
+            rows = pairs // nprobe
+            scores = q[rows] @ vectors.T
+            n = scores.shape[1]
+            if n > k:
+                top = np.argpartition(scores, n - k, axis=1)[:, n - k :]
+                scores = np.take_along_axis(scores, top, axis=1)
+                found = ids[top]
+            else:
+                found = np.broadcast_to(ids, scores.shape)
+            cols = (pairs % nprobe)[:, None] * k + np.arange(scores.shape[1])
+            best_s[rows[:, None], cols] = scores
+            best_i[rows[:, None], cols] = found
+        if width > k:
+            top = np.argpartition(best_s, width - k, axis=1)[:, width - k :]
+            best_s = np.take_along_axis(best_s, top, axis=1)
+            best_i = np.take_along_axis(best_i, top, axis=1)
+        return best_s, best_i
+
+
 class SearchIndex:
     """A built index over ``ntotal`` references; :meth:`search` returns the top-k by inner product (Eq. 1).
 
@@ -128,7 +214,8 @@ class SearchIndex:
     """
 
     def __init__(self, kind: str, info: dict[str, Any], *, flat: _FlatIP | None = None, cpu: Any = None,
-                 gpu: Any = None, resources: Any = None, batch_size: int = 8192) -> None:
+                 gpu: Any = None, resources: Any = None, batch_size: int = 8192,
+                 list_major: _ListMajorIVF | None = None) -> None:
         self.kind = kind
         self.info = info
         self.ntotal = int(info["ntotal"])
@@ -138,6 +225,7 @@ class SearchIndex:
         self._gpu = gpu
         self._resources = resources  # keeps the GPU memory alive as long as the index
         self._batch_size = batch_size
+        self._list_major = list_major
 
     @property
     def is_exact(self) -> bool:
@@ -150,10 +238,15 @@ class SearchIndex:
         if self.kind == "hnsw":
             self._cpu.hnsw.efSearch = max(int(self.info["ef_search"]), 2 * k)
             index = self._cpu
+        elif self._use_list_major(k):
+            assert self._list_major is not None
+            index = None
         else:
-            use_gpu = self._gpu is not None and k <= _GPU_MAX_K
-            index = self._gpu if use_gpu else self._cpu
-        scores, idx = index.search(np.ascontiguousarray(q), int(k))
+            index = self._gpu if self._gpu is not None and k <= _GPU_MAX_K else self._cpu
+        if index is None:
+            scores, idx = self._list_major.search(np.ascontiguousarray(q), int(k), int(self._cpu.nprobe))
+        else:
+            scores, idx = index.search(np.ascontiguousarray(q), int(k))
         scores = scores.astype(np.float32, copy=False)
         idx = idx.astype(np.int64, copy=False)
         # Deterministic order: (-score, gallery index), missing results (-1) last.
@@ -164,6 +257,10 @@ class SearchIndex:
         idx = np.take_along_axis(idx, order, axis=-1)
         scores[idx < 0] = -np.inf
         return scores, idx
+
+    def _use_list_major(self, k: int) -> bool:
+        """IVF on the CPU with the list-major scan (the GPU index serves every k it supports)."""
+        return self._list_major is not None and (self._gpu is None or k > _GPU_MAX_K)
 
     def search(self, query_emb: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` references of each query: ``(scores float32 (Q, k), indices int64 (Q, k))``.
@@ -179,8 +276,12 @@ class SearchIndex:
             raise ValueError(f"k must be between 1 and the gallery size {self.ntotal}, got {k}")
         scores = np.empty((q.shape[0], k), dtype=np.float32)
         idx = np.empty((q.shape[0], k), dtype=np.int64)
-        for start in range(0, q.shape[0], self._batch_size):
-            stop = min(start + self._batch_size, q.shape[0])
+        batch = self._batch_size
+        if self._use_list_major(k):
+            assert self._list_major is not None
+            batch = max(batch, self._list_major.batch_size(int(self._cpu.nprobe), k))
+        for start in range(0, q.shape[0], batch):
+            stop = min(start + batch, q.shape[0])
             scores[start:stop], idx[start:stop] = self._search_batch(q[start:stop], k)
         return scores, idx
 
@@ -221,6 +322,8 @@ def build_index(
     if kind not in KINDS:
         raise ValueError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
     p = _merge_params(params)
+    if p["ivf_scan"] not in IVF_SCANS:
+        raise ValueError(f"unknown ivf_scan {p['ivf_scan']!r}; choose one of {', '.join(IVF_SCANS)}")
     ref = _as_matrix(ref_emb, "ref_emb")
     n, dim = ref.shape
     faiss = _import_faiss()
@@ -262,14 +365,15 @@ def build_index(
             cpu.train(ref[sample])
         cpu.add(ref)
         cpu.nprobe = nprobe
+        list_major = _ListMajorIVF(cpu) if p["ivf_scan"] == "list_major" else None
         calibration: list[tuple[int, float]] = []
         if calibrate:
             cq = _as_matrix(calibration_queries, "calibration_queries")
             ck = min(int(calibration_k), n)
-            nprobe = min(nlist, max(4, math.ceil(nlist / 256)))
+            nprobe = min(nlist, max(1, math.ceil(nlist / 1024)))
             while True:
                 cpu.nprobe = nprobe
-                _, found = cpu.search(cq, ck)
+                _, found = list_major.search(cq, ck, nprobe) if list_major is not None else cpu.search(cq, ck)
                 calibration.append((nprobe, round(_recall(ref, cq, found, ck), 5)))
                 if calibration[-1][1] >= float(p["target_recall"]) or nprobe == nlist:
                     break
@@ -281,9 +385,11 @@ def build_index(
             gpu = faiss.index_cpu_to_gpu(resources, 0, cpu)
             gpu.nprobe = nprobe
         info.update(nlist=nlist, nprobe=nprobe, train_size=train_size, seed=int(p["seed"]),
-                    kmeans_iterations=int(p["kmeans_iterations"]), on_gpu=gpu is not None)
+                    kmeans_iterations=int(p["kmeans_iterations"]), on_gpu=gpu is not None,
+                    ivf_scan="gpu" if gpu is not None else p["ivf_scan"])
         info["build_seconds"] = round(time.perf_counter() - start, 3)
-        return SearchIndex("ivf", info, cpu=cpu, gpu=gpu, resources=resources, batch_size=batch)
+        return SearchIndex("ivf", info, cpu=cpu, gpu=gpu, resources=resources, batch_size=batch,
+                           list_major=list_major)
 
     cpu = faiss.IndexHNSWFlat(dim, int(p["M"]), faiss.METRIC_INNER_PRODUCT)
     cpu.hnsw.efConstruction = int(p["ef_construction"])

@@ -79,6 +79,26 @@ def test_ivf_is_deterministic_across_thread_counts(data20k: tuple[np.ndarray, np
     np.testing.assert_array_equal(results[0][1], results[1][1])
 
 
+@pytest.mark.parametrize(("nprobe", "k"), [(4, 20), (1, 40)])
+def test_list_major_ivf_scan_matches_faiss(data20k: tuple[np.ndarray, np.ndarray], nprobe: int, k: int) -> None:
+    refs, queries = data20k
+    params = {"nprobe": nprobe, "batch_size": 64}  # several batches
+    ours = build_index(refs, "ivf", use_gpu=False, params=params)
+    theirs = build_index(refs, "ivf", use_gpu=False, params={**params, "ivf_scan": "faiss"})
+    assert ours.info["ivf_scan"] == "list_major" and theirs.info["ivf_scan"] == "faiss"
+    s_ours, i_ours = ours.search(queries, k)
+    s_theirs, i_theirs = theirs.search(queries, k)
+    np.testing.assert_array_equal(i_ours, i_theirs)
+    np.testing.assert_allclose(s_ours, s_theirs, rtol=0, atol=1e-5)
+    if nprobe == 1:  # one list of ~39 references cannot fill k = 40: missing slots are -1 / -inf, last
+        short = (i_ours < 0).any(axis=1)
+        assert short.any()
+        assert np.all(np.isneginf(s_ours[i_ours < 0]))
+        assert np.all(np.diff((i_ours < 0).astype(int), axis=1) >= 0)
+    with pytest.raises(ValueError, match="unknown ivf_scan"):
+        build_index(refs, "ivf", params={"ivf_scan": "gemm"})
+
+
 def test_hnsw_recall_and_determinism() -> None:
     refs, queries = _clustered(5_000, 200, 16, seed=1)
     a = build_index(refs, "hnsw", use_gpu=False)
