@@ -18,10 +18,11 @@ Conventions (every rank and list in a mined row obeys them):
 * **Scores** are float32 inner products. :func:`search_topk` returns faiss's scores. :func:`mine` and
   :func:`full_ranks` compute each query's score row once with a float32 numpy matmul against the whole gallery
   (in query chunks, so memory stays bounded) and derive *everything* in that query's row from it: the stored
-  scores, the order of the lists and the ranks. faiss and numpy may differ in the last ulp, so in :func:`mine`
-  faiss only proposes the candidate pool; the pool is re-scored and re-sorted with the numpy scores and checked
-  to contain every reference scoring at least its boundary score (a row failing the check, which needs an
-  ulp-level disagreement or a tie at the boundary, is ranked from its full score row instead).
+  scores, the order of the lists and the ranks. In exact mode :func:`mine` reads each query's candidate pool
+  off that score row (a partial sort, no second search); an approximate index (:mod:`skyrank.index`) proposes
+  it otherwise. An exact pool is re-sorted with the numpy scores and checked to contain every reference
+  scoring at least its boundary score (a row failing the check, which needs a tie at the boundary, is ranked
+  from its full score row instead).
 * **Ties, label-free** (:func:`search_topk`): equal scores are ordered by ascending gallery index, also at the
   k boundary: the k returned are exactly the first k of the gallery sorted by (-score, gallery index).
 * **Ties, with labels** (:func:`full_ranks`, :func:`mine`): the optimistic rule. The full ranking is the
@@ -183,6 +184,13 @@ def _positive_ranks(row: np.ndarray, pos: np.ndarray) -> np.ndarray:
     greater = _count_strictly_greater(row, s)
     tied_before = ((s[None, :] == s[:, None]) & (pos[None, :] < pos[:, None])).sum(axis=1)
     return (1 + greater + tied_before).astype(np.int64)
+
+
+def _top_unsorted(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of ``k`` largest entries of each row, in no particular order (ties at the k-th: any of them)."""
+    if k >= scores.shape[1]:
+        return np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    return np.argpartition(scores, scores.shape[1] - k, axis=1)[:, scores.shape[1] - k :]
 
 
 def _ranked_prefix(row: np.ndarray, pool: np.ndarray, pos: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -412,22 +420,23 @@ def mine(
 
     ``index``: ``"exact"`` (default, the paper's setting), ``"ivf"`` or ``"hnsw"`` (built with
     :func:`skyrank.index.build_index` from ``use_gpu`` and ``index_params``), or a prebuilt
-    :class:`skyrank.index.SearchIndex` over ``gallery_emb``. With an approximate index the approximate search
-    only proposes each query's pool, its top-K (K = m + the largest number of positives of any query + 8); the
-    row is then defined by the **pool-first ranking**: the pool re-scored with the exact float32 scores and
-    sorted by the rule above, followed by every other reference in the same order. ``retrieved_ids`` is its
-    top-m, ``candidate_ids`` its first m-1 negatives, ``positive_ranks``/``gt_rank`` the positives' positions in
-    it. That is the full ranking the approximate retriever stands for (what it returns, completed exactly), so
+    :class:`skyrank.index.SearchIndex` over ``gallery_emb``; ``use_gpu`` only applies to such an index (exact
+    mining reads its candidates off the numpy score rows it computes anyway). With an approximate index the
+    approximate search only proposes each query's pool, its top-K (K = m + the largest number of positives of any
+    query + 8); the row is then defined by the **pool-first ranking**: the pool re-scored with the exact float32
+    scores and sorted by the rule above, followed by every other reference in the same order. ``retrieved_ids`` is
+    its top-m, ``candidate_ids`` its first m-1 negatives, ``positive_ranks``/``gt_rank`` the positives' positions
+    in it. That is the full ranking the approximate retriever stands for (what it returns, completed exactly), so
     every invariant of an exact row holds (``gt_rank <= m`` iff ``gt_id`` is retrieved and then
     ``retrieved_ids[gt_rank - 1] == gt_id``; ``gt_rank == min(positive_ranks)``; ranks strictly increasing and
-    consistent with the scores). A positive the index found keeps its exact rank or moves up (references it
-    missed are ranked after the pool); a positive it missed is ranked after the pool (rank > K > m), at its
-    exact rank among the references outside the pool. When the pool holds the exact top-K, rows equal the
-    exact rows. Ranks beyond the pool need each query's scores against the whole gallery, an O(Q N d) matrix
-    product, as in exact mode: the approximate index saves the exact search, not this product (on millions of
-    references its cost dominates; it runs in bounded-memory chunks). Tiny galleries fall back to exact search
-    (``info["fallback"]``). For ``"ivf"``, nprobe is calibrated for recall@m >= 0.99 on a deterministic sample of
-    ``recall_sample`` queries (seed 1; the reported recall uses another sample, seed 0).
+    consistent with the scores). A positive the index found keeps its exact rank or moves up (references it missed
+    are ranked after the pool); a positive it missed is ranked after the pool (rank > K > m), at its exact rank
+    among the references outside the pool. When the pool holds the exact top-K, rows equal the exact rows. Ranks
+    beyond the pool need each query's scores against the whole gallery, an O(Q N d) matrix product, as in exact
+    mode: the approximate index saves the exact search, not this product (on millions of references its cost
+    dominates; it runs in bounded-memory chunks). Tiny galleries fall back to exact search (``info["fallback"]``).
+    For ``"ivf"``, nprobe is calibrated for recall@m >= 0.99 on a deterministic sample of ``recall_sample`` queries
+    (seed 1; the reported recall uses another sample, seed 0).
 
     ``return_info=True`` returns ``(rows, info)``: ``info`` is the index's ``info`` dict (kind, parameters,
     fallback, build time) plus ``recall_at_m`` (:func:`skyrank.index.measure_recall` at k = m on a deterministic
@@ -486,14 +495,11 @@ def mine(
             if index != "exact"
             else None
         )
-    flat: _FlatIP | None = None
     if approx is None:
-        flat = _FlatIP(g, use_gpu)
         info = {"kind": "exact", "requested_kind": "exact", "ntotal": n_g, "dim": g.shape[1], "fallback": None}
     else:
         info = dict(approx.info)
         if approx.is_exact:  # kind "exact" or the tiny-gallery fallback
-            flat = approx._flat if approx._flat is not None else _FlatIP(g, use_gpu)
             approx = None
     pool_size = min(n_g, m + most + _MARGIN)
     order = sorted(range(n_q), key=q_ids.__getitem__)
@@ -505,9 +511,11 @@ def mine(
             pos_lists = [positives[q_labels[qi]] for qi in chunk]
             qc = q[chunk]
             scores = qc @ g.T  # the one place this chunk's scores are computed
-            if flat is not None:
+            if approx is None:
+                # Exact search: the candidate pool is read off the score matrix computed above (one product,
+                # not a second faiss search); _ranked_prefix checks that it holds the prefix, ties included.
                 fetch = min(n_g, m + max(p.size for p in pos_lists) + _MARGIN)
-                _, pools = flat.search(qc, fetch)
+                pools = _top_unsorted(scores, fetch)
             else:
                 _, pools = approx.search(qc, pool_size)
             cand_idx = np.empty((len(chunk), m - 1), dtype=np.int64)
@@ -515,7 +523,7 @@ def mine(
             partial: list[tuple[Any, ...]] = []
             for j, qi in enumerate(chunk):
                 row, pos = scores[j], pos_lists[j]
-                if flat is None:
+                if approx is not None:
                     retrieved, negatives, pos_sorted, ranks_sorted = _approx_ranking(row, pools[j], pos, m)
                 else:
                     ranks = _positive_ranks(row, pos)
