@@ -20,11 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from tqdm.auto import tqdm
 
 from skyrank import schema
 from skyrank.benchmarks import RetrievalSplit, get_benchmark
 from skyrank.errors import SkyRankError
+
+_RETRIEVER_ARROW = schema.RETRIEVER_FEATURES.arrow_schema
 
 #: The small retriever the synthetic default trains (Sample4Geo's recipe on a timm ConvNeXt-Atto).
 SYNTHETIC_RETRIEVER = {"arch": "convnext_atto", "image_size": 64, "epochs": 40, "batch_size": 32}
@@ -380,9 +383,11 @@ def build_dataset(
             index_info[f"{split}/{direction}"] = info
             timings["search"] += time.perf_counter() - t0
             cfg = schema.retriever_config_name(retriever, dataset, direction, altitude)
-            retriever_tables.append((cfg, split, rows))
             gt_in = 100.0 * float(np.mean([r["gt_rank"] <= top_m for r in rows])) if rows else 0.0
             stats.append(SplitStats(cfg, split, len(rows), len(g.ids), gt_in, retrieval_metrics(rows)))
+            # Held as Arrow columns until written: a fraction of the memory of the row dicts.
+            retriever_tables.append((cfg, split, pa.Table.from_pylist(rows, schema=_RETRIEVER_ARROW)))
+            del rows
             for table_cfg, ids in ((gallery_cfg, g.ids), (queries_cfg, [q.ids[i] for i in keep])):
                 table = image_rows.setdefault((table_cfg, split), {})
                 for image_id in ids:

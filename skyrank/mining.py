@@ -504,6 +504,9 @@ def mine(
     pool_size = min(n_g, m + most + _MARGIN)
     order = sorted(range(n_q), key=q_ids.__getitem__)
     rows_per_chunk = _chunk_rows(n_g, None)
+    # An approximate index searches every query in one call (its own batches; IVF's list-major scan needs many
+    # queries per batch to pay off), not chunk by chunk: the pools are small (Q x K ids).
+    approx_pools = approx.search(q, pool_size)[1] if approx is not None else None
     out: list[dict[str, Any]] = []
     with tqdm(total=n_q, disable=not progress, unit="query", desc="mining") as bar:
         for start in range(0, n_q, rows_per_chunk):
@@ -517,7 +520,7 @@ def mine(
                 fetch = min(n_g, m + max(p.size for p in pos_lists) + _MARGIN)
                 pools = _top_unsorted(scores, fetch)
             else:
-                _, pools = approx.search(qc, pool_size)
+                pools = approx_pools[chunk]
             cand_idx = np.empty((len(chunk), m - 1), dtype=np.int64)
             gt_idx = np.empty(len(chunk), dtype=np.int64)
             partial: list[tuple[Any, ...]] = []
