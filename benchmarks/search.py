@@ -2,15 +2,15 @@
 
 References are a Gaussian mixture on the unit sphere (``N / 100`` clusters, noise as large as the centres, so a
 cluster's members have cosine about 0.5 with each other), not uniform random vectors, on which approximate
-search is meaningless. Each query is a reference plus half as much noise again (a drone view near its
-satellite tile). IVF's nprobe is calibrated on 1,000 of the queries as ``skyrank.mining.mine`` does
-(included in its build time). For every index kind the script measures build time, search time for all queries
+search is meaningless. Each query is a reference plus half as much noise again (a drone view near its satellite
+tile). IVF's nprobe and HNSW's efSearch are calibrated on 1,000 of the queries as ``skyrank.mining.mine`` does
+(included in the build time). For every index kind the script measures build time, search time for all queries
 at k = 20, the peak resident-memory increase during build + search, and recall@20 against the exact results (set
-overlap over all queries; plus :func:`skyrank.index.measure_recall` on its 1,000-query sample, what the
-dataset card reports), and prints the ratios against exact measured in the same run.
+overlap over all queries; plus :func:`skyrank.index.measure_recall` on its 1,000-query sample, what the dataset
+card reports), and prints the ratios against exact measured in the same run.
 
     python benchmarks/search.py                                  # N=100,000, Q=2,000: this 2-core CPU
-    python benchmarks/search.py --n 1000000 --queries 40000      # a GPU machine (issue 5 target: >= 20x at 0.99)
+    python benchmarks/search.py --n 1000000 --queries 40000      # the issue 5 size (target: >= 20x at 0.99)
     python benchmarks/search.py --kinds exact,ivf --fast-build    # multi-threaded k-means / HNSW build
 """
 
@@ -99,7 +99,7 @@ def run(n: int, n_queries: int, dim: int, k: int, kinds: list[str], use_gpu: boo
             params["ef_construction"] = hnsw_ef_construction
         with PeakRss() as mem:
             t = time.perf_counter()
-            calib = queries[sample_queries(n_queries, 1000, seed=1)] if kind == "ivf" else None
+            calib = queries[sample_queries(n_queries, 1000, seed=1)] if kind in ("ivf", "hnsw") else None
             index = build_index(refs, kind, use_gpu=use_gpu, params=params, calibration_queries=calib, calibration_k=k)
             build_s = time.perf_counter() - t
             t = time.perf_counter()
@@ -114,7 +114,7 @@ def run(n: int, n_queries: int, dim: int, k: int, kinds: list[str], use_gpu: boo
                              card_recall=card_recall, info=index.info)
         shown = {key: v for key, v in index.info.items()
                  if key in ("nlist", "nprobe", "nprobe_calibration", "train_size", "M", "ef_construction",
-                            "ef_search", "on_gpu", "fallback", "ivf_scan")}
+                            "ef_search", "ef_search_calibration", "on_gpu", "fallback", "ivf_scan")}
         print(f"{label:>9}: build {build_s:8.2f} s  search {search_s:8.2f} s ({n_queries / search_s:9.0f} q/s)  "
               f"peak RSS +{mem.peak_delta / 2**20:7.0f} MiB  recall@{k} {overlap:.4f} "
               f"(card sample {card_recall:.4f})  {shown}", flush=True)

@@ -28,7 +28,11 @@ Kinds and parameter rules (N = gallery size; every value can be overridden with 
   times faster when many queries are searched at once (``benchmarks/search.py``). On the GPU, faiss's GPU IVF
   index searches (``info["ivf_scan"] == "gpu"``).
 * ``hnsw``: faiss ``IndexHNSWFlat`` with ``METRIC_INNER_PRODUCT``, ``M = 32``, ``efConstruction = 200``,
-  ``efSearch = max(128, 2 * k)`` at each search (so it always exceeds k). HNSW has no faiss GPU
+  ``efSearch = max(ef, 2 * k)`` at each search (so it always exceeds k). ``ef`` (unless ``params["ef_search"]``
+  is given) is calibrated like IVF's nprobe when there are ``calibration_queries``: the smallest of
+  ``max(128, 2k), 2x, 4x, ...`` up to ``ef_search_max`` (2,048) whose recall@k reaches ``target_recall``
+  (tried values in ``info["ef_search_calibration"]``; the last is kept even if it falls short, and the card
+  reports the measured recall); 128 without calibration queries. HNSW has no faiss GPU
   implementation, so it always runs on the CPU (``info["on_gpu"]`` is False; ``use_gpu=True`` is refused).
 * Tiny galleries (N < ``min_size``, default 5,000): ``ivf``/``hnsw`` fall back to exact search, which is then
   cheaper than building the index; ``info["kind"] == "exact"`` and ``info["fallback"]`` says why.
@@ -72,7 +76,8 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "target_recall": 0.99,  # nprobe calibration target, recall@calibration_k (ivf)
     "M": 32,  # graph degree (hnsw)
     "ef_construction": 200,  # (hnsw)
-    "ef_search": 128,  # efSearch = max(ef_search, 2k) at each search (hnsw)
+    "ef_search": 128,  # efSearch = max(ef_search, 2k) at each search; the calibration's start (hnsw)
+    "ef_search_max": 2048,  # efSearch calibration stops here (hnsw)
     "deterministic": True,  # train k-means / build the HNSW graph with one thread
     "batch_size": 8192,  # queries per faiss call
     "ivf_scan": "list_major",  # CPU IVF search: "list_major" (one matrix product per list) or "faiss"
@@ -311,8 +316,9 @@ def build_index(
     """Build a ``kind`` index (``exact``, ``ivf`` or ``hnsw``) over the L2-normalised references ``ref_emb``.
 
     Parameters follow the rules of the module docstring, chosen from the gallery size N; ``params`` overrides
-    any key of :data:`DEFAULT_PARAMS`. ``calibration_queries`` (ivf only, ignored when ``params["nprobe"]`` is
-    set) tunes nprobe for recall@``calibration_k`` >= ``params["target_recall"]``. Galleries smaller than
+    any key of :data:`DEFAULT_PARAMS`. ``calibration_queries`` tune IVF's nprobe (unless ``params["nprobe"]`` is
+    set) or HNSW's efSearch (unless ``params["ef_search"]`` is set) for recall@``calibration_k`` >=
+    ``params["target_recall"]``. Galleries smaller than
     ``params["min_size"]`` get an exact index for ``ivf``/``hnsw`` (``info["fallback"]`` says so). Raises
     ``ValueError`` on an unknown kind or parameter and :class:`~skyrank.errors.MissingDependencyError` for
     ``use_gpu=True`` without a usable GPU (or with ``hnsw``, which faiss only implements on the CPU).
@@ -395,7 +401,21 @@ def build_index(
     cpu.hnsw.efConstruction = int(p["ef_construction"])
     with _omp_threads(threads):
         cpu.add(ref)
-    info.update(M=int(p["M"]), ef_construction=int(p["ef_construction"]), ef_search=int(p["ef_search"]))
+    ef_search = int(p["ef_search"])
+    if calibration_queries is not None and "ef_search" not in (params or {}):
+        cq = _as_matrix(calibration_queries, "calibration_queries")
+        ck = min(int(calibration_k), n)
+        ef_search = max(ef_search, 2 * ck)
+        tried: list[tuple[int, float]] = []
+        while True:
+            cpu.hnsw.efSearch = ef_search
+            _, found = cpu.search(cq, ck)
+            tried.append((ef_search, round(_recall(ref, cq, found, ck), 5)))
+            if tried[-1][1] >= float(p["target_recall"]) or 2 * ef_search > int(p["ef_search_max"]):
+                break
+            ef_search *= 2
+        info["ef_search_calibration"] = tried
+    info.update(M=int(p["M"]), ef_construction=int(p["ef_construction"]), ef_search=ef_search)
     info["build_seconds"] = round(time.perf_counter() - start, 3)
     return SearchIndex("hnsw", info, cpu=cpu, batch_size=batch)
 

@@ -435,8 +435,8 @@ def mine(
     beyond the pool need each query's scores against the whole gallery, an O(Q N d) matrix product, as in exact
     mode: the approximate index saves the exact search, not this product (on millions of references its cost
     dominates; it runs in bounded-memory chunks). Tiny galleries fall back to exact search (``info["fallback"]``).
-    For ``"ivf"``, nprobe is calibrated for recall@m >= 0.99 on a deterministic sample of ``recall_sample`` queries
-    (seed 1; the reported recall uses another sample, seed 0).
+    IVF's nprobe and HNSW's efSearch are calibrated for recall@m >= 0.99 on a deterministic sample of
+    ``recall_sample`` queries (seed 1; the reported recall uses another sample, seed 0).
 
     ``return_info=True`` returns ``(rows, info)``: ``info`` is the index's ``info`` dict (kind, parameters,
     fallback, build time) plus ``recall_at_m`` (:func:`skyrank.index.measure_recall` at k = m on a deterministic
@@ -489,7 +489,7 @@ def mine(
             raise ValueError(f"the index holds {index.ntotal} x {index.dim} references, the gallery is {g.shape}")
         approx = index
     else:
-        calib = q[sample_queries(n_q, recall_sample, seed=1)] if index == "ivf" else None
+        calib = q[sample_queries(n_q, recall_sample, seed=1)] if index in ("ivf", "hnsw") else None
         approx = (
             build_index(g, index, use_gpu=use_gpu, params=index_params, calibration_queries=calib, calibration_k=m)
             if index != "exact"

@@ -111,6 +111,22 @@ def test_hnsw_recall_and_determinism() -> None:
     assert a._cpu.hnsw.efSearch == 200
 
 
+def test_hnsw_ef_search_calibration() -> None:
+    refs, queries = _clustered(5_000, 200, 16, seed=1)
+    calibrated = build_index(refs, "hnsw", use_gpu=False, calibration_queries=queries[:100], calibration_k=20)
+    tried = calibrated.info["ef_search_calibration"]
+    assert tried[0][0] == 128 and tried[-1][0] == calibrated.info["ef_search"] and tried[-1][1] >= 0.99
+    # an unreachable target: efSearch doubles up to ef_search_max and keeps the last value tried
+    capped = build_index(refs, "hnsw", use_gpu=False, calibration_queries=queries[:100], calibration_k=100,
+                         params={"target_recall": 1.01, "ef_search_max": 800})
+    assert [ef for ef, _ in capped.info["ef_search_calibration"]] == [200, 400, 800]
+    assert capped.info["ef_search"] == 800
+    capped.search(queries[:2], 20)
+    assert capped._cpu.hnsw.efSearch == 800
+    fixed = build_index(refs, "hnsw", use_gpu=False, calibration_queries=queries[:100], params={"ef_search": 64})
+    assert fixed.info["ef_search"] == 64 and "ef_search_calibration" not in fixed.info
+
+
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
 def test_tiny_gallery_falls_back_to_exact(kind: str) -> None:
     refs, queries = _clustered(1_000, 20, 8)
