@@ -26,7 +26,7 @@ import contextlib
 import io
 import math
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -205,6 +205,15 @@ def _check_images(table_name: str, paths: list[Path], problems: _Problems, batch
     return decoded
 
 
+def _iter_rows(table: pa.Table, columns: Sequence[str], slice_rows: int = 4096) -> Iterator[tuple[int, dict]]:
+    """``(row number, {column: value})`` for every row, converting ``slice_rows`` rows at a time (bounded memory)."""
+    for start in range(0, table.num_rows, slice_rows):
+        part = table.slice(start, slice_rows)
+        cols = {name: part.column(name).to_pylist() for name in columns}
+        for j in range(part.num_rows):
+            yield start + j, {name: cols[name][j] for name in columns}
+
+
 def _check_retriever_table(
     table_name: str,
     table: pa.Table,
@@ -213,11 +222,9 @@ def _check_retriever_table(
     queries: dict[str, str] | None,
     problems: _Problems,
 ) -> None:
-    """Invariants of a retriever table (one row per query)."""
-    cols = {name: table.column(name).to_pylist() for name in schema.RETRIEVER_COLUMNS}
+    """Invariants of a retriever table (one row per query), read as Python values a slice of rows at a time."""
     seen: set[str] = set()
-    for i in range(table.num_rows):
-        r = {name: cols[name][i] for name in schema.RETRIEVER_COLUMNS}
+    for i, r in _iter_rows(table, schema.RETRIEVER_COLUMNS):
         qid = r["query_id"] if r["query_id"] else f"row {i}"
         nulls = [k for k, v in r.items() if v is None or (isinstance(v, list) and any(x is None for x in v))]
         if nulls:
