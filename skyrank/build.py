@@ -79,6 +79,20 @@ class BuildReport:
             f"(protocol: {self.params['protocol']}; m = {self.params['top_m']}; GT@m = ground truth in top-m, %; "
             "AP = Market-1501 AP over the full ranking)"
         )
+        idx = self.params.get("search_index") or {}
+        if idx.get("kind") not in (None, "exact"):
+            shown = ", ".join(f"{k} {idx[k]}" for k in ("nlist", "nprobe", "M", "ef_search") if k in idx)
+            recall = idx.get("recall_at_m")
+            lines.append(
+                f"search index: {idx['kind']} ({shown}); recall@{idx.get('recall_k')} against exact search "
+                f"{recall:.4f} on {idx.get('recall_queries')} queries (the lowest of the splits)"
+            )
+            if recall is not None and recall < 0.99:
+                lines.append(
+                    "warning: that recall is below 0.99, so some rows differ from exact search; "
+                    + ("--index ivf usually does better on large galleries, " if idx["kind"] == "hnsw" else "")
+                    + "--index exact is the paper's setting"
+                )
         if self.bad_images:
             lines.append(
                 f"skipped {len(self.bad_images)} image(s) that failed to decode: " + ", ".join(self.bad_images[:5])
@@ -221,7 +235,7 @@ def build_dataset(
         top_m: m of Eq. 1–2 (candidates mined per query; m−1 negatives are stored).
         splits: which splits to build.
         protocol: gallery protocol, ``official`` or ``query-ids-only``.
-        index: ``exact`` (faiss flat inner product, the paper's setting), ``ivf`` or ``hnsw`` (approximate, for
+        index: ``exact`` (numpy/BLAS inner products, the paper's setting), ``ivf`` or ``hnsw`` (approximate, for
             galleries of millions of tiles; their recall@m against exact search is measured and written to the card).
         with_images: embed image bytes in the gallery/queries configs; default: only when the benchmark's licence
             allows redistribution (the synthetic benchmark).

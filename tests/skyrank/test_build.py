@@ -201,3 +201,17 @@ def test_sues200_build_per_altitude_ids_only(bench, tmp_path, layout):
     assert {s.split: s.gallery for s in report.stats if s.config == d2s} == {"train": 3, "test": 5}
     assert report.params["with_images"] is False  # the SUES-200 licence forbids redistribution
     assert "dtype: image" not in (report.out / "README.md").read_text()
+
+
+@pytest.mark.parametrize(("kind", "recall", "warned"), [("ivf", 0.9986, False), ("hnsw", 0.9218, True)])
+def test_summary_reports_the_search_index_and_warns_on_low_recall(kind: str, recall: float, warned: bool) -> None:
+    from skyrank.build import BuildReport
+
+    index = {"kind": kind, "recall_at_m": recall, "recall_k": 20, "recall_queries": 1000,
+             **({"nlist": 4000, "nprobe": 4} if kind == "ivf" else {"M": 32, "ef_search": 2048})}
+    params = {"protocol": "official", "top_m": 20, "search_index": index}
+    text = BuildReport(Path("out"), {}, [], {"total": 1.0}, [], params).summary()
+    assert f"search index: {kind}" in text and f"recall@20 against exact search {recall:.4f}" in text
+    assert ("warning: that recall is below 0.99" in text) is warned
+    exact = BuildReport(Path("out"), {}, [], {"total": 1.0}, [], {**params, "search_index": {"kind": "exact"}})
+    assert "search index" not in exact.summary()
