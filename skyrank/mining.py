@@ -217,6 +217,21 @@ def _ranked_prefix(row: np.ndarray, pool: np.ndarray, pos: np.ndarray, length: i
     return order, ~negative[order]
 
 
+def _pool_subset(pool: np.ndarray, pos: np.ndarray, m: int) -> np.ndarray | None:
+    """The pool's distinct gallery indices (sorted) when its pool-first ranking needs no score outside it.
+
+    That holds when the pool contains every positive, at least m references and at least m-1 negatives; then
+    the row of :func:`_approx_ranking` is fully determined by the pool's scores. None otherwise.
+    """
+    sub = np.unique(pool[pool >= 0])
+    if sub.size < m:
+        return None
+    found = np.searchsorted(sub, pos)
+    if np.any(found >= sub.size) or np.any(sub[np.minimum(found, sub.size - 1)] != pos):
+        return None
+    return sub if sub.size - pos.size >= m - 1 else None
+
+
 def _approx_ranking(
     row: np.ndarray, pool: np.ndarray, pos: np.ndarray, m: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -431,10 +446,13 @@ def mine(
     ``retrieved_ids[gt_rank - 1] == gt_id``; ``gt_rank == min(positive_ranks)``; ranks strictly increasing and
     consistent with the scores). A positive the index found keeps its exact rank or moves up (references it missed
     are ranked after the pool); a positive it missed is ranked after the pool (rank > K > m), at its exact rank
-    among the references outside the pool. When the pool holds the exact top-K, rows equal the exact rows. Ranks
-    beyond the pool need each query's scores against the whole gallery, an O(Q N d) matrix product, as in exact
-    mode: the approximate index saves the exact search, not this product (on millions of references its cost
-    dominates; it runs in bounded-memory chunks). Tiny galleries fall back to exact search (``info["fallback"]``).
+    among the references outside the pool. A query whose pool holds every positive (and at least m-1 negatives) is
+    scored on its pool alone (a matrix-vector product over K references); only the others, whose positives need
+    ranks beyond the pool, are scored against the whole gallery (an O(N d) product each, in bounded-memory chunks).
+    So the cost of mining with an approximate index grows with the number of queries whose ground truth the index
+    misses, not with Q N. When the pool holds the exact top-K, rows equal the exact rows, scores up to float32
+    rounding (the two products may round the last bit differently). Tiny galleries fall back to exact search
+    (``info["fallback"]``).
     IVF's nprobe and HNSW's efSearch are calibrated for recall@m >= 0.99 on a deterministic sample of
     ``recall_sample`` queries (seed 1; the reported recall uses another sample, seed 0).
 
@@ -513,47 +531,65 @@ def mine(
             chunk = order[start : start + rows_per_chunk]
             pos_lists = [positives[q_labels[qi]] for qi in chunk]
             qc = q[chunk]
-            scores = qc @ g.T  # the one place this chunk's scores are computed
             if approx is None:
+                scores = qc @ g.T  # the one place this chunk's scores are computed
                 # Exact search: the candidate pool is read off the score matrix computed above (one product,
                 # not a second faiss search); _ranked_prefix checks that it holds the prefix, ties included.
                 fetch = min(n_g, m + max(p.size for p in pos_lists) + _MARGIN)
                 pools = _top_unsorted(scores, fetch)
+                subsets: list[np.ndarray | None] = [None] * len(chunk)
             else:
                 pools = approx_pools[chunk]
+                # Rows whose pool holds every positive (and enough negatives) only need the pool's scores;
+                # the others need the whole gallery's, for the ranks of the positives outside the pool.
+                subsets = [_pool_subset(pools[j], pos_lists[j], m) for j in range(len(chunk))]
+                full = [j for j, sub in enumerate(subsets) if sub is None]
+                full_scores = qc[full] @ g.T if full else None
+                full_row = {j: i for i, j in enumerate(full)}
             cand_idx = np.empty((len(chunk), m - 1), dtype=np.int64)
             gt_idx = np.empty(len(chunk), dtype=np.int64)
             partial: list[tuple[Any, ...]] = []
             for j, qi in enumerate(chunk):
-                row, pos = scores[j], pos_lists[j]
-                if approx is not None:
-                    retrieved, negatives, pos_sorted, ranks_sorted = _approx_ranking(row, pools[j], pos, m)
+                pos, sub = pos_lists[j], subsets[j]
+                if sub is not None:  # the pool's scores only, in local indices 0..len(sub)-1 (order-preserving)
+                    local = g[sub] @ qc[j]
+                    r_loc, n_loc, p_loc, ranks_sorted = _approx_ranking(
+                        local, np.arange(sub.size), np.searchsorted(sub, pos), m
+                    )
+                    retrieved, negatives, pos_sorted = sub[r_loc], sub[n_loc], sub[p_loc]
+                    gt_score, ret_scores, neg_scores = local[p_loc[0]], local[r_loc], local[n_loc]
                 else:
-                    ranks = _positive_ranks(row, pos)
-                    by_rank = np.argsort(ranks)
-                    pos_sorted, ranks_sorted = pos[by_rank], ranks[by_rank]
-                    prefix, prefix_is_pos = _ranked_prefix(row, pools[j], pos, m - 1 + pos.size)
-                    negatives = prefix[~prefix_is_pos][: m - 1]
-                    retrieved = prefix[:m]
+                    row = scores[j] if approx is None else full_scores[full_row[j]]
+                    if approx is not None:
+                        retrieved, negatives, pos_sorted, ranks_sorted = _approx_ranking(row, pools[j], pos, m)
+                    else:
+                        ranks = _positive_ranks(row, pos)
+                        by_rank = np.argsort(ranks)
+                        pos_sorted, ranks_sorted = pos[by_rank], ranks[by_rank]
+                        prefix, prefix_is_pos = _ranked_prefix(row, pools[j], pos, m - 1 + pos.size)
+                        negatives = prefix[~prefix_is_pos][: m - 1]
+                        retrieved = prefix[:m]
+                    gt_score, ret_scores, neg_scores = row[pos_sorted[0]], row[retrieved], row[negatives]
                 cand_idx[j] = negatives
                 gt_idx[j] = pos_sorted[0]
-                partial.append((qi, row, pos_sorted, ranks_sorted, negatives, retrieved))
+                partial.append((qi, gt_score, pos_sorted, ranks_sorted, negatives, neg_scores, retrieved, ret_scores))
             sims = soft_label_similarity(cand_idx, gt_idx, g)
-            for j, (qi, row, pos_sorted, ranks_sorted, negatives, retrieved) in enumerate(partial):
-                gt = int(pos_sorted[0])
+            for j, (qi, gt_score, pos_sorted, ranks_sorted, negatives, neg_scores, retrieved, ret_scores) in (
+                enumerate(partial)
+            ):
                 record = MinedRow(
                     query_id=q_ids[qi],
                     label=q_labels[qi],
-                    gt_id=g_ids[gt],
+                    gt_id=g_ids[int(pos_sorted[0])],
                     gt_rank=int(ranks_sorted[0]),
-                    gt_score=float(row[gt]),
+                    gt_score=float(gt_score),
                     positive_ids=[g_ids[i] for i in pos_sorted.tolist()],
                     positive_ranks=ranks_sorted.tolist(),
                     candidate_ids=[g_ids[i] for i in negatives.tolist()],
-                    candidate_scores=row[negatives].tolist(),
+                    candidate_scores=neg_scores.tolist(),
                     candidate_gt_similarity=sims[j].tolist(),
                     retrieved_ids=[g_ids[i] for i in retrieved.tolist()],
-                    retrieved_scores=row[retrieved].tolist(),
+                    retrieved_scores=ret_scores.tolist(),
                 )
                 out.append(record._asdict())
             bar.update(len(chunk))
