@@ -27,8 +27,10 @@ import numpy as np
 from skyrank.index import build_index, measure_recall, sample_queries
 
 
-def clustered_embeddings(n: int, n_queries: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``(references (n, dim), queries (n_queries, dim))``, float32, L2-normalised, from a Gaussian mixture."""
+def clustered_embeddings(n: int, n_queries: int, dim: int, seed: int = 0, return_sources: bool = False) -> Any:
+    """``(references (n, dim), queries (n_queries, dim))``, float32, L2-normalised, from a Gaussian mixture.
+
+    With ``return_sources``, also the index of the reference each query was drawn from (its positive)."""
     rng = np.random.default_rng(seed)
     n_clusters = max(16, n // 100)
     centers = rng.standard_normal((n_clusters, dim), dtype=np.float32)
@@ -40,10 +42,10 @@ def clustered_embeddings(n: int, n_queries: int, dim: int, seed: int = 0) -> tup
         block = centers[rng.integers(0, n_clusters, stop - start)]
         block += scale * rng.standard_normal((stop - start, dim), dtype=np.float32)
         refs[start:stop] = block / np.linalg.norm(block, axis=1, keepdims=True)
-    queries = refs[rng.integers(0, n, n_queries)] + 0.5 * scale * rng.standard_normal((n_queries, dim),
-                                                                                       dtype=np.float32)
+    sources = rng.integers(0, n, n_queries)
+    queries = refs[sources] + 0.5 * scale * rng.standard_normal((n_queries, dim), dtype=np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    return refs, queries
+    return (refs, queries, sources) if return_sources else (refs, queries)
 
 
 def _rss_bytes() -> int:
