@@ -386,6 +386,12 @@ def soft_label_similarity(candidate_idx: Any, gt_idx: Any, ref_emb: np.ndarray) 
     for name, arr in (("candidate_idx", cand), ("gt_idx", gt)):
         if arr.size and (arr.min() < 0 or arr.max() >= ref.shape[0]):
             raise ValueError(f"{name} out of range [0, {ref.shape[0]})")
+    return _similarities(cand, gt, ref)
+
+
+def _similarities(cand: np.ndarray, gt: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """:func:`soft_label_similarity` on validated int64 indices and a validated float32 matrix (no checks: a
+    check of ``ref`` reads the whole gallery, which :func:`mine` must not do once per chunk of queries)."""
     n = cand.shape[-1]
     cand2 = cand.reshape(-1, n)
     gt1 = gt.reshape(-1)
@@ -573,7 +579,7 @@ def mine(
                 cand_idx[j] = negatives
                 gt_idx[j] = pos_sorted[0]
                 partial.append((qi, gt_score, pos_sorted, ranks_sorted, negatives, neg_scores, retrieved, ret_scores))
-            sims = soft_label_similarity(cand_idx, gt_idx, g)
+            sims = _similarities(cand_idx, gt_idx, g)  # Eq. 6; g was validated once, above
             for j, (qi, gt_score, pos_sorted, ranks_sorted, negatives, neg_scores, retrieved, ret_scores) in (
                 enumerate(partial)
             ):
