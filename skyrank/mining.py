@@ -531,6 +531,22 @@ def mine(
     # An approximate index searches every query in one call (its own batches; IVF's list-major scan needs many
     # queries per batch to pay off), not chunk by chunk: the pools are small (Q x K ids).
     approx_pools = approx.search(q, pool_size)[1] if approx is not None else None
+    # Queries whose pool holds every positive (and enough negatives) only need their pool's scores; the others
+    # need the whole gallery's, for the ranks of the positives outside the pool: those are scored first, together
+    # in chunks (a handful of rows per chunk would each read the whole gallery for a matrix-vector product).
+    subsets: dict[int, np.ndarray | None] = {}
+    beyond_pool: dict[int, tuple[np.ndarray, ...]] = {}
+    if approx_pools is not None:
+        subsets = {qi: _pool_subset(approx_pools[qi], positives[q_labels[qi]], m) for qi in order}
+        full = [qi for qi in order if subsets[qi] is None]
+        with tqdm(total=len(full), disable=not progress or not full, unit="query", desc="ranks beyond the pool") as b:
+            for start in range(0, len(full), rows_per_chunk):
+                group = full[start : start + rows_per_chunk]
+                for qi, row in zip(group, q[group] @ g.T, strict=True):
+                    ret_i, neg_i, pos_i, ranks = _approx_ranking(row, approx_pools[qi], positives[q_labels[qi]], m)
+                    beyond_pool[qi] = (ret_i, neg_i, pos_i, ranks, row[pos_i[0]], row[ret_i], row[neg_i])
+                b.update(len(group))
+        rows_per_chunk = max(rows_per_chunk, 4096)  # the loop below no longer touches the whole gallery
     out: list[dict[str, Any]] = []
     with tqdm(total=n_q, disable=not progress, unit="query", desc="mining") as bar:
         for start in range(0, n_q, rows_per_chunk):
@@ -543,20 +559,11 @@ def mine(
                 # not a second faiss search); _ranked_prefix checks that it holds the prefix, ties included.
                 fetch = min(n_g, m + max(p.size for p in pos_lists) + _MARGIN)
                 pools = _top_unsorted(scores, fetch)
-                subsets: list[np.ndarray | None] = [None] * len(chunk)
-            else:
-                pools = approx_pools[chunk]
-                # Rows whose pool holds every positive (and enough negatives) only need the pool's scores;
-                # the others need the whole gallery's, for the ranks of the positives outside the pool.
-                subsets = [_pool_subset(pools[j], pos_lists[j], m) for j in range(len(chunk))]
-                full = [j for j, sub in enumerate(subsets) if sub is None]
-                full_scores = qc[full] @ g.T if full else None
-                full_row = {j: i for i, j in enumerate(full)}
             cand_idx = np.empty((len(chunk), m - 1), dtype=np.int64)
             gt_idx = np.empty(len(chunk), dtype=np.int64)
             partial: list[tuple[Any, ...]] = []
             for j, qi in enumerate(chunk):
-                pos, sub = pos_lists[j], subsets[j]
+                pos, sub = pos_lists[j], subsets.get(qi)
                 if sub is not None:  # the pool's scores only, in local indices 0..len(sub)-1 (order-preserving)
                     local = g[sub] @ qc[j]
                     r_loc, n_loc, p_loc, ranks_sorted = _approx_ranking(
@@ -564,17 +571,17 @@ def mine(
                     )
                     retrieved, negatives, pos_sorted = sub[r_loc], sub[n_loc], sub[p_loc]
                     gt_score, ret_scores, neg_scores = local[p_loc[0]], local[r_loc], local[n_loc]
-                else:
-                    row = scores[j] if approx is None else full_scores[full_row[j]]
-                    if approx is not None:
-                        retrieved, negatives, pos_sorted, ranks_sorted = _approx_ranking(row, pools[j], pos, m)
-                    else:
-                        ranks = _positive_ranks(row, pos)
-                        by_rank = np.argsort(ranks)
-                        pos_sorted, ranks_sorted = pos[by_rank], ranks[by_rank]
-                        prefix, prefix_is_pos = _ranked_prefix(row, pools[j], pos, m - 1 + pos.size)
-                        negatives = prefix[~prefix_is_pos][: m - 1]
-                        retrieved = prefix[:m]
+                elif qi in beyond_pool:  # scored against the whole gallery above
+                    (retrieved, negatives, pos_sorted, ranks_sorted, gt_score, ret_scores,
+                     neg_scores) = beyond_pool.pop(qi)
+                else:  # exact search
+                    row = scores[j]
+                    ranks = _positive_ranks(row, pos)
+                    by_rank = np.argsort(ranks)
+                    pos_sorted, ranks_sorted = pos[by_rank], ranks[by_rank]
+                    prefix, prefix_is_pos = _ranked_prefix(row, pools[j], pos, m - 1 + pos.size)
+                    negatives = prefix[~prefix_is_pos][: m - 1]
+                    retrieved = prefix[:m]
                     gt_score, ret_scores, neg_scores = row[pos_sorted[0]], row[retrieved], row[negatives]
                 cand_idx[j] = negatives
                 gt_idx[j] = pos_sorted[0]
