@@ -240,18 +240,16 @@ class SearchIndex:
     def _search_batch(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self._flat is not None:
             return _search_deterministic(self._flat, q, k)
+        q = np.ascontiguousarray(q)
         if self.kind == "hnsw":
             self._cpu.hnsw.efSearch = max(int(self.info["ef_search"]), 2 * k)
-            index = self._cpu
+            scores, idx = self._cpu.search(q, int(k))
         elif self._use_list_major(k):
             assert self._list_major is not None
-            index = None
+            scores, idx = self._list_major.search(q, int(k), int(self._cpu.nprobe))
         else:
             index = self._gpu if self._gpu is not None and k <= _GPU_MAX_K else self._cpu
-        if index is None:
-            scores, idx = self._list_major.search(np.ascontiguousarray(q), int(k), int(self._cpu.nprobe))
-        else:
-            scores, idx = index.search(np.ascontiguousarray(q), int(k))
+            scores, idx = index.search(q, int(k))
         scores = scores.astype(np.float32, copy=False)
         idx = idx.astype(np.int64, copy=False)
         # Deterministic order: (-score, gallery index), missing results (-1) last.
