@@ -83,10 +83,10 @@ class BuildReport:
         if idx.get("kind") not in (None, "exact"):
             shown = ", ".join(f"{k} {idx[k]}" for k in ("nlist", "nprobe", "M", "ef_search") if k in idx)
             recall = idx.get("recall_at_m")
-            lines.append(
-                f"search index: {idx['kind']} ({shown}); recall@{idx.get('recall_k')} against exact search "
-                f"{recall:.4f} on {idx.get('recall_queries')} queries (the lowest of the splits)"
-            )
+            measured = (f"recall@{idx.get('recall_k')} against exact search {recall:.4f} on "
+                        f"{idx.get('recall_queries')} queries (the lowest of the splits)" if recall is not None
+                        else "recall not measured")
+            lines.append(f"search index: {idx['kind']} ({shown}); {measured}")
             if recall is not None and recall < 0.99:
                 lines.append(
                     "warning: that recall is below 0.99, so some rows differ from exact search; "
