@@ -518,6 +518,9 @@ def mine(
         approx = index
     else:
         calib = q[sample_queries(n_q, recall_sample, seed=1)] if index in ("ivf", "hnsw") else None
+        if progress and index != "exact":
+            tqdm.write(f"building the {index} index over {n_g:,} references and calibrating it on "
+                       f"{min(n_q, recall_sample):,} queries (minutes for millions of references)")
         approx = (
             build_index(g, index, use_gpu=use_gpu, params=index_params, calibration_queries=calib, calibration_k=m)
             if index != "exact"
