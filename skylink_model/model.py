@@ -260,8 +260,18 @@ class SkyLinkModel(nn.Module):
         inputs.pop("labels", None)
         inputs.pop("use_cache", None)
         out = self.base(**inputs, use_cache=False, return_dict=True)
-        h_last = out.last_hidden_state[:, -1]
-        return self.value_head(h_last.float()).squeeze(-1)
+        return self.head_scores(out.last_hidden_state[:, -1])
+
+    def head_scores(self, h_last: torch.Tensor) -> torch.Tensor:
+        """S = wᵀh_last in float32 whatever the mode, shape (B,).
+
+        Autocast is switched off for the head and both operands are upcast, so plain fp32, ``accelerator.autocast()``
+        (bf16/fp16), a backbone loaded in bf16/fp16 and DeepSpeed's whole-module cast (which turns ``w`` into bf16
+        storage; its fp32 master copy lives in the optimizer) all score with the same fp32 product.
+        """
+        with torch.autocast(device_type=h_last.device.type, enabled=False):
+            weight = self.value_head.weight
+            return nn.functional.linear(h_last.float(), weight.float()).squeeze(-1)
 
     def encode_images(self, processed: Sequence[ProcessedImage]) -> list[torch.Tensor]:
         """Vision features per image (``get_image_features``, one vision pass for the whole list)."""
