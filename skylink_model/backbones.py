@@ -28,6 +28,8 @@ class BackboneSpec:
         yes_token / no_token: Tokens whose ``lm_head`` rows initialise the value head (``head_init="yes-no"``).
         shared_vision: The family supports :mod:`skylink_model.rerank`'s vision-feature reuse (Qwen-style
             ``<|image_pad|>`` expansion, ``image_grid_thw``, ``mm_encoder_outputs``).
+        shared_prefix: The family supports :mod:`skylink_model.prefix` (one prefix forward per group, the k
+            continuations on its key/value cache, M-RoPE positions from ``get_rope_index``); verified by a test.
     """
 
     lora_targets: tuple[str, ...]
@@ -38,6 +40,7 @@ class BackboneSpec:
     yes_token: str = "yes"
     no_token: str = "no"
     shared_vision: bool = False
+    shared_prefix: bool = False
     notes: dict[str, Any] = field(default_factory=dict)
 
 
@@ -48,6 +51,7 @@ BACKBONE_DEFAULTS: dict[str, BackboneSpec] = {
         min_pixels=4 * 28 * 28,
         max_pixels=256 * 28 * 28,
         shared_vision=True,
+        shared_prefix=True,
     ),
     "qwen2_5_vl": BackboneSpec(
         lora_targets=("q_proj", "k_proj", "v_proj", "qkv"),

@@ -111,6 +111,13 @@ class SkyLinkModel(nn.Module):
     def supports_shared_vision(self) -> bool:
         return bool(self.spec.shared_vision)
 
+    @property
+    def supports_shared_prefix(self) -> bool:
+        """One prefix forward per group, the k continuations on its cache (:mod:`skylink_model.prefix`)."""
+        from skylink_model.prefix import supports_shared_prefix
+
+        return supports_shared_prefix(self)
+
     # ------------------------------------------------------------------ set-up helpers
     def init_value_head(self, mode: str, *, seed: int = 0) -> None:
         """Initialise w: ``"yes-no"`` (lm_head[yes] − lm_head[no]), ``"zero"`` or ``"random"`` (seeded)."""
@@ -253,7 +260,12 @@ class SkyLinkModel(nn.Module):
     # ------------------------------------------------------------------ scoring
     def forward(self, **inputs: Any) -> torch.Tensor:
         """Scores S = wᵀh_last, shape (B,), float32. Inputs as from :meth:`build_pair_inputs` (left padding);
-        ``mm_encoder_outputs`` (precomputed vision features) may replace ``pixel_values``."""
+        ``mm_encoder_outputs`` (precomputed vision features) may replace ``pixel_values``. Inputs from
+        :meth:`group_inputs` (``prefix_input_ids`` …) score one group on its shared prefix, in this one call."""
+        from skylink_model.prefix import PREFIX_KEY, shared_prefix_hidden
+
+        if PREFIX_KEY in inputs:
+            return self.head_scores(shared_prefix_hidden(self, **inputs))
         attention_mask = inputs.get("attention_mask")
         if attention_mask is not None and not bool(attention_mask[:, -1].all()):
             raise ValueError("SkyLink scores the last token: inputs must be left-padded (padding_side='left').")
@@ -272,6 +284,35 @@ class SkyLinkModel(nn.Module):
         with torch.autocast(device_type=h_last.device.type, enabled=False):
             weight = self.value_head.weight
             return nn.functional.linear(h_last.float(), weight.float()).squeeze(-1)
+
+    def group_inputs(
+        self,
+        query: ProcessedImage,
+        candidates: Sequence[ProcessedImage],
+        *,
+        query_features: torch.Tensor | None = None,
+        candidate_features: Sequence[torch.Tensor] | None = None,
+        chunk_size: int | None = None,
+    ) -> dict[str, Any]:
+        """Inputs of :meth:`forward` that score one group on its shared prefix (:mod:`skylink_model.prefix`).
+
+        Without precomputed features the pixels are included, and the forward encodes query and candidates in one
+        vision pass (with autograd: training). ``chunk_size`` runs the continuations in batches of that many rows.
+        """
+        from skylink_model.prefix import build_group_inputs
+
+        inputs = build_group_inputs(self, query, candidates)
+        device = self.device
+        if query_features is None:
+            inputs["query_pixel_values"] = query.pixel_values.to(device)
+        else:
+            inputs["query_features"] = query_features
+        if candidate_features is None:
+            inputs["pixel_values"] = torch.cat([c.pixel_values for c in candidates]).to(device)
+        else:
+            inputs["candidate_features"] = torch.cat(list(candidate_features))
+        inputs["chunk_size"] = chunk_size
+        return inputs
 
     def encode_images(self, processed: Sequence[ProcessedImage]) -> list[torch.Tensor]:
         """Vision features per image (``get_image_features``, one vision pass for the whole list)."""

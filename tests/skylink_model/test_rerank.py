@@ -21,8 +21,8 @@ def model(tiny_config):
 @pytest.mark.parametrize("batch_size", [3, 16])
 def test_shared_vision_equals_naive(model, images, batch_size):
     query, cands = images[0], images[1:]
-    naive = rerank_query(model, query, cands, batch_size=batch_size, shared_vision=False)
-    shared = rerank_query(model, query, cands, batch_size=batch_size, shared_vision=True)
+    naive = rerank_query(model, query, cands, batch_size=batch_size, shared_vision=False, shared_prefix=False)
+    shared = rerank_query(model, query, cands, batch_size=batch_size, shared_vision=True, shared_prefix=False)
     assert naive.shape == (7,) and naive.dtype == torch.float32
     assert torch.allclose(shared, naive, atol=1e-5), (shared - naive).abs().max()
 

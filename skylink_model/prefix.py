@@ -1,0 +1,287 @@
+"""Shared-prefix scoring and training of a SkyLink group (SkyLink arXiv 2603.08063: Eq. 4 scores, Eq. 8 loss).
+
+The k prompts of a group are ``<template> <query image> <prompt> <candidate image> <end of turn>``: they share the
+prefix ``<template> <query image> <prompt>`` (≈ 230 tokens at 384 px) and differ only in the continuation
+``<candidate image> <end of turn + generation prompt>``. Instead of k full forwards this module runs
+
+1. the prefix once (batch 1), recording every decoder layer's keys/values (:class:`_RecordLayer`);
+2. the k continuations (left-padded, optionally in chunks) against those keys/values: each layer's cache entry
+   holds the prefix once and serves it to the k rows as ``expand`` views (:class:`_ShareLayer`); only the layer
+   being computed concatenates the view with the continuation's own keys/values, as attention needs one tensor;
+3. the value head on each continuation's last token, S = wᵀh_last (Eq. 4).
+
+Positions: Qwen2-VL's multimodal rotary positions (M-RoPE) are computed by the model's own ``get_rope_index`` on
+each *whole* pair (prefix + continuation) and sliced, so every token gets the position the naive path gives it.
+The attention mask is the 2-D mask ``[1…1 (prefix) | continuation padding mask]``; the model builds the causal
+part from the cache length. Scores equal the naive path's to float tolerance (``tests/skylink_model/test_prefix.py``).
+
+Training: the whole group is one call of the wrapped module's ``forward`` (so DDP / DeepSpeed see one forward and
+one backward); gradients reach the prefix through the recorded keys/values. Both cache layers are read-only after
+recording, so non-reentrant gradient checkpointing can replay a layer: the decoder layers are told so for the
+duration of the call (``_can_checkpoint_with_cache``). Continuation chunks (``chunk_size``) bound the activation
+memory of the forward when gradient checkpointing is on.
+
+Families without this support (see :func:`supports_shared_prefix`) use the per-pair path; that is logged once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from transformers.cache_utils import Cache, CacheLayerMixin
+
+logger = logging.getLogger(__name__)
+
+# Keys of the inputs dict that select the shared-prefix path of ``SkyLinkModel.forward``.
+PREFIX_KEY = "prefix_input_ids"
+_WARNED: set[str] = set()
+
+
+class _RecordLayer(CacheLayerMixin):
+    """Prefix pass: store the first key/value states this layer sees, return them unchanged (no past)."""
+
+    is_sliding = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.recorded: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+        if self.recorded is None:  # a gradient-checkpointing replay leaves the first record in place
+            self.recorded = (key_states, value_states)
+        return key_states, value_states
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return query_length, 0
+
+    def get_seq_length(self) -> int:
+        return 0
+
+    def get_max_length(self) -> int:
+        return -1
+
+
+class _ShareLayer(CacheLayerMixin):
+    """Continuation pass: the prefix keys/values (batch 1), served to ``batch`` rows as views; never written."""
+
+    is_sliding = False
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, batch: int) -> None:
+        super().__init__()
+        self.keys, self.values, self.batch = keys, values, batch
+        self.is_initialized = True
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        return None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+        shape = (key_states.shape[0], *self.keys.shape[1:])
+        keys = torch.cat([self.keys.expand(shape).to(key_states.dtype), key_states], dim=-2)
+        values = torch.cat([self.values.expand(shape).to(value_states.dtype), value_states], dim=-2)
+        return keys, values
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.get_seq_length() + query_length, 0
+
+    def get_seq_length(self) -> int:
+        return int(self.keys.shape[-2])
+
+    def get_max_length(self) -> int:
+        return -1
+
+
+class _PrefixCache(Cache):
+    def __init__(self, layers: list[CacheLayerMixin]) -> None:
+        super().__init__(layers=layers)
+
+
+def supports_shared_prefix(model: Any) -> bool:
+    """Whether ``model`` (a :class:`~skylink_model.model.SkyLinkModel`) can score on a shared prefix.
+
+    Needs the family flag ``spec.shared_prefix`` (Qwen-style ``<|image_pad|>`` expansion, ``get_rope_index``) and a
+    language model with full attention in every layer (a sliding window would need its own cache layer).
+    """
+    spec = getattr(model, "spec", None)
+    if spec is None or not getattr(spec, "shared_prefix", False):
+        return False
+    text_config = model.base.config.get_text_config()
+    layer_types = getattr(text_config, "layer_types", None) or ["full_attention"]
+    return all(t == "full_attention" for t in layer_types)
+
+
+def warn_fallback_once(model: Any) -> None:
+    """Log once per family that the shared-prefix path is not available and the per-pair path is used."""
+    family = str(model.base.config.model_type)
+    if family not in _WARNED:
+        _WARNED.add(family)
+        logger.warning(
+            "shared-prefix scoring is not available for the %r family; scoring every pair in full (slower).", family
+        )
+
+
+def _cache_kwarg(language_model: Any) -> str:
+    params = inspect.signature(type(language_model).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+@contextlib.contextmanager
+def _cache_through_checkpointing(language_model: Any) -> Iterator[None]:
+    """Let the decoder layers keep our read-only cache under gradient checkpointing (their replay reads the same
+    states); restored afterwards."""
+    layers = list(getattr(language_model, "layers", []))
+    for layer in layers:
+        layer._can_checkpoint_with_cache = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.__dict__.pop("_can_checkpoint_with_cache", None)
+
+
+def build_group_inputs(model: Any, query: Any, candidates: Sequence[Any]) -> dict[str, Any]:
+    """Token ids, masks and M-RoPE positions of one group, split into its prefix and k continuations.
+
+    Args:
+        model: a :class:`~skylink_model.model.SkyLinkModel` whose family supports the shared prefix.
+        query / candidates: :class:`~skylink_model.model.ProcessedImage` (``image_grid_thw`` gives the token counts).
+
+    Returns:
+        ``prefix_input_ids`` (1, P), ``prefix_position_ids`` (3, 1, P), ``input_ids`` (k, C) and
+        ``attention_mask`` (k, C) of the left-padded continuations, ``position_ids`` (3, k, C), ``image_grid_thw``
+        (k, 3) of the candidates and ``query_grid_thw`` (1, 3); all on the model's device. The positions are those of
+        the whole pair ``prefix + continuation_i`` (``get_rope_index``), sliced.
+    """
+    if not candidates:
+        raise ValueError("a group needs at least one candidate.")
+    base = model.base
+    pre, mid, post = model._template_ids()
+    image_id = int(base.config.image_token_id)
+    pad_id = model.processor.tokenizer.pad_token_id
+    merge = int(model.processor.image_processor.merge_size) ** 2
+    prefix = pre + [image_id] * (query.num_patches // merge) + mid
+    n_prefix = len(prefix)
+    conts = [[image_id] * (c.num_patches // merge) + post for c in candidates]
+    length = max(len(c) for c in conts)
+    k = len(conts)
+    input_ids = torch.full((k, length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((k, length), dtype=torch.long)
+    position_ids = torch.zeros((3, k, length), dtype=torch.long)
+    prefix_positions = None
+    by_grid: dict[tuple[int, ...], torch.Tensor] = {}  # candidates with one grid share their positions
+    for i, (cont, cand) in enumerate(zip(conts, candidates, strict=True)):
+        grid_key = tuple(int(v) for v in cand.image_grid_thw.tolist())
+        if grid_key not in by_grid:
+            ids = torch.tensor([prefix + cont], dtype=torch.long)
+            pos, _ = base.get_rope_index(
+                input_ids=ids,
+                mm_token_type_ids=(ids == image_id).long(),
+                image_grid_thw=torch.stack([query.image_grid_thw, cand.image_grid_thw]).long(),
+                attention_mask=None,
+            )
+            by_grid[grid_key] = pos[:, 0]
+        pos = by_grid[grid_key]
+        if prefix_positions is None:
+            prefix_positions = pos[:, :n_prefix]
+        input_ids[i, length - len(cont) :] = torch.tensor(cont, dtype=torch.long)
+        attention_mask[i, length - len(cont) :] = 1
+        position_ids[:, i, length - len(cont) :] = pos[:, n_prefix:]
+    device = model.device
+    return {
+        PREFIX_KEY: torch.tensor([prefix], dtype=torch.long, device=device),
+        "prefix_position_ids": prefix_positions.unsqueeze(1).to(device),
+        "input_ids": input_ids.to(device),
+        "attention_mask": attention_mask.to(device),
+        "position_ids": position_ids.to(device),
+        "query_grid_thw": query.image_grid_thw.view(1, 3).to(device),
+        "image_grid_thw": torch.stack([c.image_grid_thw for c in candidates]).to(device),
+    }
+
+
+def _scatter_features(embeds: torch.Tensor, ids: torch.Tensor, image_id: int, features: torch.Tensor) -> torch.Tensor:
+    mask = (ids == image_id).unsqueeze(-1).expand_as(embeds)
+    n_tokens = int((ids == image_id).sum())
+    if n_tokens != features.shape[0]:
+        raise ValueError(f"{n_tokens} image tokens but {features.shape[0]} image feature rows.")
+    return embeds.masked_scatter(mask, features.to(embeds.device, embeds.dtype))
+
+
+def shared_prefix_hidden(
+    model: Any,
+    *,
+    prefix_input_ids: torch.Tensor,
+    prefix_position_ids: torch.Tensor,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+    image_grid_thw: torch.Tensor,
+    query_grid_thw: torch.Tensor,
+    query_pixel_values: torch.Tensor | None = None,
+    pixel_values: torch.Tensor | None = None,
+    query_features: torch.Tensor | None = None,
+    candidate_features: torch.Tensor | None = None,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """Last-token hidden states (k, hidden) of the k continuations, computed on one shared prefix.
+
+    Vision features come from ``query_features`` / ``candidate_features`` (rows in candidate order; e.g. from a
+    gallery feature cache at evaluation) or are computed here from the pixels, query and candidates in one vision
+    pass (so vision LoRA is trained by this same call). ``chunk_size`` splits the continuations into batches of that
+    many rows, all against the one prefix.
+    """
+    if attention_mask.shape != input_ids.shape or not bool(attention_mask[:, -1].all()):
+        raise ValueError("continuations must be left-padded, with an attention_mask of the same shape as input_ids.")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"`chunk_size` must be ≥ 1, got {chunk_size}.")
+    base = model.base
+    lm = base.language_model
+    image_id = int(base.config.image_token_id)
+    need_query, need_cands = query_features is None, candidate_features is None
+    if need_query or need_cands:
+        pix, grids = [], []
+        if need_query:
+            pix.append(query_pixel_values)
+            grids.append(query_grid_thw)
+        if need_cands:
+            pix.append(pixel_values)
+            grids.append(image_grid_thw)
+        if any(p is None for p in pix):
+            raise ValueError("pass pixel values or precomputed features for the query and the candidates.")
+        feats = list(base.get_image_features(torch.cat(pix), torch.cat(grids), return_dict=True).pooler_output)
+        if need_query:
+            query_features = feats.pop(0)
+        if need_cands:
+            candidate_features = torch.cat(feats)
+    embed = base.get_input_embeddings()
+    cache_kw = _cache_kwarg(lm)
+    n_layers = len(lm.layers)
+    k = input_ids.shape[0]
+    step = k if chunk_size is None else chunk_size
+    with _cache_through_checkpointing(lm):
+        prefix_embeds = _scatter_features(embed(prefix_input_ids), prefix_input_ids, image_id, query_features)
+        record = _PrefixCache([_RecordLayer() for _ in range(n_layers)])
+        lm(inputs_embeds=prefix_embeds, position_ids=prefix_position_ids, attention_mask=None,
+           use_cache=False, **{cache_kw: record})  # fmt: skip
+        if any(layer.recorded is None for layer in record.layers):
+            raise RuntimeError("the prefix pass did not reach every decoder layer's cache; use the per-pair path.")
+        cont_embeds = _scatter_features(embed(input_ids), input_ids, image_id, candidate_features)
+        n_prefix = prefix_input_ids.shape[1]
+        full_mask = torch.cat([attention_mask.new_ones(k, n_prefix), attention_mask], dim=1)
+        hidden = []
+        for lo in range(0, k, step):
+            hi = min(k, lo + step)
+            share = _PrefixCache([_ShareLayer(*layer.recorded, batch=hi - lo) for layer in record.layers])
+            out = lm(inputs_embeds=cont_embeds[lo:hi], position_ids=position_ids[:, lo:hi],
+                     attention_mask=full_mask[lo:hi], use_cache=False, **{cache_kw: share})  # fmt: skip
+            hidden.append(out.last_hidden_state[:, -1])
+    return torch.cat(hidden)
+
+
+__all__ = ["PREFIX_KEY", "build_group_inputs", "shared_prefix_hidden", "supports_shared_prefix", "warn_fallback_once"]
