@@ -331,7 +331,11 @@ TRAIN_EXAMPLES = """
 Examples:
   skyrank train --data alice/skyrank --config sample4geo-university1652-d2s \\
       --model Qwen/Qwen2-VL-7B-Instruct --images-root /data/University-Release --out runs/skylink
-  accelerate launch --config_file skylink_model/accelerate_configs/deepspeed_zero2.yaml cli.py train ...
+  accelerate launch --config_file skylink_model/accelerate_configs/deepspeed_zero2.yaml --num_processes 2 \\
+      cli.py train --data alice/skyrank --config sample4geo-university1652-d2s --batch-size 4 --out runs/skylink
+  skyrank train ... --no-lora-vision --head-init zero --lora-dropout 0.1   # ablations (paper values: defaults)
+
+--batch-size is groups per optimizer step in TOTAL: on 2 processes, 4 = 1 per device x 2 accumulation x 2.
 """
 
 
@@ -345,10 +349,31 @@ Examples:
 @click.option("--threshold", type=float, help="Soft-label threshold T (Eq. 7; paper 0.9).")
 @click.option("--labels", type=click.Choice(["soft", "hard", "gt-only"]), help="Label ablation (paper: soft).")
 @click.option("--lr", "learning_rate", type=float, help="AdamW learning rate (paper 1e-4).")
-@click.option("--batch-size", type=int, help="Groups per optimizer step (paper 4).")
+@click.option(
+    "--batch-size", type=int,
+    help="Groups per optimizer step in total, over all processes (paper 4 on 2 GPUs); must divide by the count.",
+)  # fmt: skip
 @click.option("--epochs", type=int, help="Epochs (paper 1).")
-@click.option("--lora-r", type=int)
-@click.option("--lora-alpha", type=int)
+@click.option("--lora-r", type=int, help="LoRA rank (paper 16).")
+@click.option("--lora-alpha", type=int, help="LoRA alpha (paper 32).")
+@click.option("--lora-dropout", type=float, help="LoRA dropout (paper 0.05).")
+@click.option("--lora-targets", help="Comma-separated layer names (paper: q_proj,k_proj,v_proj + vision tower).")
+@click.option(
+    "--lora-vision/--no-lora-vision", default=None, help="LoRA on the vision tower too (paper: yes; ablation: no)."
+)
+@click.option(
+    "--head-init", type=click.Choice(["yes-no", "zero", "random"]),
+    help="Value-head init: lm_head[yes]-lm_head[no] (default), zero or random (the paper states none).",
+)  # fmt: skip
+@click.option("--prompt", help="Text between the query and candidate images (paper: 'Does the given query image "
+              "match the following reference image?').")  # fmt: skip
+@click.option("--warmup-ratio", type=float, help="Linear warm-up fraction of the steps (paper: not stated; 0.03).")
+@click.option(
+    "--lr-scheduler", type=click.Choice(["linear", "cosine", "constant"]),
+    help="Decay after warm-up (paper: not stated; linear).",
+)  # fmt: skip
+@click.option("--weight-decay", type=float, help="AdamW weight decay (paper: not stated; 0).")
+@click.option("--max-grad-norm", type=float, help="Gradient clipping norm (default 1.0).")
 @click.option("--train-fraction", type=float, help="Train on this fraction of the queries (data-efficiency study).")
 @click.option("--dtype", help="auto (bf16 on GPU), bfloat16, float16 or float32.")
 @click.option("--attn-implementation", help="e.g. flash_attention_2 or sdpa.")
@@ -358,14 +383,15 @@ Examples:
 @click.option("--max-steps", type=int, help="Stop after this many optimizer steps.")
 @click.option("--micro-batch-size", type=int, help="Split each group's k pairs into micro-batches of this size.")
 @click.option("--save-every", type=int, help="Checkpoint every N optimizer steps.")
+@click.option("--log-every", default=10, show_default=True, help="Optimizer steps between log lines.")
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @_device_option
 @_quiet_option
 @_handle_errors
 def train(data: str, data_config: str, images_root: Path | None, out_dir: Path, max_steps: int | None,
-          micro_batch_size: int | None, save_every: int | None, resume: bool, seed: int, device: str | None,
-          quiet: bool, **cfg: Any) -> None:  # fmt: skip
+          micro_batch_size: int | None, save_every: int | None, log_every: int, resume: bool, seed: int,
+          device: str | None, quiet: bool, **cfg: Any) -> None:  # fmt: skip
     """Train the SkyLink LoRA re-ranker on a SkyRank retriever config (defaults: the paper's)."""
     from skylink_model.config import SkyLinkConfig
     from skylink_model.train import train_skylink
@@ -373,7 +399,7 @@ def train(data: str, data_config: str, images_root: Path | None, out_dir: Path, 
     config = SkyLinkConfig(**{k: v for k, v in cfg.items() if v is not None}, seed=seed)
     result = train_skylink(
         config, data, data_config, out_dir=out_dir, images_root=images_root, max_steps=max_steps,
-        micro_batch_size=micro_batch_size, save_every=save_every, resume=resume, seed=seed,
+        micro_batch_size=micro_batch_size, save_every=save_every, log_every=log_every, resume=resume, seed=seed,
         device=_resolve_device(device), progress=not quiet,
     )  # fmt: skip
     click.echo(f"trained {result.steps} steps in {result.wall_time_s:.0f}s; final loss {result.final_loss:.4f}")

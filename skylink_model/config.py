@@ -20,6 +20,7 @@ DEFAULT_PROMPT = "Does the given query image match the following reference image
 
 LABEL_MODES = ("soft", "hard", "gt-only")
 HEAD_INITS = ("yes-no", "zero", "random")
+LR_SCHEDULERS = ("linear", "cosine", "constant")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -92,8 +93,15 @@ class SkyLinkConfig:
         default=None, metadata={"help": "Attention kernel ('sdpa', 'eager', 'flash_attention_2'); None: default."}
     )
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate (SkyLink uses 1e-4)."})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    warmup_ratio: float = field(default=0.03, metadata={"help": "Fraction of optimizer steps used for linear warmup."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (the paper states none; 0)."})
+    warmup_ratio: float = field(
+        default=0.03,
+        metadata={"help": "Fraction of optimizer steps used for linear warmup (the paper states none; 0.03)."},
+    )
+    lr_scheduler: str = field(
+        default="linear",
+        metadata={"help": "Decay after warmup: 'linear', 'cosine' or 'constant' (the paper states none; linear)."},
+    )
     batch_size: int = field(
         default=4, metadata={"help": "Effective number of groups per optimizer step (SkyLink uses 4)."}
     )
@@ -159,6 +167,8 @@ class SkyLinkConfig:
             raise ValueError(f"`weight_decay` must be ≥ 0, got {self.weight_decay}.")
         if not (0.0 <= self.warmup_ratio < 1.0):
             raise ValueError(f"`warmup_ratio` must be in [0, 1), got {self.warmup_ratio}.")
+        if self.lr_scheduler not in LR_SCHEDULERS:
+            raise ValueError(f"`lr_scheduler` must be one of {', '.join(LR_SCHEDULERS)}, got {self.lr_scheduler!r}.")
         if self.batch_size < 1:
             raise ValueError(f"`batch_size` must be ≥ 1, got {self.batch_size}.")
         if self.micro_batch_size is not None and self.micro_batch_size < 1:

@@ -1,10 +1,13 @@
 """Training SkyLink with accelerate (arXiv 2603.08063: Eq. 3 groups, Eq. 6–7 labels, Eq. 8 loss).
 
-One *group* G_z (the ground truth plus the retriever's top-(k−1) hard negatives) is one accumulation unit:
-``Accelerator(gradient_accumulation_steps=config.batch_size)``, so an optimizer step sees ``batch_size`` groups
-(the paper: 4). The k pairs of a group may be split into micro-batches of ``micro_batch_size`` pairs: the BCE of
-Eq. 8 is a sum of independent per-candidate terms, so each chunk's mean loss is weighted by ``len(chunk) / k``
-and the accumulated gradient equals the whole group's. Under DDP only the last chunk of the last group of a
+One *group* G_z (the ground truth plus the retriever's top-(k−1) hard negatives) is one accumulation unit.
+``config.batch_size`` is the number of groups per optimizer step in TOTAL (the paper: 4 on 2 GPUs), whatever the
+process count: each process runs one group per micro-step and accumulates ``batch_size / num_processes`` of them
+(:func:`batch_layout`), so 1 process × 4 accumulation and 2 processes × 2 accumulation see the same 4 groups per
+step (the same ones: :func:`epoch_order` strides one seeded permutation over the processes). The k pairs of a
+group may be split into micro-batches of ``micro_batch_size`` pairs: the BCE of Eq. 8 is a sum of independent
+per-candidate terms, so each chunk's mean loss is weighted by ``len(chunk) / k`` and the accumulated gradient
+equals the whole group's. Under DDP only the last chunk of the last group of a
 window all-reduces; under DeepSpeed only it is marked as the accumulation boundary.
 
 The same loop runs on one CPU, one GPU or, through ``accelerate launch`` (with
@@ -35,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from skylink_model.config import SkyLinkConfig
+from skylink_model.config import LR_SCHEDULERS, SkyLinkConfig
 from skylink_model.data import Group, load_skyrank_split, split_chunks
 from skylink_model.losses import RelationalSoftLabelLoss
 from skyrank.errors import OutputExistsError, TrainingError
@@ -46,7 +49,7 @@ TRAIN_LOG_NAME = "train_log.jsonl"
 TRAINER_STATE_NAME = "trainer_state.json"
 TRAINABLE_PARAMS_NAME = "trainable_params.safetensors"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-SCHEDULERS = ("linear", "cosine", "constant")
+SCHEDULERS = LR_SCHEDULERS
 
 # Config fields that must not change between a checkpoint and a resumed run.
 _RESUME_KEYS = (
@@ -64,6 +67,7 @@ _RESUME_KEYS = (
     "train_fraction",
     "seed",
     "learning_rate",
+    "lr_scheduler",
 )
 
 
@@ -137,6 +141,43 @@ def epoch_order(n_groups: int, epoch: int, seed: int, process_index: int = 0, nu
     return [int(i) for i in perm[process_index::num_processes][:per_process]]
 
 
+@dataclass(frozen=True)
+class BatchLayout:
+    """How ``batch_size`` groups per optimizer step are split: per device × accumulation × processes."""
+
+    total: int
+    per_device: int
+    accumulation: int
+    processes: int
+
+    def describe(self) -> str:
+        return (
+            f"{self.total} groups per optimizer step = {self.per_device} per device x {self.accumulation} "
+            f"accumulation x {self.processes} process(es)"
+        )
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+def batch_layout(batch_size: int, num_processes: int) -> BatchLayout:
+    """Split ``batch_size`` groups per optimizer step (in total) over ``num_processes`` processes.
+
+    Raises:
+        TrainingError: ``batch_size`` is not a multiple of the process count (the total could not be kept).
+    """
+    if num_processes < 1:
+        raise ValueError(f"`num_processes` must be ≥ 1, got {num_processes}")
+    if batch_size % num_processes:
+        lower = max(num_processes, batch_size - batch_size % num_processes)
+        raise TrainingError(
+            f"--batch-size {batch_size} (groups per optimizer step, in total) cannot be split over {num_processes} "
+            f"processes: use a multiple of {num_processes} (e.g. {lower} or {lower + num_processes}), or launch "
+            f"with a process count that divides {batch_size}."
+        )
+    return BatchLayout(batch_size, 1, batch_size // num_processes, num_processes)
+
+
 def _trackers(report_to: str | Sequence[str] | None) -> list[str] | None:
     if report_to in (None, "none", []):
         return None
@@ -163,7 +204,7 @@ def train_skylink(
     seed: int | None = None,
     device: str | None = None,
     progress: bool = True,
-    lr_scheduler: str = "linear",
+    lr_scheduler: str | None = None,
     report_to: str | Sequence[str] | None = "auto",
     cache_dir: str | Path | None = None,
 ) -> TrainResult:
@@ -182,14 +223,15 @@ def train_skylink(
             checkpoints is refused.
         seed: overrides ``config.seed`` (data order, LoRA init).
         device: ``"cpu"`` forces the CPU; ``None`` lets accelerate choose.
-        lr_scheduler: ``"linear"`` (default), ``"cosine"`` or ``"constant"``, after ``config.warmup_ratio`` warmup.
+        lr_scheduler: overrides ``config.lr_scheduler`` (``"linear"``, ``"cosine"`` or ``"constant"``, after
+            ``config.warmup_ratio`` warmup); the run's ``skylink_config.json`` records the one used.
         report_to: accelerate trackers; ``"auto"`` uses TensorBoard when installed, ``None`` none.
 
     Raises:
         TrainingError: a non-finite loss or gradient norm (naming the step and the query ids of the batch), or a
             checkpoint that does not match the config on resume.
     """
-    from accelerate import Accelerator
+    from accelerate import Accelerator, PartialState
     from accelerate.utils import DistributedType, set_seed
 
     from skylink_model.model import get_skylink_model
@@ -197,6 +239,8 @@ def train_skylink(
     started = time.perf_counter()
     if seed is not None and seed != config.seed:
         config = dataclasses.replace(config, seed=seed)
+    if lr_scheduler is not None and lr_scheduler != config.lr_scheduler:
+        config = dataclasses.replace(config, lr_scheduler=lr_scheduler)
     micro = micro_batch_size if micro_batch_size is not None else config.micro_batch_size
     if micro is not None and micro < 1:
         raise ValueError(f"`micro_batch_size` must be ≥ 1, got {micro}")
@@ -212,8 +256,10 @@ def train_skylink(
     use_cuda = device != "cpu" and torch.cuda.is_available()
     bf16 = use_cuda and torch.cuda.is_bf16_supported()
     trackers = _trackers(report_to)
+    layout = batch_layout(config.batch_size, PartialState(cpu=not use_cuda).num_processes)
+    accum = layout.accumulation
     accelerator = Accelerator(
-        gradient_accumulation_steps=config.batch_size,
+        gradient_accumulation_steps=accum,
         mixed_precision="bf16" if bf16 else "no",
         cpu=not use_cuda,
         step_scheduler_with_optimizer=False,
@@ -229,12 +275,12 @@ def train_skylink(
     groups = split_data.groups(k=config.k, threshold=config.threshold, labels=config.labels)
     images = split_data.images
     n_local = len(groups) // accelerator.num_processes
-    if n_local < config.batch_size:
+    if n_local < accum:
         raise TrainingError(
-            f"{len(groups)} training groups over {accelerator.num_processes} process(es) give {n_local} per process, "
-            f"fewer than batch_size={config.batch_size}; lower --batch-size or raise --train-fraction."
+            f"{len(groups)} training groups give fewer than one optimizer step of batch_size={config.batch_size} "
+            f"({layout.describe()}); lower --batch-size or raise --train-fraction."
         )
-    steps_per_epoch = n_local // config.batch_size
+    steps_per_epoch = n_local // accum
     total_steps = steps_per_epoch * config.epochs
     if max_steps is not None:
         total_steps = min(total_steps, int(max_steps))
@@ -253,7 +299,7 @@ def train_skylink(
         raise TrainingError("the model has no trainable parameters (LoRA targets matched nothing?)")
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda_factory(lr_scheduler, warmup_steps, total_steps)
+        optimizer, lr_lambda_factory(config.lr_scheduler, warmup_steps, total_steps)
     )
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     unwrapped = accelerator.unwrap_model(model)
@@ -302,7 +348,8 @@ def train_skylink(
     if resume_dir is not None:
         state = json.loads((resume_dir / TRAINER_STATE_NAME).read_text(encoding="utf-8"))
         saved = state.get("config", {})
-        mismatched = [k for k in _RESUME_KEYS if saved.get(k) != config.to_dict().get(k)]
+        now, defaults = config.to_dict(), SkyLinkConfig().to_dict()  # older checkpoints lack newer keys
+        mismatched = [k for k in _RESUME_KEYS if saved.get(k, defaults.get(k)) != now.get(k)]
         if state.get("num_groups") != len(groups):
             mismatched.append(f"num_groups ({state.get('num_groups')} vs {len(groups)})")
         if state.get("num_processes") != accelerator.num_processes:
@@ -319,8 +366,11 @@ def train_skylink(
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         config.save_pretrained(out)
+        logger.info("batch: %s; %d optimizer steps", layout.describe(), total_steps)
     if trackers:
-        accelerator.init_trackers("skylink", config={k: str(v) for k, v in config.to_dict().items()})
+        tracked = {k: str(v) for k, v in config.to_dict().items()}
+        tracked.update({f"batch_{k}": str(v) for k, v in layout.to_dict().items()})
+        accelerator.init_trackers("skylink", config=tracked)
 
     log_path = out / TRAIN_LOG_NAME
     result = TrainResult(
@@ -348,7 +398,7 @@ def train_skylink(
     while step < total_steps:
         epoch = step // steps_per_epoch
         order = epoch_order(len(groups), epoch, config.seed, accelerator.process_index, accelerator.num_processes)
-        start = (step % steps_per_epoch) * config.batch_size
+        start = (step % steps_per_epoch) * accum
         group = groups[order[start + len(window)]]
         window.append(group)
         with accelerator.accumulate(model):
@@ -406,6 +456,7 @@ def train_skylink(
                 "lr": scheduler.get_last_lr()[0],
                 "grad_norm": float(grad_norm) if grad_norm is not None else None,
                 "groups_seen": groups_seen * accelerator.num_processes,
+                "batch": layout.describe(),
                 "seconds_per_step": round((now - last_log) / log_every, 4),
             }
             last_log = now
@@ -419,7 +470,9 @@ def train_skylink(
             if trackers:
                 accelerator.log({k: v for k, v in record.items() if v is not None}, step=step)
         if save_every is not None and step % save_every == 0 and step < total_steps:
-            result.checkpoints.append(_save_checkpoint(accelerator, out, step, groups_seen, len(groups), config))
+            result.checkpoints.append(
+                _save_checkpoint(accelerator, out, step, groups_seen, len(groups), config, layout)
+            )
 
     if bar is not None:
         bar.close()
@@ -438,6 +491,7 @@ def train_skylink(
                     "data_config": data_config,
                     "split": split,
                     "num_groups": len(groups),
+                    "batch": layout.to_dict(),
                 },
                 indent=2,
             )
@@ -452,7 +506,15 @@ def train_skylink(
     return result
 
 
-def _save_checkpoint(accelerator: Any, out: Path, step: int, groups_seen: int, num_groups: int, config: SkyLinkConfig):
+def _save_checkpoint(
+    accelerator: Any,
+    out: Path,
+    step: int,
+    groups_seen: int,
+    num_groups: int,
+    config: SkyLinkConfig,
+    layout: BatchLayout,
+) -> Path:
     folder = out / f"checkpoint-{step}"
     if accelerator.is_main_process and folder.exists():
         shutil.rmtree(folder)
@@ -464,6 +526,7 @@ def _save_checkpoint(accelerator: Any, out: Path, step: int, groups_seen: int, n
             "groups_seen": groups_seen,
             "num_groups": num_groups,
             "num_processes": accelerator.num_processes,
+            "batch": layout.to_dict(),
             "config": config.to_dict(),
         }
         # Written last: a checkpoint without it is incomplete and is ignored by latest_checkpoint().
@@ -473,7 +536,9 @@ def _save_checkpoint(accelerator: Any, out: Path, step: int, groups_seen: int, n
 
 
 __all__ = [
+    "BatchLayout",
     "TrainResult",
+    "batch_layout",
     "train_skylink",
     "latest_checkpoint",
     "lr_lambda_factory",
