@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skyrank.format.rules import LABEL_MODES as LABEL_MODES  # the label rule's modes (Eq. 7 and ablations)
+
 CONFIG_NAME = "skylink_config.json"
 
 DEFAULT_PROMPT = "Does the given query image match the following reference image?"
 
-LABEL_MODES = ("soft", "hard", "gt-only")
 HEAD_INITS = ("yes-no", "zero", "random")
 LR_SCHEDULERS = ("linear", "cosine", "constant")
 DTYPES = ("auto", "float32", "bfloat16", "float16")

@@ -1,7 +1,7 @@
 """Training and evaluation data for SkyLink, read from a SkyRank dataset (local folder or Hub repo).
 
-* :func:`make_labels` / :func:`build_group`: one training group G_z per query (SkyLink Eq. 3) with the
-  relational labels of Eq. 6–7 and the paper's ablations.
+* :func:`build_group`: one training group G_z per query (SkyLink Eq. 3) with the relational labels of Eq. 6–7
+  and the paper's ablations (:func:`skyrank.format.rules.make_labels`, re-exported here).
 * :class:`ImageResolver`: image id → PIL image, from the dataset's own ``gallery-*``/``queries-*`` configs when
   they carry an ``image`` column, else from the user's benchmark copy (``images_root``).
 * :func:`load_skyrank_split`: a retriever config + its image source, via ``datasets.load_dataset``.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,41 +24,14 @@ from PIL import Image
 
 from skyrank import schema
 from skyrank.errors import BadImageError, BenchmarkLayoutError, UnknownNameError
+from skyrank.format import rules
+from skyrank.format.rules import LABEL_MODES as LABEL_MODES  # re-exported: the label rule lives there
+from skyrank.format.rules import make_labels as make_labels
 from skyrank.loading import MissingImageError
 
-LABEL_MODES: tuple[str, ...] = ("soft", "hard", "gt-only")
-
-
 # --------------------------------------------------------------------------------------------------------------
-# Labels and groups (Eq. 3, 6, 7)
+# Labels and groups (Eq. 3, 6, 7); the label rule itself is skyrank.format.rules.make_labels
 # --------------------------------------------------------------------------------------------------------------
-
-
-def make_labels(similarities: Sequence[float], threshold: float = 0.9, mode: str = "soft") -> list[float]:
-    """Labels of the hard negatives of one group from their ground-truth similarities (SkyLink Eq. 6–7).
-
-    ``similarities`` are sim_j = cos(E_r(c_j), E_r(gt)) in the retriever's reference space (Eq. 6), the
-    ``candidate_gt_similarity`` column of a SkyRank row. The ground truth itself is not passed: its label is
-    always 1 (:func:`build_group` prepends it).
-
-    Modes:
-        - ``"soft"`` (Eq. 7, the paper's method): L_j = sim_j if sim_j > T else 0.
-        - ``"hard"`` (hard-label ablation): L_j = 1 if sim_j > T else 0.
-        - ``"gt-only"`` (no-threshold ablation): L_j = 0 for every negative.
-    """
-    if mode not in LABEL_MODES:
-        raise ValueError(f"`mode` must be one of {', '.join(LABEL_MODES)}, got {mode!r}")
-    from skyrank.mining import soft_labels
-
-    sims = list(similarities)
-    if mode == "gt-only":
-        return [0.0] * len(sims)
-    # Eq. 7 (one comparison rule for both modes: skyrank.mining.soft_labels, float32 similarities as stored).
-    labels = np.asarray(soft_labels(np.asarray(sims, dtype=np.float32), threshold), dtype=np.float64)
-    if mode == "hard":
-        return [1.0 if value > 0 else 0.0 for value in labels.tolist()]
-    # Similarities may exceed 1 by float error; a label is a probability.
-    return np.clip(labels, 0.0, 1.0).tolist()
 
 
 @dataclass(frozen=True)
@@ -102,7 +75,7 @@ def build_group(row: Mapping[str, Any], k: int = 13, threshold: float = 0.9, lab
     return Group(
         query_id=str(row["query_id"]),
         candidate_ids=[gt, *map(str, negatives)],
-        labels=[1.0, *make_labels(sims, threshold, labels)],
+        labels=[1.0, *rules.make_labels(sims, threshold, labels)],
     )
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from skyrank import metrics
+from skyrank.format import rules
 
 METRIC_NAMES: tuple[str, ...] = ("R@1", "R@5", "R@10", "AP", "AP_conservative")
 
@@ -43,7 +44,8 @@ PROTOCOL = (
 
 
 def reranked_topk(retrieved_ids: Sequence[str], scores: Mapping[str, float], top_k: int) -> list[str]:
-    """The top-k of ``retrieved_ids`` sorted by descending score; ties keep the retriever's order.
+    """The top-k of ``retrieved_ids`` sorted by descending score; ties keep the retriever's order
+    (:func:`skyrank.format.rules.rerank_order`, the permutation :func:`skylink_model.rerank.rerank_topk` applies).
 
     Raises ``KeyError`` naming the candidate when ``scores`` lacks one of the top-k ids.
     """
@@ -51,8 +53,7 @@ def reranked_topk(retrieved_ids: Sequence[str], scores: Mapping[str, float], top
     missing = [i for i in top if i not in scores]
     if missing:
         raise KeyError(f"no score for candidate(s) {missing[:5]} of the top-{top_k}")
-    order = sorted(range(len(top)), key=lambda j: (-float(scores[top[j]]), j))
-    return [top[j] for j in order]
+    return [top[j] for j in rules.rerank_order([float(scores[i]) for i in top])]
 
 
 def _query_metrics(ranks: Sequence[int], topk_ids: Sequence[str], positive_ids: Sequence[str]) -> dict[str, float]:

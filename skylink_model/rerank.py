@@ -6,7 +6,8 @@ All k prompts of a query start with the same prefix (template, query image, prom
 query and reused for every pair (``mm_encoder_outputs``). Gallery images are shared across queries, so their
 processed pixels (:class:`PixelCache`) and, while the vision weights are frozen, their vision features
 (:class:`FeatureCache`, bounded in bytes) are computed once per run. Ties are broken deterministically by the
-retriever's rank: the new order sorts by (−S, retriever rank), a stable sort.
+retriever's rank: the new order sorts by (−S, retriever rank) (:func:`skyrank.format.rules.rerank_order`,
+re-exported here).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import torch
 
 from skylink_model.model import ProcessedImage, SkyLinkModel
 from skylink_model.prefix import warn_fallback_once
+from skyrank.format import rules
+from skyrank.format.rules import rerank_order as rerank_order  # re-exported: the rule lives there
 
 
 class PixelCache:
@@ -116,15 +119,6 @@ class FeatureCache:
         while self.nbytes > self.max_bytes:
             _, old = self._items.popitem(last=False)
             self.nbytes -= old.numel() * old.element_size()
-
-
-def rerank_order(scores: Sequence[float] | torch.Tensor, retriever_ranks: Sequence[int] | None = None) -> list[int]:
-    """Indices sorted by (−score, retriever rank): the re-ranked order with deterministic tie-breaks."""
-    values = scores.tolist() if isinstance(scores, torch.Tensor) else list(scores)
-    ranks = list(range(len(values))) if retriever_ranks is None else list(retriever_ranks)
-    if len(ranks) != len(values):
-        raise ValueError(f"{len(values)} scores but {len(ranks)} retriever ranks.")
-    return sorted(range(len(values)), key=lambda i: (-values[i], ranks[i]))
 
 
 class _EvalMode:
@@ -234,11 +228,11 @@ def rerank_topk(
         )
     if top_k < 1:
         raise ValueError(f"`top_k` must be ≥ 1, got {top_k}.")
-    retriever_order = sorted(range(len(candidate_ids)), key=lambda i: (-float(retriever_scores[i]), i))[:top_k]
+    retriever_order = rules.rerank_order([float(x) for x in retriever_scores])[:top_k]  # (−retriever score, position)
     ids = [candidate_ids[i] for i in retriever_order]
     images = [candidate_images[i] for i in retriever_order]
     scores = rerank_query(
         model, query_image, images, batch_size=batch_size, shared_vision=shared_vision, candidate_keys=ids,
         cache=cache, shared_prefix=shared_prefix, feature_cache=feature_cache,
     )
-    return [ids[i] for i in rerank_order(scores)]
+    return [ids[i] for i in rules.rerank_order(scores)]

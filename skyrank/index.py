@@ -9,7 +9,7 @@ exact search, for the dataset card.
 Kinds and parameter rules (N = gallery size; every value can be overridden with ``params``):
 
 * ``exact``: faiss ``IndexFlatIP``, on the GPU when faiss has GPU support and sees a CUDA device. Ties are
-  ordered by ascending gallery index (:func:`skyrank.mining.search_topk`'s rule).
+  ordered by ascending gallery index (:func:`search_topk`'s rule).
 * ``ivf``: faiss ``IndexIVFFlat`` with ``METRIC_INNER_PRODUCT`` over a flat inner-product coarse quantizer.
   ``nlist = min(round(4 * sqrt(N)), N // 39)`` (4 sqrt(N) is faiss's usual rule; faiss wants at least 39
   training points per list): 1,265 lists at N = 100,000, 4,000 at N = 1,000,000.
@@ -61,7 +61,8 @@ from typing import Any
 import numpy as np
 
 from skyrank.errors import MissingDependencyError
-from skyrank.mining import _GPU_MAX_K, _as_matrix, _FlatIP, _import_faiss, _resolve_gpu, _search_deterministic
+from skyrank.format.rules import as_matrix as _as_matrix
+from skyrank.format.rules import check_pair
 
 KINDS = ("exact", "ivf", "hnsw")
 
@@ -89,8 +90,111 @@ IVF_SCANS = ("list_major", "faiss")
 #: List-major IVF search: at most this many (query, probe, k) candidate slots per batch of queries.
 _LIST_MAJOR_SLOTS = 1 << 24
 
+#: faiss GPU indexes cannot return more than this many neighbours per query.
+_GPU_MAX_K = 2048
+#: Extra neighbours fetched beyond k by exact search, so boundary ties rarely force a second search.
+_MARGIN = 8
+
 #: faiss GPU IVF indexes accept at most this many probes.
 _GPU_MAX_NPROBE = 2048
+
+
+def _import_faiss() -> Any:
+    try:
+        import faiss
+    except ImportError as exc:  # pragma: no cover - faiss-cpu is a dependency
+        raise MissingDependencyError(
+            "faiss is not installed: pip install faiss-cpu (or pip install 'skyrank[gpu]' for faiss-gpu)"
+        ) from exc
+    return faiss
+
+
+def _resolve_gpu(faiss: Any, use_gpu: bool | None) -> bool:
+    if use_gpu is False:
+        return False
+    has_gpu_build = hasattr(faiss, "StandardGpuResources")
+    usable = has_gpu_build and faiss.get_num_gpus() > 0
+    if use_gpu is True and not usable:
+        if not has_gpu_build:
+            raise MissingDependencyError(
+                "use_gpu=True but the installed faiss has no GPU support: pip install 'skyrank[gpu]'"
+            )
+        raise MissingDependencyError("use_gpu=True but faiss sees no CUDA device")
+    return usable
+
+
+class _FlatIP:
+    """Exact inner-product index (faiss IndexFlatIP, on the GPU when requested and possible)."""
+
+    def __init__(self, ref: np.ndarray, use_gpu: bool | None) -> None:
+        faiss = _import_faiss()
+        self.ntotal = ref.shape[0]
+        self.cpu = faiss.IndexFlatIP(ref.shape[1])
+        self.cpu.add(ref)
+        self.gpu = None
+        if _resolve_gpu(faiss, use_gpu):
+            self._resources = faiss.StandardGpuResources()
+            self.gpu = faiss.index_cpu_to_gpu(self._resources, 0, self.cpu)
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        index = self.gpu if self.gpu is not None and k <= _GPU_MAX_K else self.cpu
+        scores, idx = index.search(np.ascontiguousarray(q), int(k))
+        return scores.astype(np.float32, copy=False), idx.astype(np.int64, copy=False)
+
+
+def _sort_rows(scores: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort each row by (-score, index)."""
+    order = np.lexsort((idx, -scores), axis=-1)
+    return np.take_along_axis(scores, order, axis=-1), np.take_along_axis(idx, order, axis=-1)
+
+
+def _search_deterministic(index: _FlatIP, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of each row of ``q`` as the first k of (-score, gallery index), boundary ties included."""
+    n = index.ntotal
+    fetch = min(n, k + max(_MARGIN, k // 4))
+    out_s = np.empty((q.shape[0], k), dtype=np.float32)
+    out_i = np.empty((q.shape[0], k), dtype=np.int64)
+    rows = np.arange(q.shape[0])
+    while rows.size:
+        s, i = _sort_rows(*index.search(q[rows], fetch))
+        # A row is settled when the whole tie group of its k-th score lies inside what was fetched.
+        settled = np.ones(rows.size, dtype=bool) if fetch >= n else s[:, k - 1] > s[:, fetch - 1]
+        out_s[rows[settled]] = s[settled, :k]
+        out_i[rows[settled]] = i[settled, :k]
+        rows = rows[~settled]
+        fetch = min(n, 2 * fetch)
+    return out_s, out_i
+
+
+def search_topk(
+    query_emb: np.ndarray,
+    ref_emb: np.ndarray,
+    k: int,
+    *,
+    use_gpu: bool | None = None,
+    batch_size: int = 8192,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` inner-product search (SkyLink Eq. 1) with faiss ``IndexFlatIP``.
+
+    Returns ``(scores float32 (Q, k), indices int64 (Q, k))``, each row sorted by descending score; equal
+    scores are ordered by ascending gallery index, and the k returned are the first k of the whole gallery in
+    that order (ties across the k boundary included: more neighbours are fetched until the tie group fits).
+    ``use_gpu``: None uses a GPU when faiss has GPU support and sees a CUDA device; True requires it (raises
+    :class:`~skyrank.errors.MissingDependencyError` otherwise); False stays on the CPU. Queries are searched in
+    batches of ``batch_size`` rows.
+    """
+    q, r = check_pair(query_emb, ref_emb)
+    if not 1 <= k <= r.shape[0]:
+        raise ValueError(f"k must be between 1 and the gallery size {r.shape[0]}, got {k}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    index = _FlatIP(r, use_gpu)
+    scores = np.empty((q.shape[0], k), dtype=np.float32)
+    indices = np.empty((q.shape[0], k), dtype=np.int64)
+    for start in range(0, q.shape[0], batch_size):
+        stop = min(start + batch_size, q.shape[0])
+        scores[start:stop], indices[start:stop] = _search_deterministic(index, q[start:stop], k)
+    return scores, indices
 
 
 def default_nlist(n: int) -> int:

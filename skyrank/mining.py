@@ -3,15 +3,19 @@
 Implements, from the SkyLink paper (arXiv 2603.08063):
 
 * **Eq. 1** (retrieval): score(q, r) = <E_q(q), E_r(r)>, the inner product of L2-normalised embeddings (cosine
-  similarity), top-m by exact search with faiss ``IndexFlatIP`` (:func:`search_topk`).
+  similarity), top-m by exact search with faiss ``IndexFlatIP`` (:func:`skyrank.index.search_topk`).
 * **Eq. 2** (ground-truth swap rule): if the ground truth is among the top-m, drop it, otherwise drop the m-th
-  candidate, so that m-1 hard negatives remain (:func:`apply_swap_rule`). Generalised to several positives
-  (satellite->drone has 54 per query): drop every positive and keep the first m-1 negatives of the ranking,
-  topping up from beyond rank m when more than one positive was in the top-m. For one positive this is exactly
-  Eq. 2 (both branches leave the first m-1 negatives). The stored ground truth is the best-ranked positive.
+  candidate, so that m-1 hard negatives remain (:func:`skyrank.format.rules.apply_swap_rule`). Generalised to
+  several positives (satellite->drone has 54 per query): drop every positive and keep the first m-1 negatives of
+  the ranking, topping up from beyond rank m when more than one positive was in the top-m. For one positive this
+  is exactly Eq. 2 (both branches leave the first m-1 negatives). The stored ground truth is the best-ranked
+  positive.
 * **Eq. 6** (relational similarity): sim_j = cos(E_r(c_j), E_r(gt)) in the retriever's reference space
-  (:func:`soft_label_similarity`), and **Eq. 7** (soft labels): L_j = sim_j if sim_j > T else 0
-  (:func:`soft_labels`; the trainer adds the ground truth's label 1).
+  (:func:`skyrank.format.rules.soft_label_similarity`), and **Eq. 7** (soft labels): L_j = sim_j if sim_j > T else 0
+  (:func:`skyrank.format.rules.soft_labels`; the trainer adds the ground truth's label 1).
+
+Every rule is a function of :mod:`skyrank.format.rules` that :func:`mine` calls; this module only organises
+the search and the bookkeeping around them.
 
 Conventions (every rank and list in a mined row obeys them):
 
@@ -40,16 +44,20 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from skyrank.errors import MissingDependencyError
+from skyrank.format import rules
+from skyrank.format.rules import apply_swap_rule, soft_label_similarity, soft_labels
+from skyrank.index import search_topk
 from skyrank.schema import RETRIEVER_COLUMNS
 
 if TYPE_CHECKING:
     from skyrank.index import SearchIndex
 
-#: float32 elements of one block of scores (or gathered embeddings) held at once: 128 MiB.
+# The rules live in skyrank.format.rules and the exact faiss search in skyrank.index; these names are re-exported
+# for callers that imported them from here.
+__all__ = ["MinedRow", "apply_swap_rule", "full_ranks", "mine", "search_topk", "soft_label_similarity", "soft_labels"]
+
+#: float32 elements of one block of scores held at once: 128 MiB.
 _BLOCK_ELEMENTS = 1 << 25
-#: faiss GPU indexes cannot return more than this many neighbours per query.
-_GPU_MAX_K = 2048
 #: Extra neighbours fetched beyond what is needed, so boundary ties rarely force a second search.
 _MARGIN = 8
 
@@ -78,112 +86,12 @@ if MinedRow._fields != RETRIEVER_COLUMNS:  # pragma: no cover - guards against s
 # --------------------------------------------------------------------------------------------------- helpers
 
 
-def _as_matrix(x: Any, name: str) -> np.ndarray:
-    arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
-    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{name} must be a non-empty 2-D array (rows, dim), got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
-
-
-def _check_pair(query_emb: Any, ref_emb: Any) -> tuple[np.ndarray, np.ndarray]:
-    q = _as_matrix(query_emb, "query_emb")
-    r = _as_matrix(ref_emb, "ref_emb")
-    if q.shape[1] != r.shape[1]:
-        raise ValueError(f"query_emb has dimension {q.shape[1]} but ref_emb has {r.shape[1]}")
-    return q, r
-
-
-def _import_faiss() -> Any:
-    try:
-        import faiss
-    except ImportError as exc:  # pragma: no cover - faiss-cpu is a dependency
-        raise MissingDependencyError(
-            "faiss is not installed: pip install faiss-cpu (or pip install 'skyrank[gpu]' for faiss-gpu)"
-        ) from exc
-    return faiss
-
-
-def _resolve_gpu(faiss: Any, use_gpu: bool | None) -> bool:
-    if use_gpu is False:
-        return False
-    has_gpu_build = hasattr(faiss, "StandardGpuResources")
-    usable = has_gpu_build and faiss.get_num_gpus() > 0
-    if use_gpu is True and not usable:
-        if not has_gpu_build:
-            raise MissingDependencyError(
-                "use_gpu=True but the installed faiss has no GPU support: pip install 'skyrank[gpu]'"
-            )
-        raise MissingDependencyError("use_gpu=True but faiss sees no CUDA device")
-    return usable
-
-
-class _FlatIP:
-    """Exact inner-product index (faiss IndexFlatIP, on the GPU when requested and possible)."""
-
-    def __init__(self, ref: np.ndarray, use_gpu: bool | None) -> None:
-        faiss = _import_faiss()
-        self.ntotal = ref.shape[0]
-        self.cpu = faiss.IndexFlatIP(ref.shape[1])
-        self.cpu.add(ref)
-        self.gpu = None
-        if _resolve_gpu(faiss, use_gpu):
-            self._resources = faiss.StandardGpuResources()
-            self.gpu = faiss.index_cpu_to_gpu(self._resources, 0, self.cpu)
-
-    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        index = self.gpu if self.gpu is not None and k <= _GPU_MAX_K else self.cpu
-        scores, idx = index.search(np.ascontiguousarray(q), int(k))
-        return scores.astype(np.float32, copy=False), idx.astype(np.int64, copy=False)
-
-
-def _sort_rows(scores: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sort each row by (-score, index)."""
-    order = np.lexsort((idx, -scores), axis=-1)
-    return np.take_along_axis(scores, order, axis=-1), np.take_along_axis(idx, order, axis=-1)
-
-
-def _search_deterministic(index: _FlatIP, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k of each row of ``q`` as the first k of (-score, gallery index), boundary ties included."""
-    n = index.ntotal
-    fetch = min(n, k + max(_MARGIN, k // 4))
-    out_s = np.empty((q.shape[0], k), dtype=np.float32)
-    out_i = np.empty((q.shape[0], k), dtype=np.int64)
-    rows = np.arange(q.shape[0])
-    while rows.size:
-        s, i = _sort_rows(*index.search(q[rows], fetch))
-        # A row is settled when the whole tie group of its k-th score lies inside what was fetched.
-        settled = np.ones(rows.size, dtype=bool) if fetch >= n else s[:, k - 1] > s[:, fetch - 1]
-        out_s[rows[settled]] = s[settled, :k]
-        out_i[rows[settled]] = i[settled, :k]
-        rows = rows[~settled]
-        fetch = min(n, 2 * fetch)
-    return out_s, out_i
-
-
 def _chunk_rows(n_refs: int, chunk: int | None) -> int:
     if chunk is not None:
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {chunk}")
         return int(chunk)
     return max(1, min(4096, _BLOCK_ELEMENTS // max(1, n_refs)))
-
-
-def _count_strictly_greater(row: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """For each value, how many entries of ``row`` are strictly greater."""
-    if values.size <= 16:
-        return (row[None, :] > values[:, None]).sum(axis=1)
-    ascending = np.sort(row)
-    return row.size - np.searchsorted(ascending, values, side="right")
-
-
-def _positive_ranks(row: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """Optimistic 1-based ranks of gallery indices ``pos`` in the score row ``row`` (module docstring)."""
-    s = row[pos]
-    greater = _count_strictly_greater(row, s)
-    tied_before = ((s[None, :] == s[:, None]) & (pos[None, :] < pos[:, None])).sum(axis=1)
-    return (1 + greater + tied_before).astype(np.int64)
 
 
 def _top_unsorted(scores: np.ndarray, k: int) -> np.ndarray:
@@ -211,13 +119,13 @@ def _ranked_prefix(row: np.ndarray, pool: np.ndarray, pos: np.ndarray, length: i
     is_pos = np.concatenate([match.any(axis=0), np.ones(pool.size - match.shape[1], dtype=bool)])
     if pool.size >= length:
         ps = row[pool]
-        order = np.lexsort((pool, ~is_pos, -ps))[:length]
+        order = rules.ranking_order(ps, pool, is_pos)[:length]
         boundary = ps[order[-1]]
         if np.count_nonzero(row >= boundary) == np.count_nonzero(ps >= boundary):
             return pool[order], is_pos[order]
     negative = np.ones(row.size, dtype=bool)
     negative[pos] = False
-    order = np.lexsort((np.arange(row.size), negative, -row))[:length]
+    order = rules.ranking_order(row, np.arange(row.size), ~negative)[:length]
     return order, ~negative[order]
 
 
@@ -250,7 +158,7 @@ def _approx_ranking(
     pool = pool[np.sort(first)]
     pool_is_pos = np.isin(pool, pos)
     pool_scores = row[pool]
-    order = np.lexsort((pool, ~pool_is_pos, -pool_scores))
+    order = rules.ranking_order(pool_scores, pool, pool_is_pos)
     ranked, ranked_is_pos = pool[order], pool_is_pos[order]
     k = pool.size
     if k < m or np.count_nonzero(~ranked_is_pos) < m - 1:
@@ -259,7 +167,7 @@ def _approx_ranking(
         rest[pool] = False
         rest_idx = np.flatnonzero(rest)
         rest_neg = ~np.isin(rest_idx, pos)
-        rest_order = np.lexsort((rest_idx, rest_neg, -row[rest_idx]))[: m + pos.size]
+        rest_order = rules.ranking_order(row[rest_idx], rest_idx, ~rest_neg)[: m + pos.size]
         ranked = np.concatenate([ranked, rest_idx[rest_order]])
         ranked_is_pos = np.concatenate([ranked_is_pos, ~rest_neg[rest_order]])
     # Ranks: positives in the pool by their position there; the others after the pool, by the optimistic rule
@@ -273,45 +181,13 @@ def _approx_ranking(
     out = pos[~in_pool]
     if out.size:
         s = row[out]
-        above_outside = _count_strictly_greater(row, s) - (pool_scores[None, :] > s[:, None]).sum(axis=1)
-        tied_before = ((s[None, :] == s[:, None]) & (out[None, :] < out[:, None])).sum(axis=1)
-        ranks[~in_pool] = k + 1 + above_outside + tied_before
+        above_outside = rules.count_strictly_greater(row, s) - (pool_scores[None, :] > s[:, None]).sum(axis=1)
+        ranks[~in_pool] = k + 1 + above_outside + rules.tied_positives_before(s, out)
     by_rank = np.argsort(ranks)
-    return ranked[:m], ranked[~ranked_is_pos][: m - 1], pos[by_rank], ranks[by_rank]
+    return ranked[:m], ranked[rules.swap_rule_positions(ranked_is_pos, m)], pos[by_rank], ranks[by_rank]
 
 
 # --------------------------------------------------------------------------------------------------- public
-
-
-def search_topk(
-    query_emb: np.ndarray,
-    ref_emb: np.ndarray,
-    k: int,
-    *,
-    use_gpu: bool | None = None,
-    batch_size: int = 8192,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` inner-product search (SkyLink Eq. 1) with faiss ``IndexFlatIP``.
-
-    Returns ``(scores float32 (Q, k), indices int64 (Q, k))``, each row sorted by descending score; equal
-    scores are ordered by ascending gallery index, and the k returned are the first k of the whole gallery in
-    that order (ties across the k boundary included: more neighbours are fetched until the tie group fits).
-    ``use_gpu``: None uses a GPU when faiss has GPU support and sees a CUDA device; True requires it (raises
-    :class:`~skyrank.errors.MissingDependencyError` otherwise); False stays on the CPU. Queries are searched in
-    batches of ``batch_size`` rows.
-    """
-    q, r = _check_pair(query_emb, ref_emb)
-    if not 1 <= k <= r.shape[0]:
-        raise ValueError(f"k must be between 1 and the gallery size {r.shape[0]}, got {k}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    index = _FlatIP(r, use_gpu)
-    scores = np.empty((q.shape[0], k), dtype=np.float32)
-    indices = np.empty((q.shape[0], k), dtype=np.int64)
-    for start in range(0, q.shape[0], batch_size):
-        stop = min(start + batch_size, q.shape[0])
-        scores[start:stop], indices[start:stop] = _search_deterministic(index, q[start:stop], k)
-    return scores, indices
 
 
 def full_ranks(
@@ -328,7 +204,7 @@ def full_ranks(
     computed ``chunk`` queries at a time (default: a block of about 128 MiB). The result is aligned with
     ``positive_index_lists`` (one array per query, ranks in the order the indices were given).
     """
-    q, r = _check_pair(query_emb, ref_emb)
+    q, r = rules.check_pair(query_emb, ref_emb)
     if len(positive_index_lists) != q.shape[0]:
         raise ValueError(f"{len(positive_index_lists)} positive lists for {q.shape[0]} queries")
     lists: list[np.ndarray] = []
@@ -345,75 +221,8 @@ def full_ranks(
         scores = q[start : start + rows_per_chunk] @ r.T
         for j, row in enumerate(scores):
             pos = lists[start + j]
-            out.append(_positive_ranks(row, pos) if pos.size else np.zeros(0, dtype=np.int64))
+            out.append(rules.positive_ranks(row, pos) if pos.size else np.zeros(0, dtype=np.int64))
     return out
-
-
-def apply_swap_rule(retrieved_ids: Sequence[Any], positive_ids: set[Any], m: int) -> list[Any]:
-    """The m-1 hard negatives of the ground-truth swap rule (SkyLink Eq. 2), generalised to several positives.
-
-    ``retrieved_ids`` is the retriever's ranking, best first, at least its top-m; pass the top-(m + P) (P = the
-    number of positives) or longer, so that the rule can always be completed. Eq. 2: if the ground truth is in
-    the top-m it is dropped, otherwise the m-th candidate is dropped; both leave the first m-1 negatives. With
-    several positives every positive is dropped and, when that leaves fewer than m-1, the list is topped up
-    from the ranking beyond m. So the result is always the first m-1 non-positive ids, in retriever order.
-    Raises ``ValueError`` when the list is shorter than m, has duplicates, or holds fewer than m-1 negatives.
-    """
-    if m < 2:
-        raise ValueError(f"m must be >= 2, got {m}")
-    ids = list(retrieved_ids)
-    if len(ids) < m:
-        raise ValueError(f"the swap rule needs at least the top-m={m} retrieved ids, got {len(ids)}")
-    if len(set(ids)) != len(ids):
-        raise ValueError("retrieved_ids contains duplicates")
-    negatives = [cid for cid in ids if cid not in positive_ids]
-    if len(negatives) < m - 1:
-        raise ValueError(
-            f"only {len(negatives)} negatives among the {len(ids)} retrieved ids, {m - 1} needed: pass the "
-            f"top-(m + number of positives) = top-{m + len(positive_ids)} or more"
-        )
-    return negatives[: m - 1]
-
-
-def soft_label_similarity(candidate_idx: Any, gt_idx: Any, ref_emb: np.ndarray) -> np.ndarray:
-    """cos(E_r(c_j), E_r(gt)) in the retriever's reference space (SkyLink Eq. 6), float32 clipped to [-1, 1].
-
-    ``ref_emb`` holds L2-normalised gallery embeddings, so the cosine is a dot product. ``candidate_idx`` has
-    shape (..., n) and ``gt_idx`` the leading shape (...): one query (n,) with a scalar, or a batch (Q, n)
-    with (Q,). The result has the shape of ``candidate_idx``. Computed in blocks of bounded memory.
-    """
-    ref = _as_matrix(ref_emb, "ref_emb")
-    cand = np.asarray(candidate_idx, dtype=np.int64)
-    gt = np.asarray(gt_idx, dtype=np.int64)
-    if cand.ndim == 0 or cand.shape[:-1] != gt.shape:
-        raise ValueError(f"candidate_idx shape {cand.shape} does not match gt_idx shape {gt.shape} + (n,)")
-    for name, arr in (("candidate_idx", cand), ("gt_idx", gt)):
-        if arr.size and (arr.min() < 0 or arr.max() >= ref.shape[0]):
-            raise ValueError(f"{name} out of range [0, {ref.shape[0]})")
-    return _similarities(cand, gt, ref)
-
-
-def _similarities(cand: np.ndarray, gt: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """:func:`soft_label_similarity` on validated int64 indices and a validated float32 matrix (no checks: a
-    check of ``ref`` reads the whole gallery, which :func:`mine` must not do once per chunk of queries)."""
-    n = cand.shape[-1]
-    cand2 = cand.reshape(-1, n)
-    gt1 = gt.reshape(-1)
-    out = np.empty(cand2.shape, dtype=np.float32)
-    block = max(1, _BLOCK_ELEMENTS // max(1, n * ref.shape[1]))
-    for start in range(0, cand2.shape[0], block):
-        c = ref[cand2[start : start + block]]  # (b, n, d)
-        g = ref[gt1[start : start + block]][:, :, None]  # (b, d, 1)
-        out[start : start + block] = np.matmul(c, g)[:, :, 0]
-    return np.clip(out, -1.0, 1.0).reshape(cand.shape)
-
-
-def soft_labels(similarities: Any, threshold: float = 0.9) -> np.ndarray:
-    """SkyLink Eq. 7: L_j = sim_j if sim_j > T else 0, float32 (the ground truth's label 1 is added by the trainer)."""
-    if not np.isfinite(threshold):
-        raise ValueError(f"threshold must be finite, got {threshold}")
-    sims = np.asarray(similarities, dtype=np.float32)
-    return np.where(sims > threshold, sims, np.float32(0.0)).astype(np.float32)
 
 
 def mine(
@@ -478,7 +287,7 @@ def mine(
 
     from skyrank.index import build_index, measure_recall, sample_queries
 
-    q, g = _check_pair(query_emb, gallery_emb)
+    q, g = rules.check_pair(query_emb, gallery_emb)
     n_q, n_g = q.shape[0], g.shape[0]
     if not (len(query_ids) == len(query_labels) == n_q):
         raise ValueError(f"{len(query_ids)} query ids, {len(query_labels)} labels, {n_q} query embeddings")
@@ -583,17 +392,17 @@ def mine(
                      neg_scores) = beyond_pool.pop(qi)
                 else:  # exact search
                     row = scores[j]
-                    ranks = _positive_ranks(row, pos)
+                    ranks = rules.positive_ranks(row, pos)
                     by_rank = np.argsort(ranks)
                     pos_sorted, ranks_sorted = pos[by_rank], ranks[by_rank]
                     prefix, prefix_is_pos = _ranked_prefix(row, pools[j], pos, m - 1 + pos.size)
-                    negatives = prefix[~prefix_is_pos][: m - 1]
+                    negatives = prefix[rules.swap_rule_positions(prefix_is_pos, m)]  # Eq. 2
                     retrieved = prefix[:m]
                     gt_score, ret_scores, neg_scores = row[pos_sorted[0]], row[retrieved], row[negatives]
                 cand_idx[j] = negatives
                 gt_idx[j] = pos_sorted[0]
                 partial.append((qi, gt_score, pos_sorted, ranks_sorted, negatives, neg_scores, retrieved, ret_scores))
-            sims = _similarities(cand_idx, gt_idx, g)  # Eq. 6; g was validated once, above
+            sims = rules.soft_label_similarity(cand_idx, gt_idx, g, check=False)  # Eq. 6; g was validated above
             for j, (qi, gt_score, pos_sorted, ranks_sorted, negatives, neg_scores, retrieved, ret_scores) in (
                 enumerate(partial)
             ):

@@ -38,6 +38,7 @@ from datasets import Features
 
 from skyrank import hub_limits, schema
 from skyrank.errors import ValidationError
+from skyrank.format import rules
 from skyrank.writer import CARD_NAME, MANIFEST_NAME, read_manifest, verify_checksums
 
 #: At most this many problem lines are listed in the raised error (the rest are counted).
@@ -286,7 +287,7 @@ def _check_retriever_table(
                     problems.row(table_name, "have a positive rank that does not match retrieved_ids", qid)
                     break
             # Swap rule (Eq. 2): the negatives of the top-m, in order, start the candidate list.
-            negs = [j for j, x in enumerate(ret) if x not in posset][: m - 1]
+            negs = rules.swap_rule_positions([x in posset for x in ret], m).tolist()
             if len(rscore) == len(ret) and (
                 [ret[j] for j in negs] != cand[: len(negs)]
                 or any(abs(rscore[j] - c) > 1e-6 for j, c in zip(negs, cscore[: len(negs)], strict=True))

@@ -7,15 +7,9 @@ import pytest
 
 from skyrank import mining
 from skyrank.errors import MissingDependencyError
-from skyrank.mining import (
-    MinedRow,
-    apply_swap_rule,
-    full_ranks,
-    mine,
-    search_topk,
-    soft_label_similarity,
-    soft_labels,
-)
+from skyrank.format.rules import apply_swap_rule
+from skyrank.index import search_topk
+from skyrank.mining import MinedRow, full_ranks, mine
 from skyrank.schema import RETRIEVER_COLUMNS
 
 
@@ -38,52 +32,6 @@ def _brute_ranks(scores: np.ndarray, pos: np.ndarray) -> np.ndarray:
     position = np.empty(scores.size, dtype=np.int64)
     position[order] = np.arange(1, scores.size + 1)
     return position[pos]
-
-
-# ----------------------------------------------------------------------------------------------- swap rule
-
-IDS = [f"g{i}" for i in range(30)]
-
-
-@pytest.mark.parametrize("gt_pos", [0, 7, 4])  # rank 1, middle, rank m (m = 5)
-def test_swap_rule_gt_in_top_m_is_dropped(gt_pos: int) -> None:
-    m = 5
-    gt = IDS[gt_pos]
-    got = apply_swap_rule(IDS[: m + 1], {gt}, m) if gt_pos < m else apply_swap_rule(IDS[:10], {gt}, m)
-    expected = [i for i in IDS[:m] if i != gt] if gt_pos < m else IDS[: m - 1]
-    assert got == expected
-    assert len(got) == m - 1 and gt not in got
-
-
-def test_swap_rule_gt_at_rank_m_and_absent() -> None:
-    m = 5
-    # GT exactly at rank m: dropped, the other m-1 remain
-    assert apply_swap_rule(IDS[:m], {IDS[m - 1]}, m) == IDS[: m - 1]
-    # GT beyond m (or not retrieved at all): the m-th candidate is dropped
-    assert apply_swap_rule(IDS[:m], {"elsewhere"}, m) == IDS[: m - 1]
-    assert apply_swap_rule(IDS[:m], {IDS[20]}, m) == IDS[: m - 1]
-
-
-def test_swap_rule_several_positives() -> None:
-    m = 5
-    positives = {IDS[0], IDS[2], IDS[3], IDS[25]}
-    # three positives in the top-5: all dropped, topped up from beyond m
-    got = apply_swap_rule(IDS[: m + len(positives)], positives, m)
-    assert got == [IDS[1], IDS[4], IDS[5], IDS[6]]
-    # only the top-m given: not enough negatives, the error says what to pass
-    with pytest.raises(ValueError, match="top-9"):
-        apply_swap_rule(IDS[:m], positives, m)
-    # no positive in the top-m: drop the m-th
-    assert apply_swap_rule(IDS[10:20], {IDS[0], IDS[1]}, m) == IDS[10:14]
-
-
-def test_swap_rule_validation() -> None:
-    with pytest.raises(ValueError):
-        apply_swap_rule(IDS[:5], set(), 1)
-    with pytest.raises(ValueError, match="top-m"):
-        apply_swap_rule(IDS[:3], set(), 5)
-    with pytest.raises(ValueError, match="duplicates"):
-        apply_swap_rule(["a", "b", "a", "c"], set(), 3)
 
 
 # --------------------------------------------------------------------------------------- search and ranks
@@ -185,28 +133,6 @@ def test_faiss_and_rank_computation_agree_5000x64() -> None:
         assert row.retrieved_ids == [f"r{j}" for j in idx[i, :20]]
         assert row.gt_rank == 8
         assert row.candidate_ids == [f"r{j}" for j in idx[i, :20] if j != idx[i, 7]]
-
-
-# ------------------------------------------------------------------------------------------ soft labels
-
-
-def test_soft_label_similarity_and_labels() -> None:
-    rng = np.random.default_rng(5)
-    ref = _unit(rng.normal(size=(20, 6)))
-    sims = soft_label_similarity([3, 4, 5], 2, ref)
-    assert sims.dtype == np.float32 and sims.shape == (3,)
-    np.testing.assert_allclose(sims, ref[[3, 4, 5]] @ ref[2], atol=1e-6)
-    batch = soft_label_similarity(np.array([[3, 4], [5, 6]]), np.array([2, 0]), ref)
-    np.testing.assert_allclose(batch, [ref[[3, 4]] @ ref[2], ref[[5, 6]] @ ref[0]], atol=1e-6)
-    # identical embeddings: 1 after clipping (never 1 + ulp)
-    dup = np.tile(ref[:1] * np.float32(1.0000001), (2, 1))
-    assert soft_label_similarity([1], 0, dup).max() <= 1.0
-    with pytest.raises(ValueError):
-        soft_label_similarity([[1, 2]], [0, 1], ref)
-    labels = soft_labels(np.array([0.95, 0.9, 0.5, -0.2, 0.91], dtype=np.float32))
-    np.testing.assert_allclose(labels, [0.95, 0.0, 0.0, 0.0, 0.91])  # strictly greater than T
-    assert labels.dtype == np.float32
-    np.testing.assert_allclose(soft_labels([0.6, 0.4], threshold=0.5), [0.6, 0.0])
 
 
 # ------------------------------------------------------------------------------------------------- mine
