@@ -456,7 +456,7 @@ def eval_cmd(data: str, data_config: str, images_root: Path | None, adapter: str
 @_handle_errors
 def demo(out: Path, max_steps: int | None, labels: str, overwrite: bool, quiet: bool) -> None:
     """The whole method on CPU: build the synthetic SkyRank, train a tiny SkyLink, evaluate, print the table."""
-    from skylink_model.demo import run_demo
+    from skyrank.demo import run_demo
 
     result = run_demo(out, max_steps=max_steps, labels=labels, overwrite=overwrite, progress=not quiet)
     click.echo(result.table)

@@ -1,5 +1,8 @@
 """``skyrank demo``: the whole SkyLink method on the built-in synthetic benchmark, on CPU.
 
+It drives both halves, so it sits on the build side with the other functions ``cli.py`` calls: the model half
+(``skylink_model``) never imports the build.
+
 1. build the SkyRank dataset (as ``skyrank build`` with no arguments: synthetic benchmark, a small Sample4Geo-recipe
    retriever, mined candidates, images embedded);
 2. write a tiny random Qwen2-VL (:func:`skylink_model.testing.make_tiny_qwen2_vl`) — no hub download;
