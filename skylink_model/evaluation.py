@@ -16,6 +16,7 @@ The per-query maths lives in :mod:`skyrank.metrics`; this module only orchestrat
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -143,6 +144,54 @@ def _rerank_rows(rows: list[Mapping[str, Any]], scores_by_query: Mapping[str, Ma
     return _mean_percent(per_query)
 
 
+def per_query_records(
+    rows: Iterable[Mapping[str, Any]], scores_by_query: Mapping[str, Mapping[str, float]] | None, top_k: int
+) -> list[dict[str, Any]]:
+    """One record per query: the retriever's top-k and, with scores, the re-ranker's scores and order.
+
+    Keys: ``query_id``, ``gt_id``, ``positive_ids``, ``positive_ranks`` (retriever, full ranking),
+    ``retrieved_ids``/``retrieved_scores`` (the top-k), and with scores ``scores`` (aligned with
+    ``retrieved_ids``), ``reranked_ids`` (:func:`reranked_topk`) and ``reranked_positive_ranks``
+    (:func:`skyrank.metrics.rerank_positive_ranks`). The contact sheets and R@K curves of
+    :mod:`skylink_model.report` read these.
+    """
+    out = []
+    for row in rows:
+        qid = str(row["query_id"])
+        top = [str(i) for i in list(row["retrieved_ids"])[:top_k]]
+        raw_scores = row.get("retrieved_scores")
+        rec: dict[str, Any] = {
+            "query_id": qid,
+            "gt_id": str(row["gt_id"]) if row.get("gt_id") is not None else None,
+            "positive_ids": [str(p) for p in row["positive_ids"]],
+            "positive_ranks": [int(r) for r in row["positive_ranks"]],
+            "retrieved_ids": top,
+            "retrieved_scores": [float(x) for x in list(raw_scores)[: len(top)]] if raw_scores is not None else None,
+        }
+        if scores_by_query is not None:
+            scores = scores_by_query[qid]
+            order = reranked_topk(top, scores, top_k)
+            rec["scores"] = [float(scores[c]) for c in top]
+            rec["reranked_ids"] = order
+            rec["reranked_positive_ranks"] = metrics.rerank_positive_ranks(
+                order, rec["positive_ids"], rec["positive_ranks"], len(order)
+            )
+        out.append(rec)
+    return out
+
+
+def write_per_query(path: str | Path, records: Iterable[Mapping[str, Any]]) -> Path:
+    """Write :func:`per_query_records` as JSON Lines, atomically (a ``.tmp`` sibling renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
 def evaluate_reranking(
     rows: Iterable[Mapping[str, Any]],
     scores_by_query: Mapping[str, Mapping[str, float]] | None,
@@ -220,6 +269,7 @@ def evaluate(
     gallery_protocol: str | None = None,
     cache_dir: str | Path | None = None,
     json_path: str | Path | None = None,
+    per_query_path: str | Path | None = None,
 ) -> EvalReport:
     """Evaluate a SkyLink model (and/or the listwise prompt baseline) on one SkyRank split.
 
@@ -234,6 +284,9 @@ def evaluate(
             not given, the base model of ``model`` is used with its LoRA adapters disabled.
         max_queries: evaluate only the first N queries (sorted by id, as stored).
         json_path: also write the report's JSON there.
+        per_query_path: also write SkyLink's per-query scores and orders there (JSON Lines,
+            :func:`per_query_records`); the report's ``extra["per_query"]`` names the file (relative to the JSON's
+            folder when it lies beside it). ``skyrank show`` and ``skyrank sweep`` read it.
     """
     from skylink_model.data import load_skyrank_split
 
@@ -294,6 +347,9 @@ def evaluate(
     extra["wall_time_s"] = round(time.perf_counter() - started, 3)
     if model is not None and getattr(model, "config", None) is not None:
         extra["base_model"] = getattr(model.config, "base_model", None)
+    if per_query_path is not None:
+        write_per_query(per_query_path, per_query_records(rows, skylink_scores, top_k))
+        extra["per_query"] = _relative_to_json(Path(per_query_path), json_path)
     report = evaluate_reranking(
         rows,
         skylink_scores,
@@ -308,6 +364,16 @@ def evaluate(
     if json_path is not None:
         report.to_json(json_path)
     return report
+
+
+def _relative_to_json(path: Path, json_path: str | Path | None) -> str:
+    """``path`` relative to the JSON's folder when it lies under it (the pair can be moved together)."""
+    if json_path is not None:
+        try:
+            return path.resolve().relative_to(Path(json_path).resolve().parent).as_posix()
+        except ValueError:
+            pass
+    return str(path.resolve())
 
 
 class _adapters_disabled:

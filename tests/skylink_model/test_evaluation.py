@@ -123,3 +123,20 @@ def test_evaluate_on_tiny_model_and_folder(tmp_path):
     alone = evaluate_reranking(list(rows)[:4], None, top_k=4)
     assert report.rows["retriever"] == pytest.approx(alone.rows["retriever"])
     assert json.loads((tmp_path / "eval.json").read_text())["rows"]["skylink"] == pytest.approx(report.rows["skylink"])
+
+
+def test_per_query_records_and_file(tmp_path):
+    from skylink_model.evaluation import per_query_records, write_per_query
+
+    records = per_query_records(ROWS, SCORES, top_k=3)
+    q1, q2, q3 = records
+    assert q1["retrieved_ids"] == ["n1", "n2", "p1"] and q1["scores"] == [0.1, 0.2, 3.0]
+    assert q1["reranked_ids"] == ["p1", "n2", "n1"] and q1["reranked_positive_ranks"] == [1]
+    assert q2["reranked_positive_ranks"] == [8]  # beyond the top-3: the rank stays
+    assert q3["reranked_ids"] == ["x1", "pa", "pb"] and q3["reranked_positive_ranks"] == [2, 3, 9]
+    assert q1["retrieved_scores"] is None and q1["gt_id"] is None  # the hand-made rows carry neither
+    alone = per_query_records(ROWS, None, top_k=3)
+    assert "scores" not in alone[0] and alone[0]["positive_ranks"] == [3]
+    path = write_per_query(tmp_path / "pq" / "eval.per_query.jsonl", records)
+    lines = path.read_text().splitlines()
+    assert [json.loads(line) for line in lines] == records and not list(path.parent.glob("*.tmp"))
