@@ -27,6 +27,7 @@ ERROR_HINTS: dict[type[errors.SkyRankError], tuple[int, str]] = {
     errors.MissingDependencyError: (8, "Install the extra named above."),
     errors.PublishError: (9, "Nothing was changed on the Hub unless the message says so."),
     errors.TrainingError: (10, "Fix the cause, then re-run with --resume to continue from the last checkpoint."),
+    errors.EvalFileError: (11, "Pass the JSON files `skyrank eval --json` wrote (with --per-query for pictures)."),
 }
 
 
@@ -421,6 +422,8 @@ Examples:
   skyrank eval --data alice/skyrank --config sample4geo-university1652-d2s --adapter runs/skylink \\
       --images-root /data/University-Release --top-k 10 --json eval.json
   skyrank eval --data skyrank-demo/dataset --config sample4geo-synthetic-d2s --adapter runs/skylink --baseline prompt
+  skyrank eval --data skyrank-demo/dataset --config sample4geo-synthetic-d2s --adapter skyrank-demo/run \
+      --json eval.json --per-query eval.per_query.jsonl
 """
 
 
@@ -433,6 +436,10 @@ Examples:
 @click.option("--max-queries", type=int, help="Evaluate only the first N queries (quick checks).")
 @click.option("--baseline", type=click.Choice(["prompt"]), help="Also evaluate the listwise prompt baseline (A.8).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the report as JSON.")
+@click.option(
+    "--per-query", "per_query_path", type=click.Path(path_type=Path),
+    help="Write per-query scores and orders (JSON Lines) for `skyrank show` and `skyrank sweep`.",
+)
 @_device_option
 @_quiet_option
 @_handle_errors
@@ -462,6 +469,118 @@ def demo(out: Path, max_steps: int | None, labels: str, overwrite: bool, quiet: 
     click.echo(result.table)
     click.echo("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.timings.items()))
     click.echo(f"dataset: {result.dataset}\nrun: {result.run}\nevaluation: {result.eval_json}")
+    if result.report_html is not None:
+        click.echo(f"report: {result.report_html}")
+
+
+# ------------------------------------------------------------------------------------------- tables and figures
+TABLE_EXAMPLES = """
+\b
+Examples:
+  skyrank table evals/*.json
+  skyrank table evals/sample4geo-*.json evals/mccg-*.json --format latex --out table1.tex
+  skyrank table evals/*.json --metrics R@1,R@5,AP,AP_conservative --format csv
+"""
+
+
+@main.command(epilog=TABLE_EXAMPLES)
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--format", "fmt", default="markdown", show_default=True, type=click.Choice(["markdown", "latex", "csv", "html"])
+)
+@click.option("--metrics", default="R@1,AP", show_default=True, help="Comma-separated metrics per column group.")
+@click.option("--out", type=click.Path(path_type=Path), help="Write the table to this file instead of printing it.")
+@_handle_errors
+def table(runs: tuple[Path, ...], fmt: str, metrics: str, out: Path | None) -> None:
+    """Lay out the paper's Table 1 from evaluation JSONs (rows per retriever, columns per benchmark/direction)."""
+    from skylink_model.report.tables import format_table
+
+    text = format_table(list(runs), fmt, metrics.split(","))
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        from skylink_model.report._io import write_text_atomic
+
+        click.echo(f"table written to {write_text_atomic(out, text)}")
+
+
+SWEEP_EXAMPLES = """
+\b
+Examples:
+  skyrank sweep --data skyrank-demo/dataset --config sample4geo-synthetic-d2s --run skyrank-demo/run \\
+      --param top_k --values 1,2,3,5,10 --out sweeps/top_k
+  skyrank sweep --data skyrank-demo/dataset --config sample4geo-synthetic-d2s --run skyrank-demo/run \\
+      --param k --values 4,8,13 --max-steps 200 --out sweeps/group_size
+  skyrank sweep --data alice/skyrank --config sample4geo-university1652-d2s --run runs/skylink \\
+      --images-root /data/University-Release --param train_fraction --values 0.1,0.25,0.5,1.0 --out sweeps/fraction
+"""
+
+
+@main.command(epilog=SWEEP_EXAMPLES)
+@_data_options
+@click.option("--param", required=True, type=click.Choice(["top_k", "k", "threshold", "labels", "train_fraction",
+                                                           "base_model"]),
+              help="The knob: top_k (no retraining), k (|G_z|), threshold (T), labels, train_fraction, base_model.")
+@click.option("--values", required=True, help="Comma-separated grid, e.g. 1,3,5,10.")
+@click.option("--run", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="Trained SkyLink run: evaluated (top_k) or the settings the other knobs vary.")
+@click.option("--model", "base_model", help="Backbone for training sweeps without --run (paper defaults otherwise).")
+@click.option("--split", default="test", show_default=True)
+@click.option("--top-k", default=10, show_default=True, help="Re-ranked top-k of the training sweeps' evaluations.")
+@click.option("--max-steps", type=int, help="Training sweeps: stop each run after this many optimizer steps.")
+@click.option("--max-queries", type=int, help="Evaluate only the first N queries.")
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder of eval JSONs and plots.")
+@click.option("--overwrite", is_flag=True, help="Redo points whose JSON already exists (default: reuse them).")
+@_device_option
+@_quiet_option
+@_handle_errors
+def sweep(data: str, data_config: str, images_root: Path | None, base_model: str | None, max_steps: int | None,
+          device: str | None, quiet: bool, **kw: Any) -> None:  # fmt: skip
+    """Run an ablation grid (SkyLink Figure 2/3a, Tables 2/6) into eval JSONs and one plot per swept knob."""
+    from skylink_model.report.sweep import run_sweep
+
+    base_config = None
+    if base_model is not None:
+        from skylink_model.config import SkyLinkConfig
+
+        base_config = SkyLinkConfig(base_model=base_model)
+    result = run_sweep(
+        data=data, config=data_config, images_root=images_root, base_config=base_config,
+        train_kwargs={"max_steps": max_steps} if max_steps else None, device=_resolve_device(device),
+        progress=not quiet, **kw,
+    )  # fmt: skip
+    click.echo(result.format_table())
+    click.echo(f"plot: {result.plot}\nsummary: {result.summary}")
+
+
+SHOW_EXAMPLES = """
+\b
+Examples:
+  skyrank show skyrank-demo/eval.json --out skyrank-demo/report
+  skyrank show evals/*.json --queries 20 --worst --images-root /data/University-Release --out report/
+  skyrank show evals/*.json --sweep sweeps/top_k --sweep sweeps/group_size --out report/
+"""
+
+
+@main.command(epilog=SHOW_EXAMPLES)
+@click.argument("runs", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for report.html and its PNGs.")
+@click.option("--queries", default=8, show_default=True, help="Contact sheets per evaluation.")
+@click.option("--worst", "select", flag_value="worst", help="Queries SkyLink moved down the most.")
+@click.option("--best", "select", flag_value="best", help="Queries SkyLink moved up the most.")
+@click.option("--data", help="Dataset folder or repo id (default: the one the evaluation JSON names).")
+@click.option("--images-root", type=click.Path(path_type=Path), help="Your benchmark copy (ids-only datasets).")
+@click.option("--sweep", "sweeps", multiple=True, type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="A `skyrank sweep` folder to add (repeatable).")
+@click.option("--metrics", default="R@1,AP", show_default=True, help="Metrics of the report's Table 1.")
+@_handle_errors
+def show(runs: tuple[Path, ...], select: str | None, metrics: str, **kw: Any) -> None:
+    """Contact sheets per query (query, ground truth, retriever vs SkyLink top-k) and a static report.html."""
+    from skylink_model.report.page import write_report
+
+    result = write_report(list(runs), select=select or "first", metrics=metrics.split(","), **kw)
+    click.echo(f"{len(result.sheets)} contact sheet(s), {len(result.figures)} figure(s)\nreport: {result.html}")
 
 
 @main.command("make-tiny-model")

@@ -56,3 +56,7 @@ class PublishError(SkyRankError):
 
 class TrainingError(SkyRankError):
     """Training stopped (non-finite loss, mismatched resume state, ...)."""
+
+
+class EvalFileError(SkyRankError):
+    """An evaluation JSON (or its per-query file) is missing, unreadable or not what ``skyrank eval`` writes."""

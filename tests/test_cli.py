@@ -14,7 +14,7 @@ from skyrank import errors
 
 COMMANDS = [
     ["build"], ["synth"], ["validate"], ["retriever", "train"], ["retriever", "list"], ["publish"],
-    ["publish-model"], ["train"], ["eval"], ["demo"], ["make-tiny-model"],
+    ["publish-model"], ["train"], ["eval"], ["demo"], ["make-tiny-model"], ["table"], ["sweep"], ["show"],
 ]  # fmt: skip
 
 

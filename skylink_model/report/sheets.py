@@ -1,0 +1,160 @@
+"""Contact sheets: one PNG per query, as in the SkyLink paper's Figure 4.
+
+Top line: the query and its ground truth. Then the retriever's top-k with its similarity scores, and SkyLink's
+re-ranked top-k with its scores S (Eq. 4: S = wᵀh_last). Positives are framed in green, other candidates in grey.
+Queries are picked as stored (first N) or by rank change: the best positive's rank before minus after re-ranking
+(``best``: largest gains first; ``worst``: largest losses first).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont
+
+from skylink_model.report._io import write_atomic
+from skyrank.errors import BadImageError
+
+SELECTIONS: tuple[str, ...] = ("first", "best", "worst")
+POSITIVE = (22, 163, 74)
+NEGATIVE = (170, 170, 170)
+GROUND_TRUTH = (37, 99, 235)
+
+
+def best_rank(ranks: Sequence[int]) -> float:
+    """The best (smallest) 1-based rank of any positive; ``inf`` with no positive."""
+    return float(min(ranks)) if ranks else math.inf
+
+
+def rank_change(record: Mapping[str, Any]) -> float:
+    """Retriever rank − re-ranked rank of the best positive (> 0: SkyLink moved it up); 0 without scores."""
+    if "reranked_positive_ranks" not in record:
+        return 0.0
+    before, after = best_rank(record["positive_ranks"]), best_rank(record["reranked_positive_ranks"])
+    return 0.0 if math.isinf(before) else before - after
+
+
+def select_queries(records: Sequence[Mapping[str, Any]], n: int, how: str = "first") -> list[Mapping[str, Any]]:
+    """``n`` records: as stored (``first``), or by rank change (``best`` / ``worst``; ties keep stored order)."""
+    if how not in SELECTIONS:
+        raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {how!r}")
+    if n < 1:
+        raise ValueError(f"the number of queries must be ≥ 1, got {n}")
+    order = list(range(len(records)))
+    if how == "best":
+        order.sort(key=lambda i: -rank_change(records[i]))
+    elif how == "worst":
+        order.sort(key=lambda i: rank_change(records[i]))
+    return [records[i] for i in order[:n]]
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def _thumb(image: Image.Image, size: int) -> Image.Image:
+    img = image.convert("RGB").copy()
+    img.thumbnail((size, size))
+    canvas = Image.new("RGB", (size, size), (245, 245, 245))
+    canvas.paste(img, ((size - img.width) // 2, (size - img.height) // 2))
+    return canvas
+
+
+def _short(text: str, font: Any, width: int, draw: ImageDraw.ImageDraw) -> str:
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength("…" + text, font=font) > width:
+        text = text[1:]
+    return "…" + text
+
+
+def contact_sheet(
+    record: Mapping[str, Any],
+    images: Callable[[str], Image.Image],
+    thumb: int = 112,
+) -> Image.Image:
+    """The contact sheet of one per-query record (:func:`skylink_model.evaluation.per_query_records`)."""
+    positives = set(record.get("positive_ids") or [])
+    top = list(record["retrieved_ids"])
+    raw = record.get("retrieved_scores") or [None] * len(top)
+    has_rerank = "reranked_ids" in record
+    pad, border, label_h, title_h = 10, 4, 30, 36
+    cell = thumb + 2 * border
+    k = max(len(top), 2)
+    label_w = 150
+    width = label_w + pad + k * (cell + pad)
+    n_rows = 3 if has_rerank else 2
+    height = title_h + n_rows * (cell + label_h + pad) + pad
+    sheet = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    font, small, bold = _font(14), _font(12), _font(16)
+
+    before = best_rank(record.get("positive_ranks") or [])
+    title = f"query {record['query_id']}   best positive: retriever rank {_rank(before)}"
+    if has_rerank:
+        title += f" -> SkyLink rank {_rank(best_rank(record['reranked_positive_ranks']))}"
+    draw.text((pad, pad), _short(title, bold, width - 2 * pad, draw), fill="black", font=bold)
+
+    def tile(x: int, y: int, image_id: str, frame: tuple[int, int, int], caption: str) -> None:
+        draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=frame)
+        try:
+            sheet.paste(_thumb(images(image_id), thumb), (x + border, y + border))
+        except (OSError, BadImageError) as e:  # a missing image is drawn as such, not a failed report
+            draw.rectangle([x + border, y + border, x + border + thumb, y + border + thumb], fill=(255, 235, 235))
+            draw.text((x + border + 4, y + border + 4), f"missing:\n{type(e).__name__}", fill="red", font=small)
+        draw.text((x, y + cell + 2), _short(caption, small, cell, draw), fill="black", font=small)
+        name = image_id.rsplit("/", 2)
+        draw.text((x, y + cell + 15), _short("/".join(name[-2:]), small, cell, draw), fill=(90, 90, 90), font=small)
+
+    y = title_h
+    draw.text((pad, y + cell // 2 - 8), "query / ground truth", fill="black", font=font)
+    tile(label_w + pad, y, str(record["query_id"]), NEGATIVE, "query")
+    if record.get("gt_id"):
+        tile(label_w + pad + cell + pad, y, str(record["gt_id"]), GROUND_TRUTH, "ground truth")
+    y += cell + label_h + pad
+
+    draw.text((pad, y + cell // 2 - 8), f"retriever top-{len(top)}", fill="black", font=font)
+    for j, (cid, score) in enumerate(zip(top, raw, strict=False)):
+        caption = f"#{j + 1}" + (f"  cos {float(score):.3f}" if score is not None else "")
+        tile(label_w + pad + j * (cell + pad), y, cid, POSITIVE if cid in positives else NEGATIVE, caption)
+    y += cell + label_h + pad
+
+    if has_rerank:
+        score_of = dict(zip(top, record["scores"], strict=True))
+        draw.text((pad, y + cell // 2 - 8), "SkyLink re-ranked", fill="black", font=font)
+        for j, cid in enumerate(record["reranked_ids"]):
+            caption = f"#{j + 1}  S {score_of[cid]:.3f}  (was #{top.index(cid) + 1})"
+            tile(label_w + pad + j * (cell + pad), y, cid, POSITIVE if cid in positives else NEGATIVE, caption)
+    return sheet
+
+
+def _rank(r: float) -> str:
+    return "none" if math.isinf(r) else str(int(r))
+
+
+def write_contact_sheets(
+    records: Sequence[Mapping[str, Any]],
+    images: Callable[[str], Image.Image],
+    out_dir: str | Path,
+    *,
+    queries: int = 8,
+    select: str = "first",
+    thumb: int = 112,
+) -> list[tuple[Mapping[str, Any], Path]]:
+    """Write one PNG per selected query under ``out_dir`` (``NN-<query id>.png``); returns (record, path) pairs."""
+    out_dir = Path(out_dir)
+    written = []
+    for i, record in enumerate(select_queries(records, queries, select), start=1):
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", str(record["query_id"])).strip("_")[-80:]
+        path = out_dir / f"{i:02d}-{stem}.png"
+        sheet = contact_sheet(record, images, thumb=thumb)
+        write_atomic(path, lambda tmp, sheet=sheet: sheet.save(tmp, format="PNG"))
+        written.append((record, path))
+    return written

@@ -1,0 +1,275 @@
+"""The paper's Table 1 laid out from any set of evaluation JSONs (SkyLink, arXiv 2603.08063, Table 1).
+
+Rows: per retriever, the retriever row, every re-ranker row the JSONs hold (``+SkyLink``, the fused score, the
+listwise prompt baseline of appendix A.8) and the improvement rows (re-ranked − retriever, in points). Columns: one
+group per benchmark / altitude / direction (University-1652 D→S and S→D, SUES-200 at 150–300 m, ...), one column
+per metric in the group. A cell no JSON holds stays blank, so partial results lay out as they are.
+
+The numbers are read, never recomputed: :mod:`skylink_model.evaluation` computes them with :mod:`skyrank.metrics`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skylink_model.report._io import EvalRun, load_eval_json
+from skyrank.errors import EvalFileError
+
+FORMATS: tuple[str, ...] = ("markdown", "latex", "csv", "html")
+DEFAULT_METRICS: tuple[str, ...] = ("R@1", "AP")
+
+#: Display names (anything else is shown as stored).
+RETRIEVER_NAMES = {"sample4geo": "Sample4Geo", "mccg": "MCCG", "sdpl": "SDPL", "toyret": "ToyRet"}
+BENCHMARK_NAMES = {"university1652": "University-1652", "sues200": "SUES-200", "synthetic": "Synthetic"}
+DIRECTION_NAMES = {"d2s": "D→S", "s2d": "S→D"}
+#: Row keys of EvalReport.rows in the order Table 1 shows them, with their labels.
+ROW_LABELS = {
+    "retriever": None,  # the retriever's own name
+    "skylink": "+SkyLink",
+    "skylink_fused": "+SkyLink (fused)",
+    "prompt_baseline": "+Listwise prompt",
+    "improvement": "Improvement",
+    "improvement_fused": "Improvement (fused)",
+    "improvement_skylink_fused": "Improvement (fused)",
+    "improvement_prompt_baseline": "Improvement (prompt)",
+}
+_BENCH_ORDER = ("university1652", "sues200")
+
+
+@dataclass(frozen=True, order=True)
+class Column:
+    """One benchmark / altitude / direction group of Table 1."""
+
+    sort_key: tuple = field(repr=False, compare=True)
+    benchmark: str = field(compare=False)
+    altitude: str | None = field(compare=False)
+    direction: str = field(compare=False)
+
+    @classmethod
+    def of(cls, benchmark: str, altitude: str | None, direction: str) -> Column:
+        bench_rank = _BENCH_ORDER.index(benchmark) if benchmark in _BENCH_ORDER else len(_BENCH_ORDER)
+        alt = (0, int(altitude), "") if altitude and altitude.isdigit() else (1, 0, altitude or "")
+        return cls((bench_rank, benchmark, alt, direction), benchmark, altitude, direction)
+
+    def label(self, arrow: str | None = None) -> str:
+        bench = BENCHMARK_NAMES.get(self.benchmark, self.benchmark)
+        alt = f" {self.altitude}m" if self.altitude and self.altitude.isdigit() else (
+            f" {self.altitude}" if self.altitude else ""
+        )
+        direction = DIRECTION_NAMES.get(self.direction, self.direction)
+        if arrow is not None:
+            direction = direction.replace("→", arrow)
+        return f"{bench}{alt} {direction}"
+
+    @property
+    def key(self) -> str:
+        return "-".join(p for p in (self.benchmark, self.altitude, self.direction) if p)
+
+
+@dataclass
+class TableRow:
+    retriever: str
+    key: str
+    label: str
+    cells: list[float | None]
+
+    @property
+    def signed(self) -> bool:
+        return self.key.startswith("improvement")
+
+
+@dataclass
+class Table:
+    """Table 1 as values: ``columns`` × ``metrics`` cells per row, ``None`` where no JSON has the number."""
+
+    columns: list[Column]
+    metrics: list[str]
+    rows: list[TableRow]
+    notes: list[str]
+
+    def render(self, fmt: str = "markdown") -> str:
+        if fmt not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        return {"markdown": _markdown, "latex": _latex, "csv": _csv, "html": _html}[fmt](self)
+
+
+def parse_config(config: str) -> tuple[str, str, str | None, str]:
+    """``<retriever>-<bench>[-<alt>]-<d2s|s2d>`` → (retriever, benchmark, altitude, direction)."""
+    from skylink_model.data import parse_retriever_config
+
+    try:
+        p = parse_retriever_config(config)
+    except ValueError as e:
+        raise EvalFileError(str(e)) from None
+    return p.retriever, p.benchmark, p.altitude, p.direction
+
+
+def _row_order(keys: Iterable[str]) -> list[str]:
+    keys = list(dict.fromkeys(keys))
+    known = [k for k in ROW_LABELS if k in keys]
+    rest = [k for k in keys if k not in ROW_LABELS]
+    plain = [k for k in known + rest if not k.startswith("improvement")]
+    return plain + [k for k in known + rest if k.startswith("improvement")]
+
+
+def _row_label(key: str, retriever: str) -> str:
+    if key == "retriever":
+        return RETRIEVER_NAMES.get(retriever, retriever)
+    if key in ROW_LABELS:
+        return str(ROW_LABELS[key])
+    return key.replace("_", " ").capitalize() if key.startswith("improvement") else f"+{key}"
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def build_table(runs: Sequence[EvalRun | str | Path], metrics: Sequence[str] = DEFAULT_METRICS) -> Table:
+    """Lay out Table 1 from evaluation JSONs (paths or loaded :class:`EvalRun`).
+
+    Two JSONs giving different numbers for the same retriever, column, row and metric raise
+    :class:`EvalFileError` naming both files (pass one evaluation per cell).
+    """
+    if not runs:
+        raise EvalFileError("no evaluation JSON given")
+    metrics = [m.strip() for m in metrics if m.strip()]
+    if not metrics:
+        raise ValueError("no metric to show")
+    loaded = [r if isinstance(r, EvalRun) else load_eval_json(r) for r in runs]
+    cells: dict[tuple[str, str, Column, str], tuple[float, Path]] = {}
+    retrievers: list[str] = []
+    columns: set[Column] = set()
+    row_keys: dict[str, list[str]] = {}
+    notes: list[str] = []
+    for run in loaded:
+        retriever, bench, alt, direction = parse_config(run.config)
+        col = Column.of(bench, alt, direction)
+        columns.add(col)
+        if retriever not in retrievers:
+            retrievers.append(retriever)
+        row_keys.setdefault(retriever, []).extend(run.rows)
+        for key, row in run.rows.items():
+            for metric in metrics:
+                value = _number(row.get(metric))
+                if value is None:
+                    continue
+                where = (retriever, key, col, metric)
+                if where in cells and abs(cells[where][0] - value) > 1e-9:
+                    raise EvalFileError(
+                        f"{cells[where][1]} and {run.path} both give {key} {metric} for {run.config} "
+                        f"({cells[where][0]:.4f} vs {value:.4f}); pass one evaluation per cell"
+                    )
+                cells[where] = (value, run.path)
+        for name, text in (run.data.get("ap_conventions") or {}).items():
+            note = f"{name}: {text}"
+            if name in metrics and note not in notes:
+                notes.append(note)
+    top_ks = sorted({r.top_k for r in loaded if r.top_k is not None})
+    if top_ks:
+        notes.append("re-ranking the retriever's top-" + "/".join(str(k) for k in top_ks))
+    ordered_columns = sorted(columns)
+    rows = []
+    for retriever in retrievers:
+        for key in _row_order(row_keys[retriever]):
+            values = [
+                cells.get((retriever, key, col, m), (None, None))[0] for col in ordered_columns for m in metrics
+            ]
+            rows.append(TableRow(retriever, key, _row_label(key, retriever), values))
+    return Table(ordered_columns, metrics, rows, notes)
+
+
+def format_table(runs: Sequence[EvalRun | str | Path], fmt: str = "markdown",
+                 metrics: Sequence[str] = DEFAULT_METRICS) -> str:  # fmt: skip
+    """:func:`build_table` rendered as ``markdown``, ``latex``, ``csv`` or ``html`` (what ``skyrank table`` prints)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    return build_table(runs, metrics).render(fmt)
+
+
+def _fmt(value: float | None, signed: bool) -> str:
+    if value is None:
+        return ""
+    return f"{value:+.2f}" if signed else f"{value:.2f}"
+
+
+def _markdown(t: Table) -> str:
+    head = ["Method"] + [f"{c.label()} {m}" for c in t.columns for m in t.metrics]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for row in t.rows:
+        label = f"**{row.label}**" if row.key == "retriever" else row.label
+        lines.append("| " + " | ".join([label] + [_fmt(v, row.signed) for v in row.cells]) + " |")
+    lines += [""] + [f"- {n}" for n in t.notes] if t.notes else []
+    return "\n".join(lines) + "\n"
+
+
+def _tex(text: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                 ("→", r"$\rightarrow$")):  # fmt: skip
+        text = text.replace(a, b)
+    return text
+
+
+def _latex(t: Table) -> str:
+    n = len(t.metrics)
+    spec = "l" + " ".join("c" * n for _ in t.columns)
+    groups = " & ".join(rf"\multicolumn{{{n}}}{{c}}{{{_tex(c.label())}}}" for c in t.columns)
+    rules = " ".join(rf"\cmidrule(lr){{{2 + i * n}-{1 + (i + 1) * n}}}" for i in range(len(t.columns)))
+    lines = [
+        "% Table 1 (SkyLink, arXiv 2603.08063); needs \\usepackage{booktabs}",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        f" & {groups} \\\\",
+        rules,
+        "Method & " + " & ".join(_tex(m) for _ in t.columns for m in t.metrics) + r" \\",
+        r"\midrule",
+    ]
+    previous = None
+    for row in t.rows:
+        if previous is not None and row.retriever != previous:
+            lines.append(r"\midrule")
+        previous = row.retriever
+        cells = [_fmt(v, row.signed) for v in row.cells]
+        lines.append(" & ".join([_tex(row.label)] + cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"] + [f"% {_tex(n)}" for n in t.notes]
+    return "\n".join(lines) + "\n"
+
+
+def _csv(t: Table) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["retriever", "row", "label"] + [f"{c.key}:{m}" for c in t.columns for m in t.metrics])
+    for row in t.rows:
+        w.writerow([row.retriever, row.key, row.label] + ["" if v is None else f"{v:.4f}" for v in row.cells])
+    return buf.getvalue()
+
+
+def _html(t: Table) -> str:
+    from html import escape
+
+    n = len(t.metrics)
+    groups = "".join(f'<th colspan="{n}">{escape(c.label())}</th>' for c in t.columns)
+    names = "".join(f"<th>{escape(m)}</th>" for _ in t.columns for m in t.metrics)
+    lines = [
+        '<table class="table1">',
+        f'<thead><tr><th rowspan="2">Method</th>{groups}</tr><tr>{names}</tr></thead>',
+        "<tbody>",
+    ]
+    previous = None
+    for row in t.rows:
+        cls = ["first"] if previous is not None and row.retriever != previous else []
+        previous = row.retriever
+        cls += ["improvement"] if row.signed else (["retriever"] if row.key == "retriever" else [])
+        attr = f' class="{" ".join(cls)}"' if cls else ""
+        cells = "".join(f"<td>{_fmt(v, row.signed)}</td>" for v in row.cells)
+        lines.append(f"<tr{attr}><th>{escape(row.label)}</th>{cells}</tr>")
+    lines.append("</tbody></table>")
+    if t.notes:
+        lines.append('<ul class="notes">' + "".join(f"<li>{escape(n)}</li>" for n in t.notes) + "</ul>")
+    return "\n".join(lines) + "\n"
