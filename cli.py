@@ -305,9 +305,10 @@ def publish(folder: Path, quiet: bool, **kw: Any) -> None:
 @_handle_errors
 def publish_model_cmd(run_dir: Path, quiet: bool, **kw: Any) -> None:
     """Publish a SkyLink run (LoRA adapter + value head + config) with a model card."""
-    from skyrank.publish_model import publish_model
+    from skylink_model.publish_model import publish_model
+    from skyrank.benchmarks import benchmark_citation
 
-    report = publish_model(run_dir, progress=not quiet, **kw)
+    report = publish_model(run_dir, progress=not quiet, benchmark_citation=benchmark_citation, **kw)
     if quiet:
         click.echo(report.format_plan())
     if report.commit_url:

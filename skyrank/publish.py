@@ -23,18 +23,21 @@ The token comes from ``token`` or ``HF_TOKEN`` and is never printed or put into 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from skyrank import hub_limits
 from skyrank.errors import PublishError, ValidationError
+from skyrank.hub import FilePlan, PublishReport
+from skyrank.hub import compare_with_remote as _compare
+from skyrank.hub import hub_errors as _hub_errors
+from skyrank.hub import progress_bars as _progress_bars
+from skyrank.hub import resolve_token as _token
 from skyrank.loading import (
     MANIFEST,
     README,
@@ -50,98 +53,6 @@ from skyrank.loading import (
 )
 
 REPO_TYPE = "dataset"
-
-
-@dataclass
-class FilePlan:
-    """One file of the upload and how it compares with the remote."""
-
-    path: str
-    size: int
-    status: str  # "new" | "changed" | "unchanged" | "deleted"
-
-
-@dataclass
-class PublishReport:
-    """What :func:`publish_dataset` / :func:`publish_model` planned and did."""
-
-    repo_id: str
-    endpoint: str
-    revision: str | None
-    dry_run: bool
-    configs: dict[str, dict[str, int]] = field(default_factory=dict)  # config -> split -> rows
-    files: list[FilePlan] = field(default_factory=list)
-    remote_exists: bool = False
-    uploaded: bool = False
-    commit_oid: str | None = None
-    commit_url: str | None = None
-    pr_url: str | None = None
-    tag: str | None = None
-    warnings: list[str] = field(default_factory=list)
-
-    def by_status(self, status: str) -> list[str]:
-        return [f.path for f in self.files if f.status == status]
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(f.size for f in self.files if f.status != "deleted")
-
-    @property
-    def changes(self) -> bool:
-        return any(f.status != "unchanged" for f in self.files)
-
-    def format_plan(self) -> str:
-        """A human-readable plan (no secrets in it)."""
-        lines = [f"Publish plan for {self.endpoint}/datasets/{self.repo_id}"
-                 + (f" @ {self.revision}" if self.revision else "")
-                 + ("" if self.remote_exists else " (new repo)")]  # fmt: skip
-        if self.configs:
-            lines.append("  configs:")
-            for cfg, splits in sorted(self.configs.items()):
-                split_txt = ", ".join(f"{s}: {n:,} rows" for s, n in sorted(splits.items()))
-                lines.append(f"    {cfg}  ({split_txt})")
-        counts = {s: len(self.by_status(s)) for s in ("new", "changed", "unchanged", "deleted")}
-        lines.append(
-            f"  files: {len([f for f in self.files if f.status != 'deleted'])} ({_human(self.total_bytes)}); "
-            + ", ".join(f"{n} {s}" for s, n in counts.items())
-        )
-        for f in self.files:
-            if f.status != "unchanged":
-                lines.append(f"    {f.status:9s} {f.path}  ({_human(f.size)})")
-        for w in self.warnings:
-            lines.append(f"  warning: {w}")
-        if not self.changes:
-            lines.append("  nothing to upload: the remote already holds exactly these files")
-        if self.dry_run:
-            lines.append("  dry run: nothing was written")
-        return "\n".join(lines)
-
-
-def _human(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{n} B"
-
-
-# ------------------------------------------------------------------------------------------------ hashing helpers
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _git_blob_sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    h.update(b"blob " + str(path.stat().st_size).encode() + b"\0")
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------ local validation
@@ -332,81 +243,6 @@ def _merge_manifests(remote: dict[str, Any], ours: dict[str, Any], our_configs: 
 
 
 # ------------------------------------------------------------------------------------------------ errors
-def _token(token: str | None) -> str | None:
-    return token or os.environ.get("HF_TOKEN") or None
-
-
-def _scrub(text: str, token: str | None) -> str:
-    return text.replace(token, "***") if token else text
-
-
-def _map_error(err: BaseException, *, endpoint: str, repo_id: str, revision: str | None, token: str | None) -> None:
-    """Raise :class:`PublishError` with a fix-it message for a Hub / network error."""
-    import httpx2
-    from huggingface_hub import errors as hf_errors
-
-    if isinstance(err, PublishError):
-        raise err
-    cause: BaseException | None = err
-    while cause is not None and not isinstance(cause, (hf_errors.HfHubHTTPError, httpx2.TransportError)):
-        cause = cause.__cause__
-    if cause is not None and cause is not err:
-        err = cause
-    if isinstance(err, hf_errors.RevisionNotFoundError):
-        raise PublishError(
-            f"revision {revision!r} not found in {repo_id}: create the branch first or leave --revision out"
-        ) from None
-    if isinstance(err, hf_errors.HfHubHTTPError) and err.response is not None:
-        status = err.response.status_code
-        server_msg = _scrub(err.server_message or "", token)
-        if status == 401:
-            raise PublishError("token invalid: set HF_TOKEN or pass --token (a token with write access)") from None
-        if status == 403:
-            raise PublishError(
-                f"no write access to {repo_id}: use a token with write permission for this namespace "
-                f"({server_msg or 'forbidden'})"
-            ) from None
-        if status == 404:
-            raise PublishError(
-                f"{repo_id} or revision {revision or 'main'} not found on {endpoint} ({server_msg or 'not found'})"
-            ) from None
-        if status >= 500 or status == 429:
-            raise PublishError(
-                f"the Hub at {endpoint} answered {status} ({server_msg or 'server error'}); nothing partial was "
-                "committed: re-run the same command to retry (already uploaded files are skipped)"
-            ) from None
-        raise PublishError(f"the Hub refused the upload ({status}): {server_msg or _scrub(str(err), token)}") from None
-    if isinstance(err, (httpx2.TransportError, ConnectionError, TimeoutError)):
-        raise PublishError(f"could not reach {endpoint}: check the network / --endpoint and re-run") from None
-    if isinstance(err, ValueError) and "Invalid metadata in README.md" in str(err):
-        raise PublishError(f"the Hub rejected the README metadata: {_scrub(str(err), token)}") from None
-    raise PublishError(f"publishing to {repo_id} failed: {type(err).__name__}: {_scrub(str(err), token)}") from None
-
-
-@contextlib.contextmanager
-def _hub_errors(*, endpoint: str, repo_id: str, revision: str | None, token: str | None) -> Iterator[None]:
-    try:
-        yield
-    except PublishError:
-        raise
-    except Exception as err:  # noqa: BLE001 - mapped to PublishError
-        _map_error(err, endpoint=endpoint, repo_id=repo_id, revision=revision, token=token)
-
-
-@contextlib.contextmanager
-def _progress_bars(enabled: bool) -> Iterator[None]:
-    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
-
-    was_disabled = are_progress_bars_disabled()
-    if not enabled:
-        disable_progress_bars()
-    try:
-        yield
-    finally:
-        if not enabled and not was_disabled:
-            enable_progress_bars()
-
-
 # ------------------------------------------------------------------------------------------------ remote state
 @dataclass
 class _Remote:
@@ -449,30 +285,6 @@ def _read_remote(api: Any, repo_id: str, revision: str | None, tmp: Path) -> _Re
                 with contextlib.suppress(ValueError):
                     remote.manifest = json.loads(text)
     return remote
-
-
-def _read_remote_model(api: Any, repo_id: str) -> tuple[bool, dict[str, Any]]:
-    """(exists, {path: RepoFile}) of a model repo's ``main``."""
-    from huggingface_hub import errors as hf_errors
-    from huggingface_hub.hf_api import RepoFile
-
-    try:
-        entries = api.list_repo_tree(repo_id, repo_type="model", recursive=True)
-        return True, {f.path: f for f in entries if isinstance(f, RepoFile)}
-    except hf_errors.RepositoryNotFoundError:
-        return False, {}
-
-
-def _compare(path: Path, remote_file: Any | None) -> str:
-    if remote_file is None:
-        return "new"
-    if remote_file.size != path.stat().st_size:
-        return "changed"
-    if remote_file.lfs is not None:
-        same = remote_file.lfs.sha256 == _sha256(path)
-    else:
-        same = remote_file.blob_id == _git_blob_sha1(path)
-    return "unchanged" if same else "changed"
 
 
 def _stage(folder: Path, files: list[str], generated: dict[str, str], parent: Path) -> Path:

@@ -109,6 +109,14 @@ def get_benchmark(name: str) -> Benchmark:
     return _BENCHMARKS[name]()
 
 
+def benchmark_citation(name: str) -> str | None:
+    """The BibTeX a benchmark declares (``Benchmark.citation``), or None for an unknown name or none declared."""
+    cls = _BENCHMARKS.get(name)
+    if cls is None:
+        return None
+    return cls.citation.strip() or None
+
+
 def apply_protocol(queries: list[ImageRecord], gallery: list[ImageRecord], protocol: str) -> list[ImageRecord]:
     """The gallery under a gallery protocol (design.md, "Gallery protocol").
 

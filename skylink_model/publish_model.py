@@ -14,12 +14,13 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from skyrank.errors import PublishError
+from skyrank.hub import FilePlan, PublishReport, compare_with_remote, hub_errors, progress_bars, read_remote_model
 from skyrank.loading import config_benchmark, join_front_matter
-from skyrank.publish import FilePlan, PublishReport, _compare, _hub_errors, _progress_bars, _read_remote_model
 
 REQUIRED_FILES: tuple[str, ...] = (
     "adapter_config.json",
@@ -31,6 +32,10 @@ EVAL_FILE_NAMES: tuple[str, ...] = ("eval.json", "eval_results.json", "evaluatio
 METRICS: tuple[str, ...] = ("R@1", "R@5", "R@10", "AP", "AP_conservative")
 ROW_LABELS = {"retriever": "Retriever", "skylink": "+SkyLink", "improvement": "Improvement"}
 TEMPLATE = Path(__file__).resolve().parent.parent / "cards" / "model_card.md.jinja"
+
+#: benchmark name -> its BibTeX (or None); :func:`skyrank.benchmarks.benchmark_citation` in the CLI. The model half
+#: never imports the build pipeline, so the benchmark registry is passed in rather than imported.
+CitationLookup = Callable[[str], "str | None"]
 
 
 def _find_eval(run_dir: Path) -> Path | None:
@@ -59,17 +64,12 @@ def _evaluation(report: dict[str, Any]) -> dict[str, Any] | None:
     return {"metrics": METRICS, "rows": table, "caption": f"All metrics in percent ({caption})." if caption else ""}
 
 
-def _citations(benchmark: str | None, extra: list[str]) -> list[str]:
+def _citations(benchmark: str | None, extra: list[str], benchmark_citation: CitationLookup | None) -> list[str]:
     out = []
-    if benchmark:
-        try:
-            from skyrank.benchmarks import get_benchmark
-
-            citation = get_benchmark(benchmark).citation
-            if citation:
-                out.append(citation.strip())
-        except Exception:  # noqa: BLE001 - an unknown benchmark simply has no citation here
-            pass
+    if benchmark and benchmark_citation is not None:
+        citation = benchmark_citation(benchmark)
+        if citation:
+            out.append(citation.strip())
     out += [c.strip() for c in extra if c and c.strip()]
     return list(dict.fromkeys(out))
 
@@ -80,8 +80,9 @@ def render_model_card(
     *,
     training_data: str | None = None,
     citations: list[str] | None = None,
+    benchmark_citation: CitationLookup | None = None,
 ) -> str:
-    """The model card (README.md) of a SkyLink run folder."""
+    """The model card (README.md) of a SkyLink run folder; ``benchmark_citation`` adds the benchmark's BibTeX."""
     import jinja2
 
     run_dir = Path(run_dir)
@@ -125,7 +126,7 @@ def render_model_card(
         else None,
         parameters=parameters,
         evaluation=_evaluation(report) if report else None,
-        citations=_citations(benchmark, extra),
+        citations=_citations(benchmark, extra, benchmark_citation),
     )
 
 
@@ -139,6 +140,7 @@ def publish_model(
     dry_run: bool = False,
     training_data: str | None = None,
     citations: list[str] | None = None,
+    benchmark_citation: CitationLookup | None = None,
     progress: bool = True,
 ) -> PublishReport:
     """Upload a SkyLink run folder to the Hub model repo ``repo_id`` with a rendered model card (one commit).
@@ -158,11 +160,12 @@ def publish_model(
     endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
     eval_path = _find_eval(run_dir)
     files = list(REQUIRED_FILES) + ([eval_path.name] if eval_path else [])
-    card = render_model_card(run_dir, repo_id, training_data=training_data, citations=citations)
+    card = render_model_card(run_dir, repo_id, training_data=training_data, citations=citations,
+                             benchmark_citation=benchmark_citation)
 
     report = PublishReport(repo_id=repo_id, endpoint=endpoint, revision=None, dry_run=dry_run)
     api = HfApi(endpoint=endpoint, token=token)
-    with tempfile.TemporaryDirectory(prefix="skyrank-publish-model-") as tmp, _progress_bars(progress):
+    with tempfile.TemporaryDirectory(prefix="skyrank-publish-model-") as tmp, progress_bars(progress):
         staging = Path(tmp) / "stage"
         staging.mkdir()
         for name in files:
@@ -171,17 +174,17 @@ def publish_model(
             except OSError:
                 shutil.copy2(run_dir / name, staging / name)
         (staging / "README.md").write_text(card, encoding="utf-8")
-        with _hub_errors(endpoint=endpoint, repo_id=repo_id, revision=None, token=token):
-            exists, remote_files = _read_remote_model(api, repo_id)
+        with hub_errors(endpoint=endpoint, repo_id=repo_id, revision=None, token=token):
+            exists, remote_files = read_remote_model(api, repo_id)
         report.remote_exists = exists
         for name in ["README.md", *files]:
             path = staging / name
-            report.files.append(FilePlan(name, path.stat().st_size, _compare(path, remote_files.get(name))))
+            report.files.append(FilePlan(name, path.stat().st_size, compare_with_remote(path, remote_files.get(name))))
         if progress:
             print(report.format_plan().replace("/datasets/", "/"))
         if dry_run:
             return report
-        with _hub_errors(endpoint=endpoint, repo_id=repo_id, revision=None, token=token):
+        with hub_errors(endpoint=endpoint, repo_id=repo_id, revision=None, token=token):
             if not exists:
                 api.create_repo(repo_id, repo_type="model", exist_ok=True, private=private)
             if report.changes:
