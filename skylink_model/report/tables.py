@@ -167,7 +167,8 @@ def build_table(runs: Sequence[EvalRun | str | Path], metrics: Sequence[str] = D
                         f"({cells[where][0]:.4f} vs {value:.4f}); pass one evaluation per cell"
                     )
                 cells[where] = (value, run.path)
-        for name, text in (run.data.get("ap_conventions") or {}).items():
+        definitions = {**(run.data.get("ap_conventions") or {}), **(run.data.get("metric_definitions") or {})}
+        for name, text in definitions.items():
             note = f"{name}: {text}"
             if name in metrics and note not in notes:
                 notes.append(note)

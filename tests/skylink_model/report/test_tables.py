@@ -40,7 +40,8 @@ def evals(tmp_path: Path) -> list[Path]:
                 "improvement": {"R@1": -1.0, "AP": 1.0}}),
         _write(tmp_path, "s4g-sues150", "sample4geo-sues200-150-d2s",
                {"retriever": {"R@1": 85.0, "AP": 87.5}}),
-        _write(tmp_path, "mccg-u-d2s", "mccg-university1652-d2s", {"retriever": {"R@1": 89.4, "AP": None}}),
+        _write(tmp_path, "mccg-u-d2s", "mccg-university1652-d2s", {"retriever": {"R@1": 89.4, "AP": None}},
+               schema_version=2, metric_definitions={"AP_precision": "precision AP (SkyLink Table 1's AP)"}),
     ]  # fmt: skip
 
 
@@ -76,6 +77,7 @@ def test_markdown(evals):
 
 def test_latex_groups_escapes_and_separates_retrievers(evals):
     text = format_table(evals, "latex", metrics=["R@1", "AP_precision"])
+    assert "% AP\\_precision: precision AP (SkyLink Table 1's AP)" in text  # schema 2's metric_definitions
     assert r"\multicolumn{2}{c}{University-1652 D$\rightarrow$S}" in text
     assert r"\cmidrule(lr){2-3} \cmidrule(lr){4-5} \cmidrule(lr){6-7} \cmidrule(lr){8-9}" in text
     assert r"Method & R@1 & AP\_precision & R@1 & AP\_precision" in text
