@@ -441,6 +441,10 @@ Examples:
     "--per-query", "per_query_path", type=click.Path(path_type=Path),
     help="Write per-query scores and orders (JSON Lines) for `skyrank show` and `skyrank sweep`.",
 )
+@click.option("--no-shared-prefix", "shared_prefix", is_flag=True, flag_value=False, default=True,
+              help="Score every (query, candidate) pair in full instead of on the query's shared prefix.")
+@click.option("--feature-cache-mb", type=float, default=1024, show_default=True,
+              help="Memory bound of the gallery vision-feature cache (LRU); 0 turns it off.")
 @_device_option
 @_quiet_option
 @_handle_errors
@@ -453,6 +457,9 @@ def eval_cmd(data: str, data_config: str, images_root: Path | None, adapter: str
     model = SkyLinkModel.from_pretrained(_local_run(adapter), device=_resolve_device(device))
     report = evaluate(model, data, data_config, images_root=images_root, progress=not quiet, **kw)
     click.echo(report.format_table())
+    for key, name in (("skylink_ms_per_query", "SkyLink"), ("prompt_ms_per_query", "prompt baseline")):
+        if key in report.extra:
+            click.echo(f"{name}: {report.extra[key]:.1f} ms/query")
 
 
 @main.command()

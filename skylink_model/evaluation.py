@@ -270,6 +270,8 @@ def evaluate(
     cache_dir: str | Path | None = None,
     json_path: str | Path | None = None,
     per_query_path: str | Path | None = None,
+    shared_prefix: bool = True,
+    feature_cache_mb: float = 1024.0,
 ) -> EvalReport:
     """Evaluate a SkyLink model (and/or the listwise prompt baseline) on one SkyRank split.
 
@@ -287,6 +289,14 @@ def evaluate(
         per_query_path: also write SkyLink's per-query scores and orders there (JSON Lines,
             :func:`per_query_records`); the report's ``extra["per_query"]`` names the file (relative to the JSON's
             folder when it lies beside it). ``skyrank show`` and ``skyrank sweep`` read it.
+        shared_prefix: score each query's candidates on one shared prefix (:mod:`skylink_model.prefix`; default);
+            ``False`` scores every pair in full (the naive path).
+        feature_cache_mb: memory bound of the gallery vision-feature cache (LRU,
+            :class:`~skylink_model.rerank.FeatureCache`) used with ``shared_prefix``; 0 turns it off. The model is
+            frozen here, so cached features stay valid.
+
+    ``extra`` records ``skylink_ms_per_query`` (re-ranking time per query, image loading excluded) and the cache's
+    hits and misses; ``prompt_ms_per_query`` likewise for the baseline.
     """
     from skylink_model.data import load_skyrank_split
 
@@ -313,10 +323,14 @@ def evaluate(
 
     pixel_cache = None
     if model is not None:
-        from skylink_model.rerank import PixelCache, rerank_query
+        from skylink_model.rerank import FeatureCache, PixelCache, rerank_query
 
         skylink_scores = {}
         pixel_cache = PixelCache() if getattr(model, "supports_shared_vision", False) else None
+        if feature_cache_mb < 0:
+            raise ValueError(f"`feature_cache_mb` must be ≥ 0, got {feature_cache_mb}")
+        use_features = shared_prefix and feature_cache_mb > 0 and getattr(model, "supports_shared_prefix", False)
+        feature_cache = FeatureCache(int(feature_cache_mb * 2**20)) if use_features else None
     if baseline == "prompt":
         from skylink_model.prompt_baseline import score_listwise
 
@@ -327,24 +341,37 @@ def evaluate(
                 raise ValueError("baseline='prompt' needs baseline_model and baseline_processor (or a SkyLink model)")
             baseline_model = model.backbone
             baseline_processor = model.processor
+    skylink_seconds = prompt_seconds = 0.0
     for row in iterator:
         qid = str(row["query_id"])
         top = [str(i) for i in list(row["retrieved_ids"])[:top_k]]
         query_image = images(qid)
         candidate_images = images.many(top)
         if model is not None:
+            tic = time.perf_counter()
             scores = rerank_query(
-                model, query_image, candidate_images, batch_size=batch_size, candidate_keys=top, cache=pixel_cache
-            )
+                model, query_image, candidate_images, batch_size=batch_size, candidate_keys=top, cache=pixel_cache,
+                shared_prefix=shared_prefix, feature_cache=feature_cache,
+            )  # fmt: skip
+            skylink_seconds += time.perf_counter() - tic
             skylink_scores[qid] = dict(zip(top, scores.tolist(), strict=True))
         if prompt_scores is not None:
+            tic = time.perf_counter()
             with _adapters_disabled(baseline_model):
                 result = score_listwise(
                     baseline_model, baseline_processor, query_image, candidate_images, max_new_tokens
                 )
             prompt_scores[qid] = dict(zip(top, result.scores, strict=True))
             extra["prompt_unparsable"] += result.n_unparsable
+            prompt_seconds += time.perf_counter() - tic
     extra["wall_time_s"] = round(time.perf_counter() - started, 3)
+    if skylink_scores is not None and rows:
+        extra["skylink_ms_per_query"] = round(1000 * skylink_seconds / len(rows), 2)
+        extra["shared_prefix"] = bool(shared_prefix and getattr(model, "supports_shared_prefix", False))
+        if feature_cache is not None:
+            extra["feature_cache"] = {"hits": feature_cache.hits, "misses": feature_cache.misses}
+    if prompt_scores is not None and rows:
+        extra["prompt_ms_per_query"] = round(1000 * prompt_seconds / len(rows), 2)
     if model is not None and getattr(model, "config", None) is not None:
         extra["base_model"] = getattr(model.config, "base_model", None)
     if per_query_path is not None:

@@ -117,6 +117,7 @@ def test_train_then_eval_end_to_end_through_the_cli(tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "Retriever" in result.output and "+SkyLink" in result.output
+    assert "SkyLink:" in result.output and "ms/query" in result.output
     rows = json.loads(report.read_text())["rows"]
     assert set(rows["skylink"]) >= {"R@1", "R@5", "R@10", "AP", "AP_conservative"}
     assert rows["retriever"]["R@10"] >= rows["retriever"]["R@1"]

@@ -140,3 +140,23 @@ def test_per_query_records_and_file(tmp_path):
     path = write_per_query(tmp_path / "pq" / "eval.per_query.jsonl", records)
     lines = path.read_text().splitlines()
     assert [json.loads(line) for line in lines] == records and not list(path.parent.glob("*.tmp"))
+
+
+def test_evaluate_shared_prefix_equals_naive_and_reports_ms_per_query(tmp_path):
+    from skylink_model.config import SkyLinkConfig
+    from skylink_model.model import get_skylink_model
+    from skylink_model.testing import make_tiny_qwen2_vl
+
+    data = make_tiny_skyrank(tmp_path / "ds", n_locations=6, m=5)
+    tiny = make_tiny_qwen2_vl(tmp_path / "tiny")
+    model = get_skylink_model(SkyLinkConfig(base_model=str(tiny), k=4, dtype="float32", head_init="random"))
+    kw = {"top_k": 4, "batch_size": 3, "max_queries": 4, "progress": False, "cache_dir": tmp_path / "c"}
+    fast = evaluate(model, data, RETRIEVER_CONFIG, "test", **kw)
+    naive = evaluate(model, data, RETRIEVER_CONFIG, "test", shared_prefix=False, **kw)
+    assert fast.rows["skylink"] == pytest.approx(naive.rows["skylink"])
+    assert fast.extra["shared_prefix"] is True and naive.extra["shared_prefix"] is False
+    assert fast.extra["skylink_ms_per_query"] > 0 and naive.extra["skylink_ms_per_query"] > 0
+    cache = fast.extra["feature_cache"]
+    assert cache["hits"] + cache["misses"] == 16 and cache["misses"] <= 16
+    with pytest.raises(ValueError, match="feature_cache_mb"):
+        evaluate(model, data, RETRIEVER_CONFIG, "test", feature_cache_mb=-1, **kw)
