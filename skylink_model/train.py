@@ -207,6 +207,7 @@ def train_skylink(
     lr_scheduler: str | None = None,
     report_to: str | Sequence[str] | None = "auto",
     cache_dir: str | Path | None = None,
+    shared_prefix: bool = True,
 ) -> TrainResult:
     """Train a SkyLink re-ranker on one SkyRank retriever config and save it to ``out_dir``.
 
@@ -225,6 +226,11 @@ def train_skylink(
         device: ``"cpu"`` forces the CPU; ``None`` lets accelerate choose.
         lr_scheduler: overrides ``config.lr_scheduler`` (``"linear"``, ``"cosine"`` or ``"constant"``, after
             ``config.warmup_ratio`` warmup); the run's ``skylink_config.json`` records the one used.
+        shared_prefix: train each group as one prefix forward + its k continuations + one backward
+            (:mod:`skylink_model.prefix`; the same loss and gradients as the per-pair path, one call of the wrapped
+            module so DDP / DeepSpeed see one forward). ``micro_batch_size`` then chunks the continuations inside that
+            call (bounded activation memory with gradient checkpointing). ``False``, or a family without support
+            (logged once), scores every pair in full.
         report_to: accelerate trackers; ``"auto"`` uses TensorBoard when installed, ``None`` none.
 
     Raises:
@@ -382,7 +388,17 @@ def train_skylink(
 
         bar = tqdm(total=total_steps, initial=step, desc="training SkyLink", unit="step")
 
+    fast = shared_prefix and unwrapped.supports_shared_prefix
+    if shared_prefix and not fast:
+        from skylink_model.prefix import warn_fallback_once
+
+        warn_fallback_once(unwrapped)
+
     def score(query_image: Any, candidate_images: list) -> torch.Tensor:
+        if fast:  # the whole group in one call of the wrapped module
+            query = unwrapped.process_images([query_image])[0]
+            candidates = unwrapped.process_images(candidate_images)
+            return model(**unwrapped.group_inputs(query, candidates, chunk_size=micro))
         if distributed:  # through the wrapper's forward, so DDP / DeepSpeed see the pass
             inputs = unwrapped.build_pair_inputs([query_image] * len(candidate_images), candidate_images)
             return model(**inputs)
@@ -405,7 +421,7 @@ def train_skylink(
             sync = accelerator.sync_gradients
             query_image = images(group.query_id)
             labels = torch.tensor(group.labels, dtype=torch.float32, device=accelerator.device)
-            chunks = split_chunks(len(group), micro)
+            chunks = [(0, len(group))] if fast else split_chunks(len(group), micro)
             for c, (lo, hi) in enumerate(chunks):
                 final_chunk = c == len(chunks) - 1
                 no_sync = sync and not final_chunk

@@ -102,6 +102,26 @@ def test_accumulated_gradient_is_the_mean_over_groups_and_chunks(tiny, tmp_path)
     assert whole.grad_norms[0] == pytest.approx(float(norm), rel=1e-4)
 
 
+def test_shared_prefix_training_equals_the_per_pair_path_in_one_call_per_group(tiny, tmp_path, monkeypatch):
+    """Default (shared prefix, continuations chunked) vs --no-shared-prefix: the same loss and gradient norm, and one
+    call of the wrapped module per group (what DDP / DeepSpeed see)."""
+    calls = {"prefix": 0, "pairs": 0}
+    forward = SkyLinkModel.forward
+
+    def counting_forward(self, **inputs):
+        calls["prefix" if "prefix_input_ids" in inputs else "pairs"] += 1
+        return forward(self, **inputs)
+
+    monkeypatch.setattr(SkyLinkModel, "forward", counting_forward)
+    config = _config(tiny, lora_dropout=0.0, max_grad_norm=1e6)
+    naive = _train(tiny, tmp_path / "naive", config, max_steps=1, shared_prefix=False)
+    assert calls == {"prefix": 0, "pairs": config.batch_size}
+    fast = _train(tiny, tmp_path / "fast", config, max_steps=1, micro_batch_size=2)
+    assert calls == {"prefix": config.batch_size, "pairs": config.batch_size}
+    assert fast.losses[0] == pytest.approx(naive.losses[0], abs=1e-6)
+    assert fast.grad_norms[0] == pytest.approx(naive.grad_norms[0], rel=1e-5)
+
+
 def test_nan_loss_stops_with_step_and_query_ids(tiny, tmp_path, monkeypatch):
     forward = SkyLinkModel.forward
 
