@@ -593,14 +593,29 @@ def show(runs: tuple[Path, ...], select: str | None, metrics: str, **kw: Any) ->
     click.echo(f"{len(result.sheets)} contact sheet(s), {len(result.figures)} figure(s)\nreport: {result.html}")
 
 
-@main.command("make-tiny-model")
-@click.argument("out", type=click.Path(path_type=Path))
-@click.option("--seed", default=0, show_default=True)
-def make_tiny_model(out: Path, seed: int) -> None:
-    """Write a tiny random Qwen2-VL (model + processor) that loads like Qwen/Qwen2-VL-7B-Instruct, offline."""
-    from skylink_model.testing import make_tiny_qwen2_vl
+TINY_MODEL_EXAMPLES = """
+\b
+Examples:
+  skyrank make-tiny-model tiny-qwen2-vl
+  skyrank make-tiny-model tiny-llava --family llava_onevision
+  skyrank train --data skyrank-demo/dataset --config sample4geo-synthetic-d2s --model tiny-llava --out runs/t --k 3
+"""
 
-    click.echo(f"tiny model written to {make_tiny_qwen2_vl(out, seed=seed)}")
+
+@main.command("make-tiny-model", epilog=TINY_MODEL_EXAMPLES)
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option(
+    "--family", default="qwen2_vl", show_default=True,
+    type=click.Choice(["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_onevision"]),
+    help="Backbone family (the model_type of Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision).",
+)  # fmt: skip
+@click.option("--seed", default=0, show_default=True)
+@_handle_errors
+def make_tiny_model(out: Path, family: str, seed: int) -> None:
+    """Write a tiny random LVLM (model + processor + chat template) that loads like its hub checkpoint, offline."""
+    from skylink_model.testing import make_tiny_model as build
+
+    click.echo(f"tiny {family} model written to {build(out, family, seed=seed)}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -71,6 +71,31 @@ def _yes_no_direction(backbone: Any, tokenizer: Any, spec: BackboneSpec) -> torc
         return (weight[ids[0]].float() - weight[ids[1]].float()).detach().clone()
 
 
+def pair_template_text(processor: Any, prompt: str) -> str:
+    """Render one pair's prompt with the processor's chat template, keeping query image → prompt → candidate."""
+
+    def render(content: list[dict[str, str]]) -> str:
+        conversation = [{"role": "user", "content": content}]
+        return processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+
+    image, text = {"type": "image"}, {"type": "text", "text": prompt}
+    token = processor.image_token
+    rendered = render([image, text, image])
+    parts = rendered.split(token)
+    if len(parts) == 3 and prompt in parts[1]:
+        return rendered
+    single = render([image, text])  # the template reorders images: place the candidate after the prompt
+    parts = single.split(token)
+    if len(parts) != 2 or single.count(prompt) != 1 or prompt not in parts[1]:
+        raise ValueError(
+            f"The chat template of {type(processor).__name__} cannot render '<image> prompt <image>' in this order: "
+            f"{rendered!r}"
+        )
+    after = parts[1].split(prompt)[0]  # what the template puts between an image and the text
+    sep = after if after.strip() == "" else ""
+    return single.replace(prompt, prompt + sep + token, 1)
+
+
 class SkyLinkModel(nn.Module):
     """LVLM + LoRA + value head. Build with :func:`get_skylink_model` or :meth:`from_pretrained`.
 
@@ -147,21 +172,14 @@ class SkyLinkModel(nn.Module):
     # ------------------------------------------------------------------ inputs
     @property
     def template_text(self) -> str:
-        """The chat-template text of one pair (two image placeholders, the prompt, the generation prompt)."""
+        """The chat-template text of one pair: ``<query image> {prompt} <candidate image>``, generation prompt.
+
+        Templates that render every image before the text (LLaVA-OneVision's) would lose the paper's order; for
+        them the template is rendered for ``<query image> {prompt}`` and the candidate's placeholder is put right
+        after the prompt, separated as the template separates an image from text.
+        """
         if self._template_text is None:
-            conversation = [
-                {
-                    "role": "user",
-                    "content": [
-                        {"type": "image"},
-                        {"type": "text", "text": self.config.prompt},
-                        {"type": "image"},
-                    ],
-                }
-            ]
-            self._template_text = self.processor.apply_chat_template(
-                conversation, add_generation_prompt=True, tokenize=False
-            )
+            self._template_text = pair_template_text(self.processor, self.config.prompt)
         return self._template_text
 
     def build_pair_inputs(self, query_images: Sequence[Any], candidate_images: Sequence[Any]) -> Any:
@@ -174,9 +192,9 @@ class SkyLinkModel(nn.Module):
             raise ValueError(f"{len(query_images)} query images but {len(candidate_images)} candidate images.")
         if not query_images:
             raise ValueError("build_pair_inputs needs at least one pair.")
-        images: list[Any] = []
-        for q, c in zip(query_images, candidate_images, strict=True):
-            images.extend((q, c))
+        # One image list per prompt: LLaVA-OneVision then takes its multi-image path (base resolution per image)
+        # instead of treating each image as a single-image request (anyres tiling); Qwen processors flatten it.
+        images = [[q, c] for q, c in zip(query_images, candidate_images, strict=True)]
         batch = self.processor(
             text=[self.template_text] * len(query_images),
             images=images,
