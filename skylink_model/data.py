@@ -22,9 +22,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from skyrank import schema
 from skyrank.errors import BadImageError, BenchmarkLayoutError, UnknownNameError
-from skyrank.format import rules
+from skyrank.format import rules, schema
 from skyrank.format.rules import LABEL_MODES as LABEL_MODES  # re-exported: the label rule lives there
 from skyrank.format.rules import make_labels as make_labels
 from skyrank.loading import MissingImageError
@@ -223,7 +222,7 @@ def parse_retriever_config(config: str) -> RetrieverConfigName:
     altitude = parts[2] if len(parts) == 4 else None
     parsed = RetrieverConfigName(parts[0], parts[1], altitude, parts[-1])
     if schema.retriever_config_name(parsed.retriever, parsed.benchmark, parsed.direction, altitude) != config:
-        raise ValueError(f"{config!r} does not round-trip through skyrank.schema.retriever_config_name")
+        raise ValueError(f"{config!r} does not round-trip through skyrank.format.schema.retriever_config_name")
     return parsed
 
 

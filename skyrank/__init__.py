@@ -25,6 +25,10 @@ __all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "schema":  # moved to skyrank.format.schema (issue 11); `from skyrank import schema` keeps working
+        import importlib
+
+        return importlib.import_module("skyrank.format.schema")
     if name in _LAZY:
         import importlib
 

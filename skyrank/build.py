@@ -23,9 +23,9 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from skyrank import schema
 from skyrank.benchmarks import RetrievalSplit, get_benchmark
 from skyrank.errors import SkyRankError
+from skyrank.format import schema
 
 _RETRIEVER_ARROW = schema.RETRIEVER_FEATURES.arrow_schema
 

@@ -3,8 +3,9 @@
 The YAML front matter is built with the same objects ``push_to_hub`` uses (notes/hub.md §1): ``DatasetCardData`` for
 licence, task/size categories, tags and pretty name; ``MetadataConfigs(...).to_dataset_card_data`` for ``configs:``
 (``data_files: [{split, path: "<config>/<split>-*"}]``, exactly one ``default: true``); and
-``DatasetInfosDict(...).to_dataset_card_data`` for ``dataset_info:`` with the features of :mod:`skyrank.schema` and
-exact ``num_examples`` (``load_dataset`` verifies them). The body is ``cards/dataset_card.md.jinja``.
+``DatasetInfosDict(...).to_dataset_card_data`` for ``dataset_info:`` with the features of
+:mod:`skyrank.format.schema` and exact ``num_examples`` (``load_dataset`` verifies them). The body is
+``cards/dataset_card.md.jinja``.
 
 Nothing here talks to the network (``RepoCard.validate()`` would; it is never called).
 """
@@ -22,7 +23,8 @@ from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
 import cards
-from skyrank import hub_limits, schema
+from skyrank import hub_limits
+from skyrank.format import schema
 from skyrank.writer import TableInfo
 
 #: The Jinja body of the card (``cards/`` ships as package data).

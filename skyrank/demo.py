@@ -67,8 +67,8 @@ def run_demo(
     from skylink_model.model import SkyLinkModel
     from skylink_model.testing import make_tiny_qwen2_vl
     from skylink_model.train import train_skylink
-    from skyrank import schema
     from skyrank.build import build_dataset
+    from skyrank.format import schema
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-from skyrank import schema
 from skyrank.errors import SkyRankError
+from skyrank.format import schema
 
 README = "README.md"
 MANIFEST = schema.MANIFEST_NAME if hasattr(schema, "MANIFEST_NAME") else "skyrank_manifest.json"

@@ -32,12 +32,12 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from skyrank.schema import RETRIEVER_COLUMNS
+from skyrank.format.schema import RETRIEVER_COLUMNS
 
 #: The retriever-config column holding the positives' full-ranking ranks (checked against the schema below).
 POSITIVE_RANKS_COLUMN = "positive_ranks"
 if POSITIVE_RANKS_COLUMN not in RETRIEVER_COLUMNS:  # pragma: no cover - guards against a schema rename
-    raise ImportError(f"skyrank.schema.RETRIEVER_COLUMNS has no {POSITIVE_RANKS_COLUMN!r} column")
+    raise ImportError(f"skyrank.format.schema.RETRIEVER_COLUMNS has no {POSITIVE_RANKS_COLUMN!r} column")
 
 
 def _checked_ranks(positive_ranks: Iterable[int]) -> list[int]:

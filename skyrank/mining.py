@@ -46,8 +46,8 @@ import numpy as np
 
 from skyrank.format import rules
 from skyrank.format.rules import apply_swap_rule, soft_label_similarity, soft_labels
+from skyrank.format.schema import RETRIEVER_COLUMNS
 from skyrank.index import search_topk
-from skyrank.schema import RETRIEVER_COLUMNS
 
 if TYPE_CHECKING:
     from skyrank.index import SearchIndex

@@ -10,7 +10,7 @@ Checks, in order:
    file matches its manifest sha256/size, with no unlisted file;
 2. README.md YAML parses, passes :func:`skyrank.hub_limits.check_card_metadata` (licence, categories, split names,
    exactly one default config), every YAML config has files, and YAML configs, ``dataset_info`` and manifest tables
-   agree (features equal :func:`skyrank.schema.features_for`, ``num_examples`` equal to the rows on disk);
+   agree (features equal :func:`skyrank.format.schema.features_for`, ``num_examples`` equal to the rows on disk);
 3. every (config, split) loads with ``datasets.load_dataset(folder, config, split=...)`` offline, into a temporary
    cache, with the declared features and row count;
 4. invariants, read with pyarrow: for retriever configs ``len(candidate_ids) == m - 1``, ``len(retrieved_ids) == m``,
@@ -36,9 +36,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Features
 
-from skyrank import hub_limits, schema
+from skyrank import hub_limits
 from skyrank.errors import ValidationError
-from skyrank.format import rules
+from skyrank.format import rules, schema
 from skyrank.writer import CARD_NAME, MANIFEST_NAME, read_manifest, verify_checksums
 
 #: At most this many problem lines are listed in the raised error (the rest are counted).

@@ -40,8 +40,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datasets import Features, Image
 
-from skyrank import hub_limits, schema
+from skyrank import hub_limits
 from skyrank.errors import BadImageError, OutputExistsError, SkyRankError, ValidationError
+from skyrank.format import schema
 
 MAX_SHARD_BYTES = 500 * 10**6  # datasets.config.MAX_SHARD_SIZE ("500MB")
 MAX_ROW_GROUP_BYTES = 100 * 10**6  # datasets.config.MAX_ROW_GROUP_SIZE ("100MB")

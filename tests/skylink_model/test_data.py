@@ -24,8 +24,8 @@ from skylink_model.data import (
     split_chunks,
     subsample_rows,
 )
-from skyrank import schema
 from skyrank.errors import BadImageError, BenchmarkLayoutError, UnknownNameError
+from skyrank.format import schema
 from skyrank.loading import MissingImageError
 
 RETRIEVER_CONFIG = "toyret-toy-d2s"

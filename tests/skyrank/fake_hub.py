@@ -674,7 +674,7 @@ def make_dataset_folder(
     """A small SkyRank folder written with :class:`skyrank.writer.DatasetWriter` and a README like the real card."""
     from pathlib import Path
 
-    from skyrank import schema
+    from skyrank.format import schema
     from skyrank.loading import join_front_matter
     from skyrank.writer import DatasetWriter
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from skyrank import schema
 from skyrank.benchmarks.synthetic import generate_synthetic
 from skyrank.build import build_dataset
 from skyrank.errors import OutputExistsError, SkyRankError
+from skyrank.format import schema
 from skyrank.retrievers import create
 
 SIZE = 32

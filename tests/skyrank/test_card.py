@@ -7,8 +7,9 @@ from datasets.info import DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard
 
-from skyrank import hub_limits, schema
+from skyrank import hub_limits
 from skyrank.card import SKYLINK_CITATION, render_dataset_card
+from skyrank.format import schema
 from skyrank.writer import TableInfo
 
 RETR = "fakeret-toy-d2s"

@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from skyrank.format.schema import RETRIEVER_COLUMNS
 from skyrank.metrics import (
     POSITIVE_RANKS_COLUMN,
     average_precision,
@@ -11,7 +12,6 @@ from skyrank.metrics import (
     rerank_positive_ranks,
     retrieval_metrics,
 )
-from skyrank.schema import RETRIEVER_COLUMNS
 
 
 def _reference_compute_map(index: np.ndarray, good_index: np.ndarray) -> float:

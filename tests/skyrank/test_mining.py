@@ -8,9 +8,9 @@ import pytest
 from skyrank import mining
 from skyrank.errors import MissingDependencyError
 from skyrank.format.rules import apply_swap_rule
+from skyrank.format.schema import RETRIEVER_COLUMNS
 from skyrank.index import search_topk
 from skyrank.mining import MinedRow, full_ranks, mine
-from skyrank.schema import RETRIEVER_COLUMNS
 
 
 def _rows(dicts: list[dict]) -> list[MinedRow]:

@@ -22,9 +22,9 @@ import pytest
 from huggingface_hub import DatasetCard
 from PIL import Image
 
-from skyrank import schema
 from skyrank.card import render_dataset_card
 from skyrank.errors import OutputExistsError
+from skyrank.format import schema
 from skyrank.writer import MANIFEST_NAME, DatasetWriter, read_manifest, verify_checksums
 
 M = 4
