@@ -499,13 +499,14 @@ Examples:
     "--format", "fmt", default="markdown", show_default=True, type=click.Choice(["markdown", "latex", "csv", "html"])
 )
 @click.option("--metrics", default="R@1,AP", show_default=True, help="Comma-separated metrics per column group.")
+@click.option("--ci", is_flag=True, help="Add the 95% bootstrap intervals the JSONs hold (ci95).")
 @click.option("--out", type=click.Path(path_type=Path), help="Write the table to this file instead of printing it.")
 @_handle_errors
-def table(runs: tuple[Path, ...], fmt: str, metrics: str, out: Path | None) -> None:
+def table(runs: tuple[Path, ...], fmt: str, metrics: str, ci: bool, out: Path | None) -> None:
     """Lay out the paper's Table 1 from evaluation JSONs (rows per retriever, columns per benchmark/direction)."""
     from skylink_model.report.tables import format_table
 
-    text = format_table(list(runs), fmt, metrics.split(","))
+    text = format_table(list(runs), fmt, metrics.split(","), ci=ci)
     if out is None:
         click.echo(text, nl=False)
     else:

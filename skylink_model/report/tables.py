@@ -77,6 +77,7 @@ class TableRow:
     key: str
     label: str
     cells: list[float | None]
+    ci: list[tuple[float, float] | None] = field(default_factory=list)
 
     @property
     def signed(self) -> bool:
@@ -91,6 +92,7 @@ class Table:
     metrics: list[str]
     rows: list[TableRow]
     notes: list[str]
+    show_ci: bool = False
 
     def render(self, fmt: str = "markdown") -> str:
         if fmt not in FORMATS:
@@ -131,8 +133,12 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def build_table(runs: Sequence[EvalRun | str | Path], metrics: Sequence[str] = DEFAULT_METRICS) -> Table:
+def build_table(
+    runs: Sequence[EvalRun | str | Path], metrics: Sequence[str] = DEFAULT_METRICS, ci: bool = False
+) -> Table:
     """Lay out Table 1 from evaluation JSONs (paths or loaded :class:`EvalRun`).
+
+    With ``ci`` each cell also shows the 95% bootstrap interval the JSON holds (``ci95``; blank where it has none).
 
     Two JSONs giving different numbers for the same retriever, column, row and metric raise
     :class:`EvalFileError` naming both files (pass one evaluation per cell).
@@ -144,6 +150,7 @@ def build_table(runs: Sequence[EvalRun | str | Path], metrics: Sequence[str] = D
         raise ValueError("no metric to show")
     loaded = [r if isinstance(r, EvalRun) else load_eval_json(r) for r in runs]
     cells: dict[tuple[str, str, Column, str], tuple[float, Path]] = {}
+    intervals: dict[tuple[str, str, Column, str], tuple[float, float]] = {}
     retrievers: list[str] = []
     columns: set[Column] = set()
     row_keys: dict[str, list[str]] = {}
@@ -167,6 +174,9 @@ def build_table(runs: Sequence[EvalRun | str | Path], metrics: Sequence[str] = D
                         f"({cells[where][0]:.4f} vs {value:.4f}); pass one evaluation per cell"
                     )
                 cells[where] = (value, run.path)
+                interval = ((run.data.get("ci95") or {}).get(key) or {}).get(metric)
+                if isinstance(interval, (list, tuple)) and len(interval) == 2 and all(map(_number, interval)):
+                    intervals[where] = (float(interval[0]), float(interval[1]))
         definitions = {**(run.data.get("ap_conventions") or {}), **(run.data.get("metric_definitions") or {})}
         for name, text in definitions.items():
             note = f"{name}: {text}"
@@ -182,16 +192,19 @@ def build_table(runs: Sequence[EvalRun | str | Path], metrics: Sequence[str] = D
             values = [
                 cells.get((retriever, key, col, m), (None, None))[0] for col in ordered_columns for m in metrics
             ]
-            rows.append(TableRow(retriever, key, _row_label(key, retriever), values))
-    return Table(ordered_columns, metrics, rows, notes)
+            cis = [intervals.get((retriever, key, col, m)) for col in ordered_columns for m in metrics]
+            rows.append(TableRow(retriever, key, _row_label(key, retriever), values, cis))
+    if ci:
+        notes.append("[low, high]: 95% percentile-bootstrap interval over queries (improvements paired)")
+    return Table(ordered_columns, metrics, rows, notes, show_ci=ci)
 
 
 def format_table(runs: Sequence[EvalRun | str | Path], fmt: str = "markdown",
-                 metrics: Sequence[str] = DEFAULT_METRICS) -> str:  # fmt: skip
+                 metrics: Sequence[str] = DEFAULT_METRICS, ci: bool = False) -> str:  # fmt: skip
     """:func:`build_table` rendered as ``markdown``, ``latex``, ``csv`` or ``html`` (what ``skyrank table`` prints)."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    return build_table(runs, metrics).render(fmt)
+    return build_table(runs, metrics, ci).render(fmt)
 
 
 def _fmt(value: float | None, signed: bool) -> str:
@@ -200,12 +213,21 @@ def _fmt(value: float | None, signed: bool) -> str:
     return f"{value:+.2f}" if signed else f"{value:.2f}"
 
 
+def _cells(t: Table, row: TableRow, ci_format: str = " [{:.2f}, {:.2f}]") -> list[str]:
+    out = []
+    for j, value in enumerate(row.cells):
+        text = _fmt(value, row.signed)
+        interval = row.ci[j] if t.show_ci and j < len(row.ci) else None
+        out.append(text + ci_format.format(*interval) if text and interval else text)
+    return out
+
+
 def _markdown(t: Table) -> str:
     head = ["Method"] + [f"{c.label()} {m}" for c in t.columns for m in t.metrics]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for row in t.rows:
         label = f"**{row.label}**" if row.key == "retriever" else row.label
-        lines.append("| " + " | ".join([label] + [_fmt(v, row.signed) for v in row.cells]) + " |")
+        lines.append("| " + " | ".join([label] + _cells(t, row)) + " |")
     lines += [""] + [f"- {n}" for n in t.notes] if t.notes else []
     return "\n".join(lines) + "\n"
 
@@ -236,7 +258,7 @@ def _latex(t: Table) -> str:
         if previous is not None and row.retriever != previous:
             lines.append(r"\midrule")
         previous = row.retriever
-        cells = [_fmt(v, row.signed) for v in row.cells]
+        cells = _cells(t, row, r" {{\scriptsize [{:.2f}, {:.2f}]}}")
         lines.append(" & ".join([_tex(row.label)] + cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"] + [f"% {_tex(n)}" for n in t.notes]
     return "\n".join(lines) + "\n"
@@ -245,9 +267,17 @@ def _latex(t: Table) -> str:
 def _csv(t: Table) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["retriever", "row", "label"] + [f"{c.key}:{m}" for c in t.columns for m in t.metrics])
+    suffixes = ("", ":ci_low", ":ci_high") if t.show_ci else ("",)
+    w.writerow(["retriever", "row", "label"] + [f"{c.key}:{m}{x}" for c in t.columns for m in t.metrics
+                                                for x in suffixes])  # fmt: skip
     for row in t.rows:
-        w.writerow([row.retriever, row.key, row.label] + ["" if v is None else f"{v:.4f}" for v in row.cells])
+        values = []
+        for j, v in enumerate(row.cells):
+            values.append("" if v is None else f"{v:.4f}")
+            if t.show_ci:
+                interval = row.ci[j] if j < len(row.ci) else None
+                values += [f"{interval[0]:.4f}", f"{interval[1]:.4f}"] if interval else ["", ""]
+        w.writerow([row.retriever, row.key, row.label] + values)
     return buf.getvalue()
 
 
@@ -268,7 +298,7 @@ def _html(t: Table) -> str:
         previous = row.retriever
         cls += ["improvement"] if row.signed else (["retriever"] if row.key == "retriever" else [])
         attr = f' class="{" ".join(cls)}"' if cls else ""
-        cells = "".join(f"<td>{_fmt(v, row.signed)}</td>" for v in row.cells)
+        cells = "".join(f"<td>{escape(c)}</td>" for c in _cells(t, row))
         lines.append(f"<tr{attr}><th>{escape(row.label)}</th>{cells}</tr>")
     lines.append("</tbody></table>")
     if t.notes:

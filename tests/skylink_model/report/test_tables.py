@@ -34,7 +34,8 @@ def evals(tmp_path: Path) -> list[Path]:
                {"retriever": {"R@1": 92.65, "AP": 93.81, "AP_precision": 94.0},
                 "skylink": {"R@1": 93.0, "AP": 94.0, "AP_precision": 95.1},
                 "skylink_fused": {"R@1": 93.5, "AP": 94.2},
-                "improvement": {"R@1": 0.35, "AP": 0.19, "AP_precision": 1.1}}),
+                "improvement": {"R@1": 0.35, "AP": 0.19, "AP_precision": 1.1}},
+               ci95={"retriever": {"R@1": [92.0, 93.3]}, "improvement": {"R@1": [0.1, 0.6], "AP": "junk"}}),
         _write(tmp_path, "s4g-u-s2d", "sample4geo-university1652-s2d",
                {"retriever": {"R@1": 95.0, "AP": 80.0}, "skylink": {"R@1": 94.0, "AP": 81.0},
                 "improvement": {"R@1": -1.0, "AP": 1.0}}),
@@ -93,6 +94,16 @@ def test_csv_round_trips(evals):
     assert rows[0]["sues200-150-d2s:R@5"] == "" and rows[3]["row"] == "improvement"
     assert float(rows[3]["university1652-s2d:R@1"]) == -1.0
     assert [r["retriever"] for r in rows] == ["sample4geo"] * 4 + ["mccg"]
+
+
+def test_bootstrap_intervals_on_request(evals):
+    lines = format_table(evals, "markdown", ci=True).splitlines()
+    assert lines[2].startswith("| **Sample4Geo** | 92.65 [92.00, 93.30] | 93.81 | 95.00 |")
+    assert lines[5].startswith("| Improvement | +0.35 [0.10, 0.60] | +0.19 | -1.00 |")  # a malformed interval: none
+    assert "[" not in format_table(evals, "markdown").split("- ")[0]
+    assert r"+0.35 {\scriptsize [0.10, 0.60]}" in format_table(evals, "latex", ci=True)
+    rows = list(csv.DictReader(io.StringIO(format_table(evals, "csv", ci=True))))
+    assert rows[0]["university1652-d2s:R@1:ci_low"] == "92.0000" and rows[0]["university1652-d2s:AP:ci_high"] == ""
 
 
 def test_conflicting_and_bad_inputs_raise(tmp_path, evals):
