@@ -125,6 +125,14 @@ Examples:
 )
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder (default skyrank-<dataset>).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@click.option(
+    "--embeddings/--no-embeddings", default=None,
+    help="Also write embeddings-<retriever>-<bench> (for `skyrank remine`; default: on for synthetic only).",
+)
+@click.option(
+    "--embedding-dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16"]),
+    help="Storage dtype of the embeddings (float32: remine reproduces the rows exactly).",
+)
 @_device_option
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--num-workers", default=0, show_default=True, help="DataLoader workers for image decoding.")
@@ -191,6 +199,37 @@ def validate(folder: Path) -> None:
     click.echo(f"{folder}: valid SkyRank dataset")
     for (cfg, split), n in sorted(report.rows.items()):
         click.echo(f"  {cfg:<44} {split:<6} {n:>7} rows")
+
+
+# ------------------------------------------------------------------------------------------------------ remine
+REMINE_EXAMPLES = """
+\b
+Examples:
+  skyrank remine skyrank-synthetic --retriever-config sample4geo-synthetic-d2s --top-m 30
+  skyrank remine skyrank/ --retriever-config sample4geo-university1652-d2s --top-m 50 --out skyrank-m50/
+"""
+
+
+@main.command(epilog=REMINE_EXAMPLES)
+@click.argument("folder", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--retriever-config", required=True, help="The retriever config to re-mine (its queries and direction).")
+@click.option("--top-m", type=int, help="m of Eq. 1-2 (default: the config's). Another m writes <config>-m<m>.")
+@click.option("--out", type=click.Path(path_type=Path), help="Write a new folder (default: update FOLDER in place).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out folder.")
+@click.option("--index", default="exact", show_default=True, type=click.Choice(["exact", "ivf", "hnsw"]))
+@_quiet_option
+@_handle_errors
+def remine(folder: Path, quiet: bool, retriever_config: str, **kw: Any) -> None:
+    """Rebuild a retriever config from the folder's embeddings config, without running a retriever."""
+    from skyrank.embeddings import remine as remine_fn
+
+    result = remine_fn(folder, retriever_config, progress=not quiet, **kw)
+    click.echo(f"{result['config']} (m = {result['m']}) written to {result['out']}")
+    for s in result["stats"]:
+        click.echo(
+            f"  {s['split']:<6} {s['rows']:>7} queries  GT@m {s['gt_in_top_m']:6.2f}  R@1 {s['R@1']:6.2f}  "
+            f"R@5 {s['R@5']:6.2f}  R@10 {s['R@10']:6.2f}  AP {s['AP']:6.2f}"
+        )
 
 
 # --------------------------------------------------------------------------------------------------- retriever

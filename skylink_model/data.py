@@ -213,15 +213,16 @@ class RetrieverConfigName:
 
 def parse_retriever_config(config: str) -> RetrieverConfigName:
     """Split a retriever config name into retriever, benchmark, altitude and direction (checked by round trip)."""
-    parts = config.split("-")
+    m = schema.config_top_m(config)
+    parts = (config.rsplit("-", 1)[0] if m is not None else config).split("-")
     if schema.config_kind(config) != "retriever" or len(parts) not in (3, 4) or parts[-1] not in schema.DIRECTIONS:
         raise ValueError(
-            f"{config!r} is not a retriever config name (<retriever>-<bench>[-<alt>]-<d2s|s2d>, "
+            f"{config!r} is not a retriever config name (<retriever>-<bench>[-<alt>]-<d2s|s2d>[-m<m>], "
             "e.g. sample4geo-university1652-d2s)"
         )
     altitude = parts[2] if len(parts) == 4 else None
     parsed = RetrieverConfigName(parts[0], parts[1], altitude, parts[-1])
-    if schema.retriever_config_name(parsed.retriever, parsed.benchmark, parsed.direction, altitude) != config:
+    if schema.retriever_config_name(parsed.retriever, parsed.benchmark, parsed.direction, altitude, m) != config:
         raise ValueError(f"{config!r} does not round-trip through skyrank.format.schema.retriever_config_name")
     return parsed
 

@@ -217,6 +217,8 @@ def build_dataset(
     skip_bad_images: bool = False,
     progress: bool = True,
     num_processes: int = 1,
+    embeddings: bool | None = None,
+    embedding_dtype: str = "float32",
 ) -> BuildReport | None:
     """Build a SkyRank dataset folder and validate it.
 
@@ -240,6 +242,10 @@ def build_dataset(
         with_images: embed image bytes in the gallery/queries configs; default: only when the benchmark's licence
             allows redistribution (the synthetic benchmark).
         out: output folder (default ``skyrank-<dataset>``); never overwritten without ``overwrite``.
+        embeddings: also write ``embeddings-<retriever>-<bench>[-<alt>]`` (one row per image: its retriever
+            embedding), from which ``skyrank remine`` rebuilds the retriever configs without a retriever; default:
+            on for the synthetic benchmark, off for the licensed ones (embeddings are derived data, no pixels).
+        embedding_dtype: ``float32`` (re-mining reproduces the rows exactly) or ``float16`` (half the size).
         num_processes: encode with this many local processes (gloo on the CPU, one GPU each on CUDA); under
             ``accelerate launch`` the launcher's processes are used instead. Results equal one process's.
 
@@ -279,6 +285,12 @@ def build_dataset(
         raise SkyRankError(f"--protocol must be one of {', '.join(schema.PROTOCOLS)}, got {protocol!r}")
     if top_m < 2:
         raise SkyRankError(f"--top-m must be at least 2 (m−1 negatives are stored), got {top_m}")
+    if embedding_dtype not in schema.EMBEDDING_DTYPES:
+        raise SkyRankError(
+            f"--embedding-dtype must be one of {', '.join(schema.EMBEDDING_DTYPES)}, got {embedding_dtype!r}"
+        )
+    if embeddings is None:
+        embeddings = dataset == "synthetic"
 
     bench = get_benchmark(dataset)
     if bench.altitudes:
@@ -344,6 +356,9 @@ def build_dataset(
     bad_images: list[str] = []
     skipped_empty: list[str] = []
     index_info: dict[str, dict[str, Any]] = {}
+    # (split, image_id) → (view, float32 embedding): one vector per image, shared by both directions and the
+    # embeddings config, so mining reads exactly what `skyrank remine` reads back.
+    vectors: dict[tuple[str, str], tuple[str, np.ndarray]] = {}
 
     for split in splits:
         for direction in directions:
@@ -373,6 +388,11 @@ def build_dataset(
                 continue
             by_id = {r.image_id: r for r in (*rs.gallery, *rs.queries)}
             g, q = encoded["gallery"], encoded["queries"]
+            for res in (g, q):
+                for image_id, vec in zip(res.ids, res.embeddings, strict=True):
+                    vectors.setdefault((split, image_id), (by_id[image_id].view, vec))
+            g_emb = np.stack([vectors[(split, i)][1] for i in g.ids])
+            q_emb = np.stack([vectors[(split, i)][1] for i in q.ids])
             g_labels = [by_id[i].label for i in g.ids]
             q_labels = [by_id[i].label for i in q.ids]
             # A query whose every positive was dropped as a bad image cannot be mined: drop it too, and say so.
@@ -385,10 +405,10 @@ def build_dataset(
             rows, info = mine(
                 [q.ids[i] for i in keep],
                 [q_labels[i] for i in keep],
-                q.embeddings[keep],
+                q_emb[keep],
                 list(g.ids),
                 g_labels,
-                g.embeddings,
+                g_emb,
                 m=top_m,
                 index=index,
                 return_info=True,
@@ -436,6 +456,15 @@ def build_dataset(
         "embed_dim": model.embed_dim,
         "splits": list(splits),
         "with_images": with_images,
+        "embeddings": (
+            {
+                "config": schema.embeddings_config_name(retriever, dataset, altitude),
+                "dim": int(model.embed_dim),
+                "dtype": embedding_dtype,
+            }
+            if embeddings
+            else None
+        ),
         "skipped_bad_images": bad_images,
         "software": _software_versions(),
     }
@@ -451,10 +480,19 @@ def build_dataset(
         for cfg, split, rows in retriever_tables:
             tables.append(writer.add_table(cfg, split, rows, schema.RETRIEVER_FEATURES))
             bar.update()
-        card = render_dataset_card(
-            tables,
-            pretty_name=f"SkyRank: {retriever} on {dataset}" + (f" ({altitude} m)" if altitude else ""),
-            benchmark_meta={
+        if embeddings:
+            from skyrank.embeddings import embeddings_table
+
+            emb = params["embeddings"]
+            features = schema.embeddings_features(emb["dim"], emb["dtype"])
+            for split in splits:
+                items = sorted((k[1], v) for k, v in vectors.items() if k[0] == split)
+                table = embeddings_table(split, [i for i, _ in items], [v for _, (v, _) in items],
+                                         np.stack([e for _, (_, e) in items]), features)
+                tables.append(writer.add_table(emb["config"], split, table, features))
+        card_inputs = {
+            "pretty_name": f"SkyRank: {retriever} on {dataset}" + (f" ({altitude} m)" if altitude else ""),
+            "benchmark_meta": {
                 "name": dataset,
                 "license": bench.license,
                 "license_name": bench.license_name,
@@ -462,7 +500,7 @@ def build_dataset(
                 "citation": bench.citation,
                 "redistributable": bench.redistributable,
             },
-            retriever_meta={
+            "retriever_meta": {
                 "name": retriever,
                 "citation": model.cfg.citation,
                 "paper": model.cfg.paper,
@@ -471,20 +509,25 @@ def build_dataset(
                 "arch": params["arch"],
                 "image_size": model.image_size,
             },
-            build_params=params,
-            stats={
-                (s.config, s.split): {
-                    "rows": s.queries,
-                    "gallery": s.gallery,
-                    "gt_in_top_m": s.gt_in_top_m,
-                    **s.metrics,
-                }
+            "default_config": retriever_tables[0][0],
+            "stats": [
+                {"config": s.config, "split": s.split, "rows": s.queries, "gallery": s.gallery,
+                 "gt_in_top_m": s.gt_in_top_m, **s.metrics}
                 for s in stats
-            },
+            ],
+        }
+        card = render_dataset_card(
+            tables,
+            pretty_name=card_inputs["pretty_name"],
+            benchmark_meta=card_inputs["benchmark_meta"],
+            retriever_meta=card_inputs["retriever_meta"],
+            build_params=params,
+            stats={(s["config"], s["split"]): s for s in card_inputs["stats"]},
             default_config=retriever_tables[0][0],
         )
         timings["write"] = time.perf_counter() - t0
-        final = writer.finalize(card, params)
+        # The card's inputs ride in the manifest, so `skyrank remine` re-renders the card of a changed folder.
+        final = writer.finalize(card, {**params, "card_inputs": card_inputs})
     t0 = time.perf_counter()
     if progress:
         tqdm.write(f"validating {final}: every config and split through load_dataset, then the invariants")

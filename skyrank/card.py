@@ -54,7 +54,8 @@ def _type_name(feature: Any) -> str:
     if type(feature).__name__ == "Image":
         return "image"
     if type(feature).__name__ in ("List", "Sequence", "LargeList"):
-        return f"list<{_type_name(feature.feature)}>"
+        length = getattr(feature, "length", -1)
+        return f"list<{_type_name(feature.feature)}>" + (f"[{length}]" if length and length > 0 else "")
     return str(dtype)
 
 
@@ -259,6 +260,7 @@ def render_dataset_card(
                 "ap": _pct(s.get("AP")),
             }
         )
+    embeddings = build_params.get("embeddings") if isinstance(build_params.get("embeddings"), Mapping) else None
     license_id = benchmark_meta.get("license") or "other"
     if license_id == "other":
         license_text = f"[{benchmark_meta.get('license_name')}]({benchmark_meta.get('license_link')})"
@@ -281,6 +283,11 @@ def render_dataset_card(
         repo_id=repo_id or DEFAULT_REPO_PLACEHOLDER,
         retriever_columns=_columns(schema.RETRIEVER_FEATURES),
         image_columns=_columns(schema.IMAGE_TABLE_FEATURES_WITH_IMAGES),
+        embeddings=embeddings,
+        embedding_columns=_columns(schema.embeddings_features(embeddings["dim"], embeddings["dtype"]))
+        if embeddings
+        else [],
+        remined=list(build_params.get("remined") or []),
         build_rows=_build_rows(build_params, retriever_meta),
         stats_rows=stats_rows,
         redistributable=bool(benchmark_meta.get("redistributable")),

@@ -121,7 +121,8 @@ def config_benchmark(config_name: str) -> str | None:
 
 def image_configs_for(config_name: str) -> tuple[str, str]:
     """``(queries config, gallery config)`` belonging to a retriever config ``<retriever>-<bench>[-<alt>]-<dir>``."""
-    parts = config_name.split("-")
+    base = config_name.rsplit("-", 1)[0] if schema.config_top_m(config_name) is not None else config_name
+    parts = base.split("-")
     if schema.config_kind(config_name) != "retriever" or len(parts) < 3 or parts[-1] not in schema.DIRECTIONS:
         raise SkyRankError(
             f"{config_name!r} is not a retriever config (<retriever>-<benchmark>[-<altitude>]-<d2s|s2d>)"

@@ -206,6 +206,43 @@ def _check_images(table_name: str, paths: list[Path], problems: _Problems, batch
     return decoded
 
 
+def _check_embeddings_table(
+    table_name: str, split: str, table: pa.Table, dtype: str, problems: _Problems
+) -> set[str]:
+    """Invariants of one split of an ``embeddings-*`` config; returns its image ids.
+
+    Unique ids, legal views, ``split`` equal to the stored split, finite values and unit L2 norms (within the
+    storage dtype's rounding: 1e-4 for float32, 2e-3 for float16)."""
+    import numpy as np
+
+    ids = table.column("image_id").to_pylist()
+    views = table.column("view").to_pylist()
+    splits = table.column("split").to_pylist()
+    seen: set[str] = set()
+    for image_id, view, row_split in zip(ids, views, splits, strict=True):
+        if not image_id:
+            problems.row(table_name, "have an empty image_id", image_id)
+        elif image_id in seen:
+            problems.row(table_name, "repeat an image_id (one embedding per image)", image_id)
+        seen.add(image_id)
+        if view not in schema.VIEWS:
+            problems.row(table_name, f"have a view outside {list(schema.VIEWS)}", image_id)
+        if row_split != split:
+            problems.row(table_name, f"have a split column different from the config split {split!r}", image_id)
+    if table.num_rows:
+        column = table.column("embedding").combine_chunks()
+        values = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
+        vectors = values.reshape(table.num_rows, -1)
+        tol = 2e-3 if dtype == "float16" else 1e-4
+        finite = np.isfinite(vectors).all(axis=1)
+        norms = np.linalg.norm(np.where(np.isfinite(vectors), vectors, 0.0), axis=1)
+        for i in np.flatnonzero(~finite):
+            problems.row(table_name, "have NaN or infinite embedding values", ids[i])
+        for i in np.flatnonzero(finite & (np.abs(norms - 1.0) > tol)):
+            problems.row(table_name, f"have embeddings that are not L2-normalised (|norm - 1| > {tol})", ids[i])
+    return seen
+
+
 def _iter_rows(table: pa.Table, columns: Sequence[str], slice_rows: int = 4096) -> Iterator[tuple[int, dict]]:
     """``(row number, {column: value})`` for every row, converting ``slice_rows`` rows at a time (bounded memory)."""
     for start in range(0, table.num_rows, slice_rows):
@@ -404,6 +441,7 @@ def validate_dataset(folder: str | Path, *, check_images: bool = True, load: boo
             problems.add(f"{cfg}/{split}: in {MANIFEST_NAME} but not declared in {CARD_NAME} configs")
 
     with_images_flag = manifest.get("with_images")
+    emb_info = manifest.get("embeddings") if isinstance(manifest.get("embeddings"), dict) else None
 
     # Read every table with pyarrow: schema, row counts, invariants.
     tables: dict[tuple[str, str], pa.Table] = {}
@@ -418,7 +456,19 @@ def validate_dataset(folder: str | Path, *, check_images: bool = True, load: boo
             problems.add(f"{cfg}/{split}: Parquet unreadable or without features: {e}")
             continue
         with_images = bool(with_images_flag) if with_images_flag is not None else "image" in file_schemas[0].names
-        want = schema.features_for(cfg, with_images=with_images)
+        if schema.config_kind(cfg) == "embeddings":
+            if emb_info is None or emb_info.get("config") != cfg:
+                problems.add(f"{cfg}/{split}: an embeddings config that {MANIFEST_NAME} does not describe")
+                continue
+            try:
+                want = schema.features_for(
+                    cfg, embedding_dim=emb_info.get("dim"), embedding_dtype=emb_info.get("dtype")
+                )
+            except (TypeError, ValueError) as e:
+                problems.add(f"{MANIFEST_NAME}: bad 'embeddings' entry {emb_info}: {e}")
+                continue
+        else:
+            want = schema.features_for(cfg, with_images=with_images)
         expected[(cfg, split)] = want
         bad = next((g for g in got_all if g != want), None)
         if bad is not None:
@@ -463,18 +513,31 @@ def validate_dataset(folder: str | Path, *, check_images: bool = True, load: boo
 
     id_labels: dict[tuple[str, str], dict[str, str]] = {}
     for (cfg, split), table in sorted(tables.items()):
-        if schema.config_kind(cfg) != "retriever":
+        if schema.config_kind(cfg) in ("gallery", "queries"):
             try:
                 id_labels[(cfg, split)] = _check_image_table(f"{cfg}/{split}", table, problems)
             except Exception as e:  # noqa: BLE001 - corrupt data (bad UTF-8, ...) is a problem, not a crash
                 problems.add(f"{cfg}/{split}: cannot check the rows: {type(e).__name__}: {e}")
     for (cfg, split), table in sorted(tables.items()):
-        if schema.config_kind(cfg) == "retriever":
+        if schema.config_kind(cfg) == "embeddings":
+            try:
+                embedded = _check_embeddings_table(f"{cfg}/{split}", split, table, str(emb_info["dtype"]), problems)
+            except Exception as e:  # noqa: BLE001
+                problems.add(f"{cfg}/{split}: cannot check the rows: {type(e).__name__}: {e}")
+                continue
+            suffix = schema.config_suffix(cfg)
+            for kind in ("gallery", "queries"):
+                ids = id_labels.get((f"{kind}-{suffix}", split)) or {}
+                absent = sorted(set(ids) - embedded)
+                if absent:
+                    problems.add(f"{cfg}/{split}: no embedding for {len(absent)} {kind} image(s), e.g. {absent[:3]}")
+        elif schema.config_kind(cfg) == "retriever":
             suffix = schema.config_suffix(cfg)
             gallery = id_labels.get((f"gallery-{suffix}", split))
             queries = id_labels.get((f"queries-{suffix}", split))
+            cfg_m = schema.config_top_m(cfg) or m  # a re-mined config names its own m (-m<m>)
             try:
-                _check_retriever_table(f"{cfg}/{split}", table, m, gallery, queries, problems)
+                _check_retriever_table(f"{cfg}/{split}", table, cfg_m, gallery, queries, problems)
             except Exception as e:  # noqa: BLE001
                 problems.add(f"{cfg}/{split}: cannot check the rows: {type(e).__name__}: {e}")
 

@@ -55,7 +55,9 @@ def _tree_digest(folder: Path) -> dict[str, str]:
 def test_build_writes_a_dataset_that_loads_in_a_fresh_process(bench, tmp_path):
     report = _build(bench, tmp_path / "ds")
     cfg = schema.retriever_config_name("sample4geo", "synthetic", "d2s")
-    assert set(report.configs) == {cfg, "gallery-synthetic", "queries-synthetic"}
+    emb = schema.embeddings_config_name("sample4geo", "synthetic")  # on by default for the synthetic benchmark
+    assert set(report.configs) == {cfg, "gallery-synthetic", "queries-synthetic", emb}
+    assert report.configs[emb] == {"train": 24, "test": 28}  # one row per image: queries + gallery
     assert report.configs[cfg] == {"train": 16, "test": 16}  # 8 locations x 2 views per split
     assert report.configs["gallery-synthetic"] == {"train": 8, "test": 12}  # test: 8 + 4 distractors
     for s in report.stats:
