@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Features
 
-from skyrank import schema
 from skyrank.errors import SkyRankError
+from skyrank.format import schema
 
 #: Largest change of a retriever score when both embeddings are stored as float16 (unit vectors, 2 x 2^-11).
 FLOAT16_SCORE_TOL = 2.0**-10

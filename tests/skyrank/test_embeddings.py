@@ -11,11 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from skyrank import schema
 from skyrank.benchmarks.synthetic import generate_synthetic
 from skyrank.build import build_dataset
 from skyrank.embeddings import FLOAT16_SCORE_TOL, read_embeddings, remine
 from skyrank.errors import SkyRankError, ValidationError
+from skyrank.format import schema
 from skyrank.retrievers import create
 from skyrank.validate import validate_dataset
 
