@@ -232,6 +232,32 @@ def remine(folder: Path, quiet: bool, retriever_config: str, **kw: Any) -> None:
         )
 
 
+# ------------------------------------------------------------------------------------------------------ export
+EXPORT_EXAMPLES = """
+\b
+Examples:
+  skyrank export skyrank-synthetic --format mteb --out skyrank-synthetic-mteb
+  skyrank export skyrank/ --format mteb --config sample4geo-university1652-d2s --out mteb/
+"""
+
+
+@main.command(epilog=EXPORT_EXAMPLES)
+@click.argument("folder", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--format", "fmt", default="mteb", show_default=True, type=click.Choice(["mteb"]))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder to write the export into.")
+@click.option("--config", "configs", multiple=True, help="Retriever config(s) to export (default: all). Repeatable.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing export at --out.")
+@_handle_errors
+def export(folder: Path, fmt: str, out: Path, configs: tuple[str, ...], overwrite: bool) -> None:
+    """Write a SkyRank folder in the MTEB/BEIR re-ranking layout (corpus, queries, qrels, top_ranked per config)."""
+    from skyrank.export import export_dataset
+
+    result = export_dataset(folder, out, format=fmt, configs=list(configs) or None, overwrite=overwrite)
+    click.echo(f"MTEB layout written to {result['out']} (subsets: {', '.join(result['subsets'])})")
+    for (cfg, split), n in sorted(result["tables"].items()):
+        click.echo(f"  {cfg:<52} {split:<6} {n:>7} rows")
+
+
 # --------------------------------------------------------------------------------------------------- retriever
 @main.group()
 def retriever() -> None:
