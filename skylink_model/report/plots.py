@@ -105,6 +105,7 @@ def plot_sweep(
     fig = _figure(4.2 * len(metrics), 3.6)
     for i, metric in enumerate(metrics, start=1):
         ax = fig.add_subplot(1, len(metrics), i)
+        top = 0.0
         for row, style, color, label in (("skylink", "o-", "tab:blue", "+SkyLink"),
                                          ("retriever", "s--", "tab:gray", "retriever")):  # fmt: skip
             xs, ys = [], []
@@ -115,6 +116,7 @@ def plot_sweep(
                     ys.append(float(y))
             if not xs:
                 continue
+            top = max(top, *ys)
             if numeric:
                 ax.plot(xs, ys, style, color=color, label=label)
             else:
@@ -126,6 +128,7 @@ def plot_sweep(
         else:
             ax.set_xticks(range(len(values)))
             ax.set_xticklabels([Path(str(v)).name or str(v) for v in values], rotation=15)
+            ax.set_ylim(0, max(top, 1.0) * 1.25)  # room for the legend above the bars
         ax.set_xlabel(PARAM_LABELS.get(param, param))
         ax.set_ylabel(f"{metric} (%)")
         ax.grid(alpha=0.3)
