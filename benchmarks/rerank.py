@@ -1,27 +1,39 @@
-"""Scoring time per query for k = 1…10 candidates: naive pairs vs shared query vision features vs listwise prompt.
+"""SkyLink scoring and training speed: naive pairs vs one shared prefix + cached gallery features, and the listwise
+prompt baseline, side by side in one run (SkyLink arXiv 2603.08063; issue 12).
 
-SkyLink (arXiv 2603.08063) scores one prompt per (query, candidate) pair, query image first. This script times,
-side by side in one run and on the same images, for each k:
+For each k (candidates per query), on the same images and the same model, interleaved and best of ``--repeats``:
 
-- ``naive``: every pair is processed and run through the whole model (2k vision encodings).
-- ``shared``: the query image is processed and encoded once, its vision features reused for all k pairs
-  (``mm_encoder_outputs``; :func:`skylink_model.rerank.rerank_query`).
-- ``shared+cache``: as ``shared`` with the candidates' processed pixels cached across queries (gallery images
-  repeat across queries at inference).
-- ``listwise-prefill`` / ``listwise-gen``: the appendix-A.8 baseline (one prompt holding the query and all k
-  candidates, :func:`skylink_model.prompt_baseline.build_listwise_inputs`): one forward over the prompt, and greedy
-  generation of a fixed 6·k new tokens (≈ one ``Candidate i: s`` line per candidate), so random weights cannot
-  stop early.
+- ``naive``: every (query, candidate) pair is processed and run through the whole model (2k vision encodings,
+  k full prompts): ``rerank_query(shared_prefix=False, shared_vision=False)``.
+- ``fast``: the production default, ``rerank_query`` with a warm :class:`~skylink_model.rerank.PixelCache` and
+  :class:`~skylink_model.rerank.FeatureCache` (the gallery's pixels and vision features are computed once per run),
+  the query encoded once, its prefix run once and the k continuations run on its key/value cache
+  (:mod:`skylink_model.prefix`).
+- ``listwise``: the appendix-A.8 baseline (one prompt holding the query and all k candidates,
+  :func:`skylink_model.prompt_baseline.build_listwise_inputs`): greedy generation of a fixed 6·k new tokens (about one
+  ``Candidate i: s`` line per candidate), so random weights cannot stop early; its prefill alone is also timed.
 
-Ratios are against ``shared``. Usage::
+Training (``--train-k``, default 13): one group's forward + backward (BCE, Eq. 8) with every pair in full vs one
+shared-prefix forward (vision LoRA trained, so no feature cache), in groups per second.
 
-    python benchmarks/rerank.py                      # tiny Qwen2-VL on CPU, 112 px images
-    python benchmarks/rerank.py --size 2b --device cuda --image-size 448   # random weights at Qwen2-VL-2B size
+Beside each measured ratio the script prints the ratio the model's FLOP count predicts (dense matmuls and attention
+of both towers at the measured token counts; LoRA, norms and the image processor left out).
+
+Sizes: ``proxy`` (default) is a random-weight Qwen2-VL whose image-token counts equal Qwen2-VL's at 384 px (196 per
+image) and whose vision/language cost ratio matches Qwen2-VL-7B's: the language model at 1/8 of 7B's width and 1/4
+of its depth (7 of 28 layers, the same head size, GQA group and MLP ratio), the vision tower at 1/8 of its width with
+the depth that brings vision FLOPs per image / language FLOPs per pair closest to 7B's (the script prints both).
+``2b``/``7b`` are random weights at the published sizes (``--device cuda``); ``tiny`` is the test model. Usage::
+
+    python benchmarks/rerank.py --size proxy --json rerank_proxy.json        # CPU, 384 px, k = 1, 2, 5, 10
+    python benchmarks/rerank.py --size 7b --device cuda --json rerank_7b.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -34,24 +46,37 @@ from PIL import Image
 from skylink_model.backbones import apply_image_budget, get_backbone_spec, resolve_dtype
 from skylink_model.config import SkyLinkConfig
 from skylink_model.model import SkyLinkModel, get_skylink_model, lora_target_pattern
-from skylink_model.rerank import PixelCache, rerank_query
+from skylink_model.rerank import FeatureCache, PixelCache, rerank_query
 from skylink_model.testing import make_tiny_qwen2_vl
 
-# Published Qwen2-VL sizes (config.json of Qwen/Qwen2-VL-{2B,7B}-Instruct), random weights.
+# Published Qwen2-VL sizes (config.json of Qwen/Qwen2-VL-{2B,7B}-Instruct), random weights; and the CPU proxy.
 SIZES: dict[str, dict[str, Any]] = {
     "2b": {
         "text": {"hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12,
                  "num_key_value_heads": 2, "vocab_size": 151936},
         "vision": {"depth": 32, "embed_dim": 1280, "num_heads": 16, "mlp_ratio": 4, "hidden_size": 1536},
+        "mrope_section": [16, 24, 24],
         "tie_word_embeddings": True,
     },
     "7b": {
         "text": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
                  "num_key_value_heads": 4, "vocab_size": 152064},
         "vision": {"depth": 32, "embed_dim": 1280, "num_heads": 16, "mlp_ratio": 4, "hidden_size": 3584},
+        "mrope_section": [16, 24, 24],
+        "tie_word_embeddings": False,
+    },
+    # 7B / 8 in width and / 4 in depth for the language model (head size 64, 7 query heads per KV head, MLP ratio
+    # 5.29); vision 1280 / 8 wide (head size 80) and 5 blocks deep: vision/language FLOP ratio 0.21 vs 7B's 0.20.
+    "proxy": {
+        "text": {"hidden_size": 448, "intermediate_size": 2368, "num_hidden_layers": 7, "num_attention_heads": 7,
+                 "num_key_value_heads": 1, "vocab_size": None},
+        "vision": {"depth": 5, "embed_dim": 160, "num_heads": 2, "mlp_ratio": 4, "hidden_size": 448},
+        "mrope_section": [8, 12, 12],
         "tie_word_embeddings": False,
     },
 }
+TARGETS = {"inference_k": 10, "inference_ratio": 1.8, "train_k": 13, "train_ratio": 1.5, "of_predicted": 0.75,
+           "max_abs_score_diff": 1e-4}  # fmt: skip
 
 
 def _images(n: int, size: int, seed: int) -> list[Image.Image]:
@@ -60,32 +85,35 @@ def _images(n: int, size: int, seed: int) -> list[Image.Image]:
 
 
 def build_model(size: str, tiny_dir: Path, device: str, dtype: str) -> SkyLinkModel:
-    """The tiny model from its folder, or a random model at a real size sharing the tiny processor."""
+    """The tiny model from its folder, or a random model of ``SIZES[size]`` sharing the tiny processor."""
     if size == "tiny":
         return get_skylink_model(SkyLinkConfig(base_model=str(tiny_dir), dtype=dtype), device=device).eval()
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoProcessor, Qwen2VLForConditionalGeneration
 
     tiny = AutoConfig.from_pretrained(tiny_dir)
+    spec_size = SIZES[size]
     text = dict(
-        SIZES[size]["text"],
-        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
-        tie_word_embeddings=SIZES[size]["tie_word_embeddings"],
+        spec_size["text"],
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": spec_size["mrope_section"]},
+        tie_word_embeddings=spec_size["tie_word_embeddings"],
         bos_token_id=None,
         eos_token_id=tiny.text_config.eos_token_id,
         pad_token_id=tiny.text_config.pad_token_id,
     )
-    vision = dict(SIZES[size]["vision"])
+    if text["vocab_size"] is None:
+        text["vocab_size"] = tiny.text_config.vocab_size
     hf_config = type(tiny)(
         text_config=text,
-        vision_config=vision,
+        vision_config=dict(spec_size["vision"]),
         image_token_id=tiny.image_token_id,
         video_token_id=tiny.video_token_id,
         vision_start_token_id=tiny.vision_start_token_id,
         vision_end_token_id=tiny.vision_end_token_id,
-        tie_word_embeddings=SIZES[size]["tie_word_embeddings"],
+        tie_word_embeddings=spec_size["tie_word_embeddings"],
     )
     torch_dtype = resolve_dtype(dtype, device)
+    torch.manual_seed(0)
     with torch.device(device):
         backbone = Qwen2VLForConditionalGeneration._from_config(hf_config, dtype=torch_dtype).eval()
     spec = get_backbone_spec("qwen2_vl")
@@ -93,11 +121,78 @@ def build_model(size: str, tiny_dir: Path, device: str, dtype: str) -> SkyLinkMo
     processor.tokenizer.padding_side = "left"
     apply_image_budget(processor, spec.min_pixels, spec.max_pixels)
     config = SkyLinkConfig(base_model=f"random-qwen2-vl-{size}", dtype=dtype, head_init="random")
-    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05,
-                      target_modules=lora_target_pattern(spec, spec.lora_targets, vision=True))
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0,
+                      target_modules=lora_target_pattern(spec, spec.lora_targets, vision=True))  # fmt: skip
     model = SkyLinkModel(get_peft_model(backbone, lora), processor, config, spec)
     model.init_value_head("random")
+    with torch.no_grad():  # non-zero adapters, as after training
+        for name, p in model.lora_parameters().items():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
     return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------- FLOP model
+def vision_flops(vc: Any, n_patches: int) -> float:
+    """Vision tower FLOPs for one image of ``n_patches`` patches (patch embed, blocks with full attention, merger)."""
+    e, depth, mlp = vc.embed_dim, vc.depth, vc.mlp_ratio
+    patch_in = vc.in_channels * vc.temporal_patch_size * vc.patch_size**2
+    merge = vc.spatial_merge_size**2
+    per_block = 2 * (4 * e * e + 2 * mlp * e * e) * n_patches + 4 * n_patches * n_patches * e
+    merger = (n_patches // merge) * 2 * (merge * e * merge * e + merge * e * vc.hidden_size)
+    return 2 * patch_in * e * n_patches + depth * per_block + merger
+
+
+def lm_flops(tc: Any, n_new: int, n_past: int = 0) -> float:
+    """Language-model FLOPs for ``n_new`` tokens after ``n_past`` cached ones (causal attention)."""
+    h, kv = tc.hidden_size, tc.num_key_value_heads * (tc.hidden_size // tc.num_attention_heads)
+    linear = 2 * (2 * h * h + 2 * h * kv + 3 * h * tc.intermediate_size)
+    attention = 4 * h * (n_new * n_past + n_new * (n_new + 1) / 2)
+    return tc.num_hidden_layers * (n_new * linear + attention)
+
+
+def predicted(model: SkyLinkModel, query: Any, cands: list, train: bool = False) -> dict[str, float]:
+    """FLOPs of the naive and fast paths for this group at its real token counts, and their ratio."""
+    config = model.base.config
+    tc, vc = config.get_text_config(), config.vision_config
+    qp = model.process_images([query])[0]
+    cp = model.process_images(cands)
+    inputs = model.group_inputs(qp, cp)
+    n_prefix = int(inputs["prefix_input_ids"].shape[1])
+    conts = inputs["attention_mask"].sum(1).tolist()
+    v_query = vision_flops(vc, qp.num_patches)
+    v_cands = [vision_flops(vc, c.num_patches) for c in cp]
+    naive = sum(v_query + v + lm_flops(tc, n_prefix + c) for v, c in zip(v_cands, conts, strict=True))
+    fast = v_query + lm_flops(tc, n_prefix) + sum(lm_flops(tc, c, n_prefix) for c in conts)
+    if train:  # the vision tower is trained: no feature cache; backward ≈ forward (input gradients; LoRA is small)
+        fast += sum(v_cands)
+        naive, fast = 2 * naive, 2 * fast
+    return {"naive_flops": naive, "fast_flops": fast, "ratio": naive / fast, "prefix_tokens": n_prefix,
+            "continuation_tokens": max(conts)}  # fmt: skip
+
+
+def proportions(size: str, model: SkyLinkModel, n_patches: int, pair_tokens: int) -> dict[str, Any]:
+    """Widths, depths and the vision-per-image / language-per-pair FLOP ratio of this model and of Qwen2-VL-7B."""
+    from types import SimpleNamespace
+
+    def describe(tc: Any, vc: Any) -> dict[str, Any]:
+        v, lm = vision_flops(vc, n_patches), lm_flops(tc, pair_tokens)
+        return {"text_hidden": tc.hidden_size, "text_layers": tc.num_hidden_layers,
+                "text_intermediate": tc.intermediate_size, "text_heads": tc.num_attention_heads,
+                "text_kv_heads": tc.num_key_value_heads, "vision_embed": vc.embed_dim, "vision_depth": vc.depth,
+                "vision_gflop_per_image": round(v / 1e9, 2), "text_gflop_per_pair": round(lm / 1e9, 2),
+                "vision_over_text_per_pair": round(v / lm, 4)}  # fmt: skip
+
+    config = model.base.config
+    vc7 = SimpleNamespace(**{**vars(config.vision_config), **SIZES["7b"]["vision"]})
+    tc7 = SimpleNamespace(**{**vars(config.get_text_config()), **SIZES["7b"]["text"]})
+    return {size: describe(config.get_text_config(), config.vision_config), "7b": describe(tc7, vc7)}
+
+
+# ---------------------------------------------------------------------------------------------- timing
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def _time_round_robin(fns: dict[str, Any], device: str, repeats: int) -> dict[str, float]:
@@ -105,65 +200,99 @@ def _time_round_robin(fns: dict[str, Any], device: str, repeats: int) -> dict[st
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
+            _sync(device)
             start = time.perf_counter()
             fn()
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
+            _sync(device)
             times[name].append(time.perf_counter() - start)
     return {name: min(t) for name, t in times.items()}
 
 
+def _train_step(model: SkyLinkModel, query: Any, cands: list, labels: torch.Tensor, fast: bool, device: str) -> float:
+    model.zero_grad(set_to_none=True)
+    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
+    with autocast:
+        if fast:
+            inputs = model.group_inputs(model.process_images([query])[0], model.process_images(cands))
+        else:
+            inputs = model.build_pair_inputs([query] * len(cands), cands)
+        scores = model(**inputs)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(scores.float(), labels)
+    loss.backward()
+    return float(loss.detach())
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=["tiny", *SIZES], default="tiny")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="example: python benchmarks/rerank.py --size proxy --json rerank_proxy.json",
+    )
+    parser.add_argument("--size", choices=["tiny", *SIZES], default="proxy")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--image-size", type=int, default=None, help="square image side (tiny: 112, else 448)")
-    parser.add_argument("--max-k", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--dtype", default="auto", help="auto: bf16 on a GPU, fp32 on the CPU")
+    parser.add_argument("--image-size", type=int, default=None, help="square image side (tiny: 112, else 384)")
+    parser.add_argument("--ks", default="1,2,5,10", help="candidates per query to time (comma-separated)")
+    parser.add_argument("--train-k", type=int, default=13, help="group size of the training row (0: no training row)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--train-repeats", type=int, default=2)
     parser.add_argument("--no-listwise", action="store_true", help="skip the listwise prompt baseline")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results there (atomically)")
     args = parser.parse_args(argv)
-    image_size = args.image_size or (112 if args.size == "tiny" else 448)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    image_size = args.image_size or (112 if args.size == "tiny" else 384)
+    ks = sorted({int(k) for k in args.ks.split(",")})
+    max_k = max(ks + [args.train_k])
 
-    try:
-        from skylink_model.prompt_baseline import build_listwise_inputs
-    except ImportError:  # the baseline module is optional for this script
-        build_listwise_inputs = None
+    from skylink_model.prompt_baseline import build_listwise_inputs
 
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         tiny_dir = make_tiny_qwen2_vl(Path(tmp) / "tiny")
         model = build_model(args.size, tiny_dir, args.device, args.dtype)
     base = model.backbone.get_base_model()
-    query, *gallery = _images(args.max_k + 1, image_size, seed=0)
+    query, *gallery = _images(max_k + 1, image_size, seed=0)
     keys = [f"g{i}" for i in range(len(gallery))]
-    print(
-        f"# SkyLink scoring time per query — size={args.size}, device={args.device}"
-        f"{' (' + torch.cuda.get_device_name() + ')' if args.device.startswith('cuda') else ''}, "
-        f"dtype={next(base.parameters()).dtype}, images {image_size}px, best of {args.repeats}, interleaved"
-    )
-    cols = ["naive", "shared", "shared+cache"]
-    if build_listwise_inputs is not None and not args.no_listwise:
-        cols += ["listwise-prefill", "listwise-gen"]
-    print("| k | " + " | ".join(f"{c} ms" for c in cols) + " | naive/shared | " +
-          " | ".join(f"{c}/shared" for c in cols[2:]) + " |")
-    print("|---" * (2 * len(cols)) + "|")
+    on_gpu = args.device.startswith("cuda")
+    device_name = torch.cuda.get_device_name() if on_gpu else f"{torch.get_num_threads()} CPU threads"
+    dtype = next(base.parameters()).dtype
+    group = predicted(model, query, gallery[:1])
+    props = proportions(args.size, model, model.process_images([query])[0].num_patches,
+                        group["prefix_tokens"] + group["continuation_tokens"])  # fmt: skip
+    print(f"# SkyLink scoring per query: size={args.size}, device={args.device} ({device_name}), dtype={dtype}, "
+          f"images {image_size} px, best of {args.repeats}, interleaved")  # fmt: skip
+    print(f"# tokens: prefix {group['prefix_tokens']}, continuation {group['continuation_tokens']} "
+          f"({model.process_images([query])[0].num_patches // 4} image tokens per image)")
+    for name, p in props.items():
+        print(f"# {name:>5}: text {p['text_hidden']}x{p['text_layers']} (mlp {p['text_intermediate']}, heads "
+              f"{p['text_heads']}/{p['text_kv_heads']}), vision {p['vision_embed']}x{p['vision_depth']}; "
+              f"{p['vision_gflop_per_image']} GFLOP/image vs {p['text_gflop_per_pair']} GFLOP/pair (text): "
+              f"ratio {p['vision_over_text_per_pair']}")  # fmt: skip
+    listwise = not args.no_listwise
+    header = "| k | naive ms | fast ms | ratio | predicted | max abs score diff |"
+    if listwise:
+        header += " listwise prefill ms | listwise gen ms | fast / listwise gen |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+
+    rows: list[dict[str, Any]] = []
     with torch.inference_mode():
-        rerank_query(model, query, gallery[:2], shared_vision=True)  # warm-up
-        rerank_query(model, query, gallery[:2], shared_vision=False)
-        for k in range(1, args.max_k + 1):
+        rerank_query(model, query, gallery[:2], shared_prefix=False, shared_vision=False)  # warm-up
+        rerank_query(model, query, gallery[:2])
+        for k in ks:
             cands = gallery[:k]
-            cache = PixelCache()
-            cache.get_or_process(model, keys[:k], cands)
-            fns = {
-                "naive": lambda c=cands, b=k: rerank_query(model, query, c, batch_size=b, shared_vision=False),
-                "shared": lambda c=cands, b=k: rerank_query(model, query, c, batch_size=b, shared_vision=True),
-                "shared+cache": lambda c=cands, b=k, ca=cache: rerank_query(
-                    model, query, c, batch_size=b, shared_vision=True, candidate_keys=keys[:b], cache=ca
-                ),
-            }
-            if "listwise-prefill" in cols:
+            pixels, features = PixelCache(), FeatureCache(max_bytes=1 << 32)
+
+            def fast(c=cands, b=k, p=pixels, f=features):
+                return rerank_query(model, query, c, batch_size=b, candidate_keys=keys[:b], cache=p, feature_cache=f)
+
+            def naive(c=cands, b=k):
+                return rerank_query(model, query, c, batch_size=b, shared_prefix=False, shared_vision=False)
+
+            diff = float((fast() - naive()).abs().max())  # also warms both caches
+            fns = {"naive": naive, "fast": fast}
+            if listwise:
                 def prefill(c=cands):
                     inputs = build_listwise_inputs(model.processor, query, c).to(model.device)
                     base.model(**inputs, use_cache=False)
@@ -171,14 +300,72 @@ def main(argv: list[str] | None = None) -> None:
                 def generate(c=cands, n=6 * k):
                     inputs = build_listwise_inputs(model.processor, query, c).to(model.device)
                     base.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                                  pad_token_id=model.processor.tokenizer.pad_token_id)
+                                  pad_token_id=model.processor.tokenizer.pad_token_id)  # fmt: skip
 
-                fns["listwise-prefill"] = prefill
-                fns["listwise-gen"] = generate
+                fns["listwise_prefill"] = prefill
+                fns["listwise_gen"] = generate
             ms = {name: 1000 * s for name, s in _time_round_robin(fns, args.device, args.repeats).items()}
-            ratios = [ms["naive"] / ms["shared"]] + [ms[c] / ms["shared"] for c in cols[2:]]
-            print(f"| {k} | " + " | ".join(f"{ms[c]:.1f}" for c in cols) + " | " +
-                  " | ".join(f"{r:.2f}" for r in ratios) + " |")
+            pred = predicted(model, query, cands)
+            row = {"k": k, "naive_ms": round(ms["naive"], 2), "fast_ms": round(ms["fast"], 2),
+                   "ratio": round(ms["naive"] / ms["fast"], 3), "predicted_ratio": round(pred["ratio"], 3),
+                   "max_abs_score_diff": diff, "naive_gflop": round(pred["naive_flops"] / 1e9, 1),
+                   "fast_gflop": round(pred["fast_flops"] / 1e9, 1)}  # fmt: skip
+            line = (f"| {k} | {ms['naive']:.1f} | {ms['fast']:.1f} | {row['ratio']:.2f} "
+                    f"| {row['predicted_ratio']:.2f} | {diff:.1e} |")  # fmt: skip
+            if listwise:
+                row["listwise_prefill_ms"] = round(ms["listwise_prefill"], 2)
+                row["listwise_gen_ms"] = round(ms["listwise_gen"], 2)
+                row["fast_over_listwise_gen"] = round(ms["fast"] / ms["listwise_gen"], 3)
+                line += (f" {ms['listwise_prefill']:.1f} | {ms['listwise_gen']:.1f} "
+                         f"| {row['fast_over_listwise_gen']:.2f} |")  # fmt: skip
+            print(line, flush=True)
+            rows.append(row)
+
+    train_row = None
+    if args.train_k > 0:
+        k = args.train_k
+        cands = gallery[:k]
+        labels = torch.zeros(k, device=model.device)
+        labels[0] = 1.0
+        model.train()
+        losses = {fast: _train_step(model, query, cands, labels, fast, args.device) for fast in (False, True)}
+        best = _time_round_robin(
+            {"naive": lambda: _train_step(model, query, cands, labels, False, args.device),
+             "fast": lambda: _train_step(model, query, cands, labels, True, args.device)},
+            args.device, args.train_repeats,
+        )  # fmt: skip
+        model.eval()
+        pred = predicted(model, query, cands, train=True)
+        train_row = {"k": k, "naive_groups_per_s": round(1 / best["naive"], 4),
+                     "fast_groups_per_s": round(1 / best["fast"], 4), "ratio": round(best["naive"] / best["fast"], 3),
+                     "predicted_ratio": round(pred["ratio"], 3), "abs_loss_diff": abs(losses[True] - losses[False]),
+                     "naive_s": round(best["naive"], 3), "fast_s": round(best["fast"], 3)}  # fmt: skip
+        print(f"training, k = {k} (forward + backward of one group, best of {args.train_repeats}): naive "
+              f"{train_row['naive_groups_per_s']:.3f} groups/s, fast {train_row['fast_groups_per_s']:.3f} groups/s, "
+              f"ratio {train_row['ratio']:.2f} (predicted {train_row['predicted_ratio']:.2f}), "
+              f"|loss diff| {train_row['abs_loss_diff']:.1e}")  # fmt: skip
+
+    verdict = {}
+    by_k = {r["k"]: r for r in rows}
+    if TARGETS["inference_k"] in by_k:
+        r = by_k[TARGETS["inference_k"]]
+        verdict["inference"] = (r["ratio"] >= TARGETS["inference_ratio"]
+                                and r["ratio"] >= TARGETS["of_predicted"] * r["predicted_ratio"])  # fmt: skip
+    if train_row is not None and train_row["k"] == TARGETS["train_k"]:
+        verdict["training"] = (train_row["ratio"] >= TARGETS["train_ratio"]
+                               and train_row["ratio"] >= TARGETS["of_predicted"] * train_row["predicted_ratio"])
+    verdict["score_diffs"] = all(r["max_abs_score_diff"] <= TARGETS["max_abs_score_diff"] for r in rows)
+    print(f"targets (issue 12, CPU proxy): {TARGETS}; met: {verdict}; {time.perf_counter() - started:.0f} s in all")
+    if args.json is not None:
+        result = {"size": args.size, "device": args.device, "device_name": device_name, "dtype": str(dtype),
+                  "image_size": image_size, "repeats": args.repeats, "train_repeats": args.train_repeats,
+                  "torch_threads": torch.get_num_threads(), "proportions": props, "inference": rows,
+                  "training": train_row, "targets": TARGETS, "targets_met": verdict}  # fmt: skip
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.json.with_name(args.json.name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, args.json)
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
