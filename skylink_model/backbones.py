@@ -58,6 +58,7 @@ BACKBONE_DEFAULTS: dict[str, BackboneSpec] = {
         min_pixels=4 * 28 * 28,
         max_pixels=256 * 28 * 28,
         shared_vision=True,
+        shared_prefix=True,
     ),
     # 32 px per merged token (patch 16 × merge 2).
     "qwen3_vl": BackboneSpec(

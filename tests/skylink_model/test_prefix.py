@@ -170,3 +170,19 @@ def test_unsupported_family_falls_back_once_with_a_log_line(model, images, caplo
     assert sum("shared-prefix scoring is not available" in r.message for r in caplog.records) == 1
     naive = rerank_query(model, images[0], images[1:4], shared_prefix=False, shared_vision=False)
     assert torch.allclose(first, naive, atol=1e-5)
+
+
+def test_qwen2_5_vl_scores_equal_the_naive_path(tmp_path, images):
+    from skylink_model.config import SkyLinkConfig
+    from skylink_model.testing import make_tiny_model
+
+    folder = make_tiny_model(tmp_path / "tiny-qwen2.5-vl", family="qwen2_5_vl")
+    model = get_skylink_model(SkyLinkConfig(base_model=str(folder), head_init="random", lora_dropout=0.0))
+    _perturb_lora(model)
+    model.eval()
+    assert model.supports_shared_prefix
+    query, cands = images[0], images[1:6]
+    with torch.no_grad():
+        naive = model(**model.build_pair_inputs([query] * 5, cands))
+        fast = model(**model.group_inputs(model.process_images([query])[0], model.process_images(cands), chunk_size=2))
+    assert torch.allclose(fast, naive, atol=1e-5, rtol=0), (fast - naive).abs().max()
