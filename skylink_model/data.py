@@ -193,37 +193,20 @@ class ImageResolver:
 # --------------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RetrieverConfigName:
-    """The parts of ``<retriever>-<bench>[-<alt>]-<d2s|s2d>``."""
-
-    retriever: str
-    benchmark: str
-    altitude: str | None
-    direction: str
-
-    @property
-    def gallery_config(self) -> str:
-        return schema.gallery_config_name(self.benchmark, self.altitude)
-
-    @property
-    def queries_config(self) -> str:
-        return schema.queries_config_name(self.benchmark, self.altitude)
+#: The parts of ``<retriever>-<bench>[-<alt>]-<d2s|s2d>`` (the format's one config-name type).
+RetrieverConfigName = schema.ConfigName
 
 
-def parse_retriever_config(config: str) -> RetrieverConfigName:
+def parse_retriever_config(config: str) -> schema.ConfigName:
     """Split a retriever config name into retriever, benchmark, altitude and direction (checked by round trip)."""
-    m = schema.config_top_m(config)
-    parts = (config.rsplit("-", 1)[0] if m is not None else config).split("-")
-    if schema.config_kind(config) != "retriever" or len(parts) not in (3, 4) or parts[-1] not in schema.DIRECTIONS:
-        raise ValueError(
-            f"{config!r} is not a retriever config name (<retriever>-<bench>[-<alt>]-<d2s|s2d>[-m<m>], "
-            "e.g. sample4geo-university1652-d2s)"
-        )
-    altitude = parts[2] if len(parts) == 4 else None
-    parsed = RetrieverConfigName(parts[0], parts[1], altitude, parts[-1])
-    if schema.retriever_config_name(parsed.retriever, parsed.benchmark, parsed.direction, altitude, m) != config:
-        raise ValueError(f"{config!r} does not round-trip through skyrank.format.schema.retriever_config_name")
+    expected = f"{config!r} is not a retriever config name (<retriever>-<bench>[-<alt>]-<d2s|s2d>[-m<m>], e.g. " \
+        "sample4geo-university1652-d2s)"
+    try:
+        parsed = schema.ConfigName.parse(config)
+    except ValueError as err:
+        raise ValueError(f"{expected}: {err}") from None
+    if parsed.kind != "retriever":
+        raise ValueError(expected)
     return parsed
 
 

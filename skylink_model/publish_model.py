@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from skyrank.errors import PublishError
+from skyrank.format.schema import ConfigName
 from skyrank.hub import FilePlan, PublishReport, compare_with_remote, hub_errors, progress_bars, read_remote_model
 from skyrank.loading import config_benchmark, join_front_matter
 
@@ -64,6 +65,13 @@ def _evaluation(report: dict[str, Any]) -> dict[str, Any] | None:
     return {"metrics": METRICS, "rows": table, "caption": f"All metrics in percent ({caption})." if caption else ""}
 
 
+def _parse_config(name: str) -> ConfigName | None:
+    try:
+        return ConfigName.parse(name)
+    except ValueError:
+        return None
+
+
 def _citations(benchmark: str | None, extra: list[str], benchmark_citation: CitationLookup | None) -> list[str]:
     out = []
     if benchmark and benchmark_citation is not None:
@@ -95,8 +103,9 @@ def render_model_card(
     training_data = training_data or cfg.get("training_data") or cfg.get("dataset")
     if not training_data and data_config:
         training_data = f"SkyRank config `{data_config}`" + (f" ({report['data']})" if report.get("data") else "")
-    benchmark = config_benchmark(str(data_config)) if data_config else None
-    retriever = str(data_config).split("-")[0] if data_config else None
+    parsed = _parse_config(str(data_config)) if data_config else None
+    benchmark = parsed.benchmark if parsed else config_benchmark(str(data_config)) if data_config else None
+    retriever = parsed.retriever if parsed else None
     extra = list(citations or [])
     if isinstance(report.get("extra"), dict) and report["extra"].get("retriever_citation"):
         extra.append(str(report["extra"]["retriever_citation"]))

@@ -114,21 +114,28 @@ def list_folder_files(folder: Path) -> list[str]:
 
 
 def config_benchmark(config_name: str) -> str | None:
-    """The benchmark a config name refers to (``gallery-sues200-150`` → ``sues200``), or ``None``."""
-    parts = config_name.split("-")
-    return parts[1] if len(parts) >= 2 else None
+    """The benchmark a config name refers to (``gallery-sues200-150`` → ``sues200``), or ``None``.
+
+    Read with :meth:`skyrank.format.schema.ConfigName.parse`; a name that does not parse still gives its second
+    part, so the publisher's licence guard never lets a malformed name slip through."""
+    try:
+        return schema.ConfigName.parse(config_name).benchmark
+    except ValueError:
+        parts = config_name.split("-")
+        return parts[1] if len(parts) >= 2 else None
 
 
 def image_configs_for(config_name: str) -> tuple[str, str]:
     """``(queries config, gallery config)`` belonging to a retriever config ``<retriever>-<bench>[-<alt>]-<dir>``."""
-    base = config_name.rsplit("-", 1)[0] if schema.config_top_m(config_name) is not None else config_name
-    parts = base.split("-")
-    if schema.config_kind(config_name) != "retriever" or len(parts) < 3 or parts[-1] not in schema.DIRECTIONS:
+    try:
+        parsed = schema.ConfigName.parse(config_name)
+    except ValueError as err:
+        raise SkyRankError(str(err)) from None
+    if parsed.kind != "retriever":
         raise SkyRankError(
             f"{config_name!r} is not a retriever config (<retriever>-<benchmark>[-<altitude>]-<d2s|s2d>)"
         )
-    suffix = "-".join(parts[1:-1])
-    return f"queries-{suffix}", f"gallery-{suffix}"
+    return parsed.queries_config, parsed.gallery_config
 
 
 # --------------------------------------------------------------------------------------------------- sources

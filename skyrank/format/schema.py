@@ -18,7 +18,11 @@ Splits are ``train`` and ``test``.
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from datasets import Features, Image, List, Value
 
@@ -84,80 +88,215 @@ IMAGE_TABLE_COLUMNS: tuple[str, ...] = tuple(IMAGE_TABLE_FEATURES)
 RETRIEVER_COLUMNS: tuple[str, ...] = tuple(RETRIEVER_FEATURES)
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.]*$")
-_M_SUFFIX_RE = re.compile(r"-m([0-9]+)$")
+_M_PART_RE = re.compile(r"^m([0-9]+)$")
 
 
-def _suffix(benchmark: str, altitude: str | int | None) -> str:
-    if not _NAME_RE.match(benchmark):
-        raise ValueError(f"benchmark name must be lower-case letters, digits, '_' or '.', got {benchmark!r}")
-    return benchmark if altitude in (None, "") else f"{benchmark}-{altitude}"
+# --- Config names: one parser, one formatter --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigKind:
+    """One kind of config: how its name is spelled and the features of its tables.
+
+    ``prefix`` is the name's literal first part (``gallery``) or ``None`` when the first part is the retriever's name
+    (the mined ``<retriever>-<bench>[-<alt>]-<direction>[-m<m>]`` configs). ``features_factory(dim, dtype)`` builds
+    the features of a kind whose columns depend on the data (the ``embeddings-*`` configs). Another kind is added
+    with :func:`register_config_kind`; :class:`ConfigName` then reads and spells it.
+    """
+
+    name: str
+    prefix: str | None
+    has_retriever: bool
+    has_direction: bool
+    features: Features | None = None
+    features_with_images: Features | None = None
+    features_factory: Callable[[int, str], Features] | None = None
+    has_m: bool = False  # names may end with -m<m> (a config re-mined with another m)
+
+
+#: Registered kinds, by name; :func:`register_config_kind` adds one.
+CONFIG_KINDS: dict[str, ConfigKind] = {}
+
+
+def register_config_kind(kind: ConfigKind) -> ConfigKind:
+    """Register a config kind (its prefix must be new; only the retriever kind goes without a prefix)."""
+    if kind.name in CONFIG_KINDS:
+        raise ValueError(f"config kind {kind.name!r} is already registered")
+    if kind.prefix is None and any(k.prefix is None for k in CONFIG_KINDS.values()):
+        raise ValueError("only one config kind may go without a prefix (the retriever kind)")
+    if kind.prefix is not None and any(k.prefix == kind.prefix for k in CONFIG_KINDS.values()):
+        raise ValueError(f"config prefix {kind.prefix!r} is already registered")
+    CONFIG_KINDS[kind.name] = kind
+    return kind
+
+
+def _kind_of(config_name: str) -> ConfigKind:
+    first = config_name.split("-", 1)[0]
+    for kind in CONFIG_KINDS.values():
+        if kind.prefix is not None and kind.prefix == first and "-" in config_name:
+            return kind
+    return next(k for k in CONFIG_KINDS.values() if k.prefix is None)
+
+
+@dataclass(frozen=True)
+class ConfigName:
+    """A config name's parts; ``str(name)`` spells it and :meth:`parse` reads it back (checked by round trip).
+
+    ``ConfigName("retriever", "sues200", "150", retriever="sample4geo", direction="d2s")`` is
+    ``sample4geo-sues200-150-d2s`` (``m=30`` appends ``-m30``); ``ConfigName("gallery", "university1652")`` is
+    ``gallery-university1652``; ``ConfigName("embeddings", "sues200", "150", retriever="sample4geo")`` is
+    ``embeddings-sample4geo-sues200-150``.
+    """
+
+    kind: str
+    benchmark: str
+    altitude: str | None = None
+    retriever: str | None = None
+    direction: str | None = None
+    m: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in CONFIG_KINDS:
+            raise ValueError(f"unknown config kind {self.kind!r}; known: {', '.join(CONFIG_KINDS)}")
+        spec = CONFIG_KINDS[self.kind]
+        if spec.has_direction and self.direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
+        if not spec.has_direction and self.direction is not None:
+            raise ValueError(f"a {self.kind} config has no direction, got {self.direction!r}")
+        if spec.has_retriever and not _NAME_RE.match(self.retriever or ""):
+            raise ValueError(f"retriever name must be lower-case letters, digits, '_' or '.', got {self.retriever!r}")
+        if spec.prefix is None and any(k.prefix == self.retriever for k in CONFIG_KINDS.values()):
+            raise ValueError(f"retriever name {self.retriever!r} is reserved (a config kind's prefix)")
+        if not spec.has_retriever and self.retriever is not None:
+            raise ValueError(f"a {self.kind} config has no retriever, got {self.retriever!r}")
+        if not _NAME_RE.match(self.benchmark):
+            raise ValueError(f"benchmark name must be lower-case letters, digits, '_' or '.', got {self.benchmark!r}")
+        if self.m is not None and (not spec.has_m or int(self.m) != self.m or self.m < 2):
+            raise ValueError(f"m must be an integer >= 2 (retriever configs only), got {self.m!r}")
+        object.__setattr__(self, "altitude", None if self.altitude in (None, "") else str(self.altitude))
+        object.__setattr__(self, "m", None if self.m is None else int(self.m))
+
+    @classmethod
+    def parse(cls, config_name: str) -> ConfigName:
+        """Read a config name; ``ValueError`` naming the accepted forms when it is none of them."""
+        config_name = str(config_name)
+        parts = config_name.split("-")
+        spec = _kind_of(config_name)
+        rest = parts[1:] if spec.prefix is not None else parts
+        fields: dict[str, Any] = {}
+        try:
+            if spec.has_retriever:
+                fields["retriever"] = rest.pop(0)
+            if spec.has_m and len(rest) > 2 and _M_PART_RE.match(rest[-1]) and rest[-2] in DIRECTIONS:
+                fields["m"] = int(rest.pop()[1:])
+            if spec.has_direction:
+                fields["direction"] = rest.pop() if rest else None
+            if len(rest) not in (1, 2):
+                raise ValueError(f"{len(rest)} benchmark/altitude parts")
+            parsed = cls(spec.name, rest[0], rest[1] if len(rest) == 2 else None, **fields)
+        except (ValueError, IndexError) as err:
+            raise ValueError(f"{config_name!r} is not a SkyRank config name ({err}); expected one of "
+                             f"{', '.join(_forms())}") from None
+        if str(parsed) != config_name:
+            raise ValueError(f"{config_name!r} does not round-trip through ConfigName ({str(parsed)!r})")
+        return parsed
+
+    @property
+    def suffix(self) -> str:
+        """``<bench>[-<alt>]``."""
+        return self.benchmark if self.altitude is None else f"{self.benchmark}-{self.altitude}"
+
+    @property
+    def name(self) -> str:
+        spec = CONFIG_KINDS[self.kind]
+        parts = [spec.prefix, self.retriever, self.suffix, self.direction, None if self.m is None else f"m{self.m}"]
+        return "-".join(p for p in parts if p is not None)
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def gallery_config(self) -> str:
+        """The ``gallery-<bench>[-<alt>]`` config this config's ids refer to."""
+        return str(ConfigName("gallery", self.benchmark, self.altitude))
+
+    @property
+    def queries_config(self) -> str:
+        """The ``queries-<bench>[-<alt>]`` config this config's query ids refer to."""
+        return str(ConfigName("queries", self.benchmark, self.altitude))
+
+
+def _forms() -> list[str]:
+    out = []
+    for spec in CONFIG_KINDS.values():
+        parts = [spec.prefix, "<retriever>" if spec.has_retriever else None, "<bench>[-<alt>]",
+                 "<d2s|s2d>" if spec.has_direction else None, "[m<m>]" if spec.has_m else None]
+        out.append("-".join(p for p in parts if p is not None).replace("-[m<m>]", "[-m<m>]"))
+    return out
+
+
+for _image_kind in ("gallery", "queries"):
+    register_config_kind(ConfigKind(_image_kind, _image_kind, has_retriever=False, has_direction=False,
+                                    features=IMAGE_TABLE_FEATURES,
+                                    features_with_images=IMAGE_TABLE_FEATURES_WITH_IMAGES))
+register_config_kind(ConfigKind("embeddings", "embeddings", has_retriever=True, has_direction=False,
+                                features_factory=embeddings_features))
+register_config_kind(ConfigKind("retriever", None, has_retriever=True, has_direction=True,
+                                features=RETRIEVER_FEATURES, has_m=True))
 
 
 def gallery_config_name(benchmark: str, altitude: str | int | None = None) -> str:
     """``gallery-<bench>[-<alt>]``."""
-    return f"gallery-{_suffix(benchmark, altitude)}"
+    return str(ConfigName("gallery", benchmark, altitude))
 
 
 def queries_config_name(benchmark: str, altitude: str | int | None = None) -> str:
     """``queries-<bench>[-<alt>]``."""
-    return f"queries-{_suffix(benchmark, altitude)}"
+    return str(ConfigName("queries", benchmark, altitude))
 
 
 def retriever_config_name(
     retriever: str, benchmark: str, direction: str, altitude: str | int | None = None, m: int | None = None
 ) -> str:
     """``<retriever>-<bench>[-<alt>]-<d2s|s2d>``, with ``-m<m>`` appended for a re-mined config of another m."""
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-    if not _NAME_RE.match(retriever):
-        raise ValueError(f"retriever name must be lower-case letters, digits, '_' or '.', got {retriever!r}")
-    if m is not None and (int(m) != m or m < 2):
-        raise ValueError(f"m must be an integer >= 2, got {m!r}")
-    return f"{retriever}-{_suffix(benchmark, altitude)}-{direction}" + (f"-m{int(m)}" if m is not None else "")
+    return str(ConfigName("retriever", benchmark, altitude, retriever=retriever, direction=direction, m=m))
 
 
 def embeddings_config_name(retriever: str, benchmark: str, altitude: str | int | None = None) -> str:
     """``embeddings-<retriever>-<bench>[-<alt>]``."""
-    if not _NAME_RE.match(retriever):
-        raise ValueError(f"retriever name must be lower-case letters, digits, '_' or '.', got {retriever!r}")
-    return f"embeddings-{retriever}-{_suffix(benchmark, altitude)}"
+    return str(ConfigName("embeddings", benchmark, altitude, retriever=retriever))
 
 
 def config_kind(config_name: str) -> str:
-    """``"gallery"``, ``"queries"``, ``"embeddings"`` or ``"retriever"`` for a config name."""
-    if config_name.startswith("gallery-"):
-        return "gallery"
-    if config_name.startswith("queries-"):
-        return "queries"
-    if config_name.startswith("embeddings-"):
-        return "embeddings"
-    return "retriever"
+    """The kind of a config name from its first part (``"gallery"``, ``"queries"``, ``"embeddings"`` or
+    ``"retriever"``); lenient: a name that does not parse is still given a kind (:meth:`ConfigName.parse` checks)."""
+    return _kind_of(config_name).name
 
 
 def config_top_m(config_name: str) -> int | None:
-    """The m a retriever config names with its ``-m<m>`` suffix (``None``: the build's m, from the manifest)."""
-    if config_kind(config_name) != "retriever":
+    """The m a retriever config names with its ``-m<m>`` suffix (``None``: the build's m, from the manifest; also
+    for a name that does not parse)."""
+    try:
+        return ConfigName.parse(config_name).m
+    except ValueError:
         return None
-    match = _M_SUFFIX_RE.search(config_name)
-    return int(match.group(1)) if match else None
+
+
+def _retriever_name(config_name: str) -> ConfigName:
+    parsed = ConfigName.parse(config_name)
+    if parsed.kind != "retriever":
+        raise ValueError(f"{config_name!r} is not a retriever config name (<retriever>-<bench>[-<alt>]-<d2s|s2d>)")
+    return parsed
 
 
 def with_top_m(config_name: str, m: int | None) -> str:
     """A retriever config name with its ``-m<m>`` suffix replaced (``None``: removed, the build's m)."""
-    if config_kind(config_name) != "retriever":
-        raise ValueError(f"{config_name!r} is not a retriever config name")
-    base = _M_SUFFIX_RE.sub("", config_name)
-    if m is not None and (int(m) != m or m < 2):
-        raise ValueError(f"m must be an integer >= 2, got {m!r}")
-    return base + (f"-m{int(m)}" if m is not None else "")
+    return str(dataclasses.replace(_retriever_name(config_name), m=m))
 
 
 def config_direction(config_name: str) -> str:
     """``d2s`` or ``s2d`` of a retriever config name (with or without its ``-m<m>`` suffix)."""
-    direction = _M_SUFFIX_RE.sub("", config_name).rsplit("-", 1)[-1]
-    if config_kind(config_name) != "retriever" or direction not in DIRECTIONS:
-        raise ValueError(f"{config_name!r} is not a retriever config name (<retriever>-<bench>[-<alt>]-<d2s|s2d>)")
-    return direction
+    return str(_retriever_name(config_name).direction)
 
 
 def features_for(
@@ -168,14 +307,13 @@ def features_for(
     embedding_dtype: str | None = None,
 ) -> Features:
     """The declared features of a config (an ``embeddings-*`` config needs its dimension and dtype)."""
-    kind = config_kind(config_name)
-    if kind == "retriever":
-        return RETRIEVER_FEATURES
-    if kind == "embeddings":
+    spec = _kind_of(config_name)
+    if spec.features_factory is not None:
         if embedding_dim is None:
             raise ValueError(f"the features of {config_name!r} need embedding_dim (and embedding_dtype)")
-        return embeddings_features(embedding_dim, embedding_dtype or "float32")
-    return IMAGE_TABLE_FEATURES_WITH_IMAGES if with_images else IMAGE_TABLE_FEATURES
+        return spec.features_factory(embedding_dim, embedding_dtype or "float32")
+    assert spec.features is not None
+    return spec.features_with_images if with_images and spec.features_with_images is not None else spec.features
 
 
 # --- Dataset card tables (added for skyrank.card / skyrank.validate) ---------------------------------------------
@@ -229,12 +367,15 @@ def id_column(features: Features) -> str:
 
 def config_suffix(config_name: str) -> str:
     """``<bench>[-<alt>]`` of any config name (``sample4geo-u1652-d2s`` → ``u1652``, ``gallery-sues200-150`` →
-    ``sues200-150``, ``embeddings-sample4geo-u1652`` → ``u1652``, ``sample4geo-u1652-d2s-m30`` → ``u1652``)."""
-    kind = config_kind(config_name)
-    if kind in ("gallery", "queries"):
-        return config_name.split("-", 1)[1]
-    if kind == "embeddings":
-        return config_name.split("-", 2)[2]
-    config_name = _M_SUFFIX_RE.sub("", config_name)
-    body = config_name.split("-", 1)[1] if "-" in config_name else config_name
-    return body.rsplit("-", 1)[0] if body.endswith(tuple(f"-{d}" for d in DIRECTIONS)) else body
+    ``sues200-150``, ``embeddings-sample4geo-u1652`` → ``u1652``, ``sample4geo-u1652-d2s-m30`` → ``u1652``).
+    Lenient: a name that does not parse gives its parts between the kind's prefix/retriever and its direction."""
+    try:
+        return ConfigName.parse(config_name).suffix
+    except ValueError:
+        spec = _kind_of(config_name)
+        parts = config_name.split("-")[(spec.prefix is not None) + spec.has_retriever :]
+        if spec.has_m and parts and _M_PART_RE.match(parts[-1]):
+            parts = parts[:-1]
+        if spec.has_direction and parts and parts[-1] in DIRECTIONS:
+            parts = parts[:-1]
+        return "-".join(parts) or config_name
