@@ -30,7 +30,6 @@ from skyrank.format import schema
 README = "README.md"
 MANIFEST = schema.MANIFEST_NAME if hasattr(schema, "MANIFEST_NAME") else "skyrank_manifest.json"
 _REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.\-]*/[A-Za-z0-9][\w.\-]*$")
-RESTRICTED_BENCHMARKS: frozenset[str] = frozenset({"university1652", "sues200"})
 
 
 class MissingImageError(SkyRankError, FileNotFoundError):

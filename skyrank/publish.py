@@ -6,9 +6,10 @@ Steps of :func:`publish_dataset` (notes/hub.md §0, §4, §5, §7):
    (``skyrank.validate.validate_dataset``), the YAML metadata values are legal (licence, task and size categories),
    split names are legal, exactly one default config, data files are Parquet, and file/folder counts and sizes are
    within the Hub's limits (:mod:`skyrank.hub_limits`).
-2. **Licence guard.** University-1652 and SUES-200 forbid redistribution: a config with an ``image`` column for
-   those benchmarks is refused for a public repo; it may go to a private or gated repo only with
-   ``acknowledge_license=True``. Ids-only configs publish freely.
+2. **Licence guard**, from each benchmark class's declared licence (``redistributable = False``: University-1652
+   and SUES-200, whose terms forbid redistribution): a config with an ``image`` column for such a benchmark is
+   refused for a public repo; it may go to a private or gated repo only with ``acknowledge_license=True``.
+   Ids-only configs publish freely.
 3. **Plan.** Configs, splits, rows, files and bytes, each file compared with the remote (LFS sha256 or git blob id
    from ``list_repo_tree``) → new / changed / unchanged, plus stale remote shards of the re-published configs that
    will be deleted. ``dry_run`` stops here; it makes read requests only.
@@ -41,7 +42,6 @@ from skyrank.hub import resolve_token as _token
 from skyrank.loading import (
     MANIFEST,
     README,
-    RESTRICTED_BENCHMARKS,
     config_benchmark,
     config_split_patterns,
     configs_by_name,
@@ -163,24 +163,28 @@ def _load_check(folder: Path) -> list[str]:
 
 
 def _licence_problems(local: _Local, *, private: bool, gated: bool, acknowledge_license: bool) -> list[str]:
+    """Image configs of a benchmark whose declared licence forbids redistribution (``Benchmark.redistributable``)."""
+    from skyrank.benchmarks import restricted_benchmark
+
     manifest_bench = str(local.manifest.get("benchmark") or local.manifest.get("dataset") or "")
     restricted = []
     for cfg in sorted(local.image_configs):
-        benches = {config_benchmark(cfg), manifest_bench} & RESTRICTED_BENCHMARKS
-        if benches:
-            restricted.append((cfg, sorted(benches)[0]))
+        names = sorted({n for n in map(restricted_benchmark, (config_benchmark(cfg), manifest_bench)) if n})
+        if names:
+            restricted.append((cfg, names[0]))
     if not restricted:
         return []
     names = ", ".join(f"{c} ({b})" for c, b in restricted)
+    benches = " / ".join(sorted({b for _, b in restricted}))
     if not (private or gated):
         return [
-            f"refusing to publish University-1652 / SUES-200 image bytes to a public repo: {names}. "
+            f"refusing to publish {benches} image bytes to a public repo: {names}. "
             "Their terms forbid redistribution. Publish the ids-only dataset (build without --with-images), "
             "or use --private or --gated with written permission and --acknowledge-license"
         ]
     if not acknowledge_license:
         return [
-            f"{names} embed University-1652 / SUES-200 images: pass --acknowledge-license (acknowledge_license=True) "
+            f"{names} embed {benches} images: pass --acknowledge-license (acknowledge_license=True) "
             "to confirm you may share them with the people who can access this private/gated repo"
         ]
     return []

@@ -12,6 +12,7 @@ from skyrank.benchmarks._base import (
     get_benchmark,
     list_benchmarks,
     register_benchmark,
+    restricted_benchmark,
 )
 
 # Importing the modules registers them.
@@ -27,4 +28,5 @@ __all__ = [
     "get_benchmark",
     "list_benchmarks",
     "register_benchmark",
+    "restricted_benchmark",
 ]

@@ -59,7 +59,8 @@ class Benchmark:
     """Interface of a benchmark reader. Subclasses set ``name`` and implement :meth:`load_split`."""
 
     name: str = ""
-    #: the licence and citation facts the dataset card needs
+    display_name: str = ""  # how people write it ("University-1652"); the registered name when empty
+    #: the licence and citation facts the dataset card and the publisher's licence guard read
     license: str = "other"
     license_name: str | None = None
     license_link: str | None = None
@@ -115,6 +116,15 @@ def benchmark_citation(name: str) -> str | None:
     if cls is None:
         return None
     return cls.citation.strip() or None
+
+
+def restricted_benchmark(name: str | None) -> str | None:
+    """The display name of a registered benchmark whose declared licence forbids publishing its images
+    (``redistributable = False``), else None (an unregistered name declares nothing)."""
+    cls = _BENCHMARKS.get(name or "")
+    if cls is None or cls.redistributable:
+        return None
+    return cls.display_name or cls.name
 
 
 def apply_protocol(queries: list[ImageRecord], gallery: list[ImageRecord], protocol: str) -> list[ImageRecord]:

@@ -219,6 +219,17 @@ def test_licence_guard(data: dict[str, Path], hub: FakeHub) -> None:
     assert report.uploaded and hub.repo("alice/u1652-gated").gated == "manual"
 
 
+def test_licence_guard_reads_the_benchmark_class(data: dict[str, Path], hub: FakeHub, monkeypatch) -> None:
+    """No hard-coded list: the guard follows ``Benchmark.redistributable`` (issue 11)."""
+    from skyrank.benchmarks import get_benchmark, restricted_benchmark
+
+    assert restricted_benchmark("university1652") == "University-1652"
+    assert restricted_benchmark("sues200") == "SUES-200"
+    assert restricted_benchmark("synthetic") is None and restricted_benchmark("not-registered") is None
+    monkeypatch.setattr(type(get_benchmark("university1652")), "redistributable", True)
+    assert _publish(data["u1652_images"], hub, repo_id="alice/u1652-open").uploaded
+
+
 def test_invalid_metadata_is_refused_with_every_problem(data: dict[str, Path], hub: FakeHub, tmp_path: Path) -> None:
     folder = tmp_path / "bad"
     shutil.copytree(data["synthetic"], folder)
