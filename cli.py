@@ -484,6 +484,32 @@ def _local_run(adapter: str) -> Path:
     return Path(snapshot_download(adapter))
 
 
+EXPORT_MODEL_EXAMPLES = """
+\b
+Examples:
+  skyrank export-model runs/skylink --format vllm --out served/skylink
+  skyrank export-model alice/skylink-u1652 --format vllm --dtype bfloat16 --out served/skylink
+  vllm serve served/skylink --runner pooling --convert classify
+"""
+
+
+@main.command("export-model", epilog=EXPORT_MODEL_EXAMPLES)
+@click.argument("run")
+@click.option("--format", "fmt", default="vllm", show_default=True, type=click.Choice(["vllm"]))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder to write the merged model into.")
+@click.option("--base-model", help="Base model (default: the run's).")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), help="Merged weights' dtype.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing export at --out.")
+@_handle_errors
+def export_model(run: str, fmt: str, out: Path, **kw: Any) -> None:
+    """Merge a SkyLink run (LoRA of both towers + value head as `score`) for `vllm serve --convert classify`."""
+    from skylink_model.serving import export_vllm
+
+    folder = export_vllm(_local_run(run), out, **kw)
+    click.echo(f"merged SkyLink model written to {folder}; serve it with:")
+    click.echo(f"  vllm serve {folder} --runner pooling --convert classify")
+
+
 EVAL_EXAMPLES = """
 \b
 Examples:
