@@ -132,7 +132,10 @@ def plot_sweep(
         ax.set_xlabel(PARAM_LABELS.get(param, param))
         ax.set_ylabel(f"{metric} (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if top > 0 or ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, f"no {metric} in these evaluations", ha="center", transform=ax.transAxes)
     if title:
         fig.suptitle(title, fontsize=10)
     return _save(fig, path)
