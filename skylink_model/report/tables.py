@@ -49,12 +49,13 @@ class Column:
     benchmark: str = field(compare=False)
     altitude: str | None = field(compare=False)
     direction: str = field(compare=False)
+    m: int | None = field(default=None, compare=False)
 
     @classmethod
-    def of(cls, benchmark: str, altitude: str | None, direction: str) -> Column:
+    def of(cls, benchmark: str, altitude: str | None, direction: str, m: int | None = None) -> Column:
         bench_rank = _BENCH_ORDER.index(benchmark) if benchmark in _BENCH_ORDER else len(_BENCH_ORDER)
         alt = (0, int(altitude), "") if altitude and altitude.isdigit() else (1, 0, altitude or "")
-        return cls((bench_rank, benchmark, alt, direction), benchmark, altitude, direction)
+        return cls((bench_rank, benchmark, alt, direction, -1 if m is None else m), benchmark, altitude, direction, m)
 
     def label(self, arrow: str | None = None) -> str:
         bench = BENCHMARK_NAMES.get(self.benchmark, self.benchmark)
@@ -64,11 +65,13 @@ class Column:
         direction = DIRECTION_NAMES.get(self.direction, self.direction)
         if arrow is not None:
             direction = direction.replace("→", arrow)
-        return f"{bench}{alt} {direction}"
+        return f"{bench}{alt} {direction}" + (f" (m={self.m})" if self.m is not None else "")
 
     @property
     def key(self) -> str:
-        return "-".join(p for p in (self.benchmark, self.altitude, self.direction) if p)
+        return "-".join(p for p in (self.benchmark, self.altitude, self.direction) if p) + (
+            f"-m{self.m}" if self.m is not None else ""
+        )
 
 
 @dataclass
@@ -100,15 +103,15 @@ class Table:
         return {"markdown": _markdown, "latex": _latex, "csv": _csv, "html": _html}[fmt](self)
 
 
-def parse_config(config: str) -> tuple[str, str, str | None, str]:
-    """``<retriever>-<bench>[-<alt>]-<d2s|s2d>`` → (retriever, benchmark, altitude, direction)."""
+def parse_config(config: str) -> tuple[str, str, str | None, str, int | None]:
+    """``<retriever>-<bench>[-<alt>]-<d2s|s2d>[-m<m>]`` → (retriever, benchmark, altitude, direction, m)."""
     from skylink_model.data import parse_retriever_config
 
     try:
         p = parse_retriever_config(config)
     except ValueError as e:
         raise EvalFileError(str(e)) from None
-    return p.retriever, p.benchmark, p.altitude, p.direction
+    return p.retriever, p.benchmark, p.altitude, p.direction, getattr(p, "m", None)
 
 
 def _row_order(keys: Iterable[str]) -> list[str]:
@@ -156,8 +159,8 @@ def build_table(
     row_keys: dict[str, list[str]] = {}
     notes: list[str] = []
     for run in loaded:
-        retriever, bench, alt, direction = parse_config(run.config)
-        col = Column.of(bench, alt, direction)
+        retriever, bench, alt, direction, m = parse_config(run.config)
+        col = Column.of(bench, alt, direction, m)
         columns.add(col)
         if retriever not in retrievers:
             retrievers.append(retriever)

@@ -106,6 +106,13 @@ def test_bootstrap_intervals_on_request(evals):
     assert rows[0]["university1652-d2s:R@1:ci_low"] == "92.0000" and rows[0]["university1652-d2s:AP:ci_high"] == ""
 
 
+def test_a_mined_pool_size_gets_its_own_column(evals, tmp_path):
+    m50 = _write(tmp_path, "m50", "sample4geo-university1652-d2s-m50", {"retriever": {"R@1": 92.65, "AP": 93.0}})
+    table = build_table([*evals, m50])
+    assert [c.key for c in table.columns][:2] == ["university1652-d2s", "university1652-d2s-m50"]
+    assert "University-1652 D→S (m=50) AP" in table.render("markdown").splitlines()[0]
+
+
 def test_conflicting_and_bad_inputs_raise(tmp_path, evals):
     clash = _write(tmp_path, "again", "sample4geo-university1652-d2s", {"retriever": {"R@1": 50.0}})
     with pytest.raises(EvalFileError, match="pass one evaluation per cell"):
