@@ -484,6 +484,43 @@ def _local_run(adapter: str) -> Path:
     return Path(snapshot_download(adapter))
 
 
+RERANK_EXAMPLES = """
+\b
+Examples:
+  skyrank rerank --adapter runs/skylink --candidates retrieved.csv --out reranked.csv
+  skyrank rerank --adapter alice/skylink-u1652 --candidates top20.parquet --images-root /data/University-Release \
+      --top-k 10 --out reranked.parquet
+\b
+Input: one row per (query, candidate) pair with columns query, candidate [, score | rank], or (Parquet) one row
+per query with query and candidates (a list of paths in retriever order).
+"""
+
+
+@main.command(epilog=RERANK_EXAMPLES)
+@click.option("--adapter", required=True, help="SkyLink run folder or Hub model repo id.")
+@click.option("--candidates", required=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Parquet/CSV of query and candidate image paths (another tool's retrieval output).")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Output .parquet/.csv (default <input>.reranked.parquet).")
+@click.option("--images-root", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="Folder relative paths are resolved under (default: the candidates file's folder).")
+@click.option("--top-k", type=int, help="Re-rank only each list's first k (default: all).")
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--no-shared-prefix", "naive", is_flag=True, help="Score every pair in full (as `skyrank eval` can).")
+@_device_option
+@_quiet_option
+@_handle_errors
+def rerank(adapter: str, device: str | None, quiet: bool, naive: bool, **kw: Any) -> None:
+    """Re-rank candidate lists from any retriever with a trained SkyLink; writes scores and the new order."""
+    from skylink_model.model import SkyLinkModel
+    from skylink_model.rerank_lists import rerank_file
+
+    model = SkyLinkModel.from_pretrained(_local_run(adapter), device=_resolve_device(device))
+    result = rerank_file(model, shared_prefix=not naive, progress=not quiet, **kw)
+    click.echo(f"{result.queries} queries, {result.scored} pairs scored ({result.ms_per_query:.1f} ms/query): "
+               f"{result.out}")
+
+
 EXPORT_MODEL_EXAMPLES = """
 \b
 Examples:

@@ -15,7 +15,7 @@ from skyrank import errors
 COMMANDS = [
     ["build"], ["synth"], ["validate"], ["retriever", "train"], ["retriever", "list"], ["publish"],
     ["publish-model"], ["train"], ["eval"], ["demo"], ["make-tiny-model"], ["table"], ["sweep"], ["show"],
-    ["remine"], ["export"], ["export-model"],
+    ["remine"], ["export"], ["export-model"], ["rerank"],
 ]  # fmt: skip
 
 
