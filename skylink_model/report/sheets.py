@@ -102,16 +102,17 @@ def contact_sheet(
         title += f" -> SkyLink rank {_rank(best_rank(record['reranked_positive_ranks']))}"
     draw.text((pad, pad), _short(title, bold, width - 2 * pad, draw), fill="black", font=bold)
 
-    def tile(x: int, y: int, image_id: str, frame: tuple[int, int, int], caption: str) -> None:
+    def tile(x: int, y: int, image_id: str, frame: tuple[int, int, int], caption: str, note: str = "") -> None:
         draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=frame)
         try:
             sheet.paste(_thumb(images(image_id), thumb), (x + border, y + border))
         except (OSError, BadImageError) as e:  # a missing image is drawn as such, not a failed report
             draw.rectangle([x + border, y + border, x + border + thumb, y + border + thumb], fill=(255, 235, 235))
             draw.text((x + border + 4, y + border + 4), f"missing:\n{type(e).__name__}", fill="red", font=small)
-        draw.text((x, y + cell + 2), _short(caption, small, cell, draw), fill="black", font=small)
-        name = image_id.rsplit("/", 2)
-        draw.text((x, y + cell + 15), _short("/".join(name[-2:]), small, cell, draw), fill=(90, 90, 90), font=small)
+        draw.text((x, y + cell + 2), caption, fill="black", font=small)  # short by construction: never cut
+        name = "/".join(image_id.rsplit("/", 2)[-2:])
+        room = cell - int(draw.textlength(note, font=small))
+        draw.text((x, y + cell + 15), note + _short(name, small, room, draw), fill=(90, 90, 90), font=small)
 
     y = title_h
     draw.text((pad, y + cell // 2 - 8), "query / ground truth", fill="black", font=font)
@@ -130,8 +131,9 @@ def contact_sheet(
         score_of = dict(zip(top, record["scores"], strict=True))
         draw.text((pad, y + cell // 2 - 8), "SkyLink re-ranked", fill="black", font=font)
         for j, cid in enumerate(record["reranked_ids"]):
-            caption = f"#{j + 1}  S {score_of[cid]:.3f}  (was #{top.index(cid) + 1})"
-            tile(label_w + pad + j * (cell + pad), y, cid, POSITIVE if cid in positives else NEGATIVE, caption)
+            caption = f"#{j + 1}  S {score_of[cid]:.3f}"
+            note = f"was #{top.index(cid) + 1} "
+            tile(label_w + pad + j * (cell + pad), y, cid, POSITIVE if cid in positives else NEGATIVE, caption, note)
     return sheet
 
 
