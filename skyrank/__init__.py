@@ -6,6 +6,8 @@ The entry points are importable from the package (lazily, so ``import skyrank`` 
     skyrank.validate_dataset(dir)   # skyrank validate
     skyrank.publish_dataset(...)    # skyrank publish
     skyrank.load_skyrank(repo_or_folder, config, split="test", images_root=...)
+    skyrank.iter_triples(rows)      # (query, positives, negatives), sentence-transformers style
+    skyrank.load_triples(repo_or_folder, config, split="train")   # query, positive, negative_1..n columns
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ _LAZY = {
     "validate_dataset": "skyrank.validate",
     "publish_dataset": "skyrank.publish",
     "load_skyrank": "skyrank.loading",
+    "iter_triples": "skyrank.loading",
+    "load_triples": "skyrank.loading",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -294,6 +294,36 @@ class _FileImages:
         return im
 
 
+def _resolvers(
+    source: _Source, config: str, split: str, images_root: str | os.PathLike[str] | None
+) -> tuple[Callable[[str], Any], Callable[[str], Any]]:
+    """(query id → image, gallery id → image) for a retriever config: files under ``images_root`` or the image
+    configs' embedded bytes."""
+    queries_cfg, gallery_cfg = image_configs_for(config)
+    if images_root is not None:
+        root = Path(images_root).expanduser()
+        if not root.is_dir():
+            raise MissingImageError(f"images_root {root} is not a folder")
+        paths: dict[str, str] = {}
+        for cfg in (queries_cfg, gallery_cfg):
+            if source.has_config(cfg) and "path" in source.config_columns(cfg):
+                for s in config_split_patterns(source.configs[cfg]):
+                    table = source.load(cfg, s, columns=["image_id", "path"])
+                    paths.update(zip(table["image_id"], table["path"], strict=True))
+        files = _FileImages(root, paths)
+        return files.get, files.get
+    with_images = [c for c in (queries_cfg, gallery_cfg) if source.has_config(c)]
+    with_images = [c for c in with_images if "image" in source.config_columns(c)]
+    if not with_images:
+        raise SkyRankError(
+            f"{source.name}: {queries_cfg}/{gallery_cfg} carry no images (ids only); pass images_root=<your copy "
+            f"of the {config_benchmark(config)} benchmark> to read the images from files"
+        )
+    queries = _TableImages(source, [queries_cfg, gallery_cfg], split)
+    gallery = _TableImages(source, [gallery_cfg, queries_cfg], split)
+    return queries.get, gallery.get
+
+
 def load_skyrank(
     path_or_repo: str | os.PathLike[str],
     config: str,
@@ -305,6 +335,7 @@ def load_skyrank(
     token: str | None = None,
     endpoint: str | None = None,
     with_retrieved_images: bool = False,
+    with_positive_images: bool = False,
 ) -> Any:
     """A retriever config's rows with lazily resolved PIL images.
 
@@ -320,44 +351,21 @@ def load_skyrank(
         token: Hub token (default: ``HF_TOKEN``); never printed.
         endpoint: Hub endpoint (default: ``huggingface_hub``'s).
         with_retrieved_images: also add ``retrieved_images`` (the raw top-m).
+        with_positive_images: also add ``positive_images`` (every positive, ground truth first; satellite→drone
+            has 54 per query).
 
     Returns:
         a ``datasets.Dataset`` with the config's columns plus ``query_image``, ``gt_image``, ``candidate_images``
-        (and ``retrieved_images``); the images are decoded only when rows are read.
+        (and ``retrieved_images``, ``positive_images``); the images are decoded only when rows are read.
+        :func:`iter_triples` iterates its rows as (query, positives, negatives) triples.
 
     Raises:
         MissingImageError: when a row is read and one of its images is missing (names the id and the place).
         SkyRankError: unknown config/split, a config that is not a retriever config, or no image source.
     """
     source = _Source(path_or_repo, revision=revision, cache_dir=cache_dir, token=token, endpoint=endpoint)
-    queries_cfg, gallery_cfg = image_configs_for(config)
     ds = source.load(config, split)
-
-    resolve_query: Callable[[str], Any]
-    resolve_gallery: Callable[[str], Any]
-    if images_root is not None:
-        root = Path(images_root).expanduser()
-        if not root.is_dir():
-            raise MissingImageError(f"images_root {root} is not a folder")
-        paths: dict[str, str] = {}
-        for cfg in (queries_cfg, gallery_cfg):
-            if source.has_config(cfg) and "path" in source.config_columns(cfg):
-                for s in config_split_patterns(source.configs[cfg]):
-                    table = source.load(cfg, s, columns=["image_id", "path"])
-                    paths.update(zip(table["image_id"], table["path"], strict=True))
-        files = _FileImages(root, paths)
-        resolve_query = resolve_gallery = files.get
-    else:
-        with_images = [c for c in (queries_cfg, gallery_cfg) if source.has_config(c)]
-        with_images = [c for c in with_images if "image" in source.config_columns(c)]
-        if not with_images:
-            raise SkyRankError(
-                f"{source.name}: {queries_cfg}/{gallery_cfg} carry no images (ids only); pass images_root=<your copy "
-                f"of the {config_benchmark(config)} benchmark> to read the images from files"
-            )
-        queries = _TableImages(source, [queries_cfg, gallery_cfg], split)
-        gallery = _TableImages(source, [gallery_cfg, queries_cfg], split)
-        resolve_query, resolve_gallery = queries.get, gallery.get
+    resolve_query, resolve_gallery = _resolvers(source, config, split, images_root)
 
     def transform(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         out = dict(batch)
@@ -366,6 +374,66 @@ def load_skyrank(
         out["candidate_images"] = [[resolve_gallery(c) for c in ids] for ids in batch["candidate_ids"]]
         if with_retrieved_images:
             out["retrieved_images"] = [[resolve_gallery(c) for c in ids] for ids in batch["retrieved_ids"]]
+        if with_positive_images:
+            out["positive_images"] = [[resolve_gallery(c) for c in ids] for ids in batch["positive_ids"]]
         return out
 
     return ds.with_transform(transform)
+
+
+def iter_triples(rows: Any, *, max_negatives: int | None = None) -> Iterator[tuple[Any, list[Any], list[Any]]]:
+    """Iterate :func:`load_skyrank` rows as sentence-transformers-style ``(query, positives, negatives)`` triples.
+
+    ``positives``: every positive's image when the rows carry ``positive_images``, else ``[gt_image]``;
+    ``negatives``: the m−1 hard negatives after the swap rule (Eq. 2), in retriever order, the first
+    ``max_negatives`` of them when given (SkyLink's group G_z takes the top-(k−1), Eq. 3).
+    """
+    if max_negatives is not None and max_negatives < 0:
+        raise ValueError(f"max_negatives must be >= 0, got {max_negatives}")
+    for row in rows:
+        positives = list(row["positive_images"]) if "positive_images" in row else [row["gt_image"]]
+        negatives = list(row["candidate_images"])[:max_negatives]
+        yield row["query_image"], positives, negatives
+
+
+def load_triples(
+    path_or_repo: str | os.PathLike[str],
+    config: str,
+    split: str = "train",
+    *,
+    max_negatives: int | None = None,
+    images_root: str | os.PathLike[str] | None = None,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    token: str | None = None,
+    endpoint: str | None = None,
+) -> Any:
+    """A retriever config as a sentence-transformers hard-negatives dataset: columns ``query``, ``positive`` (the
+    ground truth) and ``negative_1`` … ``negative_n`` (the swap rule's negatives in retriever order; n = m−1, or
+    ``max_negatives``), images resolved lazily as in :func:`load_skyrank`. The ``(anchor, positive, negative_1…)``
+    layout is what sentence-transformers' ``MultipleNegativesRankingLoss`` (bi- and cross-encoders) trains on; ids
+    stay in ``query_id``/``positive_id``/``negative_ids`` of :func:`load_skyrank`'s rows, not here.
+    """
+    import datasets
+
+    source = _Source(path_or_repo, revision=revision, cache_dir=cache_dir, token=token, endpoint=endpoint)
+    ds = source.load(config, split, columns=["query_id", "gt_id", "candidate_ids"])
+    candidates = ds["candidate_ids"]
+    n = min((len(c) for c in candidates), default=0)
+    if max_negatives is not None:
+        if max_negatives < 1:
+            raise SkyRankError(f"max_negatives must be at least 1, got {max_negatives}")
+        n = min(n, max_negatives)
+    columns: dict[str, list[str]] = {"query": list(ds["query_id"]), "positive": list(ds["gt_id"])}
+    for j in range(n):
+        columns[f"negative_{j + 1}"] = [c[j] for c in candidates]
+    ids = datasets.Dataset.from_dict(columns)
+    resolve_query, resolve_gallery = _resolvers(source, config, split, images_root)
+
+    def transform(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        return {
+            name: [(resolve_query if name == "query" else resolve_gallery)(v) for v in values]
+            for name, values in batch.items()
+        }
+
+    return ids.with_transform(transform)

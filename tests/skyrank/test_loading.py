@@ -87,3 +87,50 @@ def test_load_skyrank_from_a_hub_repo(data: dict[str, Path], tmp_path: Path, mon
         assert _same(row["query_image"], data["images"] / row["query_id"])
         with pytest.raises(SkyRankError, match="could not download"):
             load_skyrank("alice/missing", CFG, endpoint=hub.endpoint, cache_dir=tmp_path)
+
+
+def test_rows_iterate_as_query_positives_negatives_triples(data: dict[str, Path], tmp_path: Path) -> None:
+    import skyrank
+
+    ds = load_skyrank(data["with_images"], CFG, split="test", cache_dir=tmp_path, with_positive_images=True)
+    triples = list(skyrank.iter_triples(ds, max_negatives=2))
+    assert len(triples) == len(ds)
+    for (query, positives, negatives), row in zip(triples, ds, strict=True):
+        assert _same(query, data["images"] / row["query_id"])
+        assert len(positives) == len(row["positive_ids"]) and _same(positives[0], data["images"] / row["gt_id"])
+        assert len(negatives) == 2 and _same(negatives[1], data["images"] / row["candidate_ids"][1])
+    plain = load_skyrank(data["with_images"], CFG, split="test", cache_dir=tmp_path)
+    _q, positives, negatives = next(iter(skyrank.iter_triples(plain)))
+    assert len(positives) == 1 and len(negatives) == 3  # the ground truth; all m-1 negatives
+
+
+def test_load_triples_is_the_sentence_transformers_hard_negative_layout(data: dict[str, Path], tmp_path: Path) -> None:
+    import skyrank
+
+    ds = skyrank.load_triples(data["ids_only"], CFG, split="test", images_root=data["images"], cache_dir=tmp_path,
+                              max_negatives=2)
+    assert ds.column_names == ["query", "positive", "negative_1", "negative_2"]
+    rows = load_skyrank(data["ids_only"], CFG, split="test", images_root=data["images"], cache_dir=tmp_path)
+    first, ids = ds[0], rows.select_columns(["query_id", "gt_id", "candidate_ids"])[0]
+    assert _same(first["query"], data["images"] / ids["query_id"])
+    assert _same(first["positive"], data["images"] / ids["gt_id"])
+    assert _same(first["negative_2"], data["images"] / ids["candidate_ids"][1])
+
+
+def test_any_reranker_evaluates_on_a_skyrank_config(data: dict[str, Path], tmp_path: Path) -> None:
+    """The README's example: score each query's top-k with any function of (query image, candidate image)."""
+    from skylink_model.evaluation import evaluate_reranking
+
+    rows = load_skyrank(data["with_images"], CFG, split="test", cache_dir=tmp_path, with_retrieved_images=True)
+    scores = {}
+    for row in rows:
+        top = row["retrieved_ids"][:3]
+        # a toy re-ranker: prefer candidates whose pixels are closest to the query's
+        q = row["query_image"].convert("L").resize((8, 8)).tobytes()
+        s = [-sum(abs(a - b) for a, b in zip(q, c.convert("L").resize((8, 8)).tobytes(), strict=True))
+             for c in row["retrieved_images"][:3]]
+        scores[row["query_id"]] = dict(zip(top, s, strict=True))
+    report = evaluate_reranking(rows, scores, top_k=3)
+    assert set(report.rows) == {"retriever", "skylink", "improvement"}
+    base = evaluate_reranking(rows, {q: {c: -i for i, c in enumerate(s)} for q, s in scores.items()}, top_k=3)
+    assert base.rows["skylink"] == base.rows["retriever"]  # scores in retriever order change nothing
