@@ -76,7 +76,7 @@ class BuildReport:
                 f"{m['R@1']:>6.2f} {m['R@5']:>6.2f} {m['R@10']:>6.2f} {m['AP']:>6.2f}"
             )
         lines.append(
-            f"(protocol: {self.params['protocol']}; m = {self.params['top_m']}; GT@m = ground truth in top-m, %; "
+            f"(protocol: {self.params['protocol']}; m = {self.params['m']}; GT@m = ground truth in top-m, %; "
             "AP = Market-1501 AP over the full ranking)"
         )
         idx = self.params.get("search_index") or {}
@@ -447,7 +447,6 @@ def build_dataset(
         "checkpoint_sha256": sha256_file(checkpoint) if checkpoint and Path(checkpoint).is_file() else None,
         "retriever_trained_by_build": trained_here,
         "retriever_recipe": _recipe_summary(checkpoint),
-        "top_m": top_m,
         "m": top_m,
         "protocol": protocol,
         "index": index,

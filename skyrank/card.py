@@ -172,7 +172,7 @@ def _build_rows(build_params: Mapping[str, Any], retriever_meta: Mapping[str, An
         # the file name only: a local absolute path says nothing to readers (the sha256 identifies the weights)
         ("checkpoint", Path(str(retriever_meta["checkpoint"])).name if retriever_meta.get("checkpoint") else None),
         ("checkpoint sha256", retriever_meta.get("checkpoint_sha256")),
-        ("m (top-m mined per query)", build_params.get("m", build_params.get("top_m"))),
+        ("m (top-m mined per query)", build_params.get("m")),
         ("gallery protocol", build_params.get("protocol")),
         ("directions", build_params.get("directions", build_params.get("direction"))),
         ("splits", build_params.get("splits")),
@@ -273,7 +273,7 @@ def render_dataset_card(
         pretty_name=pretty_name,
         benchmark_name=benchmark_meta.get("name") or "the benchmark",
         retriever_name=retriever_meta.get("name") or "the retriever",
-        m=build_params.get("m", build_params.get("top_m", "?")),
+        m=build_params.get("m", "?"),
         with_images=with_images,
         table_rows=table_rows,
         default_config=default_config,

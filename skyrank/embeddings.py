@@ -122,7 +122,7 @@ def remine(
 
     folder = Path(folder)
     manifest = read_manifest(folder)
-    build_m = int(manifest.get("m", manifest.get("top_m")))
+    build_m = int(manifest.m)
     tables = [t for t in manifest.get("tables") or [] if isinstance(t, dict)]
     retriever_cfgs = sorted({t["config"] for t in tables if schema.config_kind(t["config"]) == "retriever"})
     if retriever_config not in retriever_cfgs:

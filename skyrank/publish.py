@@ -246,7 +246,6 @@ def _merge_manifests(remote: dict[str, Any], ours: dict[str, Any], our_configs: 
     return merged
 
 
-# ------------------------------------------------------------------------------------------------ errors
 # ------------------------------------------------------------------------------------------------ remote state
 @dataclass
 class _Remote:

@@ -394,7 +394,7 @@ def validate_dataset(folder: str | Path, *, check_images: bool = True, load: boo
     for p in verify_checksums(folder):
         problems.add(p)
 
-    m = manifest.get("m", manifest.get("top_m"))
+    m = manifest.m  # one key in format 2; a format-1 manifest's top_m is read as m
     if not isinstance(m, int) or m < 2:
         problems.add(f"{MANIFEST_NAME}: 'm' must be an integer >= 2, got {m!r}")
         m = None

@@ -43,6 +43,8 @@ from datasets import Features, Image
 from skyrank import hub_limits
 from skyrank.errors import BadImageError, OutputExistsError, SkyRankError, ValidationError
 from skyrank.format import schema
+from skyrank.format.manifest import FORMAT_VERSION, Manifest
+from skyrank.format.manifest import read_manifest as read_manifest  # re-exported: the manifest lives there
 
 MAX_SHARD_BYTES = 500 * 10**6  # datasets.config.MAX_SHARD_SIZE ("500MB")
 MAX_ROW_GROUP_BYTES = 100 * 10**6  # datasets.config.MAX_ROW_GROUP_SIZE ("100MB")
@@ -422,8 +424,10 @@ class DatasetWriter:
     def finalize(self, card_text: str, manifest: dict[str, Any]) -> Path:
         """Write README.md and the manifest, then rename the staging folder into place; returns the final path.
 
-        The manifest is ``manifest`` (the build parameters) plus ``files: {relpath: {sha256, bytes}}`` for every
-        Parquet file and ``tables: [...]`` (one :meth:`TableInfo.to_json` per table). It is written last.
+        The manifest (:class:`skyrank.format.manifest.Manifest`, current format version) is ``manifest`` (the
+        build parameters, m under ``m``; a version-1 ``top_m`` is read as m) plus ``files: {relpath: {sha256,
+        bytes}}`` for every Parquet file and ``tables: [...]`` (one :meth:`TableInfo.to_json` per table). It is
+        written last.
         """
         if self._done:
             raise SkyRankError("this DatasetWriter is already finalized or aborted")
@@ -435,11 +439,11 @@ class DatasetWriter:
             for rel in t.files:
                 p = self.staging / rel
                 files[rel] = {"sha256": sha256_of(p), "bytes": p.stat().st_size}
-        doc = dict(manifest)
-        doc["files"] = files
-        doc["tables"] = [t.to_json() for t in self.tables]
-        text = json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
-        _write_text_atomic(self.staging / MANIFEST_NAME, text)
+        doc = Manifest.from_dict({k: v for k, v in manifest.items() if k != "format_version"})
+        doc.files = files
+        doc.tables = [t.to_json() for t in self.tables]
+        doc.format_version = FORMAT_VERSION
+        _write_text_atomic(self.staging / MANIFEST_NAME, doc.to_json())
         _fsync_dir(self.staging)
 
         if self.out.exists() or self.out.is_symlink():
@@ -466,20 +470,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
-
-
-def read_manifest(folder: str | Path) -> dict[str, Any]:
-    """The ``skyrank_manifest.json`` of a dataset folder; raises :class:`ValidationError` when it is missing."""
-    path = Path(folder) / MANIFEST_NAME
-    if not path.is_file():
-        raise ValidationError(
-            f"{folder} is an incomplete build: it has no {MANIFEST_NAME}",
-            [f"incomplete build: {MANIFEST_NAME} is missing (re-run the build, with --overwrite if needed)"],
-        )
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ValidationError(f"cannot read {path}", [f"{MANIFEST_NAME} is unreadable: {e}"]) from e
 
 
 def verify_checksums(folder: str | Path) -> list[str]:

@@ -211,7 +211,7 @@ def test_summary_reports_the_search_index_and_warns_on_low_recall(kind: str, rec
 
     index = {"kind": kind, "recall_at_m": recall, "recall_k": 20, "recall_queries": 1000,
              **({"nlist": 4000, "nprobe": 4} if kind == "ivf" else {"M": 32, "ef_search": 2048})}
-    params = {"protocol": "official", "top_m": 20, "search_index": index}
+    params = {"protocol": "official", "m": 20, "search_index": index}
     text = BuildReport(Path("out"), {}, [], {"total": 1.0}, [], params).summary()
     assert f"search index: {kind}" in text and f"recall@20 against exact search {recall:.4f}" in text
     assert ("warning: that recall is below 0.99" in text) is warned
