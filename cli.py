@@ -618,6 +618,7 @@ Examples:
   skyrank table evals/*.json
   skyrank table evals/sample4geo-*.json evals/mccg-*.json --format latex --out table1.tex
   skyrank table evals/*.json --metrics R@1,R@5,AP,AP_conservative --format csv
+  skyrank table sweeps/labels sweeps-sues150/labels --format latex     # an ablation table (Table 2)
 """
 
 
@@ -631,7 +632,10 @@ Examples:
 @click.option("--out", type=click.Path(path_type=Path), help="Write the table to this file instead of printing it.")
 @_handle_errors
 def table(runs: tuple[Path, ...], fmt: str, metrics: str, ci: bool, out: Path | None) -> None:
-    """Lay out the paper's Table 1 from evaluation JSONs (rows per retriever, columns per benchmark/direction)."""
+    """Lay out the paper's Table 1 from eval JSONs (rows per retriever, columns per benchmark/direction).
+
+    A `skyrank sweep` folder among RUNS gives one +SkyLink row per swept value (the ablation tables).
+    """
     from skylink_model.report.tables import format_table
 
     text = format_table(list(runs), fmt, metrics.split(","), ci=ci)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,11 +124,48 @@ def _row_order(keys: Iterable[str]) -> list[str]:
 
 
 def _row_label(key: str, retriever: str) -> str:
+    if key.endswith("]") and "[" in key:  # a sweep point: skylink[labels=hard]
+        base, _, variant = key[:-1].partition("[")
+        return f"{_row_label(base, retriever)} ({variant})"
     if key == "retriever":
         return RETRIEVER_NAMES.get(retriever, retriever)
     if key in ROW_LABELS:
         return str(ROW_LABELS[key])
     return key.replace("_", " ").capitalize() if key.startswith("improvement") else f"+{key}"
+
+
+def sweep_runs(folder: str | Path, metrics: Sequence[str] | None = None) -> list[EvalRun]:
+    """The points of a ``skyrank sweep`` folder as runs whose re-ranked rows are named per value.
+
+    The retriever row is shown once, or once per value (``retriever[<param>=<value>]``) when one of ``metrics``
+    changes with the value (the within-top-k AP of a top-k sweep); every point's other rows become
+    ``<row>[<param>=<value>]``; improvement rows are left out (an ablation table compares the variants).
+    """
+    folder = Path(folder)
+    summary_path = folder / "sweep.json"
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        param, points = str(summary["param"]), list(summary["points"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise EvalFileError(f"{folder}: not a `skyrank sweep` folder (no readable sweep.json: {e})") from None
+    loaded = [(f"{param}={point['value']}", load_eval_json(folder / str(point["eval_json"]))) for point in points]
+    # A retriever row that changes with the value (the within-top-k AP of a top-k sweep) is kept per value.
+    def shown(row: dict[str, Any] | None) -> str:
+        row = row or {}
+        return json.dumps({m: row.get(m) for m in (metrics or row)}, sort_keys=True)
+
+    vary = len({shown(run.rows.get("retriever")) for _, run in loaded}) > 1
+    runs: list[EvalRun] = []
+    for i, (variant, run) in enumerate(loaded):
+
+        def rename(key: str, variant: str = variant) -> str:
+            return key if key == "retriever" and not vary else f"{key}[{variant}]"
+
+        keep = [k for k in run.rows if not k.startswith("improvement") and (k != "retriever" or i == 0 or vary)]
+        data = dict(run.data)
+        data["ci95"] = {rename(k): v for k, v in (run.data.get("ci95") or {}).items() if k in keep}
+        runs.append(EvalRun(run.path, run.config, run.split, run.top_k, {rename(k): run.rows[k] for k in keep}, data))
+    return runs
 
 
 def _number(value: Any) -> float | None:
@@ -139,7 +177,10 @@ def _number(value: Any) -> float | None:
 def build_table(
     runs: Sequence[EvalRun | str | Path], metrics: Sequence[str] = DEFAULT_METRICS, ci: bool = False
 ) -> Table:
-    """Lay out Table 1 from evaluation JSONs (paths or loaded :class:`EvalRun`).
+    """Lay out Table 1 from evaluation JSONs (paths or loaded :class:`EvalRun`) and sweep folders.
+
+    A ``skyrank sweep`` folder gives one re-ranked row per swept value (``+SkyLink (labels=hard)``) under the
+    retriever row of its first point: the ablation tables (SkyLink Tables 2 and 6).
 
     With ``ci`` each cell also shows the 95% bootstrap interval the JSON holds (``ci95``; blank where it has none).
 
@@ -151,7 +192,14 @@ def build_table(
     metrics = [m.strip() for m in metrics if m.strip()]
     if not metrics:
         raise ValueError("no metric to show")
-    loaded = [r if isinstance(r, EvalRun) else load_eval_json(r) for r in runs]
+    loaded: list[EvalRun] = []
+    for r in runs:
+        if isinstance(r, EvalRun):
+            loaded.append(r)
+        elif Path(r).is_dir():
+            loaded += sweep_runs(r, metrics)
+        else:
+            loaded.append(load_eval_json(r))
     cells: dict[tuple[str, str, Column, str], tuple[float, Path]] = {}
     intervals: dict[tuple[str, str, Column, str], tuple[float, float]] = {}
     retrievers: list[str] = []

@@ -141,3 +141,43 @@ def test_skyrank_table_command(evals, tmp_path):
     assert result.exit_code == 0 and out.read_text().startswith("% Table 1")
     result = runner.invoke(cli.main, ["table", str(tmp_path / "nope.json")])
     assert result.exit_code == 11 and "no such evaluation JSON" in result.output and "Traceback" not in result.output
+
+
+def _sweep(folder: Path, param: str, points: list[tuple[object, dict]]) -> Path:
+    folder.mkdir(parents=True)
+    entries = []
+    for value, rows in points:
+        path = _write(folder, f"{param}={value}", "sample4geo-university1652-d2s", rows)
+        entries.append({"value": value, "eval_json": path.name, "rows": rows})
+    (folder / "sweep.json").write_text(json.dumps({"param": param, "points": entries}))
+    return folder
+
+
+def test_a_sweep_folder_gives_an_ablation_table(tmp_path):
+    base = {"R@1": 90.0, "AP": 91.0}
+    labels = _sweep(tmp_path / "labels", "labels", [
+        ("soft", {"retriever": base, "skylink": {"R@1": 93.0, "AP": 94.0}, "improvement": {"R@1": 3.0, "AP": 3.0}}),
+        ("hard", {"retriever": base, "skylink": {"R@1": 92.0, "AP": 93.5}, "improvement": {"R@1": 2.0, "AP": 2.5}}),
+    ])  # fmt: skip
+    lines = format_table([labels], "markdown").splitlines()
+    assert lines[2:5] == [
+        "| **Sample4Geo** | 90.00 | 91.00 |",
+        "| +SkyLink (labels=soft) | 93.00 | 94.00 |",
+        "| +SkyLink (labels=hard) | 92.00 | 93.50 |",
+    ]
+    assert len([line for line in lines if line.startswith("|")]) == 5  # no improvement rows
+    top_k = _sweep(tmp_path / "top_k", "top_k", [
+        (1, {"retriever": {**base, "AP_conservative": 90.0}, "skylink": {"R@1": 90.0, "AP_conservative": 90.0}}),
+        (5, {"retriever": {**base, "AP_conservative": 92.0}, "skylink": {"R@1": 91.0, "AP_conservative": 92.5}}),
+    ])  # fmt: skip
+    assert [r.label for r in build_table([top_k], ["R@1"]).rows] == [
+        "Sample4Geo", "+SkyLink (top_k=1)", "+SkyLink (top_k=5)"
+    ]  # fmt: skip
+    per_value = build_table([top_k], ["R@1", "AP_conservative"]).rows  # the within-top-k AP changes with k
+    assert [(r.label, r.cells) for r in per_value] == [
+        ("Sample4Geo (top_k=1)", [90.0, 90.0]), ("+SkyLink (top_k=1)", [90.0, 90.0]),
+        ("Sample4Geo (top_k=5)", [90.0, 92.0]), ("+SkyLink (top_k=5)", [91.0, 92.5]),
+    ]  # fmt: skip
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EvalFileError, match="not a `skyrank sweep` folder"):
+        build_table([tmp_path / "empty"])
