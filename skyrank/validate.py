@@ -39,6 +39,7 @@ from datasets import Features
 from skyrank import hub_limits
 from skyrank.errors import ValidationError
 from skyrank.format import rules, schema
+from skyrank.loading import split_front_matter
 from skyrank.writer import CARD_NAME, MANIFEST_NAME, read_manifest, verify_checksums
 
 #: At most this many problem lines are listed in the raised error (the rest are counted).
@@ -105,8 +106,7 @@ def _offline() -> Iterator[None]:
 
 
 def _read_card_metadata(folder: Path, problems: _Problems) -> dict[str, Any] | None:
-    from huggingface_hub import DatasetCard
-
+    """The card's YAML, read with the one reader every module uses (:func:`skyrank.loading.split_front_matter`)."""
     readme = folder / CARD_NAME
     if not readme.is_file():
         problems.add(f"{CARD_NAME} is missing")
@@ -116,7 +116,7 @@ def _read_card_metadata(folder: Path, problems: _Problems) -> dict[str, Any] | N
         if not text.startswith("---"):
             problems.add(f"{CARD_NAME} has no YAML front matter")
             return None
-        meta = DatasetCard(text).data.to_dict()
+        meta, _ = split_front_matter(text)
     except Exception as e:  # noqa: BLE001 - any YAML/parse error is a problem to report
         problems.add(f"{CARD_NAME}: YAML front matter does not parse: {e}")
         return None
