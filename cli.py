@@ -442,6 +442,12 @@ Examples:
 @click.option("--weight-decay", type=float, help="AdamW weight decay (paper: not stated; 0).")
 @click.option("--max-grad-norm", type=float, help="Gradient clipping norm (default 1.0).")
 @click.option("--train-fraction", type=float, help="Train on this fraction of the queries (data-efficiency study).")
+@click.option(
+    "--val-fraction",
+    type=float,
+    help="Hold this fraction of the training queries (whole locations) out of training, for `skyrank eval --fuse "
+    "auto` (default 0: the paper trains on all).",
+)
 @click.option("--dtype", help="auto (bf16 on GPU), bfloat16, float16 or float32.")
 @click.option("--attn-implementation", help="e.g. flash_attention_2 or sdpa.")
 @click.option("--gradient-checkpointing", is_flag=True, default=None)
@@ -550,22 +556,39 @@ def export_model(run: str, fmt: str, out: Path, **kw: Any) -> None:
 EVAL_EXAMPLES = """
 \b
 Examples:
+  skyrank eval --data alice/skyrank --config sample4geo-university1652-d2s      # the retriever row alone
   skyrank eval --data alice/skyrank --config sample4geo-university1652-d2s --adapter runs/skylink \\
-      --images-root /data/University-Release --top-k 10 --json eval.json
-  skyrank eval --data skyrank-demo/dataset --config sample4geo-synthetic-d2s --adapter runs/skylink --baseline prompt
-  skyrank eval --data skyrank-demo/dataset --config sample4geo-synthetic-d2s --adapter skyrank-demo/run \
+      --images-root /data/University-Release --top-k 10 --json eval.json      # + SkyLink, + SkyLink fused
+  skyrank eval --data skyrank-demo/dataset --config sample4geo-synthetic-d2s --adapter skyrank-demo/run \\
+      --fuse 1.5 --ap precision --baseline prompt
+  skyrank eval --data skyrank-demo/dataset --config sample4geo-synthetic-d2s --adapter skyrank-demo/run \\
       --json eval.json --per-query eval.per_query.jsonl
 """
 
 
 @main.command("eval", epilog=EVAL_EXAMPLES)
 @_data_options
-@click.option("--adapter", required=True, help="SkyLink run folder or Hub model repo id.")
+@click.option("--adapter", help="SkyLink run folder or Hub model repo id; without it only the retriever row.")
 @click.option("--split", default="test", show_default=True)
 @click.option("--top-k", default=10, show_default=True, help="Re-rank the retriever's top-k.")
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--max-queries", type=int, help="Evaluate only the first N queries (quick checks).")
 @click.option("--baseline", type=click.Choice(["prompt"]), help="Also evaluate the listwise prompt baseline (A.8).")
+@click.option(
+    "--ap",
+    "ap",
+    type=click.Choice(["market1501", "precision"]),
+    multiple=True,
+    help="AP definition(s) to report: market1501 (the evaluators' trapezoid: AP, AP_topk_market1501) and/or "
+    "precision (SkyLink Table 1's: AP_precision, AP_conservative). Default: both, as named columns.",
+)
+@click.option(
+    "--fuse",
+    default="auto",
+    show_default=True,
+    help="Fused row z(S) + W z(retriever): 'auto' (W chosen on the run's validation queries, see train "
+    "--val-fraction), 'none', or a weight W.",
+)
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the report as JSON.")
 @click.option(
     "--per-query", "per_query_path", type=click.Path(path_type=Path),
@@ -578,14 +601,15 @@ Examples:
 @_device_option
 @_quiet_option
 @_handle_errors
-def eval_cmd(data: str, data_config: str, images_root: Path | None, adapter: str, device: str | None, quiet: bool,
-             **kw: Any) -> None:  # fmt: skip
-    """Re-rank a split with a trained SkyLink and print the paper's Table-1 rows (retriever, +SkyLink, gain)."""
-    from skylink_model.evaluation import evaluate
-    from skylink_model.model import SkyLinkModel
+def eval_cmd(data: str, data_config: str, images_root: Path | None, adapter: str | None, device: str | None,
+             quiet: bool, ap: tuple[str, ...], **kw: Any) -> None:  # fmt: skip
+    """Print the paper's Table-1 rows: retriever, +SkyLink, +SkyLink fused and the gains (JSON with --json)."""
+    from skylink_model.evaluation import evaluate_run
 
-    model = SkyLinkModel.from_pretrained(_local_run(adapter), device=_resolve_device(device))
-    report = evaluate(model, data, data_config, images_root=images_root, progress=not quiet, **kw)
+    report = evaluate_run(
+        adapter, data, data_config, images_root=images_root, device=_resolve_device(device), progress=not quiet,
+        ap=ap or None, **kw,
+    )  # fmt: skip
     click.echo(report.format_table())
     for key, name in (("skylink_ms_per_query", "SkyLink"), ("prompt_ms_per_query", "prompt baseline")):
         if key in report.extra:

@@ -122,7 +122,14 @@ class SkyLinkConfig:
     train_fraction: float = field(
         default=1.0, metadata={"help": "Fraction of training queries used (data-efficiency study)."}
     )
-    seed: int = field(default=0, metadata={"help": "Random seed (head init, data order)."})
+    val_fraction: float = field(
+        default=0.0,
+        metadata={
+            "help": "Fraction of the training queries (whole locations) held out of training as validation "
+            "queries, on which `skyrank eval --fuse auto` chooses the fusion weight; 0 trains on all (the paper)."
+        },
+    )
+    seed: int = field(default=0, metadata={"help": "Random seed (head init, data order, validation split)."})
 
     def __post_init__(self) -> None:
         if not isinstance(self.base_model, str) or not self.base_model:
@@ -178,6 +185,8 @@ class SkyLinkConfig:
             raise ValueError(f"`epochs` must be ≥ 1, got {self.epochs}.")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"`max_grad_norm` must be > 0 or None, got {self.max_grad_norm}.")
+        if not (0.0 <= self.val_fraction < 1.0):
+            raise ValueError(f"`val_fraction` must be in [0, 1), got {self.val_fraction}.")
         if not (0.0 < self.train_fraction <= 1.0):
             raise ValueError(f"`train_fraction` must be in (0, 1], got {self.train_fraction}.")
 

@@ -6,15 +6,20 @@
   they carry an ``image`` column, else from the user's benchmark copy (``images_root``).
 * :func:`load_skyrank_split`: a retriever config + its image source, via ``datasets.load_dataset``.
 * :func:`subsample_rows`: the ``train_fraction`` subset of the data-efficiency study.
+* :func:`carve_validation`: the validation queries held out of training (whole locations, seeded), on which
+  ``skyrank eval --fuse auto`` chooses the fusion weight; :func:`write_validation` / :func:`read_validation`.
 * :func:`iter_training_pairs`: (query image, candidate images, labels) per group, optionally split into
   micro-batches of candidates.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +96,56 @@ def subsample_rows(n_rows: int, fraction: float, seed: int = 0) -> list[int]:
     n = max(1, int(math.floor(fraction * n_rows + 0.5)))
     perm = np.random.default_rng(seed).permutation(n_rows)
     return sorted(int(i) for i in perm[:n])
+
+
+VALIDATION_NAME = "validation.json"
+
+
+def carve_validation(labels: Sequence[str], fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Split row indices into (train, validation) by whole locations: no location is on both sides.
+
+    Locations are ordered by ``sha256(f"{seed}:{label}")`` and taken in that order until the validation side
+    holds at least ``round(fraction * n_rows)`` rows (at least one location; never all of them). The result depends
+    only on the labels, the fraction and the seed, not on row order. ``fraction=0`` gives no validation rows.
+    """
+    if not (0.0 <= fraction < 1.0):
+        raise ValueError(f"`val_fraction` must be in [0, 1), got {fraction}")
+    labels = [str(x) for x in labels]
+    if fraction == 0.0 or not labels:
+        return list(range(len(labels))), []
+    by_label: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_label.setdefault(label, []).append(i)
+    if len(by_label) < 2:
+        raise ValueError("carving a validation split needs at least two locations")
+    order = sorted(by_label, key=lambda lab: hashlib.sha256(f"{seed}:{lab}".encode()).hexdigest())
+    target = max(1, int(math.floor(fraction * len(labels) + 0.5)))
+    val: list[int] = []
+    for label in order[:-1]:  # never every location
+        if len(val) >= target:
+            break
+        val.extend(by_label[label])
+    held = set(val)
+    return [i for i in range(len(labels)) if i not in held], sorted(val)
+
+
+def write_validation(out_dir: str | Path, record: Mapping[str, Any]) -> Path:
+    """Write a run's validation record (``validation.json``: data, data_config, split, fraction, seed, query_ids)."""
+    path = Path(out_dir) / VALIDATION_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{VALIDATION_NAME}.tmp")
+    tmp.write_text(json.dumps(dict(record), indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def read_validation(run_dir: str | Path) -> dict[str, Any] | None:
+    """A run's validation record, or ``None`` when the run holds no validation queries."""
+    path = Path(run_dir) / VALIDATION_NAME
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    return record if record.get("query_ids") else None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -240,6 +295,8 @@ class SkyRankSplit:
     rows: Any  # datasets.Dataset with schema.RETRIEVER_FEATURES
     images: ImageResolver
     image_configs: list[str] = field(default_factory=list)
+    #: gallery images of this config's direction (its ``gallery-*`` rows of the gallery view); None if unknown
+    gallery_size: int | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -253,7 +310,15 @@ class SkyRankSplit:
         if fraction == 1.0:
             return self
         idx = subsample_rows(len(self.rows), fraction, seed)
-        return SkyRankSplit(self.data, self.config, self.split, self.rows.select(idx), self.images, self.image_configs)
+        return dataclasses.replace(self, rows=self.rows.select(idx))
+
+    def without_validation(self, fraction: float, seed: int = 0) -> tuple[SkyRankSplit, list[str]]:
+        """The rows left for training and the query ids of the validation locations (:func:`carve_validation`)."""
+        if fraction == 0.0:
+            return self, []
+        train_idx, val_idx = carve_validation([str(x) for x in self.rows["label"]], fraction, seed)
+        ids = [str(x) for x in self.rows["query_id"]]
+        return dataclasses.replace(self, rows=self.rows.select(train_idx)), [ids[i] for i in val_idx]
 
 
 def load_skyrank_split(
@@ -288,10 +353,14 @@ def load_skyrank_split(
         raise ValueError(f"{data}:{config}/{split} lacks the SkyRank columns {missing}")
     tables = []
     image_configs = []
+    gallery_size = None
+    gallery_view = "satellite" if parsed.direction == "d2s" else "drone"
     for name in (parsed.gallery_config, parsed.queries_config):
         if name in available:
             tables.append(datasets.load_dataset(data, name, split=split, **kwargs))
             image_configs.append(name)
+            if name == parsed.gallery_config and "view" in tables[-1].column_names:
+                gallery_size = sum(v == gallery_view for v in tables[-1].select_columns(["view"])["view"]) or None
     resolver = ImageResolver(tables, images_root)
     if not resolver.has_embedded_images and images_root is None:
         raise BenchmarkLayoutError(
@@ -301,7 +370,7 @@ def load_skyrank_split(
         )
     if images_root is not None and not Path(images_root).is_dir():
         raise BenchmarkLayoutError(f"--images-root {images_root} is not a folder")
-    return SkyRankSplit(data, config, split, rows, resolver, image_configs)
+    return SkyRankSplit(data, config, split, rows, resolver, image_configs, gallery_size)
 
 
 # --------------------------------------------------------------------------------------------------------------

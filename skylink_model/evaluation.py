@@ -1,47 +1,101 @@
-"""Table-1 evaluation of SkyLink re-ranking (arXiv 2603.08063, Table 1 and appendix A.1).
+"""Table-1 evaluation of SkyLink re-ranking (arXiv 2603.08063, Table 1 and appendix A.1), with score fusion.
 
 The retriever row is computed from the dataset's own ``positive_ranks`` and ``retrieved_ids`` columns, so no
-retriever is needed. A re-ranker (SkyLink, or the listwise prompt baseline of appendix A.8) supplies one score per
-candidate of each query's top-k; the top-k is re-ordered by score (ties keep the retriever's order), positives
-beyond the top-k keep their full-ranking ranks, and the metrics are recomputed:
+retriever (and no re-ranker: ``skyrank eval`` without ``--adapter``) is needed. A re-ranker (SkyLink, or the
+listwise prompt baseline of appendix A.8) supplies one score per candidate of each query's top-k; the top-k is
+re-ordered by score (ties keep the retriever's order), positives beyond the top-k keep their full-ranking ranks,
+and the metrics are recomputed. ``skylink_fused`` re-orders the top-k by ``z(S) + W * z(retriever score)``
+(:mod:`skylink_model.fusion`), W fixed or chosen on validation queries carved from the training split
+(:func:`choose_weight`; never the test split).
 
-* R@1/5/10 — a query counts if any positive is in the top K.
-* AP — the Market-1501 / University-1652 AP over the full ranking with only the top-k permuted.
-* AP_conservative — the paper's re-rank AP (appendix A.1): AP over the re-ranked top-k list, 0 when no positive
-  is in it.
+Every metric is defined in :mod:`skyrank.metrics` (one place); this module only orchestrates it.
 
-The per-query maths lives in :mod:`skyrank.metrics`; this module only orchestrates it.
+The JSON (:meth:`EvalReport.to_json`; ``schema_version`` 2), which ``skyrank table`` / reports read::
+
+    {
+      "schema_version": 2,
+      "config": "sample4geo-university1652-d2s", "split": "test", "top_k": 10, "num_queries": 37855,
+      "gallery_size": 951, "top1_percent_k": 11,          # R@top1% = Recall@top1_percent_k (null: unknown gallery)
+      "ap": ["market1501", "precision"],                   # the AP definitions reported (--ap)
+      "metrics": ["R@1", "R@5", "R@10", "R@top1%", "AP", "AP_topk_market1501", "AP_precision", "AP_conservative"],
+      "rows": {                                            # percent; improvement rows in points
+        "retriever": {...}, "skylink": {...}, "skylink_fused": {...}, "prompt_baseline": {...},
+        "improvement": {...}, "improvement_fused": {...}, "improvement_prompt_baseline": {...}
+      },
+      "ci95": {"<row>": {"<metric>": [low, high]}},        # percentile bootstrap over queries (improvements paired)
+      "metric_definitions": {"AP": "...", ...},            # skyrank.metrics.METRIC_DEFINITIONS
+      "tie_rule": "...", "protocol": "...", "gallery_protocol": "official" | null, "data": "...",
+      "fusion": null | {"mode": "auto" | "fixed", "weight": 1.5 | null, "formula": "...",
+                        "validation": {"num_queries", "fraction", "seed", "split", "objective", "by_weight": {...},
+                                       "note": "the retriever was trained on these queries"},
+                        "reason": "why no fused row (auto without validation queries)"},
+      "extra": {"wall_time_s": ..., "base_model": ..., "prompt_unparsable": ...}
+    }
+
+Rows present: ``retriever`` always; ``skylink`` / ``improvement`` with a SkyLink model; ``skylink_fused`` /
+``improvement_fused`` when a fusion weight is fixed or chosen; the prompt rows with ``baseline="prompt"``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skylink_model import fusion
 from skyrank import metrics
 from skyrank.format import rules
 
-METRIC_NAMES: tuple[str, ...] = ("R@1", "R@5", "R@10", "AP", "AP_conservative")
+SCHEMA_VERSION = 2
 
-AP_CONVENTIONS: dict[str, str] = {
-    "AP": (
-        "Market-1501 / University-1652 AP over the full ranking (trapezoid rule: a single positive at rank r gives 1 "
-        "if r = 1, else 1/(2r)); re-ranking permutes only the top-k, positives beyond it keep their ranks"
-    ),
-    "AP_conservative": (
-        "SkyLink appendix A.1 re-rank AP: AP over the re-ranked top-k list only, 0 when no positive is in the top-k"
-    ),
+#: Every metric column, in report order; ``--ap`` keeps the AP columns of the chosen definitions.
+ALL_METRICS: tuple[str, ...] = (
+    "R@1", "R@5", "R@10", "R@top1%", "AP", "AP_topk_market1501", "AP_precision", "AP_conservative",
+)  # fmt: skip
+
+#: Default metric columns when the gallery size is unknown (no R@top1%).
+METRIC_NAMES: tuple[str, ...] = tuple(m for m in ALL_METRICS if m != "R@top1%")
+
+#: Rows whose per-query values get a bootstrap interval, and the improvement rows (paired differences).
+_CI_ROWS = ("retriever", "skylink", "skylink_fused", "prompt_baseline")
+_IMPROVEMENTS = {
+    "improvement": "skylink",
+    "improvement_fused": "skylink_fused",
+    "improvement_prompt_baseline": "prompt_baseline",
 }
 
 PROTOCOL = (
-    "re-rank the retriever's top-k (retrieved_ids[:top_k]) by the re-ranker's score, ties broken by retriever "
-    "order; the ground truth may be absent from the top-k; R@K and AP from the new 1-based ranks of every positive"
+    "re-rank the retriever's top-k (retrieved_ids[:top_k]) by the re-ranker's (or fused) score, ties broken by "
+    "retriever order; the ground truth may be absent from the top-k; R@K and AP from the new 1-based ranks of every "
+    "positive, positives beyond the top-k keeping their full-ranking ranks"
 )
+
+TIE_RULE = metrics.TIE_RULE
+
+FUSION_FORMULA = "z(S) + W * z(retriever score), per-query z-scores over the top-k (skylink_model.fusion)"
+
+VALIDATION_NOTE = (
+    "W is chosen on validation queries carved (by location) from the training split and held out of SkyLink's "
+    "training; the retriever was itself trained on these queries, so its validation scores are optimistic and "
+    "the chosen W leans towards the retriever"
+)
+
+
+def metric_columns(ap: Sequence[str] = metrics.AP_DEFINITIONS, *, with_top1pct: bool = True) -> tuple[str, ...]:
+    """The metric columns reported for the AP definitions ``ap`` (``--ap``), in :data:`ALL_METRICS` order."""
+    chosen = set()
+    for definition in ap:
+        if definition not in metrics.AP_COLUMNS:
+            raise ValueError(f"AP definition must be one of {', '.join(metrics.AP_DEFINITIONS)}, got {definition!r}")
+        chosen.update(metrics.AP_COLUMNS[definition])
+    if not chosen:
+        raise ValueError("choose at least one AP definition")
+    return tuple(m for m in ALL_METRICS if (m.startswith("R@") and (with_top1pct or m != "R@top1%")) or m in chosen)
 
 
 def reranked_topk(retrieved_ids: Sequence[str], scores: Mapping[str, float], top_k: int) -> list[str]:
@@ -57,77 +111,20 @@ def reranked_topk(retrieved_ids: Sequence[str], scores: Mapping[str, float], top
     return [top[j] for j in rules.rerank_order([float(scores[i]) for i in top])]
 
 
-def _query_metrics(ranks: Sequence[int], topk_ids: Sequence[str], positive_ids: Sequence[str]) -> dict[str, float]:
-    return {
-        "R@1": float(metrics.recall_at_k(ranks, 1)),
-        "R@5": float(metrics.recall_at_k(ranks, 5)),
-        "R@10": float(metrics.recall_at_k(ranks, 10)),
-        "AP": float(metrics.average_precision(ranks)),
-        "AP_conservative": float(metrics.conservative_ap(list(topk_ids), list(positive_ids))),
-    }
+def _retriever_per_query(rows: list[Mapping[str, Any]], top_k: int, top1pct_k: int | None) -> list[dict[str, float]]:
+    out = []
+    for row in rows:
+        n_top = min(top_k, len(list(row["retrieved_ids"]))) or top_k
+        out.append(metrics.query_metrics([int(r) for r in row["positive_ranks"]], n_top, top1pct_k=top1pct_k))
+    return out
 
 
-def _mean_percent(per_query: list[dict[str, float]]) -> dict[str, float]:
-    n = len(per_query)
-    return {m: 100.0 * sum(q[m] for q in per_query) / n for m in METRIC_NAMES}
-
-
-@dataclass
-class EvalReport:
-    """The rows of Table 1 for one config/split (all metrics in percent)."""
-
-    config: str
-    split: str
-    top_k: int
-    num_queries: int
-    rows: dict[str, dict[str, float]]
-    ap_conventions: dict[str, str] = field(default_factory=lambda: dict(AP_CONVENTIONS))
-    protocol: str = PROTOCOL
-    gallery_protocol: str | None = None
-    data: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_json(self, path: str | Path | None = None) -> str:
-        """The report as JSON text; also written to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
-        if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(text, encoding="utf-8")
-        return text
-
-    def format_table(self) -> str:
-        """A console table: one line per row (retriever, re-rankers, improvements)."""
-        labels = {
-            "retriever": "Retriever",
-            "skylink": "+SkyLink",
-            "prompt_baseline": "+Listwise prompt",
-            "improvement": "Improvement",
-            "improvement_prompt_baseline": "Improvement (prompt)",
-        }
-        width = max(len(labels.get(name, name)) for name in self.rows)
-        head = f"{'':<{width}}  " + "  ".join(f"{m:>15}" for m in METRIC_NAMES)
-        lines = [
-            f"{self.config} / {self.split}: {self.num_queries} queries, re-ranking the top-{self.top_k}",
-            head,
-            "-" * len(head),
-        ]
-        for name, row in self.rows.items():
-            signed = name.startswith("improvement")
-            cells = "  ".join(f"{row[m]:>+15.2f}" if signed else f"{row[m]:>15.2f}" for m in METRIC_NAMES)
-            lines.append(f"{labels.get(name, name):<{width}}  {cells}")
-        lines.append("AP: Market-1501 full-ranking AP (top-k permuted); AP_conservative: AP within the top-k (A.1).")
-        if self.gallery_protocol:
-            lines.append(f"Gallery protocol: {self.gallery_protocol}")
-        if "prompt_unparsable" in self.extra:
-            n_bad = self.extra["prompt_unparsable"]
-            lines.append(f"Listwise prompt: {n_bad} candidate score(s) unparsable (scored 0).")
-        return "\n".join(lines)
-
-
-def _rerank_rows(rows: list[Mapping[str, Any]], scores_by_query: Mapping[str, Mapping[str, float]], top_k: int):
+def _rerank_per_query(
+    rows: list[Mapping[str, Any]],
+    scores_by_query: Mapping[str, Mapping[str, float]],
+    top_k: int,
+    top1pct_k: int | None,
+) -> list[dict[str, float]]:
     per_query = []
     for row in rows:
         qid = str(row["query_id"])
@@ -140,8 +137,148 @@ def _rerank_rows(rows: list[Mapping[str, Any]], scores_by_query: Mapping[str, Ma
             raise KeyError(f"query {qid!r}: {err.args[0]}") from None
         # k = len(top-k list): a gallery smaller than top_k gives a shorter list.
         ranks = metrics.rerank_positive_ranks(topk_ids, positive_ids, list(row["positive_ranks"]), len(topk_ids))
-        per_query.append(_query_metrics(ranks, topk_ids, positive_ids))
-    return _mean_percent(per_query)
+        per_query.append(metrics.query_metrics(ranks, len(topk_ids), top1pct_k=top1pct_k))
+    return per_query
+
+
+def rerank_metrics(
+    rows: Sequence[Mapping[str, Any]],
+    scores_by_query: Mapping[str, Mapping[str, float]],
+    top_k: int,
+    top1pct_k: int | None = None,
+) -> dict[str, float]:
+    """Mean metrics (percent, :func:`skyrank.metrics.query_metrics` keys) of the top-k re-ranked by the scores."""
+    return metrics.summarize(_rerank_per_query(list(rows), scores_by_query, top_k, top1pct_k))
+
+
+def choose_weight(
+    rows: Sequence[Mapping[str, Any]],
+    scores_by_query: Mapping[str, Mapping[str, float]],
+    top_k: int,
+    grid: Sequence[float] = fusion.WEIGHT_GRID,
+) -> tuple[float, dict[str, dict[str, float]]]:
+    """The fusion weight W of ``grid`` with the best validation :data:`skylink_model.fusion.OBJECTIVE`.
+
+    ``rows``/``scores_by_query`` are validation queries (carved from the training split, never the test split).
+    Ties go to the larger W (closer to the retriever). Returns ``(W, {weight_key(W): {metric: percent}})``.
+    """
+    if not rows:
+        raise ValueError("choose_weight needs at least one validation query")
+    table: dict[str, dict[str, float]] = {}
+    best: tuple[float, float] | None = None
+    for w in sorted(float(g) for g in grid):
+        fused = fusion.fused_scores_by_query(rows, scores_by_query, top_k, w)
+        row = rerank_metrics(rows, fused, top_k)
+        table[fusion.weight_key(w)] = row
+        if best is None or row[fusion.OBJECTIVE] >= best[1]:
+            best = (w, row[fusion.OBJECTIVE])
+    assert best is not None
+    return best[0], table
+
+
+@dataclass
+class EvalReport:
+    """The rows of Table 1 for one config/split (all metrics in percent); see the module docstring for the JSON."""
+
+    config: str
+    split: str
+    top_k: int
+    num_queries: int
+    rows: dict[str, dict[str, float]]
+    metrics: list[str] = field(default_factory=lambda: list(METRIC_NAMES))
+    ap: list[str] = field(default_factory=lambda: list(metrics.AP_DEFINITIONS))
+    gallery_size: int | None = None
+    top1_percent_k: int | None = None
+    ci95: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    fusion: dict[str, Any] | None = None
+    metric_definitions: dict[str, str] = field(default_factory=dict)
+    tie_rule: str = TIE_RULE
+    protocol: str = PROTOCOL
+    gallery_protocol: str | None = None
+    data: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+    #: per-query metric values of each row (fractions), for bootstrap and per-query analysis; not in the JSON
+    per_query: dict[str, list[dict[str, float]]] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        keys = (
+            "schema_version", "config", "split", "top_k", "num_queries", "gallery_size", "top1_percent_k", "ap",
+            "metrics", "rows", "ci95", "metric_definitions", "tie_rule", "protocol", "gallery_protocol", "data",
+            "fusion", "extra",
+        )  # fmt: skip
+        return json.loads(json.dumps({k: getattr(self, k) for k in keys}))
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """The report as JSON text; also written atomically to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+        if path is not None:
+            write_text_atomic(Path(path), text)
+        return text
+
+    def format_table(self) -> str:
+        """A console table: one line per row (retriever, re-rankers, improvements) and what each AP means."""
+        labels = {
+            "retriever": "Retriever",
+            "skylink": "+SkyLink",
+            "skylink_fused": "+SkyLink fused",
+            "prompt_baseline": "+Listwise prompt",
+            "improvement": "Improvement",
+            "improvement_fused": "Improvement (fused)",
+            "improvement_prompt_baseline": "Improvement (prompt)",
+        }
+        short = {"AP": "AP(M1501)", "AP_topk_market1501": "AP(top-k)", "AP_precision": "AP(prec)",
+                 "AP_conservative": "AP(cons)"}  # fmt: skip
+        cols = self.metrics
+        width = max(len(labels.get(name, name)) for name in self.rows)
+        head = f"{'':<{width}}  " + "  ".join(f"{short.get(m, m):>10}" for m in cols)
+        lines = [
+            f"{self.config} / {self.split}: {self.num_queries} queries, re-ranking the top-{self.top_k}",
+            head,
+            "-" * len(head),
+        ]
+        for name, row in self.rows.items():
+            signed = name.startswith("improvement")
+            cells = "  ".join(f"{row[m]:>+10.2f}" if signed else f"{row[m]:>10.2f}" for m in cols)
+            lines.append(f"{labels.get(name, name):<{width}}  {cells}")
+        notes = {
+            "R@top1%": f"R@top1% = Recall@{self.top1_percent_k} (evaluators' CMC[round(0.01 x {self.gallery_size})])",
+            "AP": "AP(M1501): Market-1501 trapezoid AP over the full ranking (top-k permuted)",
+            "AP_topk_market1501": "AP(top-k): trapezoid AP within the re-ranked top-k list",
+            "AP_precision": "AP(prec): precision AP over the full ranking (SkyLink Table 1's AP)",
+            "AP_conservative": "AP(cons): precision AP, 0 when the top-k holds no positive (SkyLink A.1)",
+        }
+        lines.extend(text for m, text in notes.items() if m in cols)
+        if self.fusion is not None:
+            if self.fusion.get("weight") is not None:
+                how = "chosen on validation queries" if self.fusion.get("mode") == "auto" else "fixed"
+                lines.append(f"Fused: z(S) + W z(retriever), W = {self.fusion['weight']:g} ({how}).")
+            elif self.fusion.get("reason"):
+                lines.append(f"No fused row: {self.fusion['reason']}")
+        if self.gallery_protocol:
+            lines.append(f"Gallery protocol: {self.gallery_protocol}")
+        if "prompt_unparsable" in self.extra:
+            n_bad = self.extra["prompt_unparsable"]
+            lines.append(f"Listwise prompt: {n_bad} candidate score(s) unparsable (scored 0).")
+        return "\n".join(lines)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary sibling and ``os.replace`` (never a half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _ci(values: list[float], seed: int) -> list[float]:
+    low, high = metrics.bootstrap_ci(values, seed=seed)
+    return [round(low, 4), round(high, 4)]
 
 
 def per_query_records(
@@ -198,57 +335,153 @@ def evaluate_reranking(
     top_k: int = 10,
     *,
     prompt_scores_by_query: Mapping[str, Mapping[str, float]] | None = None,
+    fusion_weight: float | None = None,
+    fusion_info: dict[str, Any] | None = None,
+    ap: Sequence[str] = metrics.AP_DEFINITIONS,
+    gallery_size: int | None = None,
     config: str = "",
     split: str = "",
     gallery_protocol: str | None = None,
     data: str | None = None,
     extra: dict[str, Any] | None = None,
+    bootstrap_seed: int = 0,
 ) -> EvalReport:
     """Table 1 for SkyRank retriever rows and re-ranker scores.
 
     Args:
-        rows: SkyRank retriever rows (``query_id``, ``positive_ids``, ``positive_ranks``, ``retrieved_ids``); a
-            ``datasets.Dataset`` works.
+        rows: SkyRank retriever rows (``query_id``, ``positive_ids``, ``positive_ranks``, ``retrieved_ids``, and
+            ``retrieved_scores`` for fusion); a ``datasets.Dataset`` works.
         scores_by_query: ``{query_id: {candidate_id: score}}`` covering each query's top-k (SkyLink's S); ``None``
             gives the retriever row only (plus the prompt baseline if given).
         top_k: how many of the retriever's candidates are re-ranked (the paper: 10).
         prompt_scores_by_query: the same for the listwise prompt baseline (appendix A.8).
+        fusion_weight: W of the ``skylink_fused`` row (needs ``scores_by_query``); ``fusion_info`` is recorded
+            as the JSON's ``fusion`` (how W was chosen).
+        ap: the AP definitions to report (``"market1501"``, ``"precision"``; default both).
+        gallery_size: the number of gallery images, for R@top1% (omitted when ``None``).
 
     Returns:
         An :class:`EvalReport` with rows ``retriever``, ``skylink`` and ``improvement`` (skylink − retriever, in
-        points), and ``prompt_baseline`` / ``improvement_prompt_baseline`` when prompt scores are given.
+        points), ``skylink_fused`` / ``improvement_fused`` with a fusion weight, and ``prompt_baseline`` /
+        ``improvement_prompt_baseline`` when prompt scores are given; bootstrap intervals in ``ci95``.
     """
     if top_k < 1:
         raise ValueError(f"`top_k` must be ≥ 1, got {top_k}")
     rows = list(rows)
     if not rows:
         raise ValueError("no rows to evaluate")
-    retriever = []
-    for row in rows:
-        positive_ids = [str(p) for p in row["positive_ids"]]
-        ranks = [int(r) for r in row["positive_ranks"]]
-        topk_ids = [str(i) for i in list(row["retrieved_ids"])[:top_k]]
-        retriever.append(_query_metrics(ranks, topk_ids, positive_ids))
-    table: dict[str, dict[str, float]] = {"retriever": _mean_percent(retriever)}
+    top1pct_k = metrics.top1_percent_k(gallery_size) if gallery_size is not None else None
+    cols = metric_columns(ap, with_top1pct=top1pct_k is not None)
+    per_query: dict[str, list[dict[str, float]]] = {"retriever": _retriever_per_query(rows, top_k, top1pct_k)}
     if scores_by_query is not None:
-        table["skylink"] = _rerank_rows(rows, scores_by_query, top_k)
+        per_query["skylink"] = _rerank_per_query(rows, scores_by_query, top_k, top1pct_k)
+        if fusion_weight is not None:
+            fused = fusion.fused_scores_by_query(rows, scores_by_query, top_k, fusion_weight)
+            per_query["skylink_fused"] = _rerank_per_query(rows, fused, top_k, top1pct_k)
+    elif fusion_weight is not None:
+        raise ValueError("fusion needs re-ranker scores (scores_by_query)")
     if prompt_scores_by_query is not None:
-        table["prompt_baseline"] = _rerank_rows(rows, prompt_scores_by_query, top_k)
-    base = table["retriever"]
-    if "skylink" in table:
-        table["improvement"] = {m: table["skylink"][m] - base[m] for m in METRIC_NAMES}
-    if "prompt_baseline" in table:
-        table["improvement_prompt_baseline"] = {m: table["prompt_baseline"][m] - base[m] for m in METRIC_NAMES}
+        per_query["prompt_baseline"] = _rerank_per_query(rows, prompt_scores_by_query, top_k, top1pct_k)
+
+    table: dict[str, dict[str, float]] = {}
+    ci95: dict[str, dict[str, list[float]]] = {}
+    for name, values in per_query.items():
+        summary = metrics.summarize(values)
+        table[name] = {m: summary[m] for m in cols}
+        if name in _CI_ROWS:
+            ci95[name] = {m: _ci([q[m] for q in values], bootstrap_seed) for m in cols}
+    base = per_query["retriever"]
+    for name, source in _IMPROVEMENTS.items():
+        if source in per_query:
+            table[name] = {m: table[source][m] - table["retriever"][m] for m in cols}
+            diffs = {m: [a[m] - b[m] for a, b in zip(per_query[source], base, strict=True)] for m in cols}
+            ci95[name] = {m: _ci(diffs[m], bootstrap_seed) for m in cols}
+    fusion_record = dict(fusion_info) if fusion_info is not None else None
+    if fusion_weight is not None:
+        fusion_record = {"mode": "fixed", "formula": FUSION_FORMULA, **(fusion_record or {}), "weight": fusion_weight}
     return EvalReport(
         config=config,
         split=split,
         top_k=top_k,
         num_queries=len(rows),
         rows=table,
+        metrics=list(cols),
+        ap=list(ap),
+        gallery_size=gallery_size,
+        top1_percent_k=top1pct_k,
+        ci95=ci95,
+        fusion=fusion_record,
+        metric_definitions={m: metrics.METRIC_DEFINITIONS["R@K" if m in ("R@1", "R@5", "R@10") else m] for m in cols},
         gallery_protocol=gallery_protocol,
         data=data,
         extra=dict(extra or {}),
+        per_query=per_query,
     )
+
+
+def _score_queries(
+    model: Any,
+    rows: Sequence[Mapping[str, Any]],
+    images: Any,
+    top_k: int,
+    batch_size: int,
+    progress: bool,
+    desc: str,
+    *,
+    shared_prefix: bool = True,
+    feature_cache_mb: float = 1024.0,
+    stats: dict[str, Any] | None = None,
+) -> dict[str, dict[str, float]]:
+    """SkyLink's S for each row's top-k (query features once per query; gallery pixels / features cached).
+
+    ``stats`` (when given) receives ``seconds`` (scoring time, image loading excluded) and the feature cache's
+    ``hits``/``misses``.
+    """
+    from skylink_model.rerank import FeatureCache, PixelCache, rerank_query
+
+    if feature_cache_mb < 0:
+        raise ValueError(f"`feature_cache_mb` must be ≥ 0, got {feature_cache_mb}")
+    pixel_cache = PixelCache() if getattr(model, "supports_shared_vision", False) else None
+    use_features = shared_prefix and feature_cache_mb > 0 and getattr(model, "supports_shared_prefix", False)
+    feature_cache = FeatureCache(int(feature_cache_mb * 2**20)) if use_features else None
+    iterator: Iterable[Mapping[str, Any]] = rows
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(rows, desc=desc, unit="query")
+    out: dict[str, dict[str, float]] = {}
+    seconds = 0.0
+    for row in iterator:
+        qid = str(row["query_id"])
+        top = [str(i) for i in list(row["retrieved_ids"])[:top_k]]
+        query_image, candidate_images = images(qid), images.many(top)
+        tic = time.perf_counter()
+        scores = rerank_query(
+            model, query_image, candidate_images, batch_size=batch_size, candidate_keys=top, cache=pixel_cache,
+            shared_prefix=shared_prefix, feature_cache=feature_cache,
+        )  # fmt: skip
+        seconds += time.perf_counter() - tic
+        out[qid] = dict(zip(top, scores.tolist(), strict=True))
+    if stats is not None:
+        stats["seconds"] = seconds
+        if feature_cache is not None:
+            stats["feature_cache"] = {"hits": feature_cache.hits, "misses": feature_cache.misses}
+    return out
+
+
+def parse_fuse(value: str | float | None) -> str | float:
+    """``"auto"``, ``"none"`` or a weight W >= 0 (``--fuse``); ``ValueError`` otherwise."""
+    if value is None:
+        return "none"
+    if isinstance(value, str) and value.strip().lower() in ("auto", "none"):
+        return value.strip().lower()
+    try:
+        weight = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"--fuse must be 'auto', 'none' or a weight >= 0, got {value!r}") from None
+    if not weight >= 0 or weight == float("inf"):
+        raise ValueError(f"--fuse must be 'auto', 'none' or a finite weight >= 0, got {value!r}")
+    return weight
 
 
 def evaluate(
@@ -272,12 +505,15 @@ def evaluate(
     per_query_path: str | Path | None = None,
     shared_prefix: bool = True,
     feature_cache_mb: float = 1024.0,
+    ap: Sequence[str] = metrics.AP_DEFINITIONS,
+    fuse: str | float | None = "auto",
+    validation: Mapping[str, Any] | None = None,
 ) -> EvalReport:
-    """Evaluate a SkyLink model (and/or the listwise prompt baseline) on one SkyRank split.
+    """Evaluate the retriever, a SkyLink model and/or the listwise prompt baseline on one SkyRank split.
 
     Loads the split with :func:`skylink_model.data.load_skyrank_split`, re-ranks every query's top-k with
     :func:`skylink_model.rerank.rerank_query` (query vision features computed once per query), and builds the
-    report with :func:`evaluate_reranking`.
+    report with :func:`evaluate_reranking`. With ``model=None`` and no baseline only the retriever row is reported.
 
     Args:
         model: a :class:`~skylink_model.model.SkyLinkModel`, or ``None`` for no SkyLink row.
@@ -285,7 +521,7 @@ def evaluate(
             ``baseline_model``/``baseline_processor`` (a ``...ForConditionalGeneration`` and its processor); when
             not given, the base model of ``model`` is used with its LoRA adapters disabled.
         max_queries: evaluate only the first N queries (sorted by id, as stored).
-        json_path: also write the report's JSON there.
+        json_path: also write the report's JSON there (atomically).
         per_query_path: also write SkyLink's per-query scores and orders there (JSON Lines,
             :func:`per_query_records`); the report's ``extra["per_query"]`` names the file (relative to the JSON's
             folder when it lies beside it). ``skyrank show`` and ``skyrank sweep`` read it.
@@ -294,6 +530,11 @@ def evaluate(
         feature_cache_mb: memory bound of the gallery vision-feature cache (LRU,
             :class:`~skylink_model.rerank.FeatureCache`) used with ``shared_prefix``; 0 turns it off. The model is
             frozen here, so cached features stay valid.
+        ap: AP definitions to report (``--ap``; default both, named columns).
+        fuse: ``"auto"`` (W chosen on ``validation``), ``"none"``, or a fixed weight W (``--fuse``).
+        validation: the run's validation record (:func:`skylink_model.data.read_validation`: ``data``,
+            ``data_config``, ``split``, ``query_ids``, ``fraction``, ``seed``); ``None`` with ``fuse="auto"``
+            reports no fused row and says why.
 
     ``extra`` records ``skylink_ms_per_query`` (re-ranking time per query, image loading excluded) and the cache's
     hits and misses; ``prompt_ms_per_query`` likewise for the baseline.
@@ -302,8 +543,7 @@ def evaluate(
 
     if baseline not in (None, "prompt"):
         raise ValueError(f"`baseline` must be None or 'prompt', got {baseline!r}")
-    if model is None and baseline is None:
-        raise ValueError("nothing to evaluate: pass a SkyLink model and/or baseline='prompt'")
+    fuse = parse_fuse(fuse)
     started = time.perf_counter()
     split_data = load_skyrank_split(data, config, split, images_root=images_root, cache_dir=cache_dir)
     rows_ds = split_data.rows
@@ -315,22 +555,12 @@ def evaluate(
     skylink_scores: dict[str, dict[str, float]] | None = None
     prompt_scores: dict[str, dict[str, float]] | None = None
     extra: dict[str, Any] = {}
-    iterator: Iterable[dict] = rows
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(rows, desc=f"re-ranking {config}/{split}", unit="query")
-
-    pixel_cache = None
+    score_stats: dict[str, Any] = {}
     if model is not None:
-        from skylink_model.rerank import FeatureCache, PixelCache, rerank_query
-
-        skylink_scores = {}
-        pixel_cache = PixelCache() if getattr(model, "supports_shared_vision", False) else None
-        if feature_cache_mb < 0:
-            raise ValueError(f"`feature_cache_mb` must be ≥ 0, got {feature_cache_mb}")
-        use_features = shared_prefix and feature_cache_mb > 0 and getattr(model, "supports_shared_prefix", False)
-        feature_cache = FeatureCache(int(feature_cache_mb * 2**20)) if use_features else None
+        skylink_scores = _score_queries(
+            model, rows, images, top_k, batch_size, progress, f"re-ranking {config}/{split}",
+            shared_prefix=shared_prefix, feature_cache_mb=feature_cache_mb, stats=score_stats,
+        )  # fmt: skip
     if baseline == "prompt":
         from skylink_model.prompt_baseline import score_listwise
 
@@ -341,37 +571,47 @@ def evaluate(
                 raise ValueError("baseline='prompt' needs baseline_model and baseline_processor (or a SkyLink model)")
             baseline_model = model.backbone
             baseline_processor = model.processor
-    skylink_seconds = prompt_seconds = 0.0
-    for row in iterator:
-        qid = str(row["query_id"])
-        top = [str(i) for i in list(row["retrieved_ids"])[:top_k]]
-        query_image = images(qid)
-        candidate_images = images.many(top)
-        if model is not None:
-            tic = time.perf_counter()
-            scores = rerank_query(
-                model, query_image, candidate_images, batch_size=batch_size, candidate_keys=top, cache=pixel_cache,
-                shared_prefix=shared_prefix, feature_cache=feature_cache,
-            )  # fmt: skip
-            skylink_seconds += time.perf_counter() - tic
-            skylink_scores[qid] = dict(zip(top, scores.tolist(), strict=True))
-        if prompt_scores is not None:
+        direction = config.rsplit("-", 1)[-1]
+        iterator: Iterable[dict] = rows
+        if progress:
+            from tqdm.auto import tqdm
+
+            iterator = tqdm(rows, desc=f"listwise prompt {config}/{split}", unit="query")
+        prompt_seconds = 0.0
+        for row in iterator:
+            qid = str(row["query_id"])
+            top = [str(i) for i in list(row["retrieved_ids"])[:top_k]]
+            query_image, candidate_images = images(qid), images.many(top)
             tic = time.perf_counter()
             with _adapters_disabled(baseline_model):
                 result = score_listwise(
-                    baseline_model, baseline_processor, query_image, candidate_images, max_new_tokens
-                )
+                    baseline_model, baseline_processor, query_image, candidate_images, max_new_tokens,
+                    direction=direction,
+                )  # fmt: skip
+            prompt_seconds += time.perf_counter() - tic
             prompt_scores[qid] = dict(zip(top, result.scores, strict=True))
             extra["prompt_unparsable"] += result.n_unparsable
-            prompt_seconds += time.perf_counter() - tic
+        if rows:
+            extra["prompt_ms_per_query"] = round(1000 * prompt_seconds / len(rows), 2)
+
+    fusion_weight: float | None = None
+    fusion_info: dict[str, Any] | None = None
+    if model is not None and fuse != "none":
+        if fuse == "auto":
+            fusion_weight, fusion_info = _auto_weight(
+                model, validation, top_k, batch_size, progress, images_root=images_root, cache_dir=cache_dir,
+                test_config=config, test_split=split, test_data=str(data), shared_prefix=shared_prefix,
+                feature_cache_mb=feature_cache_mb,
+            )  # fmt: skip
+        else:
+            fusion_weight = float(fuse)
+            fusion_info = {"mode": "fixed", "formula": FUSION_FORMULA}
     extra["wall_time_s"] = round(time.perf_counter() - started, 3)
     if skylink_scores is not None and rows:
-        extra["skylink_ms_per_query"] = round(1000 * skylink_seconds / len(rows), 2)
+        extra["skylink_ms_per_query"] = round(1000 * score_stats.get("seconds", 0.0) / len(rows), 2)
         extra["shared_prefix"] = bool(shared_prefix and getattr(model, "supports_shared_prefix", False))
-        if feature_cache is not None:
-            extra["feature_cache"] = {"hits": feature_cache.hits, "misses": feature_cache.misses}
-    if prompt_scores is not None and rows:
-        extra["prompt_ms_per_query"] = round(1000 * prompt_seconds / len(rows), 2)
+        if "feature_cache" in score_stats:
+            extra["feature_cache"] = score_stats["feature_cache"]
     if model is not None and getattr(model, "config", None) is not None:
         extra["base_model"] = getattr(model.config, "base_model", None)
     if per_query_path is not None:
@@ -382,6 +622,10 @@ def evaluate(
         skylink_scores,
         top_k,
         prompt_scores_by_query=prompt_scores,
+        fusion_weight=fusion_weight,
+        fusion_info=fusion_info,
+        ap=ap,
+        gallery_size=split_data.gallery_size,
         config=config,
         split=split,
         gallery_protocol=gallery_protocol,
@@ -393,6 +637,68 @@ def evaluate(
     return report
 
 
+def _auto_weight(
+    model: Any,
+    validation: Mapping[str, Any] | None,
+    top_k: int,
+    batch_size: int,
+    progress: bool,
+    *,
+    images_root: str | Path | None,
+    cache_dir: str | Path | None,
+    test_config: str,
+    test_split: str,
+    test_data: str,
+    shared_prefix: bool = True,
+    feature_cache_mb: float = 1024.0,
+) -> tuple[float | None, dict[str, Any]]:
+    """W chosen on the run's validation queries (:func:`choose_weight`), or ``None`` and the reason."""
+    from skylink_model.data import load_skyrank_split
+
+    info: dict[str, Any] = {"mode": "auto", "formula": FUSION_FORMULA, "weight": None}
+    if validation is None or not validation.get("query_ids"):
+        info["reason"] = (
+            "the SkyLink run holds no validation queries (train with --val-fraction, or pass --fuse W / --fuse none)"
+        )
+        return None, info
+    val_data = str(validation.get("data") or test_data)
+    if not Path(val_data).exists() and Path(test_data).exists():
+        val_data = test_data  # the run was trained on a copy elsewhere: the same dataset under --data
+    val_config = str(validation.get("data_config") or test_config)
+    val_split = str(validation.get("split", "train"))
+    if val_config == test_config and val_split == test_split:
+        raise ValueError(f"validation queries come from {val_config}/{val_split}, the split being evaluated")
+    wanted = {str(q) for q in validation["query_ids"]}
+    split_data = load_skyrank_split(val_data, val_config, val_split, images_root=images_root, cache_dir=cache_dir)
+    ids = [str(q) for q in split_data.rows["query_id"]]
+    index = [i for i, q in enumerate(ids) if q in wanted]
+    if len(index) != len(wanted):
+        raise ValueError(
+            f"{len(wanted) - len(index)} of the run's {len(wanted)} validation queries are not in "
+            f"{val_data}:{val_config}/{val_split}; is --data the dataset the run was trained on?"
+        )
+    rows = [dict(r) for r in split_data.rows.select(index)]
+    scores = _score_queries(
+        model, rows, split_data.images, top_k, batch_size, progress, "validation (fusion W)",
+        shared_prefix=shared_prefix, feature_cache_mb=feature_cache_mb,
+    )  # fmt: skip
+    weight, by_weight = choose_weight(rows, scores, top_k)
+    info["weight"] = weight
+    info["validation"] = {
+        "data": val_data,
+        "data_config": val_config,
+        "split": val_split,
+        "num_queries": len(rows),
+        "fraction": validation.get("fraction"),
+        "seed": validation.get("seed"),
+        "grid": list(fusion.WEIGHT_GRID),
+        "objective": fusion.OBJECTIVE,
+        "by_weight": {w: {m: round(v, 4) for m, v in row.items()} for w, row in by_weight.items()},
+        "note": VALIDATION_NOTE,
+    }
+    return weight, info
+
+
 def _relative_to_json(path: Path, json_path: str | Path | None) -> str:
     """``path`` relative to the JSON's folder when it lies under it (the pair can be moved together)."""
     if json_path is not None:
@@ -401,6 +707,53 @@ def _relative_to_json(path: Path, json_path: str | Path | None) -> str:
         except ValueError:
             pass
     return str(path.resolve())
+
+
+def local_run(adapter: str | Path) -> Path:
+    """A SkyLink run folder on disk: ``adapter`` itself, or its Hub snapshot."""
+    if Path(adapter).is_dir():
+        return Path(adapter)
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(str(adapter)))
+
+
+def evaluate_run(
+    adapter: str | Path | None,
+    data: str | Path,
+    config: str,
+    *,
+    device: str = "cpu",
+    ap: Sequence[str] | None = None,
+    fuse: str | float | None = "auto",
+    **kwargs: Any,
+) -> EvalReport:
+    """``skyrank eval``: load the SkyLink run (if any) and its validation record, then :func:`evaluate`.
+
+    Without ``adapter`` only the retriever row is reported. Bad options raise
+    :class:`~skyrank.errors.SkyRankError` with the fix in the message.
+    """
+    from skylink_model.data import read_validation
+    from skyrank.errors import SkyRankError
+
+    try:
+        fuse = parse_fuse(fuse)
+    except ValueError as err:
+        raise SkyRankError(str(err)) from None
+    model = None
+    validation = None
+    if adapter:
+        from skylink_model.model import SkyLinkModel
+
+        run = local_run(adapter)
+        model = SkyLinkModel.from_pretrained(run, device=device)
+        validation = read_validation(run)
+    elif kwargs.get("baseline"):
+        raise SkyRankError("--baseline prompt scores with the run's base LVLM: pass --adapter with a SkyLink run")
+    return evaluate(
+        model, data, config, ap=tuple(ap) if ap else metrics.AP_DEFINITIONS, fuse=fuse, validation=validation,
+        **kwargs,
+    )  # fmt: skip
 
 
 class _adapters_disabled:

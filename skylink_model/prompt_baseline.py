@@ -3,7 +3,8 @@
 Instead of training a value head, the base LVLM sees the query and all k candidates in one prompt and is asked to
 write a 0–10 score per candidate, one ``Candidate i: score`` line each. The scores are parsed from the generated
 text; whatever cannot be parsed for a candidate (missing line, junk, an out-of-range number) scores 0 and is
-counted, and the count is reported beside the metrics.
+counted, and the count is reported beside the metrics. The prompt names the views of the config's direction
+(``d2s``: a drone-view query and satellite-view candidates; ``s2d``: the reverse).
 """
 
 from __future__ import annotations
@@ -18,26 +19,43 @@ import torch
 MIN_SCORE = 0.0
 MAX_SCORE = 10.0
 
+#: ``Candidate <i> <separator> <score>`` on one line. ``(?!\d)`` makes the index the whole number, so a malformed
+#: ``Candidate 10: N/A`` cannot be read as candidate 1 scoring 0; ``[ \t]`` keeps index and score on one line.
 _LINE_RE = re.compile(
-    r"candidate\s*(?:#|no\.?|number)?\s*(\d+)\s*(?:[:=]|-(?!\d)|–|is|\))?\s*(-?\d+(?:\.\d+)?)",
+    r"candidate[ \t]*(?:#|no\.?|number)?[ \t]*(\d+)(?!\d)[ \t]*(?:[:=]|-(?!\d)|–|is|\))?[ \t]*(-?\d+(?:\.\d+)?)",
     re.IGNORECASE,
 )
 
+#: (query view, candidate view) named in the prompt for each retrieval direction.
+VIEWS: dict[str, tuple[str, str]] = {"d2s": ("drone-view", "satellite-view"), "s2d": ("satellite-view", "drone-view")}
 
-def build_listwise_prompt(k: int) -> str:
-    """The instruction that follows the query image and the k candidate images (appendix A.8)."""
+
+def _views(direction: str) -> tuple[str, str]:
+    if direction not in VIEWS:
+        raise ValueError(f"`direction` must be one of {', '.join(VIEWS)}, got {direction!r}")
+    return VIEWS[direction]
+
+
+def build_listwise_prompt(k: int, direction: str = "d2s") -> str:
+    """The instruction that follows the query image and the k candidate images (appendix A.8).
+
+    ``direction`` (``"d2s"`` or ``"s2d"``, the retriever config's suffix) decides which views are named.
+    """
     if k < 1:
         raise ValueError(f"`k` must be ≥ 1, got {k}")
+    query_view, candidate_view = _views(direction)
     lines = "\n".join(f"Candidate {i}: <score>" for i in range(1, k + 1))
     return (
-        f"The first image is a drone-view query. The {k} images after it are satellite-view candidates, numbered "
+        f"The first image is a {query_view} query. The {k} images after it are {candidate_view} candidates, numbered "
         f"1 to {k} in order. For each candidate, rate from 0 to 10 how likely it shows the same location as the "
         f"query (10 = certainly the same place, 0 = certainly a different place). Answer with exactly {k} lines "
         f"and nothing else, in this format:\n{lines}"
     )
 
 
-def build_listwise_conversation(k: int, query_image: Any = None, candidate_images: Sequence[Any] = ()) -> list[dict]:
+def build_listwise_conversation(
+    k: int, query_image: Any = None, candidate_images: Sequence[Any] = (), direction: str = "d2s"
+) -> list[dict]:
     """A one-turn chat: the query image, then ``Candidate i:`` + image for each candidate, then the instruction."""
     content: list[dict[str, Any]] = [{"type": "text", "text": "Query:"}, _image_item(query_image)]
     images = list(candidate_images) if candidate_images else [None] * k
@@ -46,7 +64,7 @@ def build_listwise_conversation(k: int, query_image: Any = None, candidate_image
     for i, image in enumerate(images, start=1):
         content.append({"type": "text", "text": f"Candidate {i}:"})
         content.append(_image_item(image))
-    content.append({"type": "text", "text": build_listwise_prompt(k)})
+    content.append({"type": "text", "text": build_listwise_prompt(k, direction)})
     return [{"role": "user", "content": content}]
 
 
@@ -54,14 +72,16 @@ def _image_item(image: Any) -> dict[str, Any]:
     return {"type": "image"} if image is None else {"type": "image", "image": image}
 
 
-def build_listwise_inputs(processor: Any, query_image: Any, candidate_images: Sequence[Any]) -> Any:
+def build_listwise_inputs(
+    processor: Any, query_image: Any, candidate_images: Sequence[Any], direction: str = "d2s"
+) -> Any:
     """Tokenise the listwise prompt with the backbone's processor (left padding, generation prompt).
 
     Returns the processor's ``BatchFeature`` for a batch of one (``input_ids``, ``attention_mask``,
     ``mm_token_type_ids``, ``pixel_values``, ``image_grid_thw``, ...).
     """
     k = len(candidate_images)
-    conversation = build_listwise_conversation(k)
+    conversation = build_listwise_conversation(k, direction=direction)
     text = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
     return processor(
         text=[text], images=[query_image, *candidate_images], padding=True, padding_side="left", return_tensors="pt"
@@ -110,16 +130,17 @@ def score_listwise(
     query_image: Any,
     candidate_images: Sequence[Any],
     max_new_tokens: int | None = None,
+    direction: str = "d2s",
 ) -> ListwiseResult:
     """Score one query's candidates with the listwise prompt: greedy ``generate`` then :func:`parse_listwise_scores`.
 
     ``model`` is the base ``...ForConditionalGeneration`` (no LoRA, no head); ``max_new_tokens`` defaults to
-    enough for k lines (8 tokens per line).
+    enough for k lines (8 tokens per line); ``direction`` names the views in the prompt.
     """
     k = len(candidate_images)
     if k == 0:
         return ListwiseResult([], 0, "")
-    inputs = build_listwise_inputs(processor, query_image, candidate_images)
+    inputs = build_listwise_inputs(processor, query_image, candidate_images, direction)
     device = next(model.parameters()).device
     inputs = inputs.to(device)
     tokenizer = getattr(processor, "tokenizer", processor)

@@ -2,10 +2,12 @@
 
 The run folder (``skyrank train``) must hold ``adapter_config.json``, ``adapter_model.safetensors``,
 ``value_head.safetensors`` and ``skylink_config.json``; an evaluation report (``skyrank eval --json``, e.g.
-``eval.json``) is optional and becomes the card's evaluation table (rows retriever / +SkyLink / improvement with
-R@1, R@5, R@10, AP, AP_conservative). The card (``cards/model_card.md.jinja``) states the base model, the training
-data, the parameters and the citations (SkyLink arXiv 2603.08063, the benchmark, the retriever). Everything goes up
-in ONE ``upload_folder`` commit from a staging folder; the run folder is never modified.
+``eval.json``) is optional and becomes the card's evaluation table (rows retriever / +SkyLink / +SkyLink fused /
+improvements with R@1, R@5, R@10, AP (Market-1501), AP_precision and AP_conservative, defined in
+:mod:`skyrank.metrics`; a schema-1 report's ``AP_conservative`` was the top-k list AP and is left out). The card
+(``cards/model_card.md.jinja``) states the base model, the training data, the parameters and the citations
+(SkyLink arXiv 2603.08063, the benchmark, the retriever). Everything goes up in ONE ``upload_folder`` commit from a
+staging folder; the run folder is never modified.
 """
 
 from __future__ import annotations
@@ -30,8 +32,14 @@ REQUIRED_FILES: tuple[str, ...] = (
     "skylink_config.json",
 )
 EVAL_FILE_NAMES: tuple[str, ...] = ("eval.json", "eval_results.json", "evaluation.json", "skyrank_eval.json")
-METRICS: tuple[str, ...] = ("R@1", "R@5", "R@10", "AP", "AP_conservative")
-ROW_LABELS = {"retriever": "Retriever", "skylink": "+SkyLink", "improvement": "Improvement"}
+METRICS: tuple[str, ...] = ("R@1", "R@5", "R@10", "AP", "AP_precision", "AP_conservative")
+ROW_LABELS = {
+    "retriever": "Retriever",
+    "skylink": "+SkyLink",
+    "skylink_fused": "+SkyLink fused",
+    "improvement": "Improvement",
+    "improvement_fused": "Improvement (fused)",
+}
 TEMPLATE = Path(__file__).resolve().parent.parent / "cards" / "model_card.md.jinja"
 
 #: benchmark name -> its BibTeX (or None); :func:`skyrank.benchmarks.benchmark_citation` in the CLI. The model half
@@ -50,13 +58,17 @@ def _find_eval(run_dir: Path) -> Path | None:
 def _evaluation(report: dict[str, Any]) -> dict[str, Any] | None:
     rows = report.get("rows") if isinstance(report.get("rows"), dict) else report
     table = []
-    for key in ("retriever", "skylink", "improvement"):
+    old_schema = int(report.get("schema_version", 1)) < 2
+    for key in ROW_LABELS:
         row = rows.get(key) if isinstance(rows, dict) else None
         if not isinstance(row, dict):
             continue
-        signed = key == "improvement"
-        table.append((ROW_LABELS[key], [f"{float(row[m]):+.2f}" if signed else f"{float(row[m]):.2f}"
-                                       if m in row else "–" for m in METRICS]))  # fmt: skip
+        if old_schema:  # schema 1's AP_conservative was the top-k list AP, not the paper's A.1 AP
+            row = {("AP_topk_market1501" if m == "AP_conservative" else m): v for m, v in row.items()}
+        signed = key.startswith("improvement")
+        cells = [("–" if m not in row else f"{float(row[m]):+.2f}" if signed else f"{float(row[m]):.2f}")
+                 for m in METRICS]  # fmt: skip
+        table.append((ROW_LABELS[key], cells))
     if not table:
         return None
     caption = ", ".join(

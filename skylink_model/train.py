@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from skylink_model.config import LR_SCHEDULERS, SkyLinkConfig
-from skylink_model.data import Group, load_skyrank_split, split_chunks
+from skylink_model.data import Group, load_skyrank_split, split_chunks, write_validation
 from skylink_model.losses import RelationalSoftLabelLoss
 from skyrank.errors import OutputExistsError, TrainingError
 
@@ -65,6 +65,7 @@ _RESUME_KEYS = (
     "batch_size",
     "epochs",
     "train_fraction",
+    "val_fraction",
     "seed",
     "learning_rate",
     "lr_scheduler",
@@ -277,6 +278,8 @@ def train_skylink(
 
     # ---------------------------------------------------------------- data (Eq. 3, 6-7)
     split_data = load_skyrank_split(data, data_config, split, images_root=images_root, cache_dir=cache_dir)
+    # Validation locations for the fusion weight (skyrank eval --fuse auto) are held out before anything else.
+    split_data, val_ids = split_data.without_validation(config.val_fraction, config.seed)
     split_data = split_data.subsample(config.train_fraction, config.seed)
     groups = split_data.groups(k=config.k, threshold=config.threshold, labels=config.labels)
     images = split_data.images
@@ -373,6 +376,13 @@ def train_skylink(
         out.mkdir(parents=True, exist_ok=True)
         config.save_pretrained(out)
         logger.info("batch: %s; %d optimizer steps", layout.describe(), total_steps)
+        if val_ids:
+            write_validation(
+                out,
+                {"data": str(data), "data_config": data_config, "split": split, "fraction": config.val_fraction,
+                 "seed": config.seed, "carved_by": "location (skylink_model.data.carve_validation)",
+                 "num_queries": len(val_ids), "query_ids": val_ids},
+            )  # fmt: skip
     if trackers:
         tracked = {k: str(v) for k, v in config.to_dict().items()}
         tracked.update({f"batch_{k}": str(v) for k, v in layout.to_dict().items()})
@@ -508,6 +518,7 @@ def train_skylink(
                     "split": split,
                     "num_groups": len(groups),
                     "batch": layout.to_dict(),
+                    "num_validation_queries": len(val_ids),
                 },
                 indent=2,
             )

@@ -1,29 +1,45 @@
-"""Retrieval metrics: Recall@K, the Market-1501 / University-1652 AP, and SkyLink's conservative re-rank AP.
+"""Retrieval metrics: Recall@K, R@top1%, both APs (Market-1501 trapezoid and precision) and the re-rank APs.
 
-Pure Python / numpy. Conventions (design.md "Metrics"; notes/retrievers.md sections 0.2 and 9):
+Pure Python / numpy; **every metric SkyRank reports is defined here**, and evaluation
+(:mod:`skylink_model.evaluation`, ``skyrank build``'s summary) calls these functions. Conventions (design.md
+"Metrics"; notes/retrievers.md sections 0.2 and 9; notes/field.md):
 
 * **Ranks are 1-based positions in the full ranking** of the gallery, junk already removed. Every positive of a
-  query has one rank; ranks are distinct positive integers (duplicates raise ``ValueError``: the AP formula is
-  not defined for them). ``skyrank.mining`` produces such ranks with its optimistic tie rule (a positive is
-  placed ahead of every negative with the same score, positives among themselves by gallery index).
-* **AP** is the trapezoid AP of ``compute_mAP`` used by University-1652, Sample4Geo, MCCG, SDPL and SUES-200
-  (Market-1501 evaluation code). With the positives' ranks sorted, ``r_1 < ... < r_n``::
+  query has one rank; ranks are distinct positive integers (duplicates raise ``ValueError``: AP is not defined
+  for them). **Tie rule**: ``skyrank.mining`` places a positive ahead of every negative with the same retriever
+  score (positives among themselves by gallery index), i.e. the optimistic rule; a re-ranker's ties within the
+  top-k keep the retriever's order (:data:`TIE_RULE`).
+* **Two APs, named** (``definition=``, :data:`AP_DEFINITIONS`). With the positives' sorted ranks
+  ``r_1 < ... < r_n`` and ``precision_i = i / r_i``:
 
-      AP = sum_i (1/n) * (old_precision_i + precision_i) / 2
-      precision_i     = i / r_i
-      old_precision_i = (i - 1) / (r_i - 1)   if r_i != 1   else 1
+  - ``"market1501"``: the trapezoid AP of ``compute_mAP`` used by the University-1652, Sample4Geo, MCCG, SDPL and
+    SUES-200 evaluators (Market-1501 code)::
 
-  A single positive at rank r gives 1 if r = 1, else 1/(2r) (not 1/r). No positive gives 0.
-* **Recall@K** of a query is 1 if any positive has rank <= K, else 0.
-* **Dataset-level numbers** (:func:`retrieval_metrics`) are means over *all* queries, in percent; a query with
-  no positive contributes 0 to every sum and still counts in the denominator (as the original evaluators do).
+        AP = (1/n) * sum_i (old_precision_i + precision_i) / 2,   old_precision_i = (i-1)/(r_i-1) if r_i != 1 else 1
+
+    A single positive at rank r gives 1 if r = 1, else 1/(2r) (not 1/r).
+  - ``"precision"``: non-interpolated AP, ``AP = (1/n) * sum_i precision_i``; a single positive at rank r gives
+    1/r. This is the "conventional AP" of SkyLink's Table 1 (arXiv 2603.08063): every University-1652 D2S AP there
+    exceeds the trapezoid's cap ``R@1 + (R@5 - R@1)/4 + (100 - R@5)/12`` and fits this definition.
+
+  **Normaliser** (both): n = the number of positives the query has in the gallery (drone->satellite: 1;
+  satellite->drone on University-1652: the location's 54 drone views). Every positive has a full-ranking rank,
+  so the AP is exact; no positive gives 0.
+* **Recall@K** of a query is 1 if any positive has rank <= K, else 0. **R@top1%** is the CMC entry the
+  benchmarks' evaluators print as ``Recall@top1``: ``CMC[round(N * 0.01)]`` with 0-based indexing over a gallery
+  of N images (Python's ``round``, half to even), i.e. Recall@K with ``K = round(0.01 N) + 1``, capped at N
+  (:func:`top1_percent_k`). University-1652 D2S (N = 951): K = 11.
+* **Dataset-level numbers** (:func:`summarize`, :func:`retrieval_metrics`) are means over *all* queries, in percent;
+  a query with no positive contributes 0 to every sum and still counts in the denominator (as the evaluators do).
 * **Re-ranking** permutes only the retriever's top-k: a positive inside the top-k takes its position in the new
-  order, a positive ranked beyond k keeps its full rank (:func:`rerank_positive_ranks`). The AP computed from
-  those ranks is the *full-ranking* AP after re-ranking.
-* **Conservative re-rank AP** (SkyLink, arXiv 2603.08063, appendix A.1; :func:`conservative_ap`) looks only at
-  the re-ranked top-k list: the same trapezoid formula over the 1-based positions of the positives found *in
-  that list*, with n = the number of positives found in the list (positives outside it are ignored); 0 when no
-  positive is in the list. Reports must label which AP they show.
+  order, a positive ranked beyond k keeps its full rank (:func:`rerank_positive_ranks`). ``AP`` and
+  ``AP_precision`` are full-ranking APs after re-ranking.
+* **Conservative re-rank AP** (SkyLink appendix A.1; ``AP_conservative``, :func:`conservative_ap`): the precision
+  AP over the full ranking with the top-k permuted, but 0 for a query whose top-k holds no positive. With one
+  positive (D2S) it is 1/p for a positive at top-k position p, else 0.
+* **Top-k list AP** (``AP_topk_market1501``, :func:`topk_list_ap`; SkyRank's earlier "conservative AP"): the
+  trapezoid AP over the re-ranked top-k list alone, n = the positives found in it (those outside are ignored),
+  0 when none is found. Kept for comparison with earlier SkyRank reports; it is not the paper's.
 """
 
 from __future__ import annotations
@@ -55,12 +71,66 @@ def _checked_ranks(positive_ranks: Iterable[int]) -> list[int]:
     return ranks
 
 
-def _ap_sorted(ranks: list[int]) -> float:
-    """Trapezoid AP of sorted, checked ranks."""
+#: The two AP definitions (module docstring): the evaluators' trapezoid and non-interpolated precision AP.
+AP_DEFINITIONS: tuple[str, ...] = ("market1501", "precision")
+
+#: How ties are ranked, stated in every evaluation JSON.
+TIE_RULE = (
+    "retriever ranking (skyrank.mining): a positive is placed ahead of every negative with the same score, "
+    "positives among themselves by gallery index (optimistic); re-ranked top-k: candidates with equal re-ranker "
+    "(or fused) scores keep the retriever's order"
+)
+
+#: Per-query metric columns, in report order: Recall@K, R@top1%, then the APs (module docstring).
+AP_COLUMNS: dict[str, tuple[str, ...]] = {
+    "market1501": ("AP", "AP_topk_market1501"),
+    "precision": ("AP_precision", "AP_conservative"),
+}
+
+#: What each column means; evaluation copies this into its JSON (``metric_definitions``).
+METRIC_DEFINITIONS: dict[str, str] = {
+    "R@K": "Recall@K: percent of queries with a positive among the first K of the (re-ranked) full ranking",
+    "R@top1%": (
+        "the evaluators' Recall@top1: CMC[round(0.01 N)] in 0-based indexing over a gallery of N images "
+        "(Python round, half to even), i.e. Recall@(round(0.01 N) + 1), capped at N"
+    ),
+    "AP": (
+        "Market-1501 / University-1652 AP (definition 'market1501', trapezoid: one positive at rank r gives 1 if "
+        "r = 1 else 1/(2r)) over the full ranking with only the top-k permuted; normaliser: all the query's "
+        "positives in the gallery"
+    ),
+    "AP_precision": (
+        "non-interpolated AP (definition 'precision', SkyLink Table 1's 'conventional AP': mean over positives of "
+        "precision at each positive's rank, 1/r for one positive) over the full ranking with only the top-k "
+        "permuted; normaliser: all the query's positives in the gallery"
+    ),
+    "AP_conservative": (
+        "SkyLink appendix A.1 conservative AP: AP_precision of the query, 0 when its (re-ranked) top-k holds no "
+        "positive"
+    ),
+    "AP_topk_market1501": (
+        "trapezoid AP over the re-ranked top-k list alone (positives outside it ignored; 0 when none is in it); "
+        "SkyRank's earlier 'AP_conservative', not the paper's"
+    ),
+}
+
+
+def _check_definition(definition: str) -> str:
+    if definition not in AP_DEFINITIONS:
+        raise ValueError(f"AP definition must be one of {', '.join(AP_DEFINITIONS)}, got {definition!r}")
+    return definition
+
+
+def _ap_sorted(ranks: list[int], definition: str = "market1501") -> float:
+    """AP of sorted, checked ranks under ``definition`` (module docstring)."""
     n = len(ranks)
     if n == 0:
         return 0.0
     total = 0.0
+    if definition == "precision":
+        for i, r in enumerate(ranks, start=1):
+            total += i / r
+        return total / n
     for i, r in enumerate(ranks, start=1):
         precision = i / r
         old_precision = (i - 1) / (r - 1) if r != 1 else 1.0
@@ -68,13 +138,14 @@ def _ap_sorted(ranks: list[int]) -> float:
     return total / n
 
 
-def average_precision(positive_ranks: Sequence[int]) -> float:
-    """Market-1501 / University-1652 trapezoid AP from the 1-based full-ranking ranks of every positive.
+def average_precision(positive_ranks: Sequence[int], definition: str = "market1501") -> float:
+    """AP from the 1-based full-ranking ranks of **every** positive of one query (n = their number).
 
-    ``AP = sum_i (1/n) (old_precision_i + precision_i) / 2`` over the sorted ranks (module docstring).
-    A single positive at rank r gives 1 if r = 1 else 1/(2r); no positive gives 0.0.
+    ``definition="market1501"``: the evaluators' trapezoid, ``(1/n) sum_i (old_precision_i + precision_i) / 2``
+    (one positive at rank r: 1 if r = 1 else 1/(2r)). ``definition="precision"``: SkyLink Table 1's conventional
+    AP, ``(1/n) sum_i i / r_i`` (one positive: 1/r). No positive gives 0.0 under both.
     """
-    return _ap_sorted(_checked_ranks(positive_ranks))
+    return _ap_sorted(_checked_ranks(positive_ranks), _check_definition(definition))
 
 
 def recall_at_k(positive_ranks: Sequence[int], k: int) -> float:
@@ -85,20 +156,112 @@ def recall_at_k(positive_ranks: Sequence[int], k: int) -> float:
     return 1.0 if ranks and ranks[0] <= k else 0.0
 
 
-def conservative_ap(ranked_ids: Sequence[str], positive_ids: Iterable[str]) -> float:
-    """SkyLink's conservative re-rank AP (arXiv 2603.08063, appendix A.1) over one re-ranked top-k list.
+def top1_percent_k(gallery_size: int) -> int:
+    """The K of R@top1%: the evaluators' ``CMC[round(N * 0.01)]`` (0-based) is Recall@(round(0.01 N) + 1), <= N."""
+    if isinstance(gallery_size, bool) or int(gallery_size) < 1:
+        raise ValueError(f"gallery_size must be >= 1, got {gallery_size!r}")
+    n = int(gallery_size)
+    return min(n, round(n * 0.01) + 1)
 
-    The trapezoid AP of :func:`average_precision` applied to the 1-based positions, in ``ranked_ids``, of the
-    positives that occur in it; n is the number of positives found in the list (positives outside the list are
-    ignored, not counted as misses). 0.0 when no positive is in the list. For one positive: 1 at position 1,
-    1/(2p) at position p > 1, 0 when absent.
+
+def conservative_ap(positive_ranks: Sequence[int], top_k: int) -> float:
+    """SkyLink's conservative re-rank AP (arXiv 2603.08063, appendix A.1) of one query.
+
+    The precision AP (:func:`average_precision` with ``definition="precision"``) of the full-ranking ranks after
+    re-ranking, or 0.0 when no positive has rank <= ``top_k`` (the re-ranked list holds no positive).
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    ranks = _checked_ranks(positive_ranks)
+    if not ranks or ranks[0] > top_k:
+        return 0.0
+    return _ap_sorted(ranks, "precision")
+
+
+def topk_list_ap(ranked_ids: Sequence[str], positive_ids: Iterable[str], definition: str = "market1501") -> float:
+    """AP over one re-ranked top-k list alone (``AP_topk_market1501`` with the default definition).
+
+    The AP of the 1-based positions, in ``ranked_ids``, of the positives that occur in it; n is the number of
+    positives found in the list (positives outside it are ignored, not counted as misses); 0.0 when none is in
+    it. For one positive and ``"market1501"``: 1 at position 1, 1/(2p) at position p > 1, 0 when absent.
     """
     ids = list(ranked_ids)
     if len(set(ids)) != len(ids):
         raise ValueError("ranked_ids contains duplicates")
     positives = set(positive_ids)
     positions = [pos for pos, cid in enumerate(ids, start=1) if cid in positives]
-    return average_precision(positions)
+    return average_precision(positions, definition)
+
+
+def query_metrics(
+    positive_ranks: Sequence[int],
+    top_k: int,
+    *,
+    ks: Sequence[int] = (1, 5, 10),
+    top1pct_k: int | None = None,
+) -> dict[str, float]:
+    """Every per-query metric (fractions in [0, 1]) from the positives' full-ranking ranks after re-ranking.
+
+    ``top_k`` is the length of the re-ranked list (a gallery smaller than the requested k gives a shorter one):
+    a positive of rank <= ``top_k`` is at that position of the list, so the list-based APs follow from the ranks.
+    Keys: ``R@<k>`` for each k, ``R@top1%`` when ``top1pct_k`` is given (:func:`top1_percent_k`), ``AP``
+    (market1501), ``AP_precision``, ``AP_conservative`` (A.1) and ``AP_topk_market1501``.
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    ranks = _checked_ranks(positive_ranks)
+    best = ranks[0] if ranks else None
+    out: dict[str, float] = {}
+    for k in ks:
+        if k < 1:
+            raise ValueError(f"every K must be >= 1, got {k}")
+        out[f"R@{k}"] = 1.0 if best is not None and best <= k else 0.0
+    if top1pct_k is not None:
+        out["R@top1%"] = 1.0 if best is not None and best <= top1pct_k else 0.0
+    precision_ap = _ap_sorted(ranks, "precision")
+    in_top = [r for r in ranks if r <= top_k]
+    out["AP"] = _ap_sorted(ranks, "market1501")
+    out["AP_precision"] = precision_ap
+    out["AP_conservative"] = precision_ap if in_top else 0.0
+    out["AP_topk_market1501"] = _ap_sorted(in_top, "market1501")
+    return out
+
+
+def summarize(per_query: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Means over queries, in percent, of :func:`query_metrics` dicts (same keys, same order)."""
+    if not per_query:
+        raise ValueError("summarize needs at least one query")
+    keys = list(per_query[0])
+    n = len(per_query)
+    return {m: float(100.0 * sum(q[m] for q in per_query) / n) for m in keys}
+
+
+def bootstrap_ci(
+    values: Sequence[float], *, level: float = 0.95, n_resamples: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-query ``values`` (fractions), in percent.
+
+    Queries are resampled with replacement ``n_resamples`` times (seeded, so the interval is reproducible); the
+    interval is the ``(1 - level)/2`` and ``(1 + level)/2`` quantiles of the resampled means. Paired differences
+    (re-ranked minus retriever, per query) give the interval of an improvement.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError("bootstrap_ci needs at least one value")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_resamples)
+    chunk = max(1, 2_000_000 // x.size)
+    for lo in range(0, n_resamples, chunk):
+        hi = min(n_resamples, lo + chunk)
+        idx = rng.integers(0, x.size, size=(hi - lo, x.size))
+        means[lo:hi] = x[idx].mean(axis=1)
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    return float(100.0 * low), float(100.0 * high)
 
 
 def rerank_positive_ranks(
@@ -142,30 +305,24 @@ def rerank_positive_ranks(
     return out
 
 
-def retrieval_metrics(rows: Iterable[Mapping[str, Sequence[int]]], ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
-    """Mean Recall@K for each K in ``ks`` and mean AP over retriever-config rows, in percent.
+def retrieval_metrics(
+    rows: Iterable[Mapping[str, Sequence[int]]],
+    ks: Sequence[int] = (1, 5, 10),
+    gallery_size: int | None = None,
+) -> dict[str, float]:
+    """The retriever's Recall@K for each K in ``ks``, both full-ranking APs and (with ``gallery_size``) R@top1%.
 
     Each row is a mapping with the ``positive_ranks`` column (1-based full-ranking ranks, e.g. a row of
-    ``skyrank.mining.mine`` or of a loaded retriever config). Keys are ``"R@<k>"`` for each k, then ``"AP"``
-    (the full-ranking trapezoid AP). Queries without positives count in the denominator with 0.
+    ``skyrank.mining.mine`` or of a loaded retriever config). Keys, in percent: ``"R@<k>"`` for each k,
+    ``"R@top1%"`` when ``gallery_size`` is given, ``"AP"`` (market1501) and ``"AP_precision"``. Queries without
+    positives count in the denominator with 0.
     """
     ks = tuple(int(k) for k in ks)
-    for k in ks:
-        if k < 1:
-            raise ValueError(f"every K must be >= 1, got {k}")
-    hits = [0] * len(ks)
-    ap_sum = 0.0
-    count = 0
+    top1pct = top1_percent_k(gallery_size) if gallery_size is not None else None
+    per_query = []
     for row in rows:
-        ranks = _checked_ranks(row[POSITIVE_RANKS_COLUMN])
-        count += 1
-        if not ranks:
-            continue
-        for j, k in enumerate(ks):
-            hits[j] += ranks[0] <= k
-        ap_sum += _ap_sorted(ranks)
-    if count == 0:
+        q = query_metrics(row[POSITIVE_RANKS_COLUMN], 1, ks=ks, top1pct_k=top1pct)
+        per_query.append({k: v for k, v in q.items() if k.startswith("R@") or k in ("AP", "AP_precision")})
+    if not per_query:
         raise ValueError("retrieval_metrics needs at least one row")
-    result = {f"R@{k}": float(100.0 * h / count) for k, h in zip(ks, hits, strict=True)}
-    result["AP"] = float(100.0 * ap_sum / count)
-    return result
+    return summarize(per_query)

@@ -106,10 +106,13 @@ def test_train_then_eval_end_to_end_through_the_cli(tmp_path):
     result = runner.invoke(
         cli.main,
         ["train", "--data", str(data), "--config", config, "--model", str(model), "--out", str(run), "--k", "3",
-         "--batch-size", "2", "--lr", "1e-3", "--max-steps", "2", "--device", "cpu", "--quiet"],
+         "--batch-size", "2", "--lr", "1e-3", "--max-steps", "2", "--val-fraction", "0.25", "--device", "cpu",
+         "--quiet"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert (run / "value_head.safetensors").is_file() and (run / "adapter_model.safetensors").is_file()
+    held_out = json.loads((run / "validation.json").read_text())
+    assert held_out["num_queries"] == 1 and held_out["split"] == "train" and held_out["seed"] == 0
     report = tmp_path / "eval.json"
     result = runner.invoke(
         cli.main,
@@ -119,6 +122,22 @@ def test_train_then_eval_end_to_end_through_the_cli(tmp_path):
     assert result.exit_code == 0, result.output
     assert "Retriever" in result.output and "+SkyLink" in result.output
     assert "SkyLink:" in result.output and "ms/query" in result.output
-    rows = json.loads(report.read_text())["rows"]
-    assert set(rows["skylink"]) >= {"R@1", "R@5", "R@10", "AP", "AP_conservative"}
+    data_json = json.loads(report.read_text())
+    rows = data_json["rows"]
+    assert set(rows["skylink"]) >= {"R@1", "R@5", "R@10", "R@top1%", "AP", "AP_precision", "AP_conservative"}
     assert rows["retriever"]["R@10"] >= rows["retriever"]["R@1"]
+    # --fuse auto (the default): W chosen on the run's held-out training queries, recorded in the JSON
+    assert "skylink_fused" in rows and "+SkyLink fused" in result.output
+    assert data_json["fusion"]["mode"] == "auto" and data_json["fusion"]["validation"]["num_queries"] == 1
+    assert (
+        data_json["fusion"]["validation"]["split"] == "train"
+        and "retriever" in data_json["fusion"]["validation"]["note"]
+    )
+    # without --adapter: the retriever row alone
+    result = runner.invoke(cli.main, ["eval", "--data", str(data), "--config", config, "--ap", "precision", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "Retriever" in result.output and "+SkyLink" not in result.output and "AP(prec)" in result.output
+    result = runner.invoke(
+        cli.main, ["eval", "--data", str(data), "--config", config, "--adapter", str(run), "--fuse", "heavy"]
+    )
+    assert result.exit_code != 0 and "--fuse" in result.output

@@ -23,11 +23,19 @@ What this module reproduces (facts from the original repository, no code copied)
   official layout, ``model.*`` plus ``logit_scale`` (initialised to ``log(1/0.07)``). For
   ``convnext_base.fb_in22k_ft_in1k_384`` that is 343 keys and a 1024-d pooled embedding
   (avg-pool + LayerNorm2d head, ``fc`` = Identity). One backbone serves both views.
-- Preprocessing: a 384x384 bilinear squash (no crop) and ImageNet mean/std. Sample4Geo reads images with OpenCV and
-  resizes with ``cv2.INTER_LINEAR_EXACT`` (no antialiasing when shrinking); SkyRank decodes with PIL and uses
-  torchvision's antialiased bilinear resize (the base class's ``preprocess``), so pixel values differ slightly when
-  an image is shrunk (University-1652's 512 px drone views → 384). The effect on the official features has not
-  been measured here; expect tiny changes, not bit-identical embeddings.
+- Preprocessing, reproduced exactly (:func:`sample4geo_preprocess`; Sample4Geo's ``get_transforms`` val branch in
+  ``sample4geo/dataset/university.py``): ``cv2.imread`` (which applies the EXIF orientation) and BGR→RGB, then
+  albumentations' ``A.Resize(384, 384, interpolation=cv2.INTER_LINEAR_EXACT)`` — OpenCV's bit-exact bilinear squash,
+  no crop and **no antialiasing** when shrinking — then ``A.Normalize`` (ImageNet mean/std, ``max_pixel_value`` 255:
+  ``(x - 255 mean) * 1 / (255 std)`` in float32) and ``ToTensorV2`` (HWC → CHW). SkyRank decodes with PIL (one
+  decoder and one bad-image contract for every retriever), applies the EXIF orientation as ``cv2.imread`` does, and
+  resizes with OpenCV itself (``opencv-python-headless``). Measured (``benchmarks/sample4geo_preprocess.py``,
+  BENCHMARKS.md): against the original pipeline's tensors (``cv2.imread`` → ``cv2.resize`` → albumentations'
+  normalisation) on JPEG (4:4:4, 4:2:2, 4:2:0) and PNG images of 200-600 px, larger and smaller than 384, the max
+  absolute difference is 0 and the embeddings are identical (PIL and OpenCV's libjpeg-turbo decode to the same
+  pixels). SkyRank's earlier torchvision antialiased resize differed by up to 27 grey levels on shrunk, textured
+  images (1 when enlarging; embedding cosine down to 0.9993 on a randomly initialised ConvNeXt-atto; SkyRank
+  issue 14 reports 0.9988 and up to ~50 grey levels on the official weights and University-1652 images).
 - Features: forward pass (fp16 autocast on CUDA, as Sample4Geo's ``predict``), L2-normalised, returned as float32.
   No flip test-time augmentation.
 - Loading: Sample4Geo loads with non-strict ``load_state_dict``, which silently keeps random weights on a mismatch
@@ -42,8 +50,10 @@ from collections.abc import Mapping
 from contextlib import nullcontext
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from skyrank.retrievers._base import Retriever, RetrieverCfg, register_retriever
@@ -76,6 +86,45 @@ SAMPLE4GEO_CFG = RetrieverCfg(
 LOGIT_SCALE_INIT = math.log(1 / 0.07)
 
 _AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError as err:  # pragma: no cover - a core dependency
+        from skyrank.errors import MissingDependencyError
+
+        raise MissingDependencyError(
+            "sample4geo's preprocessing needs OpenCV: pip install opencv-python-headless"
+        ) from err
+    return cv2
+
+
+def sample4geo_preprocess(
+    image: Image.Image | np.ndarray,
+    size: int,
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225),
+) -> torch.Tensor:
+    """Sample4Geo's test-time preprocessing: ``(3, size, size)`` float32 (module docstring).
+
+    ``image`` is a PIL image (its EXIF orientation is applied, as ``cv2.imread`` does; then RGB) or an RGB
+    ``uint8`` array ``(H, W, 3)``. Resize: ``cv2.resize(..., (size, size), interpolation=cv2.INTER_LINEAR_EXACT)``
+    (no antialiasing); normalisation: albumentations' ``(x - 255 mean) * (1 / (255 std))`` in float32.
+    """
+    cv2 = _cv2()
+    if isinstance(image, Image.Image):
+        from PIL import ImageOps
+
+        image = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    rgb = np.ascontiguousarray(image)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an RGB uint8 (H, W, 3) array, got {rgb.dtype} {rgb.shape}")
+    resized = cv2.resize(rgb, (int(size), int(size)), interpolation=cv2.INTER_LINEAR_EXACT)
+    mean_255 = np.array(mean, dtype=np.float32) * 255.0
+    inv_std_255 = np.reciprocal(np.array(std, dtype=np.float32) * 255.0)
+    x = (resized.astype(np.float32) - mean_255) * inv_std_255
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
 
 class Sample4GeoModel(nn.Module):
@@ -128,6 +177,10 @@ class Sample4GeoRetriever(Retriever):
         if checkpoint is not None:
             load_checkpoint(model, checkpoint)
         self.model = model.to(self.device).eval()
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """Sample4Geo's own preprocessing (:func:`sample4geo_preprocess`), not the base class's torchvision resize."""
+        return sample4geo_preprocess(image, self.image_size, self.cfg.mean, self.cfg.std)
 
     def embed(self, batch: torch.Tensor, view: str) -> torch.Tensor:
         """``(B, 3, S, S)`` → ``(B, D)`` float32, L2-normalised. Both views use the same backbone."""

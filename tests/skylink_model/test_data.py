@@ -255,6 +255,11 @@ def test_load_skyrank_split_with_embedded_images(tmp_path):
     assert groups[0].candidate_ids[0] == row["gt_id"]
     sub = split.subsample(0.4, seed=1)
     assert len(sub) == 2 and sub.rows["query_id"] == split.subsample(0.4, seed=1).rows["query_id"]
+    assert split.gallery_size == 5  # the gallery-toy rows of the gallery view (satellite, D2S)
+    rest, val_ids = split.without_validation(0.4, seed=0)
+    assert len(rest) + len(val_ids) == 5 and len(val_ids) == 2
+    assert not set(rest.rows["query_id"]) & set(val_ids) and rest.gallery_size == 5
+    assert split.without_validation(0.0) == (split, [])
     with pytest.raises(MissingImageError, match="nowhere/else.jpg"):
         split.images("nowhere/else.jpg")
     with pytest.raises(UnknownNameError, match="available"):
@@ -299,3 +304,37 @@ def test_rebuilt_local_folder_is_not_served_from_a_stale_cache(tmp_path):
     assert len(load_skyrank_split(b, RETRIEVER_CONFIG, "train", cache_dir=cache)) == 5
     a = make_tiny_skyrank(tmp_path / "one" / "ds", n_locations=4, m=3)  # rebuilt in place
     assert len(load_skyrank_split(a, RETRIEVER_CONFIG, "train", cache_dir=cache)) == 4
+
+
+def test_carve_validation_holds_out_whole_locations_deterministically():
+    from skylink_model.data import carve_validation
+
+    labels = ["a"] * 3 + ["b"] * 3 + ["c"] * 2 + ["d"] * 2
+    train, val = carve_validation(labels, 0.3, seed=0)
+    assert sorted(train + val) == list(range(10)) and not set(train) & set(val)
+    val_labels = {labels[i] for i in val}
+    assert not val_labels & {labels[i] for i in train}  # no location on both sides
+    assert len(val) >= 3  # at least round(0.3 * 10) rows
+    reordered = labels[::-1]  # the carve depends on the labels, not on row order
+    assert {reordered[i] for i in carve_validation(reordered, 0.3, seed=0)[1]} == val_labels
+    assert carve_validation(labels, 0.0) == (list(range(10)), [])
+    assert len(carve_validation(["a", "b"], 0.9)[1]) == 1  # never every location
+    for seed in range(1, 20):  # another seed can hold out other locations
+        if {labels[i] for i in carve_validation(labels, 0.3, seed=seed)[1]} != val_labels:
+            break
+    else:
+        raise AssertionError("the seed does not change the carve")
+    with pytest.raises(ValueError, match="val_fraction"):
+        carve_validation(labels, 1.0)
+    with pytest.raises(ValueError, match="two locations"):
+        carve_validation(["a", "a"], 0.5)
+
+
+def test_validation_record_round_trip(tmp_path):
+    from skylink_model.data import read_validation, write_validation
+
+    assert read_validation(tmp_path) is None
+    write_validation(tmp_path, {"data": "d", "data_config": "c", "split": "train", "query_ids": ["q1"]})
+    assert read_validation(tmp_path)["query_ids"] == ["q1"]
+    write_validation(tmp_path, {"query_ids": []})
+    assert read_validation(tmp_path) is None

@@ -6,7 +6,16 @@ import json
 
 import pytest
 
-from skylink_model.evaluation import EvalReport, evaluate, evaluate_reranking, reranked_topk
+from skylink_model.evaluation import (
+    EvalReport,
+    choose_weight,
+    evaluate,
+    evaluate_reranking,
+    metric_columns,
+    parse_fuse,
+    reranked_topk,
+)
+from skylink_model.fusion import fuse_scores, zscore
 from tests.skylink_model.test_data import RETRIEVER_CONFIG, make_tiny_skyrank
 
 ROWS = [
@@ -37,12 +46,23 @@ SCORES = {
     "q2": {"m1": 1.0, "m2": 2.0, "m3": 3.0},
     "q3": {"pa": 1.0, "pb": 1.0, "x1": 5.0},
 }
-# By hand (Market-1501 trapezoid AP; single positive at rank r: 1 if r = 1 else 1/(2r)):
-#   retriever: AP q1 = 1/6, q2 = 1/16, q3 = (1 + 1 + (2/8 + 3/9)/2)/3 = 0.763889; conservative (top-3): 1/6, 0, 1
+# By hand, top-3 (AP: Market-1501 trapezoid, one positive at rank r gives 1 if r = 1 else 1/(2r); AP_precision:
+# 1/r for one positive; AP_conservative: AP_precision, 0 without a positive in the top-3; AP_topk_market1501:
+# trapezoid over the top-3 list alone):
+#   retriever: AP q1 = 1/6, q2 = 1/16, q3 = (1 + 1 + (2/8 + 3/9)/2)/3 = 0.763889
+#              AP_precision q1 = 1/3, q2 = 1/8, q3 = (1 + 1 + 3/9)/3 = 0.777778; conservative 1/3, 0, 0.777778
+#              top-k list AP 1/6, 0, 1
 #   SkyLink:   AP q1 = 1, q2 = 1/16, q3 ranks 2,3,9 = ((0 + 1/2)/2 + (1/2 + 2/3)/2 + (2/8 + 3/9)/2)/3 = 0.375
-#              conservative: 1, 0, positions 2,3 = ((0 + 1/2)/2 + (1/2 + 2/3)/2)/2 = 0.416667
-RETRIEVER = {"R@1": 100 / 3, "R@5": 200 / 3, "R@10": 100.0, "AP": 33.101852, "AP_conservative": 38.888889}
-SKYLINK = {"R@1": 100 / 3, "R@5": 200 / 3, "R@10": 100.0, "AP": 47.916667, "AP_conservative": 47.222222}
+#              AP_precision 1, 1/8, (1/2 + 2/3 + 3/9)/3 = 0.5; conservative 1, 0, 0.5
+#              top-k list AP 1, 0, positions 2,3 = ((0 + 1/2)/2 + (1/2 + 2/3)/2)/2 = 0.416667
+RETRIEVER = {
+    "R@1": 100 / 3, "R@5": 200 / 3, "R@10": 100.0, "AP": 33.101852, "AP_precision": 41.203704,
+    "AP_conservative": 37.037037, "AP_topk_market1501": 38.888889,
+}  # fmt: skip
+SKYLINK = {
+    "R@1": 100 / 3, "R@5": 200 / 3, "R@10": 100.0, "AP": 47.916667, "AP_precision": 54.166667,
+    "AP_conservative": 50.0, "AP_topk_market1501": 47.222222,
+}  # fmt: skip
 
 
 def test_reranked_topk_ties_keep_retriever_order():
@@ -73,12 +93,82 @@ def test_prompt_baseline_row_and_json(tmp_path):
     assert json.loads((tmp_path / "eval.json").read_text()) == data
     assert {"retriever", "skylink", "prompt_baseline", "improvement"} <= set(data["rows"])
     for row in ("retriever", "skylink", "prompt_baseline"):
-        assert set(data["rows"][row]) == {"R@1", "R@5", "R@10", "AP", "AP_conservative"}
+        assert set(data["rows"][row]) == set(RETRIEVER)
     assert data["config"] == "toy-cfg" and data["split"] == "test" and data["top_k"] == 3
-    assert "Market-1501" in data["ap_conventions"]["AP"] and "A.1" in data["ap_conventions"]["AP_conservative"]
+    assert data["schema_version"] == 2 and data["ap"] == ["market1501", "precision"]
+    defs = data["metric_definitions"]
+    assert "Market-1501" in defs["AP"] and "A.1" in defs["AP_conservative"] and "precision" in defs["AP_precision"]
+    assert "optimistic" in data["tie_rule"] and data["gallery_size"] is None and data["top1_percent_k"] is None
+    lo, hi = data["ci95"]["skylink"]["R@1"]
+    assert 0.0 <= lo <= report.rows["skylink"]["R@1"] <= hi <= 100.0
     assert data["protocol"] and data["gallery_protocol"] == "official"
     table = report.format_table()
     assert "Retriever" in table and "+SkyLink" in table and "Improvement" in table and "+14.81" in table
+
+
+def test_ap_choice_and_top1_percent():
+    only_m = evaluate_reranking(ROWS, SCORES, top_k=3, ap=["market1501"], gallery_size=250)
+    assert only_m.metrics == ["R@1", "R@5", "R@10", "R@top1%", "AP", "AP_topk_market1501"]
+    assert only_m.top1_percent_k == 3  # CMC[round(2.5)] = CMC[2] (0-based) = R@3
+    # R@3: q1 (rank 3) and q3 (rank 1) count for the retriever; q2 (rank 8) does not
+    assert only_m.rows["retriever"]["R@top1%"] == pytest.approx(200 / 3)
+    only_p = evaluate_reranking(ROWS, SCORES, top_k=3, ap=["precision"])
+    assert set(only_p.rows["skylink"]) == {"R@1", "R@5", "R@10", "AP_precision", "AP_conservative"}
+    assert "AP(prec)" in only_p.format_table() and "AP(M1501)" not in only_p.format_table()
+    assert metric_columns(with_top1pct=False) == (
+        "R@1", "R@5", "R@10", "AP", "AP_topk_market1501", "AP_precision", "AP_conservative",
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="precision"):
+        metric_columns(["trapezoid"])
+
+
+def test_zscore_and_fusion_by_hand():
+    assert zscore([3.0, 2.0, 1.0]) == pytest.approx([1.224745, 0.0, -1.224745], abs=1e-6)
+    assert list(zscore([5.0, 5.0])) == [0.0, 0.0]  # constant scores standardise to zeros
+    retr, sky = [3.0, 2.0, 1.0], [0.0, 1.0, 2.0]
+    assert fuse_scores(sky, retr, 0.5) == pytest.approx([-0.612372, 0.0, 0.612372], abs=1e-6)
+    assert fuse_scores(sky, retr, 1.0) == pytest.approx([0.0, 0.0, 0.0])
+    with pytest.raises(ValueError):
+        fuse_scores(sky, retr, -1.0)
+    with pytest.raises(ValueError):
+        fuse_scores(sky, retr[:2], 1.0)
+    assert parse_fuse("AUTO") == "auto" and parse_fuse("none") == "none" and parse_fuse("1.5") == 1.5
+    for bad in ("x", "-1", "inf"):
+        with pytest.raises(ValueError):
+            parse_fuse(bad)
+
+
+# Validation queries for choose_weight, worked by hand (z of [3, 2, 1] = [1.2247, 0, -1.2247]):
+#   va: positive c2; S = [0, 10, 0] -> z(S) = [-0.7071, 1.4142, -0.7071]; c2 first iff 1.4142 > -0.7071 + 1.2247 W,
+#       i.e. W < 1.732.
+#   vb: positive c1; S = [1, 0, 2] -> z(S) = [0, -1.2247, 1.2247]; c1 first iff 1.2247 W >= 1.2247 (1 - W) (a tie
+#       keeps the retriever order, c1 first), i.e. W >= 0.5.
+# Both right for 0.5 <= W < 1.732: grid 0.5, 0.75, 1, 1.5 -> the largest, 1.5.
+VAL_ROWS = [
+    {"query_id": "va", "positive_ids": ["c2"], "positive_ranks": [2], "retrieved_ids": ["c1", "c2", "c3"],
+     "retrieved_scores": [3.0, 2.0, 1.0]},
+    {"query_id": "vb", "positive_ids": ["d1"], "positive_ranks": [1], "retrieved_ids": ["d1", "d2", "d3"],
+     "retrieved_scores": [3.0, 2.0, 1.0]},
+]  # fmt: skip
+VAL_SCORES = {"va": {"c1": 0.0, "c2": 10.0, "c3": 0.0}, "vb": {"d1": 1.0, "d2": 0.0, "d3": 2.0}}
+
+
+def test_choose_weight_by_hand():
+    weight, table = choose_weight(VAL_ROWS, VAL_SCORES, 3)
+    assert weight == 1.5
+    assert table["1.5"]["AP_precision"] == pytest.approx(100.0) and table["1"]["R@1"] == pytest.approx(100.0)
+    assert table["0"]["R@1"] == pytest.approx(50.0)  # SkyLink alone misses vb
+    assert table["2"]["R@1"] == pytest.approx(50.0) and table["100"]["R@1"] == pytest.approx(50.0)  # misses va
+    assert choose_weight(VAL_ROWS, VAL_SCORES, 3, grid=(0.0, 0.25))[0] == 0.25  # tie at 75: the larger W
+    # the fused row on the same rows with the chosen W, and its JSON record
+    report = evaluate_reranking(VAL_ROWS, VAL_SCORES, 3, fusion_weight=weight, fusion_info={"mode": "auto"})
+    assert report.rows["skylink_fused"]["R@1"] == pytest.approx(100.0)
+    assert report.rows["skylink"]["R@1"] == pytest.approx(50.0)
+    assert report.rows["improvement_fused"]["R@1"] == pytest.approx(50.0)
+    assert report.fusion["weight"] == 1.5 and report.fusion["mode"] == "auto" and "z(S)" in report.fusion["formula"]
+    assert "+SkyLink fused" in report.format_table()
+    with pytest.raises(ValueError, match="re-ranker scores"):
+        evaluate_reranking(VAL_ROWS, None, 3, fusion_weight=1.0)
 
 
 def test_retriever_only_and_errors():
@@ -120,8 +210,12 @@ def test_evaluate_on_tiny_model_and_folder(tmp_path):
     import datasets
 
     rows = datasets.load_dataset(str(data), RETRIEVER_CONFIG, split="test", cache_dir=str(tmp_path / "c"))
-    alone = evaluate_reranking(list(rows)[:4], None, top_k=4)
+    gallery = datasets.load_dataset(str(data), "gallery-toy", split="test", cache_dir=str(tmp_path / "c"))
+    assert report.gallery_size == sum(v == "satellite" for v in gallery["view"]) and "R@top1%" in report.metrics
+    alone = evaluate_reranking(list(rows)[:4], None, top_k=4, gallery_size=report.gallery_size)
     assert report.rows["retriever"] == pytest.approx(alone.rows["retriever"])
+    # fuse="auto" (the default) without validation queries: no fused row, and the JSON says why
+    assert "skylink_fused" not in report.rows and "val-fraction" in report.fusion["reason"]
     assert json.loads((tmp_path / "eval.json").read_text())["rows"]["skylink"] == pytest.approx(report.rows["skylink"])
 
 

@@ -20,6 +20,15 @@ def test_prompt_names_every_candidate():
     assert "0 to 10" in prompt
 
 
+def test_prompt_names_the_views_of_the_direction():
+    d2s, s2d = build_listwise_prompt(3, "d2s"), build_listwise_prompt(3, "s2d")
+    assert "drone-view query" in d2s and "satellite-view candidates" in d2s
+    assert "satellite-view query" in s2d and "drone-view candidates" in s2d
+    assert build_listwise_prompt(3) == d2s
+    with pytest.raises(ValueError, match="s2d"):
+        build_listwise_prompt(3, "sideways")
+
+
 def test_parse_good_output():
     text = "Candidate 1: 7\nCandidate 2: 3.5\nCandidate 3: 10\nCandidate 4: 0"
     assert parse_listwise_scores(text, 4) == ([7.0, 3.5, 10.0, 0.0], 0)
@@ -41,6 +50,10 @@ def test_parse_variants_and_order():
         ("Candidate 7: 9\nCandidate 0: 9\nCandidate 2: 3", 2, [0.0, 3.0], 1),  # index out of range ignored
         ("Candidate 1: high\nCandidate 2: 6", 2, [0.0, 6.0], 1),  # a word instead of a number
         ("Candidate 1: 5 Candidate 2: 6 Candidate 3", 3, [5.0, 6.0, 0.0], 1),  # one line, truncated
+        # a malformed line for candidate 10 must not be read as "Candidate 1" + "0"
+        ("Candidate 10: N/A\nCandidate 1: 9", 10, [9.0] + [0.0] * 9, 9),
+        ("Candidate 12: ?\nCandidate 1: 9\nCandidate 2: 4", 12, [9.0, 4.0] + [0.0] * 10, 10),
+        ("Candidate 1:\n9\nCandidate 2: 4", 2, [0.0, 4.0], 1),  # a score must be on its candidate's line
     ],
 )
 def test_parse_malformed(text, k, scores, bad):

@@ -54,9 +54,20 @@ def test_model_card_rendering(tmp_path: Path) -> None:
     card = render_model_card(_run_dir(tmp_path / "run"), "alice/skylink-test")
     meta, body = split_front_matter(card)
     assert meta["base_model"] == "Qwen/Qwen2-VL-7B-Instruct" and meta["library_name"] == "peft"
-    assert "| +SkyLink | 93.20 | 98.00 | 98.00 | 93.90 | 95.10 |" in body
+    # a schema-1 report: its AP_conservative was the top-k list AP, so the paper's columns stay empty
+    assert "| +SkyLink | 93.20 | 98.00 | 98.00 | 93.90 | – | – |" in body
+    assert "AP_precision" in body and "appendix A.1" in body
     assert "| Improvement | +3.10 |" in body and "| Retriever | 90.10 |" in body
     assert "2603.08063" in body and "sample4geo-university1652-d2s" in body and "`lora_r` | `16`" in body
+    v2 = _run_dir(tmp_path / "v2")
+    report = json.loads((v2 / "eval.json").read_text())
+    report["schema_version"] = 2
+    report["rows"]["skylink_fused"] = {"R@1": 94.0, "R@5": 98.5, "R@10": 99.0, "AP": 94.2, "AP_precision": 95.9,
+                                       "AP_conservative": 95.0}  # fmt: skip
+    (v2 / "eval.json").write_text(json.dumps(report))
+    body2 = split_front_matter(render_model_card(v2, "alice/x"))[1]
+    assert "| +SkyLink | 93.20 | 98.00 | 98.00 | 93.90 | – | 95.10 |" in body2
+    assert "| +SkyLink fused | 94.00 | 98.50 | 99.00 | 94.20 | 95.90 | 95.00 |" in body2
     bare = render_model_card(_run_dir(tmp_path / "bare", with_eval=False), "alice/x")
     assert "No evaluation report" in bare
     assert "Zheng" not in card  # the benchmark's BibTeX comes from the lookup the caller passes

@@ -5,12 +5,17 @@ import pytest
 
 from skyrank.format.schema import RETRIEVER_COLUMNS
 from skyrank.metrics import (
+    AP_DEFINITIONS,
     POSITIVE_RANKS_COLUMN,
     average_precision,
     conservative_ap,
+    query_metrics,
     recall_at_k,
     rerank_positive_ranks,
     retrieval_metrics,
+    summarize,
+    top1_percent_k,
+    topk_list_ap,
 )
 
 
@@ -82,17 +87,94 @@ def test_recall_at_k() -> None:
         recall_at_k([1], 0)
 
 
-def test_conservative_ap() -> None:
+def test_topk_list_ap_keeps_the_earlier_trapezoid_variant() -> None:
     ranked = ["a", "b", "c", "d"]
-    assert conservative_ap(ranked, {"a"}) == 1.0
-    assert conservative_ap(ranked, {"b"}) == 0.25
-    assert conservative_ap(ranked, {"x"}) == 0.0  # no positive in the list
-    assert conservative_ap(ranked, set()) == 0.0
-    assert conservative_ap(ranked, ["a", "c"]) == pytest.approx(19 / 24)
+    assert topk_list_ap(ranked, {"a"}) == 1.0
+    assert topk_list_ap(ranked, {"b"}) == 0.25
+    assert topk_list_ap(ranked, {"x"}) == 0.0  # no positive in the list
+    assert topk_list_ap(ranked, set()) == 0.0
+    assert topk_list_ap(ranked, ["a", "c"]) == pytest.approx(19 / 24)
     # positives outside the list are ignored, not counted as misses
-    assert conservative_ap(ranked, {"b", "zzz"}) == 0.25
+    assert topk_list_ap(ranked, {"b", "zzz"}) == 0.25
+    assert topk_list_ap(ranked, {"b", "zzz"}, definition="precision") == 0.5
     with pytest.raises(ValueError):
-        conservative_ap(["a", "a"], {"a"})
+        topk_list_ap(["a", "a"], {"a"})
+
+
+@pytest.mark.parametrize(
+    ("ranks", "expected"),
+    [
+        ([], 0.0),
+        ([1], 1.0),
+        ([2], 0.5),  # 1/r
+        ([10], 0.1),
+        ([1, 3], (1 + 2 / 3) / 2),
+        ([2, 4], (1 / 2 + 2 / 4) / 2),
+        ([2, 3, 5], (1 / 2 + 2 / 3 + 3 / 5) / 3),
+        ([1, 2, 3, 4], 1.0),
+        # S2D-like: 3 positives, normaliser n = 3 (all of them), the far one still counts
+        ([1, 2, 100], (1 + 1 + 3 / 100) / 3),
+    ],
+)
+def test_precision_ap_hand_worked(ranks: list[int], expected: float) -> None:
+    assert average_precision(ranks, definition="precision") == pytest.approx(expected, abs=1e-12)
+
+
+def test_precision_ap_is_at_least_the_trapezoid_and_fits_the_papers_numbers() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        ranks = sorted(set(int(r) for r in rng.integers(1, 50, size=int(rng.integers(1, 6)))))
+        assert average_precision(ranks, "precision") >= average_precision(ranks, "market1501") - 1e-12
+    # the issue's cap: with R@1 92.05 / R@5 97.55 the trapezoid AP can be at most 93.63 (< Table 1's 94.49)
+    cap = 92.05 + 0.25 * (97.55 - 92.05) + (100 - 97.55) / 12
+    assert cap == pytest.approx(93.63, abs=0.01)
+    assert average_precision([2], "market1501") == 0.25 and average_precision([2], "precision") == 0.5
+
+
+def test_unknown_ap_definition_is_refused() -> None:
+    assert AP_DEFINITIONS == ("market1501", "precision")
+    with pytest.raises(ValueError, match="market1501"):
+        average_precision([1], definition="map")
+
+
+def test_conservative_ap_is_precision_ap_zeroed_without_a_topk_positive() -> None:
+    assert conservative_ap([1], 10) == 1.0
+    assert conservative_ap([4], 10) == 0.25  # D2S: 1/p for a positive at top-k position p
+    assert conservative_ap([11], 10) == 0.0  # beyond the top-k: 0, whereas precision AP gives 1/11
+    assert conservative_ap([], 10) == 0.0
+    # S2D: one positive in the top-3, two beyond; the normaliser is all three positives
+    assert conservative_ap([2, 5, 9], 3) == pytest.approx((1 / 2 + 2 / 5 + 3 / 9) / 3)
+    assert conservative_ap([4, 5], 3) == 0.0
+    with pytest.raises(ValueError):
+        conservative_ap([1], 0)
+
+
+def test_top1_percent_k_follows_the_evaluators_indexing() -> None:
+    # evaluators print CMC[round(0.01 N)] (0-based) = Recall@(round(0.01 N) + 1)
+    assert top1_percent_k(951) == 11  # University-1652 D2S: round(9.51) = 10 -> R@11
+    assert top1_percent_k(250) == 3  # round(2.5) = 2 (half to even) -> R@3
+    assert top1_percent_k(350) == 5  # round(3.5) = 4 -> R@5
+    assert top1_percent_k(40) == 1  # round(0.4) = 0 -> R@1
+    assert top1_percent_k(1) == 1
+    with pytest.raises(ValueError):
+        top1_percent_k(0)
+
+
+def test_query_metrics_and_summarize_hand_worked() -> None:
+    # positives at ranks 2 and 12 with a re-ranked top-10
+    q = query_metrics([12, 2], 10, top1pct_k=3)
+    assert q["R@1"] == 0.0 and q["R@5"] == 1.0 and q["R@10"] == 1.0 and q["R@top1%"] == 1.0
+    # trapezoid: i=1, r=2: (0 + 1/2)/2; i=2, r=12: (1/11 + 2/12)/2; mean of the two
+    assert q["AP"] == pytest.approx(((0 + 1 / 2) / 2 + (1 / 11 + 2 / 12) / 2) / 2)
+    assert q["AP_precision"] == pytest.approx((1 / 2 + 2 / 12) / 2)
+    assert q["AP_conservative"] == q["AP_precision"]
+    assert q["AP_topk_market1501"] == 0.25  # only the rank-2 positive is in the list
+    far = query_metrics([11], 10)
+    assert "R@top1%" not in far and far["AP_conservative"] == 0.0 and far["AP_precision"] == pytest.approx(1 / 11)
+    table = summarize([q, {**q, "R@1": 1.0}])
+    assert list(table) == list(q) and table["R@1"] == 50.0 and table["R@5"] == 100.0
+    with pytest.raises(ValueError):
+        summarize([])
 
 
 def test_rerank_positive_ranks() -> None:
@@ -125,12 +207,18 @@ def test_retrieval_metrics_counts_queries_without_positives() -> None:
     assert POSITIVE_RANKS_COLUMN in RETRIEVER_COLUMNS
     rows = [{POSITIVE_RANKS_COLUMN: r} for r in ([1], [3], [], [12, 20])]
     got = retrieval_metrics(rows)
-    assert list(got) == ["R@1", "R@5", "R@10", "AP"]
+    assert list(got) == ["R@1", "R@5", "R@10", "AP", "AP_precision"]
     assert got["R@1"] == pytest.approx(25.0)
     assert got["R@5"] == pytest.approx(50.0)
     assert got["R@10"] == pytest.approx(50.0)
     ap = (1.0 + 1 / 6 + 0.0 + average_precision([12, 20])) / 4
     assert got["AP"] == pytest.approx(100.0 * ap)
-    assert retrieval_metrics(rows, ks=(20,)) == pytest.approx({"R@20": 75.0, "AP": 100.0 * ap})
+    ap_p = (1.0 + 1 / 3 + 0.0 + (1 / 12 + 2 / 20) / 2) / 4
+    assert got["AP_precision"] == pytest.approx(100.0 * ap_p)
+    assert retrieval_metrics(rows, ks=(20,)) == pytest.approx(
+        {"R@20": 75.0, "AP": 100.0 * ap, "AP_precision": 100 * ap_p}
+    )
+    # R@top1% over a gallery of 250: K = 3 -> ranks 1 and 3 count
+    assert retrieval_metrics(rows, gallery_size=250)["R@top1%"] == pytest.approx(50.0)
     with pytest.raises(ValueError):
         retrieval_metrics([])

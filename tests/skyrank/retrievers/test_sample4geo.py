@@ -53,10 +53,68 @@ def test_filter_passes_official_keys_and_maps_a_bare_timm_backbone() -> None:
     m = Sample4GeoModel(ARCH)
     official = m.state_dict()
     assert checkpoint_filter_fn(official).keys() == official.keys()
-    bare = {k[len("model."):]: v for k, v in official.items() if k.startswith("model.")}
+    bare = {k[len("model.") :]: v for k, v in official.items() if k.startswith("model.")}
     bare["head.fc.weight"] = torch.zeros(1000, 320)  # timm's ImageNet classifier: dropped
     bare["head.fc.bias"] = torch.zeros(1000)
     mapped = checkpoint_filter_fn(bare)
     assert mapped.keys() == official.keys()
     compiled = {f"_orig_mod.{k}": v for k, v in official.items()}
     assert checkpoint_filter_fn(compiled).keys() == official.keys()
+
+
+def _original_pipeline(path, size: int) -> torch.Tensor:
+    """Sample4Geo's eval transform written directly with OpenCV: imread, BGR->RGB, INTER_LINEAR_EXACT, Normalize."""
+    import cv2
+    import numpy as np
+
+    img = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR_EXACT)
+    mean = np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255.0
+    inv = np.reciprocal(np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255.0)
+    return torch.from_numpy(((img.astype(np.float32) - mean) * inv).transpose(2, 0, 1).copy())
+
+
+@pytest.mark.parametrize(
+    ("fmt", "height", "width", "kwargs"),
+    [
+        ("JPEG", 512, 448, {"quality": 90, "subsampling": 2}),  # larger than 384: shrunk, no antialiasing
+        ("JPEG", 200, 260, {"quality": 95, "subsampling": 0}),  # smaller: enlarged
+        ("PNG", 500, 500, {}),
+        ("PNG", 120, 96, {}),
+    ],
+)
+def test_preprocess_matches_the_original_opencv_pipeline(tmp_path, fmt, height, width, kwargs) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(height)
+    yy, xx = np.mgrid[0:height, 0:width]
+    texture = 60 * np.sin(xx * 1.7 + yy * 0.9)[..., None] + rng.integers(0, 120, (height, width, 3))
+    path = tmp_path / f"x.{fmt.lower()}"
+    Image.fromarray(np.clip(texture + 60, 0, 255).astype(np.uint8)).save(path, fmt, **kwargs)
+    r = create("sample4geo", arch=ARCH)  # 384 px
+    with Image.open(path) as img:
+        ours = r.preprocess(img)
+    reference = _original_pipeline(path, 384)
+    assert ours.shape == (3, 384, 384) and ours.dtype == torch.float32
+    assert float((ours - reference).abs().max()) <= 1e-6
+    if height > 384:  # torchvision's antialiased resize (SkyRank's earlier preprocessing) is measurably different
+        from torchvision.transforms import functional as TF
+
+        with Image.open(path) as img:
+            old = TF.resize(TF.pil_to_tensor(img.convert("RGB")), [384, 384], antialias=True).float() / 255
+        old = TF.normalize(old, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+        assert float((old - reference).abs().max()) > 0.05
+
+
+def test_preprocess_applies_exif_orientation_like_cv2_imread(tmp_path) -> None:
+    import numpy as np
+
+    arr = np.zeros((60, 100, 3), dtype=np.uint8)
+    arr[:, :50] = (250, 10, 10)  # red left half: after a 90-degree EXIF rotation it is a top or bottom half
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 CW on display
+    Image.fromarray(arr).save(tmp_path / "o.jpg", quality=95, exif=exif)
+    r = create("sample4geo", arch=ARCH, image_size=48)
+    with Image.open(tmp_path / "o.jpg") as img:
+        ours = r.preprocess(img)
+    assert float((ours - _original_pipeline(tmp_path / "o.jpg", 48)).abs().max()) <= 1e-6
