@@ -166,6 +166,7 @@ def _sweep_top_k(values: list[int], out: Path, *, data, config, split, run, imag
             extra = {"rescored_from": scored_json.name, "sweep": {"param": "top_k", "value": k}}
             report = evaluate_reranking(records, scores, k, config=config, split=split,
                                         gallery_protocol=source.data.get("gallery_protocol"), data=str(data),
+                                        gallery_size=source.data.get("gallery_size"),
                                         extra=extra)  # fmt: skip
             write_text_atomic(path, report.to_json())
         paths.append(path)
