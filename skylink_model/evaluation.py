@@ -571,7 +571,9 @@ def evaluate(
                 raise ValueError("baseline='prompt' needs baseline_model and baseline_processor (or a SkyLink model)")
             baseline_model = model.backbone
             baseline_processor = model.processor
-        direction = config.rsplit("-", 1)[-1]
+        from skylink_model.data import parse_retriever_config
+
+        direction = parse_retriever_config(config).direction or "d2s"
         iterator: Iterable[dict] = rows
         if progress:
             from tqdm.auto import tqdm
