@@ -119,7 +119,7 @@ def write_report(
     parts = [f"<h1>{escape(title)}</h1>"]
     if runs:
         parts.append("<h2>Table 1</h2>")
-        parts.append(build_table(runs, metrics).render("html"))
+        parts.append(build_table(runs, metrics, ci=any(r.data.get("ci95") for r in runs)).render("html"))
 
     for i, run in enumerate(runs, start=1):
         slug = _slug(run, i)
