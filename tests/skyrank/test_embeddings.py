@@ -76,7 +76,7 @@ def test_remine_same_m_reproduces_the_build_exactly(built, tmp_path):
             assert _rows(result["out"], cfg, split) == _rows(built, cfg, split)
 
 
-def test_remine_another_m_adds_a_named_config_that_validates(built, tmp_path):
+def test_remine_another_m_adds_a_named_config_that_validates(bench, built, tmp_path):
     out = tmp_path / "m7"
     result = remine(built, CFG, top_m=7, out=out)
     assert result["config"] == f"{CFG}-m7"
@@ -88,6 +88,10 @@ def test_remine_another_m_adds_a_named_config_that_validates(built, tmp_path):
         assert r["positive_ranks"] == old[r["query_id"]]["positive_ranks"]
     report = validate_dataset(out)
     assert f"{CFG}-m7" in report.configs and CFG in report.configs
+    from skyrank.loading import load_skyrank  # a re-mined config loads like any other
+
+    first = load_skyrank(out, f"{CFG}-m7", split="test", images_root=bench[0], cache_dir=tmp_path / "cache")[0]
+    assert len(first["candidate_images"]) == 6
     assert f"{CFG}-m7" in (out / "README.md").read_text()
     # the folder itself, updated in place (atomically), also validates and keeps the build's config unchanged
     remine(built, CFG, top_m=6)

@@ -1,6 +1,6 @@
 """``skyrank export --format mteb``: every config loads with ``datasets``, MTEB's own loader reads the export the way
-its re-ranking tasks do (``_load_top_ranked`` included), and MTEB's retrieval metrics on the retriever's order give
-``skyrank eval``'s retriever row."""
+its re-ranking tasks do (``_load_top_ranked`` included), and MTEB's cross-encoder re-ranking search + retrieval
+metrics, with a re-ranker that keeps the retriever's order, give ``skyrank eval``'s retriever row."""
 
 from __future__ import annotations
 
@@ -77,23 +77,40 @@ def test_mteb_loads_the_export_and_its_metrics_match_skyrank_eval(built, tmp_pat
     pytest.importorskip("mteb")
     from mteb._evaluators.retrieval_metrics import calculate_retrieval_scores
     from mteb.abstasks.retrieval_dataset_loaders import RetrievalDatasetLoader
+    from mteb.models.search_wrappers import SearchCrossEncoderWrapper
+    from mteb.tasks.retrieval.eng.forb_i2i_retrieval import FORBI2I
 
     from skylink_model.evaluation import evaluate_reranking
 
     out = export_dataset(built, tmp_path / "mteb")["out"]
     ids, _views, vectors = read_embeddings(built, "test")
     emb = dict(zip(ids, vectors, strict=True))
+
+    class RetrieverAsCrossEncoder:
+        """An MTEB cross-encoder that scores each (query, candidate) pair with the retriever's stored embeddings, so
+        it keeps the retriever's order: MTEB's metrics must then equal skyrank eval's retriever row."""
+
+        mteb_model_meta = None
+
+        def predict(self, inputs1, inputs2, **kwargs):
+            q_ids = [i for batch in inputs1 for i in batch["id"]]
+            c_ids = [i for batch in inputs2 for i in batch["id"]]
+            assert all(len(batch["image"]) for batch in inputs2)  # MTEB hands over the decoded images too
+            return np.array([float(np.dot(emb[q], emb[c])) for q, c in zip(q_ids, c_ids, strict=True)])
+
+    meta = FORBI2I.metadata  # a real image-to-image MTEB task's metadata (modalities: image); nothing downloads
     for config in (D2S, S2D):
         data = RetrievalDatasetLoader(str(out), revision=None, split="test", config=config).load()
         rows = _rows(built, config)
         assert data["top_ranked"] == {r["query_id"]: r["retrieved_ids"] for r in rows}
         assert set(data["queries"]["id"]) == {r["query_id"] for r in rows}
         assert data["relevant_docs"] == {r["query_id"]: dict.fromkeys(r["positive_ids"], 1) for r in rows}
-        # A re-ranker that scores each (query, candidate) pair of top_ranked with the retriever's own embeddings
-        # keeps the retriever order: MTEB's metrics must then be skyrank eval's retriever row.
-        results = {
-            q: {c: float(np.dot(emb[q], emb[c])) for c in cands} for q, cands in data["top_ranked"].items()
-        }
+        # MTEB's re-ranking search: only each query's top_ranked candidates are scored by the cross-encoder.
+        search = SearchCrossEncoderWrapper(RetrieverAsCrossEncoder())
+        kw = dict(task_metadata=meta, hf_split="test", hf_subset=config, encode_kwargs={"batch_size": 4})
+        search.index(data["corpus"], **kw)
+        results = search.search(data["queries"], top_k=10, top_ranked=data["top_ranked"], **kw)
+        assert {q: list(r) for q, r in results.items()} == data["top_ranked"]
         scores = calculate_retrieval_scores(results, data["relevant_docs"], [1, 5, 10])
         ours = evaluate_reranking(rows, None, top_k=10).rows["retriever"]
         for k in (1, 5, 10):
