@@ -459,14 +459,18 @@ Examples:
               help="Run every (query, candidate) pair in full instead of one shared prefix per group.")
 @click.option("--save-every", type=int, help="Checkpoint every N optimizer steps.")
 @click.option("--log-every", default=10, show_default=True, help="Optimizer steps between log lines.")
+@click.option(
+    "--mixed-precision", default="auto", show_default=True, type=click.Choice(["auto", "no", "bf16", "fp16"]),
+    help="auto: bf16 on a bf16 GPU (paper), else none. Under DeepSpeed the whole module is cast to it.",
+)  # fmt: skip
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @_device_option
 @_quiet_option
 @_handle_errors
 def train(data: str, data_config: str, images_root: Path | None, out_dir: Path, max_steps: int | None,
-          micro_batch_size: int | None, save_every: int | None, log_every: int, resume: bool, seed: int,
-          device: str | None, quiet: bool, shared_prefix: bool, **cfg: Any) -> None:  # fmt: skip
+          micro_batch_size: int | None, save_every: int | None, log_every: int, mixed_precision: str, resume: bool,
+          seed: int, device: str | None, quiet: bool, shared_prefix: bool, **cfg: Any) -> None:  # fmt: skip
     """Train the SkyLink LoRA re-ranker on a SkyRank retriever config (defaults: the paper's)."""
     from skylink_model.config import SkyLinkConfig
     from skylink_model.train import train_skylink
@@ -476,6 +480,7 @@ def train(data: str, data_config: str, images_root: Path | None, out_dir: Path, 
         config, data, data_config, out_dir=out_dir, images_root=images_root, max_steps=max_steps,
         micro_batch_size=micro_batch_size, save_every=save_every, log_every=log_every, resume=resume, seed=seed,
         device=_resolve_device(device), progress=not quiet, shared_prefix=shared_prefix,
+        mixed_precision=mixed_precision,
     )  # fmt: skip
     click.echo(f"trained {result.steps} steps in {result.wall_time_s:.0f}s; final loss {result.final_loss:.4f}")
     click.echo(f"adapter, value head and config saved to {result.out_dir}")

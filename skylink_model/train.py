@@ -27,6 +27,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import re
 import shutil
 import time
@@ -209,6 +210,7 @@ def train_skylink(
     report_to: str | Sequence[str] | None = "auto",
     cache_dir: str | Path | None = None,
     shared_prefix: bool = True,
+    mixed_precision: str = "auto",
 ) -> TrainResult:
     """Train a SkyLink re-ranker on one SkyRank retriever config and save it to ``out_dir``.
 
@@ -232,6 +234,9 @@ def train_skylink(
             module so DDP / DeepSpeed see one forward). ``micro_batch_size`` then chunks the continuations inside that
             call (bounded activation memory with gradient checkpointing). ``False``, or a family without support
             (logged once), scores every pair in full.
+        mixed_precision: ``"auto"`` (bf16 on a bf16-capable GPU, else none), ``"no"``, ``"bf16"`` or ``"fp16"``:
+            accelerate's autocast, or under DeepSpeed the engine's whole-module cast (the value head computes in
+            fp32 either way).
         report_to: accelerate trackers; ``"auto"`` uses TensorBoard when installed, ``None`` none.
 
     Raises:
@@ -263,12 +268,20 @@ def train_skylink(
     use_cuda = device != "cpu" and torch.cuda.is_available()
     bf16 = use_cuda and torch.cuda.is_bf16_supported()
     trackers = _trackers(report_to)
-    layout = batch_layout(config.batch_size, PartialState(cpu=not use_cuda).num_processes)
+    # Under `accelerate launch` with a DeepSpeed config the engine runs wherever DeepSpeed's accelerator is (its CPU
+    # accelerator included): forcing accelerate's cpu mode would silently drop DeepSpeed.
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    force_cpu = not use_cuda and not deepspeed
+    layout = batch_layout(config.batch_size, PartialState(cpu=force_cpu).num_processes)
+    if mixed_precision not in ("auto", "no", "bf16", "fp16"):
+        raise ValueError(f"`mixed_precision` must be auto, no, bf16 or fp16, got {mixed_precision!r}")
+    if mixed_precision == "auto":
+        mixed_precision = "bf16" if bf16 else "no"
     accum = layout.accumulation
     accelerator = Accelerator(
         gradient_accumulation_steps=accum,
-        mixed_precision="bf16" if bf16 else "no",
-        cpu=not use_cuda,
+        mixed_precision=mixed_precision,
+        cpu=force_cpu,
         step_scheduler_with_optimizer=False,
         log_with=trackers,
         project_dir=str(out),
