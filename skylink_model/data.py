@@ -2,9 +2,8 @@
 
 * :func:`build_group`: one training group G_z per query (SkyLink Eq. 3) with the relational labels of Eq. 6–7
   and the paper's ablations (:func:`skyrank.format.rules.make_labels`, re-exported here).
-* :class:`ImageResolver`: image id → PIL image, from the dataset's own ``gallery-*``/``queries-*`` configs when
-  they carry an ``image`` column, else from the user's benchmark copy (``images_root``).
-* :func:`load_skyrank_split`: a retriever config + its image source, via ``datasets.load_dataset``.
+* :func:`load_skyrank_split`: a retriever config + its image source, read by the format's one reader
+  (:mod:`skyrank.loading`: rows, :class:`~skyrank.loading.ImageResolver` and its cache).
 * :func:`subsample_rows`: the ``train_fraction`` subset of the data-efficiency study.
 * :func:`carve_validation`: the validation queries held out of training (whole locations, seeded), on which
   ``skyrank eval --fuse auto`` chooses the fusion weight; :func:`write_validation` / :func:`read_validation`.
@@ -18,7 +17,6 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +25,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from skyrank.errors import BadImageError, BenchmarkLayoutError, UnknownNameError
 from skyrank.format import rules, schema
 from skyrank.format.rules import LABEL_MODES as LABEL_MODES  # re-exported: the label rule lives there
 from skyrank.format.rules import make_labels as make_labels
-from skyrank.loading import MissingImageError
+from skyrank.loading import ImageResolver, load_retriever_split, read_columns
+from skyrank.loading import MissingImageError as MissingImageError  # re-exported
+from skyrank.loading import local_cache_dir as local_cache_dir  # re-exported
 
 # --------------------------------------------------------------------------------------------------------------
 # Labels and groups (Eq. 3, 6, 7); the label rule itself is skyrank.format.rules.make_labels
@@ -153,96 +152,6 @@ def read_validation(run_dir: str | Path) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------------------------------------------
 
 
-class ImageResolver:
-    """Image id → RGB ``PIL.Image``.
-
-    Sources, in order:
-
-    1. ``tables``: the dataset's ``gallery-*``/``queries-*`` tables (``datasets.Dataset``). An id → row index is
-       built from their ``image_id`` column; if a table has an ``image`` column the row's image is decoded on
-       demand, otherwise its ``path`` column locates the file under ``images_root``.
-    2. ``images_root / image_id`` (image ids are paths relative to the benchmark root).
-
-    A small LRU cache keeps recently decoded images (gallery images recur across queries). A missing image raises
-    :class:`~skyrank.loading.MissingImageError` (a ``FileNotFoundError``) naming the id and every place looked at;
-    an undecodable file raises :class:`~skyrank.errors.BadImageError`.
-    """
-
-    def __init__(
-        self,
-        tables: Iterable[Any] = (),
-        images_root: str | Path | None = None,
-        *,
-        cache_size: int = 512,
-    ) -> None:
-        self.images_root = Path(images_root) if images_root is not None else None
-        self.cache_size = int(cache_size)
-        self._cache: OrderedDict[str, Image.Image] = OrderedDict()
-        self._with_images: list[Any] = []
-        self._index: dict[str, tuple[int, int]] = {}  # id -> (table with images, row)
-        self._paths: dict[str, str] = {}  # id -> path relative to images_root
-        for table in tables:
-            columns = set(table.column_names)
-            ids = [str(x) for x in table.select_columns(["image_id"])["image_id"]]
-            if "image" in columns:
-                t = len(self._with_images)
-                self._with_images.append(table)
-                for row, image_id in enumerate(ids):
-                    self._index.setdefault(image_id, (t, row))
-            elif "path" in columns:
-                paths = [str(x) for x in table.select_columns(["path"])["path"]]
-                for image_id, path in zip(ids, paths, strict=True):
-                    self._paths.setdefault(image_id, path)
-
-    @property
-    def has_embedded_images(self) -> bool:
-        return bool(self._with_images)
-
-    def _load(self, image_id: str) -> Image.Image:
-        looked: list[str] = []
-        if image_id in self._index:
-            t, row = self._index[image_id]
-            image = self._with_images[t][row]["image"]
-            if image is not None:
-                return image.convert("RGB")
-            looked.append(f"the dataset's image column (row {row}, empty)")
-        else:
-            if self._with_images:
-                looked.append("the dataset's image columns")
-        if self.images_root is not None:
-            rel = self._paths.get(image_id, image_id)
-            path = self.images_root / rel
-            looked.append(str(path))
-            if path.is_file():
-                try:
-                    with Image.open(path) as img:
-                        return img.convert("RGB")
-                except OSError as err:
-                    message = f"Image {image_id!r} at {path} could not be decoded: {err}"
-                    raise BadImageError(message, [str(path)]) from err
-        else:
-            looked.append("no images_root given")
-        raise MissingImageError(
-            f"Image {image_id!r} not found; looked in: {'; '.join(looked)}. Pass --images-root pointing at your "
-            "benchmark copy, or use a dataset built with --with-images."
-        )
-
-    def __call__(self, image_id: str) -> Image.Image:
-        image_id = str(image_id)
-        if image_id in self._cache:
-            self._cache.move_to_end(image_id)
-            return self._cache[image_id]
-        image = self._load(image_id)
-        if self.cache_size > 0:
-            self._cache[image_id] = image
-            if len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        return image
-
-    def many(self, image_ids: Iterable[str]) -> list[Image.Image]:
-        return [self(i) for i in image_ids]
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Loading a SkyRank split
 # --------------------------------------------------------------------------------------------------------------
@@ -263,26 +172,6 @@ def parse_retriever_config(config: str) -> schema.ConfigName:
     if parsed.kind != "retriever":
         raise ValueError(expected)
     return parsed
-
-
-def local_cache_dir(folder: str | Path, cache_dir: str | Path | None = None) -> Path:
-    """A datasets cache folder keyed by the content of a local SkyRank folder.
-
-    ``datasets`` 5.2 keys the Arrow cache of a local folder with ``configs:`` YAML by the folder's *name* and the
-    config, not by its files: a folder rebuilt in place, or another folder with the same name, silently loads the
-    old rows. Keying the cache by (relative path, size, mtime) of every file avoids that.
-    """
-    import hashlib
-
-    import datasets
-
-    root = Path(folder).resolve()
-    digest = hashlib.sha256(str(root).encode())
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        stat = path.stat()
-        digest.update(f"{path.relative_to(root).as_posix()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    base = Path(cache_dir) if cache_dir is not None else Path(datasets.config.HF_DATASETS_CACHE)
-    return base / "skyrank-local" / digest.hexdigest()[:16]
 
 
 @dataclass
@@ -329,48 +218,25 @@ def load_skyrank_split(
     images_root: str | Path | None = None,
     cache_dir: str | Path | None = None,
 ) -> SkyRankSplit:
-    """Load a SkyRank retriever config with ``datasets.load_dataset`` and attach its images.
+    """Load a SkyRank retriever config and attach its images, with the one reader of the format
+    (:func:`skyrank.loading.load_retriever_split`).
 
-    ``data`` is a local SkyRank folder or a Hub dataset repo id. The matching ``gallery-<bench>[-<alt>]`` and
-    ``queries-<bench>[-<alt>]`` configs (same split) are loaded too when they exist: their ``image`` column (a
-    dataset built with ``--with-images``) or their ``path`` column under ``images_root`` resolves every id.
+    ``data`` is a local SkyRank folder or a Hub dataset repo id. The images come from the user's benchmark copy
+    (``images_root``, through the ``path`` column of the matching ``gallery-<bench>[-<alt>]``/``queries-*`` configs)
+    or else from those configs' ``image`` column (a dataset built with ``--with-images``).
     Raises :class:`~skyrank.errors.UnknownNameError` for an unknown config and
     :class:`~skyrank.errors.BenchmarkLayoutError` when the dataset has no images and no ``images_root`` is given.
     """
-    import datasets
-
-    data = str(data)
     parsed = parse_retriever_config(config)
-    available = datasets.get_dataset_config_names(data)
-    if config not in available:
-        raise UnknownNameError(f"{data} has no config {config!r}; available: {', '.join(sorted(available))}")
-    if Path(data).is_dir():
-        cache_dir = local_cache_dir(data, cache_dir)
-    kwargs: dict[str, Any] = {"cache_dir": str(cache_dir)} if cache_dir is not None else {}
-    rows = datasets.load_dataset(data, config, split=split, **kwargs)
-    missing = [c for c in schema.RETRIEVER_COLUMNS if c not in rows.column_names]
-    if missing:
-        raise ValueError(f"{data}:{config}/{split} lacks the SkyRank columns {missing}")
-    tables = []
-    image_configs = []
+    rows, images, image_configs = load_retriever_split(data, config, split, images_root=images_root,
+                                                       cache_dir=cache_dir)
     gallery_size = None
-    gallery_view = "satellite" if parsed.direction == "d2s" else "drone"
-    for name in (parsed.gallery_config, parsed.queries_config):
-        if name in available:
-            tables.append(datasets.load_dataset(data, name, split=split, **kwargs))
-            image_configs.append(name)
-            if name == parsed.gallery_config and "view" in tables[-1].column_names:
-                gallery_size = sum(v == gallery_view for v in tables[-1].select_columns(["view"])["view"]) or None
-    resolver = ImageResolver(tables, images_root)
-    if not resolver.has_embedded_images and images_root is None:
-        raise BenchmarkLayoutError(
-            f"{data} carries no images for {config} (configs {parsed.gallery_config}/{parsed.queries_config} "
-            f"{'have no image column' if image_configs else 'are absent'}); pass --images-root pointing at your copy "
-            f"of the benchmark ({parsed.benchmark})."
-        )
-    if images_root is not None and not Path(images_root).is_dir():
-        raise BenchmarkLayoutError(f"--images-root {images_root} is not a folder")
-    return SkyRankSplit(data, config, split, rows, resolver, image_configs, gallery_size)
+    if parsed.gallery_config in image_configs:
+        gallery_view = "satellite" if parsed.direction == "d2s" else "drone"
+        views = read_columns(data, parsed.gallery_config, split, ["view"], cache_dir=cache_dir)
+        if "view" in views.column_names:
+            gallery_size = sum(v == gallery_view for v in views["view"]) or None
+    return SkyRankSplit(str(data), config, split, rows, images, image_configs, gallery_size)
 
 
 # --------------------------------------------------------------------------------------------------------------

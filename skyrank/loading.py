@@ -9,8 +9,10 @@ images (an id → row index built over their ``image_id`` column, the Tevatron p
 redistributed, so the public dataset holds ids only). A missing image raises :class:`MissingImageError` naming its
 id and the place looked in.
 
-The helpers that read the README YAML (``configs:`` / ``dataset_info:``) the way ``load_dataset`` does live here
-too; :mod:`skyrank.publish` uses them.
+This is the format's one reader: SkyLink's training and evaluation data (:mod:`skylink_model.data`) read rows and
+images through :func:`load_retriever_split` and :class:`ImageResolver` (with its LRU cache) too. The helpers that
+read the README YAML (``configs:`` / ``dataset_info:``) the way ``load_dataset`` does live here as well;
+:mod:`skyrank.publish` and :mod:`skyrank.validate` use them.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from skyrank.errors import SkyRankError
+from skyrank.errors import BadImageError, BenchmarkLayoutError, SkyRankError, UnknownNameError
 from skyrank.format import schema
 
 README = "README.md"
@@ -137,6 +140,26 @@ def image_configs_for(config_name: str) -> tuple[str, str]:
     return parsed.queries_config, parsed.gallery_config
 
 
+def local_cache_dir(folder: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """A datasets cache folder keyed by the content of a local SkyRank folder.
+
+    ``datasets`` 5.2 keys the Arrow cache of a local folder with ``configs:`` YAML by the folder's *name* and the
+    config, not by its files: a folder rebuilt in place, or another folder with the same name, silently loads the
+    old rows. Keying the cache by (relative path, size, mtime) of every file avoids that.
+    """
+    import hashlib
+
+    import datasets
+
+    root = Path(folder).resolve()
+    digest = hashlib.sha256(str(root).encode())
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root).as_posix()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    base = Path(cache_dir) if cache_dir is not None else Path(datasets.config.HF_DATASETS_CACHE)
+    return base / "skyrank-local" / digest.hexdigest()[:16]
+
+
 # --------------------------------------------------------------------------------------------------- sources
 class _Source:
     """A dataset folder, local or a snapshot of (part of) a Hub repo, and its README metadata."""
@@ -157,6 +180,7 @@ class _Source:
         self.revision, self.cache_dir, self.token, self.endpoint = revision, cache_dir, token, endpoint
         if local.is_dir():
             self.root = local
+            self.cache_dir = local_cache_dir(local, cache_dir)  # keyed by content, not by the folder's name
         else:
             if not _REPO_ID_RE.match(self.name):
                 raise SkyRankError(f"{self.name!r} is neither a folder nor a Hub dataset repo id (owner/name)")
@@ -195,7 +219,8 @@ class _Source:
     def files_for(self, config: str, split: str) -> list[Path]:
         """Local paths of a (config, split)'s Parquet files, downloading them first for a Hub repo."""
         if config not in self.configs:
-            raise SkyRankError(f"{self.name}: no config {config!r}; configs: {', '.join(sorted(self.configs))}")
+            available = ", ".join(sorted(self.configs))
+            raise UnknownNameError(f"{self.name} has no config {config!r}; available: {available}")
         patterns = config_split_patterns(self.configs[config])
         if split not in patterns:
             raise SkyRankError(f"{self.name}: config {config!r} has no split {split!r}; splits: {sorted(patterns)}")
@@ -239,89 +264,192 @@ class _Source:
 
 
 # --------------------------------------------------------------------------------------------------- resolvers
-class _TableImages:
-    """id → image from ``gallery-*``/``queries-*`` configs that carry an ``image`` column (lazy per split)."""
+class ImageResolver:
+    """Image id → RGB ``PIL.Image``.
 
-    def __init__(self, source: _Source, configs: list[str], split: str) -> None:
-        self.source = source
-        self.configs = [c for c in configs if source.has_config(c)]
-        self.split = split
-        self._tables: list[tuple[str, str, Any, dict[str, int]]] | None = None
+    Sources, in order:
 
-    def _index(self) -> list[tuple[str, str, Any, dict[str, int]]]:
-        if self._tables is None:
-            tables = []
-            for config in self.configs:
-                splits = list(config_split_patterns(self.source.configs[config]))
-                ordered = [self.split] + [s for s in splits if s != self.split] if self.split in splits else splits
-                for split in ordered:
-                    ds = self.source.load(config, split)
-                    ids = ds.select_columns(["image_id"])["image_id"]
-                    tables.append((config, split, ds, {image_id: i for i, image_id in enumerate(ids)}))
-            self._tables = tables
-        return self._tables
+    1. ``tables``: the dataset's ``gallery-*``/``queries-*`` tables (``datasets.Dataset``). An id → row index is
+       built from their ``image_id`` column; if a table has an ``image`` column the row's image is decoded on
+       demand, otherwise its ``path`` column locates the file under ``images_root``.
+    2. ``images_root / image_id`` (image ids are paths relative to the benchmark root).
 
-    def where(self) -> str:
-        return f"the configs {', '.join(self.configs)} of {self.source.name}"
+    A small LRU cache keeps recently decoded images (gallery images recur across queries). A missing image raises
+    :class:`MissingImageError` (a ``FileNotFoundError``) naming the id and every place looked at;
+    an undecodable file raises :class:`~skyrank.errors.BadImageError`.
+    """
 
-    def get(self, image_id: str) -> Any:
-        for _config, _split, ds, index in self._index():
-            row = index.get(image_id)
-            if row is not None:
-                image = ds[row]["image"]
-                if image is None:
-                    break
-                return image
-        raise MissingImageError(f"image {image_id!r} not found in {self.where()}")
+    def __init__(
+        self,
+        tables: Iterable[Any] | Callable[[], Iterable[Any]] = (),
+        images_root: str | Path | None = None,
+        *,
+        cache_size: int = 512,
+    ) -> None:
+        self.images_root = Path(images_root) if images_root is not None else None
+        self.cache_size = int(cache_size)
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._with_images: list[Any] = []
+        self._index: dict[str, tuple[int, int]] = {}  # id -> (table with images, row)
+        self._paths: dict[str, str] = {}  # id -> path relative to images_root
+        # A callable is called on the first lookup (a Hub repo's image configs download only when a row is read).
+        self._pending: Callable[[], Iterable[Any]] | None = tables if callable(tables) else None
+        if self._pending is None:
+            self._add_tables(tables)  # type: ignore[arg-type]
 
+    def _add_tables(self, tables: Iterable[Any]) -> None:
+        for table in tables:
+            columns = set(table.column_names)
+            ids = [str(x) for x in table.select_columns(["image_id"])["image_id"]]
+            if "image" in columns:
+                t = len(self._with_images)
+                self._with_images.append(table)
+                for row, image_id in enumerate(ids):
+                    self._index.setdefault(image_id, (t, row))
+            elif "path" in columns:
+                paths = [str(x) for x in table.select_columns(["path"])["path"]]
+                for image_id, path in zip(ids, paths, strict=True):
+                    self._paths.setdefault(image_id, path)
 
-class _FileImages:
-    """id → image read from ``images_root / path`` (the ``path`` column of the image tables, else the id)."""
+    def _ensure_tables(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self._add_tables(pending())
 
-    def __init__(self, root: Path, paths: dict[str, str] | None = None) -> None:
-        self.root = root
-        self.paths = paths or {}
+    @property
+    def has_embedded_images(self) -> bool:
+        self._ensure_tables()
+        return bool(self._with_images)
 
-    def get(self, image_id: str) -> Any:
+    def _load(self, image_id: str) -> Any:
         from PIL import Image
 
-        rel = self.paths.get(image_id, image_id)
-        path = self.root / rel
-        if not path.is_file():
-            raise MissingImageError(f"image {image_id!r} not found: looked for {path} (under images_root={self.root})")
-        with Image.open(path) as im:
-            im.load()
-        return im
+        self._ensure_tables()
+        looked: list[str] = []
+        if image_id in self._index:
+            t, row = self._index[image_id]
+            image = self._with_images[t][row]["image"]
+            if image is not None:
+                return image.convert("RGB")
+            looked.append(f"the dataset's image column (row {row}, empty)")
+        else:
+            if self._with_images:
+                looked.append("the dataset's image columns")
+        if self.images_root is not None:
+            rel = self._paths.get(image_id, image_id)
+            path = self.images_root / rel
+            looked.append(str(path))
+            if path.is_file():
+                try:
+                    with Image.open(path) as img:
+                        return img.convert("RGB")
+                except OSError as err:
+                    message = f"Image {image_id!r} at {path} could not be decoded: {err}"
+                    raise BadImageError(message, [str(path)]) from err
+        else:
+            looked.append("no images_root given")
+        raise MissingImageError(
+            f"Image {image_id!r} not found; looked in: {'; '.join(looked)}. Pass --images-root pointing at your "
+            "benchmark copy, or use a dataset built with --with-images."
+        )
+
+    def __call__(self, image_id: str) -> Any:
+        image_id = str(image_id)
+        if image_id in self._cache:
+            self._cache.move_to_end(image_id)
+            return self._cache[image_id]
+        image = self._load(image_id)
+        if self.cache_size > 0:
+            self._cache[image_id] = image
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return image
+
+    def many(self, image_ids: Iterable[str]) -> list[Any]:
+        return [self(i) for i in image_ids]
 
 
-def _resolvers(
-    source: _Source, config: str, split: str, images_root: str | os.PathLike[str] | None
-) -> tuple[Callable[[str], Any], Callable[[str], Any]]:
-    """(query id → image, gallery id → image) for a retriever config: files under ``images_root`` or the image
-    configs' embedded bytes."""
+
+
+def _image_resolver(
+    source: _Source, config: str, split: str, images_root: str | os.PathLike[str] | None, *, cache_size: int = 512
+) -> tuple[ImageResolver, list[str]]:
+    """The one image source of a retriever config (``load_skyrank``, ``load_triples`` and SkyLink's data): files
+    under ``images_root`` (the ``path`` column of the image configs, else the id), or else the image configs'
+    embedded bytes, loaded on the first lookup (current split first). Returns it and the image configs present."""
     queries_cfg, gallery_cfg = image_configs_for(config)
+    present = [c for c in (gallery_cfg, queries_cfg) if source.has_config(c)]
     if images_root is not None:
         root = Path(images_root).expanduser()
         if not root.is_dir():
-            raise MissingImageError(f"images_root {root} is not a folder")
-        paths: dict[str, str] = {}
-        for cfg in (queries_cfg, gallery_cfg):
-            if source.has_config(cfg) and "path" in source.config_columns(cfg):
-                for s in config_split_patterns(source.configs[cfg]):
-                    table = source.load(cfg, s, columns=["image_id", "path"])
-                    paths.update(zip(table["image_id"], table["path"], strict=True))
-        files = _FileImages(root, paths)
-        return files.get, files.get
-    with_images = [c for c in (queries_cfg, gallery_cfg) if source.has_config(c)]
-    with_images = [c for c in with_images if "image" in source.config_columns(c)]
-    if not with_images:
-        raise SkyRankError(
-            f"{source.name}: {queries_cfg}/{gallery_cfg} carry no images (ids only); pass images_root=<your copy "
-            f"of the {config_benchmark(config)} benchmark> to read the images from files"
+            raise BenchmarkLayoutError(f"images_root (--images-root) {root} is not a folder")
+        tables = [
+            source.load(cfg, s, columns=["image_id", "path"])
+            for cfg in present
+            if "path" in source.config_columns(cfg)
+            for s in config_split_patterns(source.configs[cfg])
+        ]
+        return ImageResolver(tables, root, cache_size=cache_size), present
+    embedded = [c for c in present if "image" in source.config_columns(c)]
+    if not embedded:
+        raise BenchmarkLayoutError(
+            f"{source.name}: {queries_cfg}/{gallery_cfg} {'carry no images (ids only)' if present else 'are absent'};"
+            f" pass images_root=<your copy of the {config_benchmark(config)} benchmark> (--images-root) to read "
+            "the images from files, or use a dataset built with --with-images"
         )
-    queries = _TableImages(source, [queries_cfg, gallery_cfg], split)
-    gallery = _TableImages(source, [gallery_cfg, queries_cfg], split)
-    return queries.get, gallery.get
+
+    def tables() -> list[Any]:
+        out = []
+        for cfg in embedded:
+            splits = list(config_split_patterns(source.configs[cfg]))
+            for s in [split] + [x for x in splits if x != split] if split in splits else splits:
+                out.append(source.load(cfg, s))
+        return out
+
+    return ImageResolver(tables, None, cache_size=cache_size), present
+
+
+def load_retriever_split(
+    path_or_repo: str | os.PathLike[str],
+    config: str,
+    split: str,
+    *,
+    images_root: str | os.PathLike[str] | None = None,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    token: str | None = None,
+    endpoint: str | None = None,
+    cache_size: int = 512,
+) -> tuple[Any, ImageResolver, list[str]]:
+    """``(rows, images, image_configs)`` of one retriever config split: the rows as a ``datasets.Dataset`` with
+    the schema's columns, the :class:`ImageResolver` of its images and the image configs the dataset holds.
+
+    Raises :class:`~skyrank.errors.UnknownNameError` for an unknown config and
+    :class:`~skyrank.errors.BenchmarkLayoutError` when the dataset carries no images and no ``images_root`` is given.
+    """
+    source = _Source(path_or_repo, revision=revision, cache_dir=cache_dir, token=token, endpoint=endpoint)
+    rows = source.load(config, split)
+    missing = [c for c in schema.RETRIEVER_COLUMNS if c not in rows.column_names]
+    if missing:
+        raise SkyRankError(f"{source.name}:{config}/{split} lacks the SkyRank columns {missing}")
+    images, present = _image_resolver(source, config, split, images_root, cache_size=cache_size)
+    return rows, images, present
+
+
+def read_columns(
+    path_or_repo: str | os.PathLike[str],
+    config: str,
+    split: str,
+    columns: list[str],
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    token: str | None = None,
+    endpoint: str | None = None,
+) -> Any:
+    """Some columns of one (config, split) as a ``datasets.Dataset`` (the columns the config has)."""
+    source = _Source(path_or_repo, revision=revision, cache_dir=cache_dir, token=token, endpoint=endpoint)
+    return source.load(config, split, columns=columns)
 
 
 def load_skyrank(
@@ -365,7 +493,8 @@ def load_skyrank(
     """
     source = _Source(path_or_repo, revision=revision, cache_dir=cache_dir, token=token, endpoint=endpoint)
     ds = source.load(config, split)
-    resolve_query, resolve_gallery = _resolvers(source, config, split, images_root)
+    images, _ = _image_resolver(source, config, split, images_root)
+    resolve_query = resolve_gallery = images
 
     def transform(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         out = dict(batch)
@@ -428,7 +557,8 @@ def load_triples(
     for j in range(n):
         columns[f"negative_{j + 1}"] = [c[j] for c in candidates]
     ids = datasets.Dataset.from_dict(columns)
-    resolve_query, resolve_gallery = _resolvers(source, config, split, images_root)
+    images, _ = _image_resolver(source, config, split, images_root)
+    resolve_query = resolve_gallery = images
 
     def transform(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         return {

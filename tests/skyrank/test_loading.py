@@ -134,3 +134,28 @@ def test_any_reranker_evaluates_on_a_skyrank_config(data: dict[str, Path], tmp_p
     assert set(report.rows) == {"retriever", "skylink", "improvement"}
     base = evaluate_reranking(rows, {q: {c: -i for i, c in enumerate(s)} for q, s in scores.items()}, top_k=3)
     assert base.rows["skylink"] == base.rows["retriever"]  # scores in retriever order change nothing
+
+
+def test_one_reader_for_load_skyrank_and_skylink_data(data: dict[str, Path], tmp_path: Path) -> None:
+    """load_skyrank and SkyLink's training data read rows and images through the same reader (issue 11)."""
+    from skylink_model.data import load_skyrank_split
+    from skyrank.loading import ImageResolver, load_retriever_split
+
+    rows, images, image_configs = load_retriever_split(data["with_images"], CFG, "test", cache_dir=tmp_path)
+    assert isinstance(images, ImageResolver) and image_configs == ["gallery-synthetic", "queries-synthetic"]
+    split = load_skyrank_split(data["with_images"], CFG, "test", cache_dir=tmp_path)
+    assert isinstance(split.images, ImageResolver) and split.rows[:] == rows[:]
+    row = load_skyrank(data["with_images"], CFG, split="test", cache_dir=tmp_path)[0]
+    assert _same(split.images(row["gt_id"]), data["images"] / row["gt_id"])
+    assert split.images(row["gt_id"]) is split.images(row["gt_id"])  # the LRU cache
+
+
+def test_image_resolver_loads_lazy_tables_on_first_lookup(tmp_path: Path) -> None:
+    from skyrank.loading import ImageResolver
+
+    calls: list[int] = []
+    resolver = ImageResolver(lambda: calls.append(1) or [], tmp_path)
+    assert calls == []
+    with pytest.raises(MissingImageError, match="nope.png"):
+        resolver("nope.png")
+    assert calls == [1]
