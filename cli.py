@@ -238,6 +238,7 @@ EXPORT_EXAMPLES = """
 Examples:
   skyrank export skyrank-synthetic --format mteb --out skyrank-synthetic-mteb
   skyrank export skyrank/ --format mteb --config sample4geo-university1652-d2s --out mteb/
+  skyrank export skyrank/ --format mteb --images-root /data/University-Release --out mteb-private/
 """
 
 
@@ -247,12 +248,16 @@ Examples:
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder to write the export into.")
 @click.option("--config", "configs", multiple=True, help="Retriever config(s) to export (default: all). Repeatable.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing export at --out.")
+@click.option("--images-root", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="Embed images from your copy of the benchmark (keep licensed exports private).")
 @_handle_errors
-def export(folder: Path, fmt: str, out: Path, configs: tuple[str, ...], overwrite: bool) -> None:
+def export(folder: Path, fmt: str, out: Path, configs: tuple[str, ...], overwrite: bool,
+           images_root: Path | None) -> None:
     """Write a SkyRank folder in the MTEB/BEIR re-ranking layout (corpus, queries, qrels, top_ranked per config)."""
     from skyrank.export import export_dataset
 
-    result = export_dataset(folder, out, format=fmt, configs=list(configs) or None, overwrite=overwrite)
+    result = export_dataset(folder, out, format=fmt, configs=list(configs) or None, overwrite=overwrite,
+                            images_root=images_root)
     click.echo(f"MTEB layout written to {result['out']} (subsets: {', '.join(result['subsets'])})")
     for (cfg, split), n in sorted(result["tables"].items()):
         click.echo(f"  {cfg:<52} {split:<6} {n:>7} rows")

@@ -47,8 +47,9 @@ def _read_config(folder: Path, manifest: dict[str, Any], config: str, split: str
     return pa.concat_tables([pq.read_table(folder / f, columns=cols) for f in entry["files"]])
 
 
-def _image_part(table: pa.Table, ids: list[str] | None) -> pa.Table:
-    """``id`` + the image table's columns (``label``, ``path`` and ``image`` when present), rows in ``ids`` order."""
+def _image_part(table: pa.Table, ids: list[str] | None, images_root: Path | None = None) -> pa.Table:
+    """``id`` + the image table's columns (``label``, ``path`` and ``image`` when present, or read from
+    ``images_root / path`` when given: file bytes copied unchanged), rows in ``ids`` order."""
     if ids is not None:
         index = {v: i for i, v in enumerate(table.column("image_id").to_pylist())}
         missing = [i for i in ids if i not in index]
@@ -56,7 +57,15 @@ def _image_part(table: pa.Table, ids: list[str] | None) -> pa.Table:
             raise SkyRankError(f"{len(missing)} image id(s) absent from the image config, e.g. {missing[:3]}")
         table = table.take(pa.array([index[i] for i in ids], pa.int64()))
     columns = {"id": table.column("image_id"), "label": table.column("label"), "path": table.column("path")}
-    if "image" in table.column_names:
+    if images_root is not None:
+        cells = []
+        for rel in table.column("path").to_pylist():
+            try:
+                cells.append({"bytes": (images_root / rel).read_bytes(), "path": Path(rel).name})
+            except OSError as e:
+                raise SkyRankError(f"image {rel!r} not found under --images-root {images_root}: {e}") from e
+        columns["image"] = pa.array(cells, pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    elif "image" in table.column_names:
         columns["image"] = table.column("image")
     out = pa.table(columns)
     if "image" in columns:  # keep the Image() feature so load_dataset decodes it
@@ -67,8 +76,11 @@ def _image_part(table: pa.Table, ids: list[str] | None) -> pa.Table:
     return out
 
 
-def mteb_tables(folder: str | Path, config: str, split: str) -> dict[str, pa.Table]:
-    """The four MTEB tables (:data:`MTEB_PARTS`) of one retriever config and split of a SkyRank folder."""
+def mteb_tables(
+    folder: str | Path, config: str, split: str, images_root: str | Path | None = None
+) -> dict[str, pa.Table]:
+    """The four MTEB tables (:data:`MTEB_PARTS`) of one retriever config and split of a SkyRank folder
+    (``images_root``: embed the images from a local copy of the benchmark into corpus and queries)."""
     from skyrank.writer import read_manifest
 
     folder = Path(folder)
@@ -86,9 +98,10 @@ def mteb_tables(folder: str | Path, config: str, split: str) -> dict[str, pa.Tab
     for qid, positives in zip(q_ids, rows.column("positive_ids").to_pylist(), strict=True):
         qrel_q.extend([qid] * len(positives))
         qrel_c.extend(positives)
+    root = Path(images_root) if images_root is not None else None
     return {
-        "corpus": _image_part(gallery, g_ids),
-        "queries": _image_part(queries, q_ids),
+        "corpus": _image_part(gallery, g_ids, root),
+        "queries": _image_part(queries, q_ids, root),
         "qrels": pa.table(
             {
                 "query-id": pa.array(qrel_q, pa.string()),
@@ -163,7 +176,8 @@ data = RetrievalDatasetLoader("/path/to/this/folder", revision=None, split="{spl
 ```
 
 Images are {images}.
-Scores: R@K in SkyRank's sense (a query counts if any positive is in the top K) is MTEB's `hit_rate@K`; MTEB's MAP
+`datasets` caches a local folder by its name: after re-exporting into the same path, load with a fresh
+`cache_dir`. Scores: R@K in SkyRank's sense (a query counts if any positive is in the top K) is MTEB's `hit_rate@K`; MTEB's MAP
 is none of SkyRank's APs.
 
 | config | split | rows |
@@ -176,8 +190,13 @@ is none of SkyRank's APs.
 def export_dataset(
     folder: str | Path, out: str | Path, *, format: str = "mteb", configs: list[str] | None = None,
     overwrite: bool = False,
+    images_root: str | Path | None = None,
 ) -> dict[str, Any]:
     """Export a SkyRank folder's retriever configs (all, or ``configs``) in the MTEB re-ranking layout to ``out``.
+
+    ``images_root``: your copy of the benchmark; its image files are embedded in the corpus and queries configs
+    (what MTEB's image tasks read). For University-1652 / SUES-200 keep such an export private: their terms forbid
+    redistributing the images.
 
     Returns ``{"out", "subsets", "tables": {(config, split): rows}}``.
     """
@@ -185,6 +204,8 @@ def export_dataset(
 
     from skyrank.writer import read_manifest
 
+    if images_root is not None and not Path(images_root).is_dir():
+        raise SkyRankError(f"--images-root {images_root} is not a folder")
     if format not in FORMATS:
         raise SkyRankError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     folder = Path(folder)
@@ -211,7 +232,7 @@ def export_dataset(
         tables: dict[tuple[str, str], pa.Table] = {}
         for sub in subsets:
             for split in sorted({t["split"] for t in manifest["tables"] if t["config"] == sub}):
-                for part, table in mteb_tables(folder, sub, split).items():
+                for part, table in mteb_tables(folder, sub, split, images_root).items():
                     name = f"{sub}-{part}"
                     (staging / name).mkdir(exist_ok=True)
                     pq.write_table(table, staging / name / f"{split}-00000-of-00001.parquet", write_page_index=True)

@@ -25,16 +25,21 @@ S2D = schema.retriever_config_name("sample4geo", "synthetic", "s2d")
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def bench_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("export-bench")
+    return generate_synthetic(work / "bench", locations=8, distractors=4, views=2, image_size=SIZE, progress=False)
+
+
+@pytest.fixture(scope="module")
+def built(bench_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("export")
-    root = generate_synthetic(work / "bench", locations=8, distractors=4, views=2, image_size=SIZE, progress=False)
     torch.manual_seed(0)
     retriever = create("sample4geo", arch="convnext_atto", image_size=SIZE)
     ckpt = work / "atto.pth"
     torch.save(retriever.model.state_dict(), ckpt)
     return build_dataset(
-        dataset="synthetic", root=root, checkpoint=ckpt, arch="convnext_atto", image_size=SIZE, out=work / "ds",
-        top_m=10, splits=("test",), directions=("d2s", "s2d"), progress=False,
+        dataset="synthetic", root=bench_root, checkpoint=ckpt, arch="convnext_atto", image_size=SIZE,
+        out=work / "ds", top_m=10, splits=("test",), directions=("d2s", "s2d"), progress=False, with_images=False,
     ).out  # fmt: skip
 
 
@@ -61,7 +66,7 @@ def test_every_config_loads_with_datasets_and_names_stay_unambiguous(built, expo
     assert len(qrels) == sum(len(r["positive_ids"]) for r in s2d) and len(qrels) > len(s2d)  # every positive
     corpus = load_dataset(str(exported), f"{D2S}-corpus", split="test", cache_dir=str(tmp_path))
     assert set(corpus["id"]) == {r["image_id"] for r in _rows(built, "gallery-synthetic") if r["view"] == "satellite"}
-    assert corpus[0]["image"].size == (SIZE, SIZE)  # the synthetic build embeds images, so the export does too
+    assert corpus.column_names == ["id", "label", "path"]  # an ids-only build exports ids and paths
     assert "MTEB" in (exported / "README.md").read_text()
 
 
@@ -73,8 +78,9 @@ def test_export_refuses_to_clobber_and_names_unknown_configs(built, exported):
         export_dataset(built, exported.parent / "x", configs=["mccg-synthetic-d2s"])
 
 
-def test_mteb_loads_the_export_and_its_metrics_match_skyrank_eval(built, tmp_path):
+def test_mteb_loads_the_export_and_its_metrics_match_skyrank_eval(built, bench_root, tmp_path, monkeypatch):
     pytest.importorskip("mteb")
+    import datasets
     from mteb._evaluators.retrieval_metrics import calculate_retrieval_scores
     from mteb.abstasks.retrieval_dataset_loaders import RetrievalDatasetLoader
     from mteb.models.search_wrappers import SearchCrossEncoderWrapper
@@ -82,7 +88,10 @@ def test_mteb_loads_the_export_and_its_metrics_match_skyrank_eval(built, tmp_pat
 
     from skylink_model.evaluation import evaluate_reranking
 
-    out = export_dataset(built, tmp_path / "mteb")["out"]
+    # MTEB calls load_dataset without cache_dir, and datasets keys a local folder's cache by its name: use a fresh
+    # cache, or an earlier export at a path with the same name would be read back.
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    out = export_dataset(built, tmp_path / "mteb", images_root=bench_root)["out"]
     ids, _views, vectors = read_embeddings(built, "test")
     emb = dict(zip(ids, vectors, strict=True))
 
@@ -95,7 +104,7 @@ def test_mteb_loads_the_export_and_its_metrics_match_skyrank_eval(built, tmp_pat
         def predict(self, inputs1, inputs2, **kwargs):
             q_ids = [i for batch in inputs1 for i in batch["id"]]
             c_ids = [i for batch in inputs2 for i in batch["id"]]
-            assert all(len(batch["image"]) for batch in inputs2)  # MTEB hands over the decoded images too
+            assert all(hasattr(im, "size") for b in inputs2 for im in b["image"])  # MTEB decoded the images
             return np.array([float(np.dot(emb[q], emb[c])) for q, c in zip(q_ids, c_ids, strict=True)])
 
     meta = FORBI2I.metadata  # a real image-to-image MTEB task's metadata (modalities: image); nothing downloads
@@ -128,3 +137,16 @@ def test_export_command_line(built, tmp_path):
                                            "--out", str(tmp_path / "cli")])
     assert result.exit_code == 0, result.output
     assert f"{S2D}-top_ranked" in result.output and (tmp_path / "cli" / f"{S2D}-qrels").is_dir()
+
+
+def test_images_root_embeds_the_image_files(built, bench_root, tmp_path):
+    from datasets import load_dataset
+
+    out = export_dataset(built, tmp_path / "img", configs=[S2D], images_root=bench_root)["out"]
+    queries = load_dataset(str(out), f"{S2D}-queries", split="test", cache_dir=str(tmp_path / "c"))
+    assert queries[0]["image"].size == (SIZE, SIZE)
+    table = pq.read_table(out / f"{S2D}-queries" / "test-00000-of-00001.parquet")
+    first = table.slice(0, 1).to_pylist()[0]
+    assert first["image"]["bytes"] == (bench_root / first["path"]).read_bytes()  # copied unchanged
+    with pytest.raises(SkyRankError, match="not a folder"):
+        export_dataset(built, tmp_path / "x", images_root=tmp_path / "nope")
