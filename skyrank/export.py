@@ -177,8 +177,8 @@ data = RetrievalDatasetLoader("/path/to/this/folder", revision=None, split="{spl
 
 Images are {images}.
 `datasets` caches a local folder by its name: after re-exporting into the same path, load with a fresh
-`cache_dir`. Scores: R@K in SkyRank's sense (a query counts if any positive is in the top K) is MTEB's `hit_rate@K`; MTEB's MAP
-is none of SkyRank's APs.
+`cache_dir`. Scores: R@K in SkyRank's sense (a query counts if any positive is in the top K) is MTEB's
+`hit_rate@K`; MTEB's MAP is none of SkyRank's APs.
 
 | config | split | rows |
 |---|---|---:|
