@@ -282,14 +282,19 @@ def _ci(values: list[float], seed: int) -> list[float]:
 
 
 def per_query_records(
-    rows: Iterable[Mapping[str, Any]], scores_by_query: Mapping[str, Mapping[str, float]] | None, top_k: int
+    rows: Iterable[Mapping[str, Any]],
+    scores_by_query: Mapping[str, Mapping[str, float]] | None,
+    top_k: int,
+    *,
+    fused_scores_by_query: Mapping[str, Mapping[str, float]] | None = None,
 ) -> list[dict[str, Any]]:
     """One record per query: the retriever's top-k and, with scores, the re-ranker's scores and order.
 
     Keys: ``query_id``, ``gt_id``, ``positive_ids``, ``positive_ranks`` (retriever, full ranking),
     ``retrieved_ids``/``retrieved_scores`` (the top-k), and with scores ``scores`` (aligned with
     ``retrieved_ids``), ``reranked_ids`` (:func:`reranked_topk`) and ``reranked_positive_ranks``
-    (:func:`skyrank.metrics.rerank_positive_ranks`). The contact sheets and R@K curves of
+    (:func:`skyrank.metrics.rerank_positive_ranks`); with fused scores (the ``skylink_fused`` row) the same as
+    ``fused_scores`` / ``fused_ids`` / ``fused_positive_ranks``. The contact sheets and R@K curves of
     :mod:`skylink_model.report` read these.
     """
     out = []
@@ -311,6 +316,14 @@ def per_query_records(
             rec["scores"] = [float(scores[c]) for c in top]
             rec["reranked_ids"] = order
             rec["reranked_positive_ranks"] = metrics.rerank_positive_ranks(
+                order, rec["positive_ids"], rec["positive_ranks"], len(order)
+            )
+        if fused_scores_by_query is not None:
+            fused = fused_scores_by_query[qid]
+            order = reranked_topk(top, fused, top_k)
+            rec["fused_scores"] = [float(fused[c]) for c in top]
+            rec["fused_ids"] = order
+            rec["fused_positive_ranks"] = metrics.rerank_positive_ranks(
                 order, rec["positive_ids"], rec["positive_ranks"], len(order)
             )
         out.append(rec)
@@ -617,7 +630,12 @@ def evaluate(
     if model is not None and getattr(model, "config", None) is not None:
         extra["base_model"] = getattr(model.config, "base_model", None)
     if per_query_path is not None:
-        write_per_query(per_query_path, per_query_records(rows, skylink_scores, top_k))
+        fused_scores = None
+        if fusion_weight is not None and skylink_scores is not None:
+            fused_scores = fusion.fused_scores_by_query(rows, skylink_scores, top_k, fusion_weight)
+        write_per_query(
+            per_query_path, per_query_records(rows, skylink_scores, top_k, fused_scores_by_query=fused_scores)
+        )
         extra["per_query"] = _relative_to_json(Path(per_query_path), json_path)
     report = evaluate_reranking(
         rows,

@@ -83,7 +83,7 @@ def _curve_table(curve: dict[str, list[float]]) -> str:
     ks = [int(k) for k in curve["K"]]
     head = "".join(f"<th>R@{k}</th>" for k in ks)
     body = ""
-    for key, label in (("retriever", "retriever"), ("reranked", "+SkyLink")):
+    for key, label in (("retriever", "retriever"), ("reranked", "+SkyLink"), ("fused", "+SkyLink fused")):
         if key in curve:
             body += f"<tr><th>{label}</th>" + "".join(f"<td>{v:.1f}</td>" for v in curve[key]) + "</tr>"
     return f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -38,7 +38,8 @@ def _save(fig: Any, path: str | Path) -> Path:
 
 
 def recall_curve(records: Sequence[Mapping[str, Any]], max_k: int | None = None) -> dict[str, list[float]]:
-    """R@K for K = 1..top-k (percent) of the retriever and, when the records hold scores, of the re-ranked order.
+    """R@K for K = 1..top-k (percent) of the retriever and, when the records hold scores, of the re-ranked order
+    (``reranked``) and of the fused order (``fused``).
 
     ``records`` are :func:`skylink_model.evaluation.per_query_records`; recall per query is
     :func:`skyrank.metrics.recall_at_k` on the positives' ranks before / after re-ranking.
@@ -51,11 +52,11 @@ def recall_curve(records: Sequence[Mapping[str, Any]], max_k: int | None = None)
     out["retriever"] = [
         100.0 * sum(retrieval_metrics.recall_at_k(r["positive_ranks"], k) for r in records) / len(records) for k in ks
     ]
-    if all("reranked_positive_ranks" in r for r in records):
-        out["reranked"] = [
-            100.0 * sum(retrieval_metrics.recall_at_k(r["reranked_positive_ranks"], k) for r in records) / len(records)
-            for k in ks
-        ]
+    for name, key in (("reranked", "reranked_positive_ranks"), ("fused", "fused_positive_ranks")):
+        if all(key in r for r in records):
+            out[name] = [
+                100.0 * sum(retrieval_metrics.recall_at_k(r[key], k) for r in records) / len(records) for k in ks
+            ]
     return out
 
 
@@ -67,6 +68,8 @@ def plot_recall_curve(curve: Mapping[str, Sequence[float]], path: str | Path, ti
     ax.plot(ks, curve["retriever"], "o--", color="tab:gray", label="retriever")
     if "reranked" in curve:
         ax.plot(ks, curve["reranked"], "o-", color="tab:blue", label="+SkyLink (re-ranked)")
+    if "fused" in curve:
+        ax.plot(ks, curve["fused"], "^-", color="tab:green", label="+SkyLink fused")
     ax.set_xlabel("K")
     ax.set_ylabel("R@K (%)")
     ax.set_xticks(ks)

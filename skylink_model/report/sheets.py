@@ -1,7 +1,8 @@
 """Contact sheets: one PNG per query, as in the SkyLink paper's Figure 4.
 
-Top line: the query and its ground truth. Then the retriever's top-k with its similarity scores, and SkyLink's
-re-ranked top-k with its scores S (Eq. 4: S = wᵀh_last). Positives are framed in green, other candidates in grey.
+Top line: the query and its ground truth. Then the retriever's top-k with its similarity scores, SkyLink's
+re-ranked top-k with its scores S (Eq. 4: S = wᵀh_last) and, when the evaluation fused, the fused order with its
+fused scores z(S) + W z(retriever). Positives are framed in green, other candidates in grey.
 Queries are picked as stored (first N) or by rank change: the best positive's rank before minus after re-ranking
 (``best``: largest gains first; ``worst``: largest losses first).
 """
@@ -85,12 +86,13 @@ def contact_sheet(
     top = list(record["retrieved_ids"])
     raw = record.get("retrieved_scores") or [None] * len(top)
     has_rerank = "reranked_ids" in record
+    has_fused = "fused_ids" in record
     pad, border, label_h, title_h = 10, 4, 30, 36
     cell = thumb + 2 * border
     k = max(len(top), 2)
     label_w = 150
     width = label_w + pad + k * (cell + pad)
-    n_rows = 3 if has_rerank else 2
+    n_rows = 2 + has_rerank + has_fused
     height = title_h + n_rows * (cell + label_h + pad) + pad
     sheet = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(sheet)
@@ -100,6 +102,8 @@ def contact_sheet(
     title = f"query {record['query_id']}   best positive: retriever rank {_rank(before)}"
     if has_rerank:
         title += f" -> SkyLink rank {_rank(best_rank(record['reranked_positive_ranks']))}"
+    if has_fused:
+        title += f", fused rank {_rank(best_rank(record['fused_positive_ranks']))}"
     draw.text((pad, pad), _short(title, bold, width - 2 * pad, draw), fill="black", font=bold)
 
     def tile(x: int, y: int, image_id: str, frame: tuple[int, int, int], caption: str, note: str = "") -> None:
@@ -127,13 +131,17 @@ def contact_sheet(
         tile(label_w + pad + j * (cell + pad), y, cid, POSITIVE if cid in positives else NEGATIVE, caption)
     y += cell + label_h + pad
 
-    if has_rerank:
-        score_of = dict(zip(top, record["scores"], strict=True))
-        draw.text((pad, y + cell // 2 - 8), "SkyLink re-ranked", fill="black", font=font)
-        for j, cid in enumerate(record["reranked_ids"]):
-            caption = f"#{j + 1}  S {score_of[cid]:.3f}"
+    for ids_key, scores_key, label, symbol in (("reranked_ids", "scores", "SkyLink re-ranked", "S"),
+                                               ("fused_ids", "fused_scores", "SkyLink fused", "z")):  # fmt: skip
+        if ids_key not in record:
+            continue
+        score_of = dict(zip(top, record[scores_key], strict=True))
+        draw.text((pad, y + cell // 2 - 8), label, fill="black", font=font)
+        for j, cid in enumerate(record[ids_key]):
+            caption = f"#{j + 1}  {symbol} {score_of[cid]:.3f}"
             note = f"was #{top.index(cid) + 1} "
             tile(label_w + pad + j * (cell + pad), y, cid, POSITIVE if cid in positives else NEGATIVE, caption, note)
+        y += cell + label_h + pad
     return sheet
 
 

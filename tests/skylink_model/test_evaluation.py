@@ -229,6 +229,10 @@ def test_per_query_records_and_file(tmp_path):
     assert q2["reranked_positive_ranks"] == [8]  # beyond the top-3: the rank stays
     assert q3["reranked_ids"] == ["x1", "pa", "pb"] and q3["reranked_positive_ranks"] == [2, 3, 9]
     assert q1["retrieved_scores"] is None and q1["gt_id"] is None  # the hand-made rows carry neither
+    other = {**SCORES, "q1": {"n1": 5, "n2": 0, "p1": 1}}
+    fused = per_query_records(ROWS, SCORES, top_k=3, fused_scores_by_query=other)
+    assert fused[0]["fused_ids"] == ["n1", "p1", "n2"] and fused[0]["fused_positive_ranks"] == [2]
+    assert fused[1]["fused_ids"] == q2["reranked_ids"] and "fused_ids" not in q1
     alone = per_query_records(ROWS, None, top_k=3)
     assert "scores" not in alone[0] and alone[0]["positive_ranks"] == [3]
     path = write_per_query(tmp_path / "pq" / "eval.per_query.jsonl", records)

@@ -29,7 +29,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_qwen2_vl_dir: Path) 
         train_skylink(config, data, RETRIEVER_CONFIG, out_dir=root / "run", max_steps=2, device="cpu",
                       progress=False, report_to=None)  # fmt: skip
         model = SkyLinkModel.from_pretrained(root / "run", device="cpu")
-        evaluate(model, data, RETRIEVER_CONFIG, "test", top_k=4, batch_size=4, progress=False,
+        evaluate(model, data, RETRIEVER_CONFIG, "test", top_k=4, batch_size=4, progress=False, fuse=1.0,
                  json_path=root / "eval.json", per_query_path=root / "eval.per_query.jsonl")  # fmt: skip
     finally:
         torch.set_num_threads(threads)

@@ -62,6 +62,12 @@ def test_contact_sheet_frames_positives():
     assert sheet.getpixel((x0 + 24, rerank_y + 24)) == colours["p"]  # and shows p's image in that frame
     missing = contact_sheet(record, lambda i: (_ for _ in ()).throw(FileNotFoundError(i)), thumb=40)
     assert missing.size == sheet.size  # a missing image is drawn as missing, not a failed report
+    fused = contact_sheet({**record, "fused_scores": [0.5, -1.0, 0.7], "fused_ids": ["b", "a", "p"],
+                           "fused_positive_ranks": [3]}, lambda i: Image.new("RGB", (60, 40), colours[i]), thumb=40)
+    fused_y = y_title + 3 * row_h
+    assert fused.height == sheet.height + row_h  # one more row: the fused order
+    assert fused.getpixel((x0 + 2 * (cell + 10) + 1, fused_y + 1)) == POSITIVE  # p is third in the fused order
+    assert fused.getpixel((x0 + 1, fused_y + 1)) == NEGATIVE
 
 
 def test_report_on_the_tiny_run(tiny_run, tmp_path):
@@ -77,6 +83,8 @@ def test_report_on_the_tiny_run(tiny_run, tmp_path):
     rows = json.loads(tiny_run["eval_json"].read_text())["rows"]
     r_at_1 = re.search(r"<tr><th>\+SkyLink</th><td>([0-9.]+)</td>", html.split("R@K, K = 1..top-k")[1]).group(1)
     assert float(r_at_1) == pytest.approx(rows["skylink"]["R@1"], abs=0.05)  # curve and eval agree
+    r_at_1 = re.search(r"<tr><th>\+SkyLink fused</th><td>([0-9.]+)</td>", html).group(1)
+    assert float(r_at_1) == pytest.approx(rows["skylink_fused"]["R@1"], abs=0.05)  # the fused order too
     with Image.open(result.sheets[0]) as img:
         assert img.width > 400 and img.height > 300
 
