@@ -127,10 +127,12 @@ class _EvalMode:
 
     def __enter__(self) -> None:
         self.was_training = self.model.training
-        self.model.eval()
+        if self.was_training:  # walking every module costs milliseconds per query on a small model
+            self.model.eval()
 
     def __exit__(self, *exc: object) -> None:
-        self.model.train(self.was_training)
+        if self.was_training:
+            self.model.train()
 
 
 def rerank_query(
