@@ -22,11 +22,12 @@ of both towers at the measured token counts; LoRA, norms and the image processor
 
 Sizes: ``proxy`` (default) is a random-weight Qwen2-VL whose image-token counts equal Qwen2-VL's at 384 px (196 per
 image) and whose vision/language cost ratio matches Qwen2-VL-7B's: the language model at 1/8 of 7B's width and 1/4
-of its depth (7 of 28 layers, the same head size, GQA group and MLP ratio), the vision tower at 1/8 of its width with
-the depth that brings vision FLOPs per image / language FLOPs per pair closest to 7B's (the script prints both).
+of its depth (7 of 28 layers, head size 64 not 128, the same GQA group and MLP ratio), the vision tower at 1/8 of its
+width (7B's head size 80) with the depth that brings vision FLOPs per image / language FLOPs per pair closest to
+7B's (the script prints both).
 ``2b``/``7b`` are random weights at the published sizes (``--device cuda``); ``tiny`` is the test model. Usage::
 
-    python benchmarks/rerank.py --size proxy --json rerank_proxy.json        # CPU, 384 px, k = 1, 2, 5, 10
+    python benchmarks/rerank.py --size proxy --threads 1 --json rerank_proxy.json   # CPU, 384 px, k = 1, 2, 5, 10
     python benchmarks/rerank.py --size 7b --device cuda --json rerank_7b.json
 """
 
@@ -67,7 +68,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "tie_word_embeddings": False,
     },
     # 7B / 8 in width and / 4 in depth for the language model (head size 64, 7 query heads per KV head, MLP ratio
-    # 5.29); vision 1280 / 8 wide (head size 80) and 5 blocks deep: vision/language FLOP ratio 0.21 vs 7B's 0.20.
+    # 5.29); vision 1280 / 8 wide (head size 80) and 5 blocks deep: vision/language FLOP ratio 0.20 vs 7B's 0.19.
     "proxy": {
         "text": {"hidden_size": 448, "intermediate_size": 2368, "num_hidden_layers": 7, "num_attention_heads": 7,
                  "num_key_value_heads": 1, "vocab_size": None},
