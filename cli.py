@@ -607,7 +607,8 @@ Examples:
 @click.option("--no-shared-prefix", "shared_prefix", is_flag=True, flag_value=False, default=True,
               help="Score every (query, candidate) pair in full instead of on the query's shared prefix.")
 @click.option("--feature-cache-mb", type=float, default=1024, show_default=True,
-              help="Memory bound of the gallery vision-feature cache (LRU); 0 turns it off.")
+              help="Memory bound of the gallery vision-feature cache (LRU; Qwen2-VL-7B at 384 px in bf16 keeps "
+                   "1.4 MB per image); 0 turns it off.")
 @_device_option
 @_quiet_option
 @_handle_errors

@@ -141,3 +141,9 @@ def test_train_then_eval_end_to_end_through_the_cli(tmp_path):
         cli.main, ["eval", "--data", str(data), "--config", config, "--adapter", str(run), "--fuse", "heavy"]
     )
     assert result.exit_code != 0 and "--fuse" in result.output
+
+
+@pytest.mark.parametrize("command", [["train"], ["eval"]])
+def test_train_and_eval_offer_the_naive_path(command):
+    result = CliRunner().invoke(cli.main, [*command, "--help"])
+    assert result.exit_code == 0 and "--no-shared-prefix" in result.output
