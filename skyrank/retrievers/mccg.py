@@ -64,6 +64,12 @@ from skyrank.errors import CheckpointMismatchError
 from skyrank.retrievers._base import RetrieverCfg, register_retriever
 from skyrank.retrievers._checkpoint import load_strict, read_state_dict, strip_prefix
 from skyrank.retrievers._parts import PartRetriever, check_amp, normalize_parts
+from skyrank.retrievers._training import (
+    TrainingSpec,
+    keep_own_if_reshaped,
+    read_init_state,
+    register_training_spec,
+)
 
 MCCG_CITATION = """@article{shen2024mccg,
   title   = {MCCG: A ConvNeXt-Based Multiple-Classifier Method for Cross-View Geo-Localization},
@@ -431,3 +437,59 @@ def mccg(
     return MCCGRetriever(
         checkpoint=checkpoint, opts=opts, device=device, image_size=image_size, block=block, nclasses=nclasses, amp=amp
     )
+
+
+# --------------------------------------------------------------------------------------------------- training
+class MCCGTraining(TrainingSpec):
+    """MCCG's official layout (``net_*.pth`` + ``opts.yaml``); the trainer keeps ``logit_scale`` out of the weights."""
+
+    retriever = "mccg"
+    loss_note = " on mccg's part descriptor"
+
+    def resolve(self, arch: str, image_size: int | None) -> tuple[str, int]:
+        size = int(image_size or MCCG_CFG.image_size)
+        if size % 32 or size < 32:
+            raise ValueError(f"MCCG (ConvNeXt) trains on inputs whose side is a multiple of 32; got {size}")
+        return "mccg", size
+
+    def check_block(self, block: int) -> int | None:
+        if block not in (1, 2):
+            raise ValueError(f"MCCG supports block 1 or 2, got {block}")
+        return int(block)
+
+    def build(self, arch: str, image_size: int, nclasses: int, block: int) -> nn.Module:
+        return MCCGModel(nclasses=nclasses, block=block)
+
+    def state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in official_state_dict(model).items()}  # type: ignore[arg-type]
+
+    def load(self, model: nn.Module, checkpoint: str | Path) -> None:
+        load_checkpoint(model, checkpoint)  # type: ignore[arg-type]
+
+    def init_from(self, model: nn.Module, checkpoint: str | Path) -> None:
+        """An official MCCG checkpoint, or Facebook's bare ConvNeXt-Tiny for the backbone."""
+        source = f"init checkpoint {checkpoint} (mccg)"
+        sd = checkpoint_filter_fn(read_init_state(checkpoint))
+        if any(k.startswith("downsample_layers.") for k in sd):  # Facebook's bare ConvNeXt-Tiny
+            module = model.convnext
+            sd = keep_own_if_reshaped(sd, module, lambda k: k.startswith("head."))
+            load_strict(module, sd, source=source + ", ConvNeXt-Tiny backbone")
+            return
+        sd = keep_own_if_reshaped(sd, model, lambda k: ".classifier." in k)
+        load_strict(model, sd, source=source)
+
+    def opts(self, common: dict, block: int | None) -> dict:
+        return {**common, "model": "convnext_tiny", "block": block, "droprate": 0.5, "resnet": False}
+
+    def load_with(self, out_dir: Path, arch: str, image_size: int) -> str:
+        end = out_dir / f"{self.prefix}_end.pth"
+        return f'create("mccg", checkpoint="{end}", opts="{out_dir / "opts.yaml"}")'
+
+    def heads_note(self, nclasses: int | None) -> str | None:
+        return (
+            f"ClassBlock classifiers (Linear 512->{nclasses}) kept for the official layout; InfoNCE does not "
+            "use them, so they stay at their initialisation"
+        )
+
+
+register_training_spec(MCCGTraining())

@@ -58,6 +58,7 @@ from torch import nn
 
 from skyrank.retrievers._base import Retriever, RetrieverCfg, register_retriever
 from skyrank.retrievers._checkpoint import load_strict, read_state_dict, strip_prefix
+from skyrank.retrievers._training import TrainingSpec, register_training_spec
 
 DEFAULT_ARCH = "convnext_base.fb_in22k_ft_in1k_384"
 
@@ -233,3 +234,43 @@ def sample4geo(
 ) -> Sample4GeoRetriever:
     """Sample4Geo on timm ``arch`` (default: the official ConvNeXt-B 384); random weights if no checkpoint."""
     return Sample4GeoRetriever(arch=arch, image_size=image_size, device=device, checkpoint=checkpoint, amp=amp)
+
+
+# --------------------------------------------------------------------------------------------------- training
+#: Default training input side of a timm ``arch`` other than ``"sample4geo"`` (CPU-friendly).
+TIMM_TRAIN_IMAGE_SIZE = 128
+
+
+class Sample4GeoTraining(TrainingSpec):
+    """Sample4Geo's layout: ``weights_*.pth`` of :class:`Sample4GeoModel` with its own ``logit_scale``; also trains
+    any timm architecture name in that layout."""
+
+    retriever = "sample4geo"
+    prefix = "weights"
+    interpolation = "bilinear"
+    external_scale = False
+    classifier_heads = False
+    claims_any_arch = True
+
+    def resolve(self, arch: str, image_size: int | None) -> tuple[str, int]:
+        if arch == "sample4geo":
+            return DEFAULT_ARCH, int(image_size or SAMPLE4GEO_CFG.image_size)
+        return arch, int(image_size or TIMM_TRAIN_IMAGE_SIZE)
+
+    def build(self, arch: str, image_size: int, nclasses: int, block: int) -> nn.Module:
+        return Sample4GeoModel(arch, image_size=image_size)
+
+    def load(self, model: nn.Module, checkpoint: str | Path) -> None:
+        load_checkpoint(model, checkpoint)  # type: ignore[arg-type]
+
+    def load_with(self, out_dir: Path, arch: str, image_size: int) -> str:
+        end = out_dir / f"{self.prefix}_end.pth"
+        return f'create("sample4geo", checkpoint="{end}", arch="{arch}", image_size={image_size})'
+
+    def versions(self) -> dict[str, str]:
+        import timm
+
+        return {"timm": str(timm.__version__)}
+
+
+register_training_spec(Sample4GeoTraining())

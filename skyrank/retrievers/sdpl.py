@@ -78,6 +78,12 @@ from skyrank.errors import CheckpointMismatchError
 from skyrank.retrievers._base import RetrieverCfg, register_retriever
 from skyrank.retrievers._checkpoint import load_strict, read_state_dict, strip_prefix
 from skyrank.retrievers._parts import PartRetriever, check_amp, normalize_parts
+from skyrank.retrievers._training import (
+    TrainingSpec,
+    keep_own_if_reshaped,
+    read_init_state,
+    register_training_spec,
+)
 
 SDPL_CITATION = """@article{chen2024sdpl,
   title   = {SDPL: Shifting-Dense Partition Learning for UAV-View Geo-Localization},
@@ -438,3 +444,55 @@ def sdpl(
     return SDPLRetriever(
         checkpoint=checkpoint, opts=opts, device=device, image_size=image_size, nclasses=nclasses, amp=amp
     )
+
+
+# --------------------------------------------------------------------------------------------------- training
+class SDPLTraining(TrainingSpec):
+    """SDPL's official layout (``net_*.pth`` with the duplicated ``model_2.*`` keys + ``opts.yaml``); the trainer
+    keeps ``logit_scale`` out of the weights."""
+
+    retriever = "sdpl"
+    loss_note = " on sdpl's part descriptor"
+
+    def resolve(self, arch: str, image_size: int | None) -> tuple[str, int]:
+        size = int(image_size or SDPL_CFG.image_size)
+        _check_image_size(size)
+        return "sdpl", size
+
+    def build(self, arch: str, image_size: int, nclasses: int, block: int) -> nn.Module:
+        return SDPLModel(nclasses=nclasses)
+
+    def state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in official_state_dict(model).items()}  # type: ignore[arg-type]
+
+    def load(self, model: nn.Module, checkpoint: str | Path) -> None:
+        load_checkpoint(model, checkpoint)  # type: ignore[arg-type]
+
+    def init_from(self, model: nn.Module, checkpoint: str | Path) -> None:
+        """An official SDPL checkpoint, or torchvision's ResNet-50 for the backbone."""
+        source = f"init checkpoint {checkpoint} (sdpl)"
+        sd = checkpoint_filter_fn(read_init_state(checkpoint))
+        if "conv1.weight" in sd:  # torchvision's ResNet-50
+            module = model.model_1.model
+            sd = keep_own_if_reshaped(sd, module, lambda k: k.startswith("fc."))
+            load_strict(module, sd, source=source + ", ResNet-50 backbone")
+            return
+        sd = keep_own_if_reshaped(sd, model, lambda k: ".classifier." in k)
+        load_strict(model, sd, source=source)
+
+    def opts(self, common: dict, block: int | None) -> dict:
+        return {**common, "block": 4, "droprate": DEFAULT_DROPRATE, "resnet": True, "dense_LPN": True, "LPN": False,
+                "pool": "gem", "stride": 1}
+
+    def load_with(self, out_dir: Path, arch: str, image_size: int) -> str:
+        end = out_dir / f"{self.prefix}_end.pth"
+        return f'create("sdpl", checkpoint="{end}", opts="{out_dir / "opts.yaml"}")'
+
+    def heads_note(self, nclasses: int | None) -> str | None:
+        return (
+            f"ClassBlock classifiers (Linear 512->{nclasses}) kept for the official layout; InfoNCE does not "
+            "use them, so they stay at their initialisation"
+        )
+
+
+register_training_spec(SDPLTraining())

@@ -1,5 +1,8 @@
 """Train any SkyRank retriever architecture with Sample4Geo's recipe (for benchmarks without released weights).
 
+Each architecture is described by the :class:`~skyrank.retrievers._training.TrainingSpec` its retriever module
+registers; this module never names one.
+
 Architectures (``arch``), each saved in the layout its retriever loads strictly, like an official release:
 
 - ``"sample4geo"`` (Sample4Geo's ConvNeXt-B, ``convnext_base.fb_in22k_ft_in1k_384``, 384 px) or any timm name
@@ -86,9 +89,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from skyrank.errors import BadImageError, CheckpointMismatchError, OutputExistsError, TrainingError
+from skyrank.errors import BadImageError, OutputExistsError, TrainingError
 from skyrank.retrievers._base import IMAGENET_MEAN, IMAGENET_STD
-from skyrank.retrievers._checkpoint import load_strict, read_state_dict
+from skyrank.retrievers._training import training_spec
 
 #: Keys of recipe.json that must match for ``resume``.
 _RESUME_KEYS = (
@@ -112,12 +115,6 @@ _RESUME_KEYS = (
 
 #: What a recipe.json written before a key existed meant by it (runs of the sample4geo-only trainer).
 _LEGACY_VALUES: dict[str, Any] = {"retriever": "sample4geo", "block": None}
-
-#: ``arch`` values that name a retriever architecture rather than a timm model.
-RETRIEVER_ARCHS = ("sample4geo", "mccg", "sdpl")
-
-#: Default training input side of a timm ``arch`` other than ``"sample4geo"`` (CPU-friendly).
-TIMM_DEFAULT_IMAGE_SIZE = 128
 
 _INFONCE = "symmetric InfoNCE (Sample4Geo), label smoothing, learned logit_scale"
 
@@ -307,67 +304,42 @@ def _last_epoch(out_dir: Path, prefix: str = "weights") -> int:
 # --------------------------------------------------------------------------------------------------- architectures
 def resolve_arch(arch: str, image_size: int | None) -> tuple[str, str, int]:
     """``(retriever, arch, image_size)`` for a training ``arch``: the registry name that loads the result, the
-    architecture recorded in ``recipe.json`` (``"sample4geo"`` resolves to its timm name) and the input side
-    (``image_size`` or the architecture's default, checked against what the architecture accepts).
+    architecture recorded in ``recipe.json`` and the input side (``image_size`` or the architecture's default,
+    checked against what it accepts), from the retriever's registered :class:`TrainingSpec`.
 
     Raises:
         ValueError: an input side the architecture cannot take (MCCG: a multiple of 32; SDPL: 256, 384, 512, ...).
     """
-    if arch == "mccg":
-        from skyrank.retrievers.mccg import MCCG_CFG
-
-        size = int(image_size or MCCG_CFG.image_size)
-        if size % 32 or size < 32:
-            raise ValueError(f"MCCG (ConvNeXt) trains on inputs whose side is a multiple of 32; got {size}")
-        return "mccg", "mccg", size
-    if arch == "sdpl":
-        from skyrank.retrievers.sdpl import SDPL_CFG, _check_image_size
-
-        size = int(image_size or SDPL_CFG.image_size)
-        _check_image_size(size)
-        return "sdpl", "sdpl", size
-    if arch == "sample4geo":
-        from skyrank.retrievers.sample4geo import DEFAULT_ARCH, SAMPLE4GEO_CFG
-
-        return "sample4geo", DEFAULT_ARCH, int(image_size or SAMPLE4GEO_CFG.image_size)
-    return "sample4geo", arch, int(image_size or TIMM_DEFAULT_IMAGE_SIZE)
+    spec = training_spec(arch)
+    recorded, size = spec.resolve(arch, image_size)
+    return spec.retriever, recorded, size
 
 
 class _Target:
-    """The trainable module of one architecture, its ``logit_scale`` and how its checkpoints are written and read.
+    """The trainable module of one architecture, its ``logit_scale`` and how its checkpoints are written and read,
+    all from the retriever's :class:`~skyrank.retrievers._training.TrainingSpec`.
 
-    ``sample4geo``: the ``logit_scale`` is the model's own parameter (part of Sample4Geo's layout). ``mccg``/``sdpl``:
-    it is a trainer parameter, kept out of the state dict, saved in ``train_state.pth``.
+    ``logit_scale`` is the model's own parameter when it is part of the retriever's layout (Sample4Geo); otherwise
+    (``spec.external_scale``: MCCG, SDPL) a trainer parameter, kept out of the state dict, saved in
+    ``train_state.pth``.
     """
 
     def __init__(self, retriever: str, arch: str, image_size: int, nclasses: int, block: int) -> None:
+        self.spec = training_spec(retriever)
         self.retriever, self.arch, self.image_size = retriever, arch, image_size
-        self.nclasses: int | None = None
-        self.block: int | None = None
-        if retriever == "sample4geo":
-            from skyrank.retrievers.sample4geo import Sample4GeoModel
-
-            self.model: torch.nn.Module = Sample4GeoModel(arch, image_size=image_size)
-            self.logit_scale: torch.nn.Parameter = self.model.logit_scale
-            self.prefix, self.interpolation = "weights", "bilinear"
-            return
-        if retriever == "mccg":
-            from skyrank.retrievers.mccg import MCCGModel
-
-            self.model = MCCGModel(nclasses=nclasses, block=block)
-            self.block = block
+        self.block: int | None = self.spec.check_block(block)
+        self.nclasses: int | None = nclasses if self.spec.classifier_heads else None
+        self.model: torch.nn.Module = self.spec.build(arch, image_size, nclasses, block)
+        if self.spec.external_scale:
+            self.logit_scale: torch.nn.Parameter = torch.nn.Parameter(torch.tensor(math.log(1.0 / 0.07)))
         else:
-            from skyrank.retrievers.sdpl import SDPLModel
-
-            self.model = SDPLModel(nclasses=nclasses)
-        self.nclasses = nclasses
-        self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(1.0 / 0.07)))
-        self.prefix, self.interpolation = "net", "bicubic"
+            self.logit_scale = self.model.logit_scale  # type: ignore[assignment]
+        self.prefix, self.interpolation = self.spec.prefix, self.spec.interpolation
 
     @property
     def external_scale(self) -> bool:
-        """Whether ``logit_scale`` is a trainer parameter (MCCG/SDPL) rather than part of the weights."""
-        return self.retriever != "sample4geo"
+        """Whether ``logit_scale`` is a trainer parameter rather than part of the weights."""
+        return self.spec.external_scale
 
     def to(self, device: torch.device) -> _Target:
         self.model.to(device)
@@ -386,56 +358,19 @@ class _Target:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The weights in the retriever's official layout (CPU copies)."""
-        if self.retriever == "mccg":
-            from skyrank.retrievers.mccg import official_state_dict
-        elif self.retriever == "sdpl":
-            from skyrank.retrievers.sdpl import official_state_dict
-        else:
-            return _cpu_state(self.model)
-        return {k: v.clone() for k, v in official_state_dict(self.model).items()}  # type: ignore[arg-type]
+        return self.spec.state_dict(self.model)
 
     def load(self, checkpoint: str | Path) -> None:
         """Strict load of a checkpoint in the official layout (as the retriever loads it)."""
-        if self.retriever == "mccg":
-            from skyrank.retrievers.mccg import load_checkpoint
-        elif self.retriever == "sdpl":
-            from skyrank.retrievers.sdpl import load_checkpoint
-        else:
-            from skyrank.retrievers.sample4geo import load_checkpoint
-        load_checkpoint(self.model, checkpoint)  # type: ignore[arg-type]
+        self.spec.load(self.model, checkpoint)
 
     def init_from(self, checkpoint: str | Path) -> None:
         """Starting weights (see the module docstring): strict, except class-count-shaped tensors that differ."""
-        if self.retriever == "sample4geo":
-            self.load(checkpoint)
-            return
-        raw = _read_init_state(checkpoint)
-        source = f"init checkpoint {checkpoint} ({self.retriever})"
-        if self.retriever == "mccg":
-            from skyrank.retrievers.mccg import checkpoint_filter_fn
-
-            sd = checkpoint_filter_fn(raw)
-            if any(k.startswith("downsample_layers.") for k in sd):  # Facebook's bare ConvNeXt-Tiny
-                module = self.model.convnext
-                sd = _keep_own_if_reshaped(sd, module, lambda k: k.startswith("head."))
-                load_strict(module, sd, source=source + ", ConvNeXt-Tiny backbone")
-                return
-        else:
-            from skyrank.retrievers.sdpl import checkpoint_filter_fn
-
-            sd = checkpoint_filter_fn(raw)
-            if "conv1.weight" in sd:  # torchvision's ResNet-50
-                module = self.model.model_1.model
-                sd = _keep_own_if_reshaped(sd, module, lambda k: k.startswith("fc."))
-                load_strict(module, sd, source=source + ", ResNet-50 backbone")
-                return
-        sd = _keep_own_if_reshaped(sd, self.model, lambda k: ".classifier." in k)
-        load_strict(self.model, sd, source=source)
+        self.spec.init_from(self.model, checkpoint)
 
     def opts(self, recipe: TrainRecipe) -> dict[str, Any] | None:
-        """The ``opts.yaml`` of an MCCG/SDPL run (the fields their ``read_opts`` reads, plus the run's settings)."""
-        if not self.external_scale:
-            return None
+        """The ``opts.yaml`` of a run whose retriever reads one (the fields its ``read_opts`` reads, plus the run's
+        settings); None otherwise."""
         common = {
             "name": Path(recipe.root).name,
             "data_dir": recipe.root,
@@ -450,62 +385,13 @@ class _Target:
             "seed": recipe.seed,
             "trained_by": "skyrank retriever train (Sample4Geo's symmetric InfoNCE; classifiers unused)",
         }
-        if self.retriever == "mccg":
-            return {**common, "model": "convnext_tiny", "block": self.block, "droprate": 0.5, "resnet": False}
-        from skyrank.retrievers.sdpl import DEFAULT_DROPRATE
-
-        return {
-            **common,
-            "block": 4,
-            "droprate": DEFAULT_DROPRATE,
-            "resnet": True,
-            "dense_LPN": True,
-            "LPN": False,
-            "pool": "gem",
-            "stride": 1,
-        }
+        return self.spec.opts(common, self.block)
 
     def load_with(self, out_dir: Path) -> str:
-        end = out_dir / f"{self.prefix}_end.pth"
-        if self.external_scale:
-            return f'create("{self.retriever}", checkpoint="{end}", opts="{out_dir / "opts.yaml"}")'
-        return f'create("sample4geo", checkpoint="{end}", arch="{self.arch}", image_size={self.image_size})'
+        return self.spec.load_with(out_dir, self.arch, self.image_size)
 
     def heads_note(self) -> str | None:
-        if not self.external_scale:
-            return None
-        return (
-            f"ClassBlock classifiers (Linear 512->{self.nclasses}) kept for the official layout; InfoNCE does not "
-            "use them, so they stay at their initialisation"
-        )
-
-
-def _keep_own_if_reshaped(
-    sd: dict[str, torch.Tensor], module: torch.nn.Module, replaceable: Any
-) -> dict[str, torch.Tensor]:
-    """``sd`` with the module's own tensors where ``replaceable(key)`` and the shapes differ (class-count heads)."""
-    own = module.state_dict()
-    out = dict(sd)
-    for k, v in own.items():
-        if replaceable(k) and k in out and tuple(out[k].shape) != tuple(v.shape):
-            out[k] = v
-    return out
-
-
-def _read_init_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """A starting state dict: like ``read_state_dict`` but also unwrapping Facebook's ``{"model": {...}}``."""
-    path = Path(path)
-    if path.suffix == ".safetensors" or not path.is_file():
-        return read_state_dict(path)
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model_state_dict", "model"):
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointMismatchError(f"init checkpoint {path} does not hold a state dict of tensors")
-    return dict(obj)
+        return self.spec.heads_note(self.nclasses)
 
 
 def _atomic_yaml(obj: Any, path: Path) -> None:
@@ -604,8 +490,8 @@ def train_retriever(
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     retriever, arch, image_size = resolve_arch(arch, image_size)
-    if retriever == "mccg" and block not in (1, 2):
-        raise ValueError(f"MCCG supports block 1 or 2, got {block}")
+    spec = training_spec(retriever)
+    recorded_block = spec.check_block(block)
     root, out_dir, device = Path(root), Path(out_dir), torch.device(device)
     recipe = TrainRecipe(
         benchmark=benchmark,
@@ -624,10 +510,10 @@ def train_retriever(
         amp=amp,
         init_checkpoint=None if init_checkpoint is None else str(init_checkpoint),
         retriever=retriever,
-        block=int(block) if retriever == "mccg" else None,
-        loss=_INFONCE if retriever == "sample4geo" else _INFONCE + f" on {retriever}'s part descriptor",
+        block=recorded_block,
+        loss=_INFONCE + spec.loss_note,
     )
-    prefix = "weights" if retriever == "sample4geo" else "net"
+    prefix = spec.prefix
     recipe_path = out_dir / "recipe.json"
     state_path = out_dir / "train_state.pth"
     end_path = out_dir / f"{prefix}_end.pth"
@@ -680,9 +566,7 @@ def train_retriever(
     amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}[amp] if on_cuda else None
     scaler = torch.amp.GradScaler("cuda", init_scale=2.0**10) if amp_dtype == torch.float16 else None
 
-    versions = {"torch": torch.__version__, "python": platform.python_version()}
-    if retriever == "sample4geo":
-        versions["timm"] = _timm_version()
+    versions = {"torch": torch.__version__, "python": platform.python_version(), **spec.versions()}
     meta = {
         **asdict(recipe),
         "effective_batch_size": eff_batch,
@@ -788,9 +672,3 @@ def train_retriever(
     _atomic_save(target.state_dict(), end_path)
     _atomic_json({**meta, "epochs_done": epochs, "history": history, "finished": True}, recipe_path)
     return end_path
-
-
-def _timm_version() -> str:
-    import timm
-
-    return str(timm.__version__)

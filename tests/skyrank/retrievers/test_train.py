@@ -354,3 +354,35 @@ def test_init_from_a_bare_backbone_or_another_class_count(tmp_path: Path) -> Non
     s = _Target("sdpl", "sdpl", 256, nclasses=3, block=2)
     s.init_from(tmp_path / "resnet50.pth")
     assert torch.equal(s.model.model_1.model.conv1.weight, tv.conv1.weight)
+
+
+def test_training_specs_are_registered_beside_the_factories(monkeypatch) -> None:
+    """train.py finds every architecture through the registry (issue 11): a new retriever registers its spec."""
+    import skyrank.retrievers._training as training
+    from skyrank.retrievers.mccg import MCCGTraining
+    from skyrank.retrievers.sample4geo import Sample4GeoTraining
+    from skyrank.retrievers.train import _Target, resolve_arch
+
+    assert training.list_trainable() == ["mccg", "sample4geo", "sdpl"]
+    assert isinstance(training.training_spec("mccg"), MCCGTraining)
+    assert isinstance(training.training_spec("convnext_atto"), Sample4GeoTraining)  # timm names: Sample4Geo's layout
+
+    class TinySpec(training.TrainingSpec):
+        retriever = "tiny"
+        external_scale = True
+        classifier_heads = False
+
+        def resolve(self, arch, image_size):
+            return "tiny", int(image_size or 32)
+
+        def build(self, arch, image_size, nclasses, block):
+            return torch.nn.Linear(4, 2)
+
+    monkeypatch.setattr(training, "_SPECS", dict(training._SPECS))
+    training.register_training_spec(TinySpec())
+    assert resolve_arch("tiny", None) == ("tiny", "tiny", 32)
+    target = _Target("tiny", "tiny", 32, nclasses=5, block=2)
+    assert target.prefix == "net" and target.nclasses is None and target.heads_note() is None
+    assert len(target.parameters()) == 3  # weight, bias and the trainer's logit_scale
+    with pytest.raises(ValueError, match="already registered"):
+        training.register_training_spec(TinySpec())
