@@ -95,3 +95,22 @@ def test_export_model_command_line(run_dir, tmp_path):
     assert result.exit_code == 0, result.output
     assert "--runner pooling --convert classify" in result.output
     assert (tmp_path / "cli" / "skylink_config.json").is_file() and (tmp_path / "cli" / "README.md").is_file()
+
+
+@pytest.mark.gpu
+def test_vllm_serves_the_export_with_the_run_scores(run_dir, images, tmp_path):
+    """Where vLLM is installed (a GPU machine): its classify runner on the export gives sigmoid(S) of the run."""
+    vllm = pytest.importorskip("vllm")
+    from skylink_model.model import pair_template_text
+
+    out = export_vllm(run_dir, tmp_path / "served")
+    run = SkyLinkModel.from_pretrained(run_dir)
+    expected = run.score_pairs(images[:3], images[3:6])
+    template = pair_template_text(run.processor, run.config.prompt)
+    llm = vllm.LLM(str(out), runner="pooling", convert="classify", dtype="float32", enforce_eager=True)
+    outputs = llm.classify(
+        [{"prompt": template, "multi_modal_data": {"image": [q, c]}} for q, c in zip(images[:3], images[3:6],
+                                                                                       strict=True)]
+    )
+    probs = torch.tensor([o.outputs.probs[0] for o in outputs])
+    torch.testing.assert_close(probs, torch.sigmoid(expected), atol=2e-3, rtol=0)
