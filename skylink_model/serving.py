@@ -133,9 +133,11 @@ def export_vllm(
         raise SkyRankError(f"LoRA layers left after merging: {remaining[:5]}")
     if dtype is not None:
         merged.to({"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype])
-    merged.config.num_labels = 1
-    merged.config.id2label = {0: "match"}
-    merged.config.label2id = {"match": 0}
+    # vLLM sizes `score` from the *text* config's num_labels (default 2): set it there and at the top level.
+    for cfg in {id(c): c for c in (merged.config, merged.config.get_text_config())}.values():
+        cfg.num_labels = 1
+        cfg.id2label = {0: "match"}
+        cfg.label2id = {"match": 0}
 
     staging = out.parent / f".{out.name}.partial"
     if staging.exists():

@@ -59,7 +59,9 @@ def test_exported_folder_reproduces_the_run_scores(run_dir, tiny_qwen2_vl_dir, i
     vision = {k for k in changed if "visual" in k}  # saved in the hub layout: visual.* and model.layers.*
     assert vision and {k.split(".")[-2] for k in changed - vision} == {"q_proj", "k_proj", "v_proj"}
     config = json.loads((out / "config.json").read_text())
-    assert config["num_labels"] == 1 if "num_labels" in config else len(config["id2label"]) == 1
+    # vLLM's classify adapter sizes `score` from the text config's num_labels (len(id2label)); default would be 2
+    for cfg in (config, config.get("text_config", config)):
+        assert len(cfg["id2label"]) == 1
     readme = (out / "README.md").read_text()
     assert "--runner pooling --convert classify" in readme and "/score" in readme and "/classify" in readme
 
