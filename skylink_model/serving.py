@@ -47,11 +47,14 @@ vllm serve {out} --runner pooling --convert classify --served-model-name skylink
 
 ## Score one (query, candidate) pair
 
-Each pair is one chat turn: the query image, the prompt, the candidate image, with the generation prompt:
+Each pair is one chat turn: the query image, the prompt, the candidate image, with the generation prompt (vLLM's
+chat requests leave it out unless asked). `"use_activation": false` returns the raw score S instead of sigmoid(S):
 
 ```bash
 curl -s http://localhost:8000/classify -H 'Content-Type: application/json' -d '{{
   "model": "skylink",
+  "add_generation_prompt": true,
+  "use_activation": false,
   "messages": [{{"role": "user", "content": [
     {{"type": "image_url", "image_url": {{"url": "file:///data/query.jpg"}}}},
     {{"type": "text", "text": "{prompt}"}},
