@@ -388,11 +388,14 @@ def build_dataset(
                 continue
             by_id = {r.image_id: r for r in (*rs.gallery, *rs.queries)}
             g, q = encoded["gallery"], encoded["queries"]
+            shared = []
             for res in (g, q):
+                # An image met before (the other direction) keeps its first vector; new ones are stored as views.
+                seen = any((split, i) in vectors for i in res.ids)
                 for image_id, vec in zip(res.ids, res.embeddings, strict=True):
                     vectors.setdefault((split, image_id), (by_id[image_id].view, vec))
-            g_emb = np.stack([vectors[(split, i)][1] for i in g.ids])
-            q_emb = np.stack([vectors[(split, i)][1] for i in q.ids])
+                shared.append(np.stack([vectors[(split, i)][1] for i in res.ids]) if seen else res.embeddings)
+            g_emb, q_emb = shared
             g_labels = [by_id[i].label for i in g.ids]
             q_labels = [by_id[i].label for i in q.ids]
             # A query whose every positive was dropped as a bad image cannot be mined: drop it too, and say so.
