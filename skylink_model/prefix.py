@@ -135,8 +135,18 @@ def _cache_kwarg(language_model: Any) -> str:
 @contextlib.contextmanager
 def _cache_through_checkpointing(language_model: Any) -> Iterator[None]:
     """Let the decoder layers keep our read-only cache under gradient checkpointing (their replay reads the same
-    states); restored afterwards."""
+    states); restored afterwards. Reentrant checkpointing is refused: it would not pass gradients to the prefix's
+    keys/values, which reach the layers through the cache rather than as arguments."""
     layers = list(getattr(language_model, "layers", []))
+    for layer in layers:
+        func = getattr(layer, "_gradient_checkpointing_func", None)
+        if getattr(layer, "gradient_checkpointing", False) and torch.is_grad_enabled() and layer.training:
+            if getattr(func, "keywords", {}).get("use_reentrant", True):
+                raise ValueError(
+                    "shared-prefix training needs non-reentrant gradient checkpointing "
+                    '(gradient_checkpointing_kwargs={"use_reentrant": False}, as SkyLinkModel.'
+                    "enable_gradient_checkpointing sets); or train with shared_prefix=False (--no-shared-prefix)."
+                )
     for layer in layers:
         layer._can_checkpoint_with_cache = True
     try:

@@ -186,3 +186,15 @@ def test_qwen2_5_vl_scores_equal_the_naive_path(tmp_path, images):
         naive = model(**model.build_pair_inputs([query] * 5, cands))
         fast = model(**model.group_inputs(model.process_images([query])[0], model.process_images(cands), chunk_size=2))
     assert torch.allclose(fast, naive, atol=1e-5, rtol=0), (fast - naive).abs().max()
+
+
+def test_reentrant_gradient_checkpointing_is_refused(tiny_config, images):
+    """Reentrant checkpointing would silently drop the prefix's gradients: a clear error instead."""
+    model = get_skylink_model(dataclasses.replace(tiny_config, lora_dropout=0.0)).train()
+    base = model.backbone.get_base_model()
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    inputs = model.group_inputs(model.process_images(images[:1])[0], model.process_images(images[1:3]))
+    with pytest.raises(ValueError, match="non-reentrant"):
+        model(**inputs)
+    with torch.no_grad():  # no backward, nothing to lose: allowed
+        assert model(**inputs).shape == (2,)
