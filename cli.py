@@ -83,6 +83,8 @@ Examples:
       --retriever sample4geo --checkpoint weights_e1_0.9515.pth --out skyrank/
   skyrank build --dataset sues200 --altitude 150 --root /data/SUES-200-512x512 \\
       --retriever sample4geo --checkpoint runs/s4g-sues150/weights_end.pth --out skyrank/
+  skyrank build --dataset university1652 --root /data/University-Release --checkpoint weights_e1_0.9515.pth \\
+      --embeddings --out skyrank/      # + embeddings-sample4geo-university1652, for `skyrank remine`
 """
 
 
@@ -504,7 +506,7 @@ RERANK_EXAMPLES = """
 \b
 Examples:
   skyrank rerank --adapter runs/skylink --candidates retrieved.csv --out reranked.csv
-  skyrank rerank --adapter alice/skylink-u1652 --candidates top20.parquet --images-root /data/University-Release \
+  skyrank rerank --adapter alice/skylink-u1652 --candidates top20.parquet --images-root /data/University-Release \\
       --top-k 10 --out reranked.parquet
 \b
 Input: one row per (query, candidate) pair with columns query, candidate [, score | rank], or (Parquet) one row
