@@ -164,7 +164,7 @@ def _build(size: str, tiny_dir: Path, device: str) -> Any:
     return build_model(size, tiny_dir, device, "auto")
 
 
-def rerank_and_train(size: str, device: str, dry: bool, tiny_dir: Path, image_size: int) -> None:
+def rerank_and_train(size: str, device: str, dry: bool, tiny_dir: Path, image_size: int, repeats: int) -> None:
     import numpy as np
     from PIL import Image
 
@@ -179,7 +179,6 @@ def rerank_and_train(size: str, device: str, dry: bool, tiny_dir: Path, image_si
     query, gallery = images[0], images[1:]
     keys = [f"g{i}" for i in range(len(gallery))]
     pixels, features = PixelCache(), FeatureCache()
-    repeats = 2 if dry else 3
     cands = gallery[:10]
 
     def fast() -> Any:
@@ -285,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU (checks the script itself)")
     parser.add_argument("--only", default="retriever,search,2b,7b,deepspeed", help="comma-separated sections")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per row, best kept (default 3; 2 dry)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows there (atomically)")
     args = parser.parse_args(argv)
     dry = args.dry_run
@@ -294,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     device_name = "CPU dry run" if dry else torch.cuda.get_device_name(0)
     sections = set(args.only.split(","))
     image_size = 56 if dry else 384
+    repeats = args.repeats or (2 if dry else 3)
     started = time.perf_counter()
     print(f"# gpu_suite on {device_name}, torch {torch.__version__}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -306,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             _guard("search", device, lambda: search(device, dry))
         for size in ("2b", "7b"):
             if size in sections:
-                run = lambda s=size: rerank_and_train(s, device, dry, tiny_dir, image_size)  # noqa: E731
+                run = lambda s=size: rerank_and_train(s, device, dry, tiny_dir, image_size, repeats)  # noqa: E731
                 _guard(f"qwen2-vl-{size}", device, run)
         if "deepspeed" in sections:
             _guard("deepspeed", device, lambda: deepspeed_step(device, dry, tiny_dir, image_size))
