@@ -67,7 +67,8 @@ BACKBONE_DEFAULTS: dict[str, BackboneSpec] = {
         max_pixels=256 * 32 * 32,
         shared_vision=False,  # deepstack features: reuse not verified yet, the naive path is used
     ),
-    # SigLIP attention uses q_proj/k_proj/v_proj too; the image budget is the processor's anyres grid.
+    # SigLIP attention uses q_proj/k_proj/v_proj too. A pair's two images go in as one multi-image request, so each
+    # is encoded at the base resolution (384 px: 729 features + 1 newline token), not tiled (anyres).
     "llava_onevision": BackboneSpec(
         lora_targets=("q_proj", "k_proj", "v_proj"),
         vision_prefix="model.vision_tower",
