@@ -13,6 +13,7 @@ import cli
 from skylink_model.backbones import get_backbone_spec, load_backbone
 from skylink_model.config import SkyLinkConfig
 from skylink_model.model import SkyLinkModel, get_skylink_model, pair_template_text
+from skylink_model.rerank import rerank_query
 from skylink_model.testing import FAMILIES
 from tests.skylink_model.conftest import make_image
 from tests.skylink_model.test_data import RETRIEVER_CONFIG, make_tiny_skyrank
@@ -77,6 +78,8 @@ def test_group_scores_equal_independent_pair_scores(family, tmp_path):
         group = model.score_group(query, cands)  # shared vision (Qwen2/2.5) or its fallback (Qwen3, LLaVA-OV)
         pairs = torch.cat([model.score_pairs([query], [c]) for c in cands])
     assert torch.allclose(group, pairs, atol=1e-5), (group, pairs)
+    fast = rerank_query(model, query, cands)  # the evaluation default: shared prefix where supported, else fallback
+    assert torch.allclose(fast, pairs, atol=1e-4), (fast, pairs)
     assert model.supports_shared_vision == get_backbone_spec(family).shared_vision
 
 
