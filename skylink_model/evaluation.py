@@ -252,7 +252,9 @@ class EvalReport:
         if self.fusion is not None:
             if self.fusion.get("weight") is not None:
                 how = "chosen on validation queries" if self.fusion.get("mode") == "auto" else "fixed"
-                lines.append(f"Fused: z(S) + W z(retriever), W = {self.fusion['weight']:g} ({how}).")
+                w = self.fusion["weight"]
+                shown = "inf (the retriever's order)" if w == "inf" else f"{float(w):g}"
+                lines.append(f"Fused: z(S) + W z(retriever), W = {shown} ({how}).")
             elif self.fusion.get("reason"):
                 lines.append(f"No fused row: {self.fusion['reason']}")
         if self.gallery_protocol:
@@ -411,7 +413,10 @@ def evaluate_reranking(
             ci95[name] = {m: _ci(diffs[m], bootstrap_seed) for m in cols}
     fusion_record = dict(fusion_info) if fusion_info is not None else None
     if fusion_weight is not None:
-        fusion_record = {"mode": "fixed", "formula": FUSION_FORMULA, **(fusion_record or {}), "weight": fusion_weight}
+        fusion_record = {
+            "mode": "fixed", "formula": FUSION_FORMULA, **(fusion_record or {}),
+            "weight": fusion.weight_json(fusion_weight),
+        }  # fmt: skip
     return EvalReport(
         config=config,
         split=split,
@@ -711,7 +716,7 @@ def _auto_weight(
         "num_queries": len(rows),
         "fraction": validation.get("fraction"),
         "seed": validation.get("seed"),
-        "grid": list(fusion.WEIGHT_GRID),
+        "grid": [fusion.weight_json(w) for w in fusion.WEIGHT_GRID],
         "objective": fusion.OBJECTIVE,
         "by_weight": {w: {m: round(v, 4) for m, v in row.items()} for w, row in by_weight.items()},
         "note": VALIDATION_NOTE,

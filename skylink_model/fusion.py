@@ -8,10 +8,11 @@ query over the top-k before mixing::
     fused_j = z(S)_j + W * z(retriever)_j,      z(x)_j = (x_j - mean(x)) / std(x)   (population std over the top-k)
 
 A constant score vector (std 0) standardises to zeros. ``W = 0`` is SkyLink alone; a large W is the retriever's
-order with SkyLink breaking its ties. :func:`skylink_model.evaluation.choose_weight` picks W from
-:data:`WEIGHT_GRID` on validation queries (never the test split): the W with the best validation
-``AP_precision`` (the mean reciprocal rank for one positive: smoother than R@1 on a few hundred queries), ties
-going to the larger W (closer to the retriever).
+order with SkyLink breaking near-ties, and ``W = inf`` is exactly the retriever's order (SkyLink ignored; written
+``"inf"`` in JSON), so a validation set on which SkyLink never helps gives a fused row equal to the retriever's.
+:func:`skylink_model.evaluation.choose_weight` picks W from :data:`WEIGHT_GRID` on validation queries (never the
+test split): the W with the best validation ``AP_precision`` (the mean reciprocal rank for one positive: smoother
+than R@1 on a few hundred queries), ties going to the larger W (closer to the retriever).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-#: The weights ``auto`` tries (0 = SkyLink alone; 100 ≈ the retriever's order).
-WEIGHT_GRID: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 100.0)
+#: The weights ``auto`` tries (0 = SkyLink alone; inf = the retriever's order).
+WEIGHT_GRID: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 100.0, math.inf)
 
 #: The validation metric ``auto`` maximises.
 OBJECTIVE = "AP_precision"
@@ -42,12 +43,15 @@ def zscore(values: Sequence[float]) -> np.ndarray:
 
 
 def fuse_scores(reranker: Sequence[float], retriever: Sequence[float], weight: float) -> np.ndarray:
-    """``z(reranker) + weight * z(retriever)`` for one query's top-k (module docstring)."""
+    """``z(reranker) + weight * z(retriever)`` for one query's top-k; ``weight = inf`` gives ``z(retriever)``."""
     if len(reranker) != len(retriever):
         raise ValueError(f"{len(reranker)} re-ranker scores but {len(retriever)} retriever scores")
     weight = float(weight)
-    if not math.isfinite(weight) or weight < 0:
-        raise ValueError(f"the fusion weight must be a finite number >= 0, got {weight}")
+    if math.isnan(weight) or weight < 0:
+        raise ValueError(f"the fusion weight must be a number >= 0 (or inf), got {weight}")
+    if math.isinf(weight):
+        zscore(reranker)  # still checked
+        return zscore(retriever)
     return zscore(reranker) + weight * zscore(retriever)
 
 
@@ -75,8 +79,13 @@ def fused_scores_by_query(
 
 
 def weight_key(weight: float) -> str:
-    """The JSON key of a weight (``0.25`` -> ``"0.25"``)."""
+    """The JSON key of a weight (``0.25`` -> ``"0.25"``, ``inf`` -> ``"inf"``)."""
     return f"{float(weight):g}"
 
 
-__all__ = ["WEIGHT_GRID", "OBJECTIVE", "zscore", "fuse_scores", "fused_scores_by_query", "weight_key"]
+def weight_json(weight: float | None) -> float | str | None:
+    """A weight as strict JSON allows it: ``inf`` becomes the string ``"inf"``."""
+    return "inf" if weight is not None and math.isinf(weight) else weight
+
+
+__all__ = ["WEIGHT_GRID", "OBJECTIVE", "zscore", "fuse_scores", "fused_scores_by_query", "weight_key", "weight_json"]

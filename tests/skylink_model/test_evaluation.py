@@ -128,6 +128,7 @@ def test_zscore_and_fusion_by_hand():
     retr, sky = [3.0, 2.0, 1.0], [0.0, 1.0, 2.0]
     assert fuse_scores(sky, retr, 0.5) == pytest.approx([-0.612372, 0.0, 0.612372], abs=1e-6)
     assert fuse_scores(sky, retr, 1.0) == pytest.approx([0.0, 0.0, 0.0])
+    assert fuse_scores(sky, retr, float("inf")) == pytest.approx(zscore(retr))  # the retriever's order
     with pytest.raises(ValueError):
         fuse_scores(sky, retr, -1.0)
     with pytest.raises(ValueError):
@@ -159,6 +160,7 @@ def test_choose_weight_by_hand():
     assert table["1.5"]["AP_precision"] == pytest.approx(100.0) and table["1"]["R@1"] == pytest.approx(100.0)
     assert table["0"]["R@1"] == pytest.approx(50.0)  # SkyLink alone misses vb
     assert table["2"]["R@1"] == pytest.approx(50.0) and table["100"]["R@1"] == pytest.approx(50.0)  # misses va
+    assert table["inf"]["R@1"] == pytest.approx(50.0)  # the retriever's order
     assert choose_weight(VAL_ROWS, VAL_SCORES, 3, grid=(0.0, 0.25))[0] == 0.25  # tie at 75: the larger W
     # the fused row on the same rows with the chosen W, and its JSON record
     report = evaluate_reranking(VAL_ROWS, VAL_SCORES, 3, fusion_weight=weight, fusion_info={"mode": "auto"})
@@ -169,6 +171,18 @@ def test_choose_weight_by_hand():
     assert "+SkyLink fused" in report.format_table()
     with pytest.raises(ValueError, match="re-ranker scores"):
         evaluate_reranking(VAL_ROWS, None, 3, fusion_weight=1.0)
+
+
+def test_auto_fusion_never_loses_where_skylink_never_helps():
+    # SkyLink scores that always put the positive last: no finite W beats the retriever's order, so W = inf and the
+    # fused row is exactly the retriever's (strict JSON: the weight is the string "inf").
+    bad = {r["query_id"]: {c: (-5.0 if c in r["positive_ids"] else 1.0) for c in r["retrieved_ids"]} for r in VAL_ROWS}
+    weight, _ = choose_weight(VAL_ROWS, bad, 3)
+    assert weight == float("inf")
+    report = evaluate_reranking(VAL_ROWS, bad, 3, fusion_weight=weight, fusion_info={"mode": "auto"})
+    assert report.rows["skylink_fused"] == report.rows["retriever"]
+    data = json.loads(report.to_json())
+    assert data["fusion"]["weight"] == "inf" and "inf (the retriever's order)" in report.format_table()
 
 
 def test_retriever_only_and_errors():

@@ -1,0 +1,47 @@
+"""``skyrank demo``'s learning check and console summary, on hand-made eval JSONs (the full demo is a CPU run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from skyrank.demo import DEMO_SETTINGS, DEMO_STEPS, DemoResult, demo_check
+
+
+def _report(skylink_r1: float, ci: list[float], fused: dict[str, float] | None = None) -> dict:
+    rows = {
+        "retriever": {"R@1": 35.0, "R@5": 70.0, "R@10": 90.0, "AP": 45.0, "AP_precision": 50.0},
+        "skylink": {"R@1": skylink_r1, "R@5": 60.0, "R@10": 90.0, "AP": 25.0, "AP_precision": 33.0},
+    }
+    if fused is not None:
+        rows["skylink_fused"] = fused
+    return {"rows": rows, "ci95": {"skylink": {"R@1": ci}}}
+
+
+def test_demo_check_by_hand():
+    # random order of the top-10: R@10 / 10 = 9.0; learning needs the CI's low end >= 13.5
+    check = demo_check(_report(18.0, [14.0, 22.0]))
+    assert check["random_top10_R@1"] == 9.0 and check["learns"] and check["ci_low_over_random"] == 1.56
+    assert "fused_not_worse" not in check
+    assert not demo_check(_report(15.0, [13.0, 17.0]))["learns"]
+    fused_ok = {"R@1": 35.5, "AP": 45.0, "AP_precision": 50.2}
+    assert demo_check(_report(18.0, [14.0, 22.0], fused_ok))["fused_not_worse"]
+    fused_bad = {"R@1": 36.0, "AP": 44.9, "AP_precision": 51.0}  # loses on the Market-1501 AP
+    assert not demo_check(_report(18.0, [14.0, 22.0], fused_bad))["fused_not_worse"]
+
+
+def test_demo_settings_are_a_step_budget_and_hold_out_validation():
+    assert isinstance(DEMO_STEPS, int) and DEMO_STEPS > 0
+    assert DEMO_SETTINGS["val_fraction"] > 0  # the fused row's weight needs validation queries
+    from skylink_model.config import SkyLinkConfig
+
+    SkyLinkConfig(base_model="x", **DEMO_SETTINGS)  # every demo setting is a valid config field
+
+
+def test_summary_names_wall_cpu_load_and_the_verdict():
+    report = _report(18.0, [14.0, 22.0], {"R@1": 35.5, "AP": 45.0, "AP_precision": 50.2})
+    report["extra"] = {"demo": {"check": demo_check(report), "timings": {
+        "train": {"wall_s": 300.0, "cpu_s": 420.0, "load_avg_1min": [6.0, 7.5]}}}}  # fmt: skip
+    text = DemoResult(Path("o"), Path("d"), Path("r"), Path("e"), "", {}, report).summary()
+    assert "train 300s / 420s (load 7.5)" in text
+    assert "R@1 18.00 (95% CI 14.00-22.00)" in text and "clearly learns" in text and "9.00" in text
+    assert "not worse than the retriever on R@1 and AP: True" in text
