@@ -11,6 +11,7 @@ from PIL import Image
 from skyrank.benchmarks import get_benchmark
 from skyrank.benchmarks import synthetic as syn
 from skyrank.benchmarks.sues200 import read_index_file
+from skyrank.benchmarks.synthetic import layout as syn_layout
 from skyrank.errors import OutputExistsError
 
 TINY = {"locations": 4, "distractors": 2, "views": 3, "image_size": 32}
@@ -145,7 +146,7 @@ def test_sues200_refuses_distractors(tmp_path: Path) -> None:
 
 def test_interrupted_run_leaves_no_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"n": 0}
-    real = syn._drone_view
+    real = syn_layout._drone_view  # the writer calls the camera through its own namespace
 
     def flaky(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         calls["n"] += 1
@@ -153,7 +154,7 @@ def test_interrupted_run_leaves_no_folder(tmp_path: Path, monkeypatch: pytest.Mo
             raise RuntimeError("killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(syn, "_drone_view", flaky)
+    monkeypatch.setattr(syn_layout, "_drone_view", flaky)
     with pytest.raises(RuntimeError, match="killed"):
         syn.generate_synthetic(tmp_path / "bench", progress=False, **TINY)
     assert list(tmp_path.iterdir()) == []
@@ -185,5 +186,5 @@ def test_ensure_synthetic_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     def boom(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise AssertionError("regenerated a complete cached benchmark")
 
-    monkeypatch.setattr(syn, "generate_synthetic", boom)
+    monkeypatch.setattr(syn_layout, "generate_synthetic", boom)
     assert syn.ensure_synthetic(cache_dir=tmp_path, progress=False, **params) == root
