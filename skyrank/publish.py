@@ -69,7 +69,10 @@ class _Local:
 
 
 def _read_local(folder: Path) -> tuple[_Local, list[str], list[str]]:
-    """The folder's description plus (problems, warnings). Never raises on bad content."""
+    """The folder's description plus (problems, warnings). Never raises on bad content.
+
+    Only what publishing adds is checked here (non-Parquet data files, the Hub's file limits): the folder itself is
+    checked once, by :func:`skyrank.validate.validate_dataset` (:func:`_load_check`)."""
     import pyarrow.parquet as pq
 
     problems: list[str] = []
@@ -78,33 +81,24 @@ def _read_local(folder: Path) -> tuple[_Local, list[str], list[str]]:
     body = ""
     manifest: dict[str, Any] = {}
     readme = folder / README
-    if not readme.is_file():
-        problems.append("README.md is missing (the card with the 'configs:' YAML)")
-    else:
-        try:
+    if readme.is_file():
+        with contextlib.suppress(Exception):  # an unreadable card is reported by validate_dataset
             meta, body = split_front_matter(readme.read_text(encoding="utf-8"))
-        except Exception as err:  # noqa: BLE001 - reported as a problem
-            problems.append(f"README.md: unreadable YAML front matter: {err}")
     if (folder / MANIFEST).is_file():
-        try:
+        with contextlib.suppress(ValueError):  # reported by validate_dataset
             manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        except ValueError as err:
-            problems.append(f"{MANIFEST}: not valid JSON: {err}")
     else:
         warnings.append(f"{MANIFEST} is missing: build parameters and checksums will not be published")
-    problems.extend(hub_limits.check_card_metadata(meta) if meta else [])
 
     all_files = list_folder_files(folder)
     config_files: dict[str, dict[str, list[str]]] = {}
     rows: dict[str, dict[str, int]] = {}
     image_configs: set[str] = set()
-    infos = dataset_infos_by_name(meta)
     for name, cfg in configs_by_name(meta).items():
         for split, patterns in config_split_patterns(cfg).items():
             matched = match_patterns(patterns, all_files)
             if not matched:
-                problems.append(f"config {name!r} split {split!r}: no file matches {patterns}")
-                continue
+                continue  # reported by validate_dataset
             config_files.setdefault(name, {})[split] = matched
             n = 0
             for rel in matched:
@@ -116,14 +110,9 @@ def _read_local(folder: Path) -> tuple[_Local, list[str], list[str]]:
                     n += pf.metadata.num_rows
                     if "image" in pf.schema_arrow.names:
                         image_configs.add(name)
-                except Exception as err:  # noqa: BLE001 - reported as a problem
-                    problems.append(f"{rel}: not a readable Parquet file: {err}")
+                except Exception:  # noqa: BLE001 - an unreadable file is reported by validate_dataset
+                    pass
             rows.setdefault(name, {})[split] = n
-            declared = {s.get("name"): s.get("num_examples") for s in (infos.get(name, {}).get("splits") or [])}
-            if split in declared and declared[split] is not None and declared[split] != n:
-                problems.append(
-                    f"config {name!r} split {split!r}: dataset_info says {declared[split]} rows, files hold {n}"
-                )
     used = {f for splits in config_files.values() for fs in splits.values() for f in fs}
     extra = [f for f in all_files if f not in used and f not in (README, MANIFEST)]
     for rel in extra:
@@ -138,28 +127,15 @@ def _read_local(folder: Path) -> tuple[_Local, list[str], list[str]]:
 
 
 def _load_check(folder: Path) -> list[str]:
-    """Every config/split loads with ``load_dataset`` (``skyrank.validate`` when it exists)."""
-    try:
-        from skyrank.validate import validate_dataset
-    except ImportError:
-        validate_dataset = None
-    if validate_dataset is not None:
-        try:
-            validate_dataset(folder)
-        except ValidationError as err:
-            return list(err.problems) or [str(err)]
-        return []
-    import datasets
+    """Every problem :func:`skyrank.validate.validate_dataset` finds (the one check of a folder; it loads every
+    config/split with ``load_dataset``)."""
+    from skyrank.validate import validate_dataset
 
-    problems = []
-    with tempfile.TemporaryDirectory(prefix="skyrank-validate-") as cache:
-        for name in datasets.get_dataset_config_names(str(folder)):
-            for split in datasets.get_dataset_split_names(str(folder), name):
-                try:
-                    datasets.load_dataset(str(folder), name, split=split, cache_dir=cache)
-                except Exception as err:  # noqa: BLE001 - reported as a problem
-                    problems.append(f"load_dataset(folder, {name!r}, split={split!r}) failed: {err}")
-    return problems
+    try:
+        validate_dataset(folder)
+    except ValidationError as err:
+        return list(err.problems) or [str(err)]
+    return []
 
 
 def _licence_problems(local: _Local, *, private: bool, gated: bool, acknowledge_license: bool) -> list[str]:
@@ -366,8 +342,7 @@ def publish_dataset(
 
     # 1. local validation: collect every problem before refusing.
     local, problems, warnings = _read_local(folder)
-    if local.meta and not any("README.md" in p for p in problems[:1]):
-        problems.extend(_load_check(folder))
+    problems = _load_check(folder) + problems
     # 2. licence guard.
     problems.extend(_licence_problems(local, private=private, gated=gated, acknowledge_license=acknowledge_license))
     problems = list(dict.fromkeys(problems))

@@ -508,7 +508,8 @@ def validate_dataset(folder: str | Path, *, check_images: bool = True, load: boo
             problems.add(f"{CARD_NAME}: dataset_info of {cfg!r} has no split {split!r}")
         elif split_info.get("num_examples") != table.num_rows:
             problems.add(
-                f"{cfg}/{split}: dataset_info num_examples {split_info.get('num_examples')} != {table.num_rows} rows"
+                f"{cfg}/{split}: dataset_info num_examples {split_info.get('num_examples')} rows != "
+                f"{table.num_rows} rows in the files"
             )
 
     id_labels: dict[tuple[str, str], dict[str, str]] = {}

@@ -230,6 +230,16 @@ def test_licence_guard_reads_the_benchmark_class(data: dict[str, Path], hub: Fak
     assert _publish(data["u1652_images"], hub, repo_id="alice/u1652-open").uploaded
 
 
+def test_publish_checks_the_folder_once(data: dict[str, Path], hub: FakeHub, monkeypatch) -> None:
+    """One check of the folder: validate_dataset, not a second set of checks in the publisher (issue 11)."""
+    import skyrank.validate
+
+    real, calls = skyrank.validate.validate_dataset, []
+    monkeypatch.setattr(skyrank.validate, "validate_dataset", lambda *a, **k: calls.append(1) or real(*a, **k))
+    report = _publish(data["synthetic"], hub, dry_run=True)
+    assert calls == [1] and report.dry_run
+
+
 def test_invalid_metadata_is_refused_with_every_problem(data: dict[str, Path], hub: FakeHub, tmp_path: Path) -> None:
     folder = tmp_path / "bad"
     shutil.copytree(data["synthetic"], folder)
