@@ -180,6 +180,21 @@ def batch_layout(batch_size: int, num_processes: int) -> BatchLayout:
     return BatchLayout(batch_size, 1, batch_size // num_processes, num_processes)
 
 
+def check_process_count(num_processes: int, environ: Any, what: str = "") -> None:
+    """Refuse a run whose launcher started more processes (``WORLD_SIZE``) than accelerate sees.
+
+    Seen with accelerate 1.15 + DeepSpeed on a machine without GPUs: every rank reports 1 process and index 0, so
+    each would train on the same groups (and ``--batch-size`` would be split wrongly) while DeepSpeed averages them.
+    """
+    world = int(environ.get("WORLD_SIZE", num_processes))
+    if world != num_processes:
+        raise TrainingError(
+            f"the launcher started {world} processes but accelerate reports {num_processes} ({what}); accelerate's "
+            "DeepSpeed support on the CPU is single-process: use --num_processes 1, or torchrun / "
+            "`accelerate launch --multi_gpu` without DeepSpeed."
+        )
+
+
 def _trackers(report_to: str | Sequence[str] | None) -> list[str] | None:
     if report_to in (None, "none", []):
         return None
@@ -243,7 +258,7 @@ def train_skylink(
         TrainingError: a non-finite loss or gradient norm (naming the step and the query ids of the batch), or a
             checkpoint that does not match the config on resume.
     """
-    from accelerate import Accelerator, PartialState
+    from accelerate import Accelerator
     from accelerate.utils import DistributedType, set_seed
 
     from skylink_model.model import get_skylink_model
@@ -272,20 +287,23 @@ def train_skylink(
     # accelerator included): forcing accelerate's cpu mode would silently drop DeepSpeed.
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
     force_cpu = not use_cuda and not deepspeed
-    layout = batch_layout(config.batch_size, PartialState(cpu=force_cpu).num_processes)
     if mixed_precision not in ("auto", "no", "bf16", "fp16"):
         raise ValueError(f"`mixed_precision` must be auto, no, bf16 or fp16, got {mixed_precision!r}")
     if mixed_precision == "auto":
         mixed_precision = "bf16" if bf16 else "no"
-    accum = layout.accumulation
     accelerator = Accelerator(
-        gradient_accumulation_steps=accum,
         mixed_precision=mixed_precision,
         cpu=force_cpu,
         step_scheduler_with_optimizer=False,
         log_with=trackers,
         project_dir=str(out),
     )
+    # The process count is known once the accelerator (and DeepSpeed's process group) is up; DeepSpeed's "auto"
+    # gradient_accumulation_steps / train_batch_size are filled from this value in accelerator.prepare().
+    check_process_count(accelerator.num_processes, os.environ, f"{accelerator.distributed_type}, {accelerator.device}")
+    layout = batch_layout(config.batch_size, accelerator.num_processes)
+    accum = layout.accumulation
+    accelerator.gradient_accumulation_steps = accum
     is_main = accelerator.is_main_process
     set_seed(config.seed)
 
@@ -579,6 +597,7 @@ __all__ = [
     "BatchLayout",
     "TrainResult",
     "batch_layout",
+    "check_process_count",
     "train_skylink",
     "latest_checkpoint",
     "lr_lambda_factory",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from skylink_model.config import SkyLinkConfig
-from skylink_model.train import batch_layout, train_skylink
+from skylink_model.train import batch_layout, check_process_count, train_skylink
 from skyrank.errors import TrainingError
 from tests.skylink_model.test_data import RETRIEVER_CONFIG, make_tiny_skyrank
 
@@ -64,3 +64,13 @@ def test_two_process_gloo_run_equals_one_process_run(tmp_path):
     assert [r["groups_seen"] for r in log] == [2, 4, 6, 8]
     result = json.loads((tmp_path / "two" / "train_result.json").read_text())
     assert result["steps"] == 4 and result["batch"] == {"total": 2, "per_device": 1, "accumulation": 1, "processes": 2}
+
+
+
+def test_a_launcher_accelerate_does_not_see_is_refused():
+    """accelerate + DeepSpeed on a GPU-less machine reports 1 process on every rank (seen with 2 ranks launched by
+    ``accelerate launch --config_file .../deepspeed_zero2.yaml --num_processes 2``): training would repeat groups."""
+    check_process_count(2, {"WORLD_SIZE": "2"})
+    check_process_count(1, {})
+    with pytest.raises(TrainingError, match="launcher started 2 processes but accelerate reports 1"):
+        check_process_count(1, {"WORLD_SIZE": "2"}, "DistributedType.DEEPSPEED, cpu")
