@@ -147,3 +147,34 @@ def test_train_then_eval_end_to_end_through_the_cli(tmp_path):
 def test_train_and_eval_offer_the_naive_path(command):
     result = CliRunner().invoke(cli.main, [*command, "--help"])
     assert result.exit_code == 0 and "--no-shared-prefix" in result.output
+
+
+def test_train_passes_every_ablation_knob_and_help_lists_the_paper_values(monkeypatch, tmp_path):
+    """Table 5 / ablation knobs reach SkyLinkConfig (saved as the run's skylink_config.json) and train_skylink."""
+    import skylink_model.train
+
+    seen = {}
+
+    def fake_train(config, data, data_config, **kw):
+        seen.update(config=config, kw=kw)
+        return SimpleNamespace(steps=0, wall_time_s=0.0, final_loss=0.0, out_dir=kw["out_dir"])
+
+    monkeypatch.setattr(skylink_model.train, "train_skylink", fake_train)
+    result = CliRunner().invoke(
+        cli.main,
+        ["train", "--data", "d", "--config", "c", "--out", str(tmp_path), "--lora-dropout", "0.1", "--no-lora-vision",
+         "--head-init", "zero", "--prompt", "Same place?", "--warmup-ratio", "0.1", "--lr-scheduler", "cosine",
+         "--weight-decay", "0.01", "--lora-targets", "q_proj,v_proj", "--max-grad-norm", "5", "--batch-size", "8",
+         "--mixed-precision", "bf16", "--log-every", "3"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    c = seen["config"]
+    assert (c.lora_dropout, c.lora_vision, c.head_init, c.prompt) == (0.1, False, "zero", "Same place?")
+    assert (c.warmup_ratio, c.lr_scheduler, c.weight_decay, c.max_grad_norm) == (0.1, "cosine", 0.01, 5.0)
+    assert (c.lora_targets, c.batch_size) == (["q_proj", "v_proj"], 8)
+    assert seen["kw"]["mixed_precision"] == "bf16" and seen["kw"]["log_every"] == 3
+    text = " ".join(CliRunner().invoke(cli.main, ["train", "--help"]).output.split())
+    for expected in ("LoRA dropout (paper 0.05)", "(paper: yes; ablation: no)", "paper 16", "paper 32", "paper 1e-4",
+                     "(paper: not stated; 0.03)", "(paper: not stated; linear)", "(paper: not stated; 0)",
+                     "in total, over all processes (paper 4 on 2 GPUs)", "Does the given query image match"):
+        assert expected in text, expected
