@@ -397,14 +397,19 @@ class SkyLinkModel(nn.Module):
         return torch.cat(out) if out else torch.zeros(0)
 
     # ------------------------------------------------------------------ persistence
-    def save_pretrained(self, save_directory: str | Path) -> Path:
-        """Write the adapter, ``value_head.safetensors`` and ``skylink_config.json`` (effective image budget)."""
+    def save_pretrained(self, save_directory: str | Path, *, head_weight: torch.Tensor | None = None) -> Path:
+        """Write the adapter, ``value_head.safetensors`` (float32) and ``skylink_config.json`` (image budget).
+
+        ``head_weight`` replaces the module's w, e.g. DeepSpeed's fp32 master copy when the engine holds the module
+        in bf16.
+        """
         from safetensors.torch import save_file
 
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
         self.backbone.save_pretrained(out)
-        weight = self.value_head.weight.detach().to("cpu", torch.float32).contiguous()
+        w = self.value_head.weight if head_weight is None else head_weight
+        weight = w.detach().to("cpu", torch.float32).reshape(1, self.hidden_size).contiguous()
         save_file({_HEAD_KEY: weight}, str(out / VALUE_HEAD_NAME), metadata={"hidden_size": str(self.hidden_size)})
         size = self.processor.image_processor.size
         budget = {}

@@ -346,10 +346,20 @@ def train_skylink(
     loss_fn = RelationalSoftLabelLoss()
     distributed = accelerator.distributed_type != DistributedType.NO
 
+    def master_head() -> torch.Tensor | None:
+        """DeepSpeed's fp32 master copy of w (the module holds a bf16/fp16 cast); a collective: every rank calls it."""
+        if accelerator.distributed_type != DistributedType.DEEPSPEED:
+            return None
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        full = safe_get_full_fp32_param(unwrapped.value_head.weight)
+        return None if full is None else full.detach().float().cpu()
+
     def save_hook(models: list, weights: list, output_dir: str) -> None:
         # Replace accelerate's full-model safetensors (the frozen backbone too) with the trainable parameters
         # and a usable run folder.
         weights.clear()
+        head = master_head()
         if accelerator.is_main_process:
             from safetensors.torch import save_file
 
@@ -357,7 +367,7 @@ def train_skylink(
                 n: p.detach().to("cpu").contiguous() for n, p in unwrapped.named_parameters() if p.requires_grad
             }
             save_file(trainable, str(Path(output_dir) / TRAINABLE_PARAMS_NAME))
-            unwrapped.save_pretrained(output_dir)
+            unwrapped.save_pretrained(output_dir, head_weight=head)
 
     def load_hook(models: list, input_dir: str) -> None:
         from safetensors.torch import load_file
@@ -534,8 +544,9 @@ def train_skylink(
     if bar is not None:
         bar.close()
     accelerator.wait_for_everyone()
+    head = master_head()
     if is_main:
-        unwrapped.save_pretrained(out)
+        unwrapped.save_pretrained(out, head_weight=head)
         (out / "train_result.json").write_text(
             json.dumps(
                 {

@@ -57,7 +57,9 @@ def test_zero2_trains_checkpoints_and_resumes_on_the_cpu_accelerator(tmp_path):
     # --mixed-precision bf16: DeepSpeed cast the whole module (the crash of issue 10), the head saved fp32.
     trained = load_file(str(ckpt / "trainable_params.safetensors"))
     assert {t.dtype for n, t in trained.items() if "lora_" in n} == {torch.bfloat16}
-    assert load_file(str(run / "value_head.safetensors"))["value_head.weight"].dtype == torch.float32
+    head = load_file(str(run / "value_head.safetensors"))["value_head.weight"]
+    assert head.dtype == torch.float32
+    assert not torch.equal(head, head.bfloat16().float())  # DeepSpeed's fp32 master copy, not the bf16 module cast
     full = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in full] == [1, 2]
 
