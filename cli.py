@@ -1,47 +1,111 @@
 """The ``skyrank`` command line. Thin: every command parses its options and calls one library function.
 
-Library errors (:class:`skyrank.errors.SkyRankError` subclasses) are turned into one-line messages with the fix in
-:data:`ERROR_HINTS`; anything else is a bug and keeps its traceback.
+Library errors (:class:`skyrank.errors.SkyRankError` subclasses) become one message and one hint: the error's own
+``hint`` when the raise site knows the fix, else :data:`COMMAND_HINTS` for the command that failed, else
+:data:`ERROR_HINTS` for the error type. Any other exception is a bug: one line saying so, and its traceback only
+with ``skyrank --debug``. Heavy libraries (torch, datasets, ...) are imported inside the commands, so a bad option
+is reported within a second.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import click
+# Before torch is imported anywhere: OpenMP threads that wait for each other sleep instead of spinning, so that on a
+# shared machine a busy core does not stall every parallel region (BENCHMARKS.md, "The first build").
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from skyrank import errors
+import click  # noqa: E402
 
-#: error type → (exit code, what to do). The message of the error itself says what is wrong.
+from skyrank import errors  # noqa: E402
+
+#: error type → (exit code, what to do). The message of the error itself says what is wrong. Looked up along the
+#: error's class hierarchy, most specific first.
 ERROR_HINTS: dict[type[errors.SkyRankError], tuple[int, str]] = {
-    errors.BenchmarkLayoutError: (3, "Point --root at the benchmark folder (e.g. .../University-Release)."),
-    errors.BadImageError: (4, "Fix or remove the listed files, or pass --skip-bad-images to leave them out."),
-    errors.CheckpointMismatchError: (5, "Check that --retriever/--arch/--opts match the checkpoint file."),
-    errors.UnknownNameError: (2, "Run `skyrank --help` for the valid names."),
+    errors.SkyRankError: (1, "Fix the option or file named above; `skyrank <command> --help` lists every option."),
+    errors.OptionError: (2, "Fix the option named above; `skyrank <command> --help` lists the valid values."),
+    errors.UnknownNameError: (2, "Use one of the names listed above (`skyrank retriever list` for retrievers)."),
+    errors.BenchmarkLayoutError: (
+        3, "Point --root at the benchmark folder (e.g. .../University-Release or .../SUES-200-512x512)."
+    ),
+    errors.BadImageError: (
+        4, "Fix or remove the listed files, or pass --skip-bad-images to leave them out (they are listed in the card)."
+    ),
+    errors.CheckpointMismatchError: (5, "Check that --checkpoint is the right file for --retriever/--arch/--opts."),
+    errors.MissingWeightsError: (
+        5, "Pass --checkpoint with trained weights (`skyrank retriever train` makes them), or --random-weights to "
+        "build from untrained weights on purpose (the card then says so)."
+    ),
+    errors.OutputError: (6, "Choose another --out."),
     errors.OutputExistsError: (6, "Pass --overwrite to replace it, or choose another --out."),
     errors.ValidationError: (7, "The folder is not a valid SkyRank dataset; rebuild it with `skyrank build`."),
     errors.MissingDependencyError: (8, "Install the extra named above."),
     errors.PublishError: (9, "Nothing was changed on the Hub unless the message says so."),
     errors.TrainingError: (10, "Fix the cause, then re-run with --resume to continue from the last checkpoint."),
     errors.EvalFileError: (11, "Pass the JSON files `skyrank eval --json` wrote (with --per-query for pictures)."),
+}  # fmt: skip
+
+#: (command, error type) → the hint where the type's generic one would name the wrong flag.
+COMMAND_HINTS: dict[tuple[str, type[errors.SkyRankError]], str] = {
+    ("eval", errors.BenchmarkLayoutError): "Point --images-root at your copy of the benchmark named above.",
+    ("train", errors.BenchmarkLayoutError): "Point --images-root at your copy of the benchmark named above.",
+    ("synth", errors.OutputExistsError): "Pass --overwrite to replace it, or choose another --out.",
+    ("train", errors.OutputExistsError): "Pass --resume to continue that run, or choose another --out.",
+    ("train", errors.UnknownNameError): "Pass --config with one of the configs listed above.",
+    ("eval", errors.UnknownNameError): "Pass --config with one of the configs listed above.",
+    ("validate", errors.ValidationError): "Pass the folder `skyrank build` wrote (it holds skyrank_manifest.json).",
+    ("publish", errors.ValidationError): "Fix the problems listed above, or rebuild with `skyrank build`.",
 }
+
+
+def error_exit(e: errors.SkyRankError, command: str) -> tuple[int, str]:
+    """(exit code, hint) for an error raised by ``command`` (see the module docstring)."""
+    code = next(ERROR_HINTS[t][0] for t in type(e).__mro__ if t in ERROR_HINTS)
+    hint = e.hint or next(
+        (COMMAND_HINTS[(command, t)] for t in type(e).__mro__ if (command, t) in COMMAND_HINTS), None
+    ) or next(ERROR_HINTS[t][1] for t in type(e).__mro__ if t in ERROR_HINTS)
+    return code, hint
+
+
+def _debug() -> bool:
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx is not None else None
+    return bool(root is not None and (root.obj or {}).get("debug")) or os.environ.get("SKYRANK_DEBUG") == "1"
 
 
 def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context(silent=True)
+        command = ctx.info_name if ctx is not None else fn.__name__
         try:
             return fn(*args, **kwargs)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
         except errors.SkyRankError as e:
-            code, hint = next(((c, h) for t, (c, h) in ERROR_HINTS.items() if isinstance(e, t)), (1, ""))
+            if _debug():
+                raise
+            code, hint = error_exit(e, command or "")
             click.secho(f"Error: {e}", fg="red", err=True)
-            if hint:
-                click.echo(hint, err=True)
+            click.echo(hint, err=True)
             sys.exit(code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted; outputs are written atomically, so nothing half-written was left.", err=True)
+            sys.exit(130)
+        except Exception as e:  # a bug: one line, the traceback only with --debug
+            if _debug():
+                raise
+            click.secho(f"Error: unexpected {type(e).__name__}: {e}", fg="red", err=True)
+            click.echo(
+                f"This is a bug in SkyRank. Run `skyrank --debug {command} ...` for the traceback and report it.",
+                err=True,
+            )
+            sys.exit(1)
 
     return wrapper
 
@@ -65,13 +129,17 @@ def _quiet_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="skyrank")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the full traceback of an error (also SKYRANK_DEBUG=1).")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
     """SkyRank: re-ranking datasets for cross-view UAV geo-localization, and the SkyLink re-ranker.
 
     \b
     Start here:  skyrank build          (the built-in synthetic benchmark, end to end, on CPU)
                  skyrank demo           (build + train a tiny SkyLink + evaluate, on CPU)
+                 skyrank --debug build ...   (any command, with the traceback of an error)
     """
+    ctx.obj = {"debug": debug}
 
 
 # ------------------------------------------------------------------------------------------------------- build
@@ -105,10 +173,16 @@ Examples:
     "--retriever", default="sample4geo", show_default=True,
     help="sample4geo, mccg, sdpl or precomputed (`skyrank retriever list`).",
 )
-@click.option("--checkpoint", type=click.Path(path_type=Path), help="Retriever weights (or embeddings file).")
+@click.option(
+    "--checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Retriever weights (or the embeddings file for precomputed).",
+)
 @click.option("--arch", help="timm architecture for sample4geo (default convnext_base.fb_in22k_ft_in1k_384).")
 @click.option("--image-size", type=int, help="Retriever input size override.")
-@click.option("--opts", type=click.Path(path_type=Path, exists=True), help="MCCG/SDPL opts.yaml of the training run.")
+@click.option(
+    "--opts", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="MCCG/SDPL opts.yaml of the training run.",
+)
 @click.option("--top-m", default=20, show_default=True, help="Candidates mined per query (m of Eq. 1-2).")
 @click.option("--splits", default="train,test", show_default=True, help="Comma-separated splits to build.")
 @click.option(
@@ -138,7 +212,17 @@ Examples:
 @_device_option
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--num-workers", default=0, show_default=True, help="DataLoader workers for image decoding.")
-@click.option("--skip-bad-images", is_flag=True, help="Leave out images that fail to decode (listed in the card).")
+@click.option(
+    "--skip-bad-images", is_flag=True, help="Leave out images that fail to decode (listed in the summary and card)."
+)
+@click.option(
+    "--random-weights", is_flag=True,
+    help="Allow a retriever without --checkpoint (untrained weights; the card says so in bold). For pipeline tests.",
+)
+@click.option(
+    "--max-pixels", type=int,
+    help="Decode budget per image in pixels (default 64,000,000); larger JPEGs are reduced on decode, others refused.",
+)
 @click.option(
     "--num-processes", default=1, show_default=True,
     help="Encode with N local processes (gloo on CPU, one GPU each on CUDA); omit under `accelerate launch`.",
@@ -164,7 +248,15 @@ def build(splits: str, device: str | None, quiet: bool, json_out: Path | None, *
 
 
 # ------------------------------------------------------------------------------------------------------- synth
-@main.command()
+SYNTH_EXAMPLES = """
+\b
+Examples:
+  skyrank synth --out /tmp/syn
+  skyrank synth --out /tmp/syn-sues --layout sues200 --locations 20 --views 10
+"""
+
+
+@main.command(epilog=SYNTH_EXAMPLES)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder to write the benchmark into.")
 @click.option(
     "--layout",
@@ -187,10 +279,25 @@ def synth(out: Path, layout: str, quiet: bool, **kw: Any) -> None:
     params = {k: v for k, v in kw.items() if v is not None}
     root = generate_synthetic(out, layout=layout, progress=not quiet, **params)
     click.echo(f"synthetic benchmark written to {root}")
+    if layout == "university1652":
+        click.echo(f"build from it with: skyrank build --dataset synthetic --root {root} --out skyrank-syn")
+    else:
+        bench_root = root / "SUES-200-512x512" if layout == "sues200" else root  # the raw archive's root folder
+        click.echo(
+            f"build from it with: skyrank build --dataset sues200 --altitude 150 --root {bench_root} "
+            "--retriever ... --checkpoint ..."
+        )
 
 
 # ---------------------------------------------------------------------------------------------------- validate
-@main.command()
+VALIDATE_EXAMPLES = """
+\b
+Examples:
+  skyrank validate skyrank-synthetic/
+"""
+
+
+@main.command(epilog=VALIDATE_EXAMPLES)
 @click.argument("folder", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @_handle_errors
 def validate(folder: Path) -> None:
@@ -201,6 +308,10 @@ def validate(folder: Path) -> None:
     click.echo(f"{folder}: valid SkyRank dataset")
     for (cfg, split), n in sorted(report.rows.items()):
         click.echo(f"  {cfg:<44} {split:<6} {n:>7} rows")
+    for warning in report.warnings:
+        click.secho(f"warning: {warning}", fg="yellow")
+    for note in report.notes:
+        click.echo(f"note: {note}")
 
 
 # ------------------------------------------------------------------------------------------------------ remine
@@ -266,12 +377,17 @@ def export(folder: Path, fmt: str, out: Path, configs: tuple[str, ...], overwrit
 
 
 # --------------------------------------------------------------------------------------------------- retriever
-@main.group()
+@main.group(epilog="""
+\b
+Examples:
+  skyrank retriever list
+  skyrank retriever train --out runs/atto
+""")
 def retriever() -> None:
     """Retriever utilities: list the registry, train a retriever."""
 
 
-@retriever.command("list")
+@retriever.command("list", epilog="\b\nExample:\n  skyrank retriever list")
 def retriever_list() -> None:
     """List the registered retrievers."""
     from skyrank.retrievers import list_retrievers
@@ -280,7 +396,12 @@ def retriever_list() -> None:
         click.echo(name)
 
 
-@retriever.command("train")
+@retriever.command("train", epilog="""
+\b
+Examples:
+  skyrank retriever train --out runs/atto --epochs 5
+  skyrank retriever train --dataset university1652 --root /data/University-Release --arch mccg --out runs/mccg
+""")
 @click.option("--dataset", default="synthetic", show_default=True)
 @click.option("--root", type=click.Path(path_type=Path), help="Benchmark root (default for synthetic: cached).")
 @click.option("--altitude", help="SUES-200 altitude.")
@@ -369,7 +490,12 @@ def publish(folder: Path, quiet: bool, **kw: Any) -> None:
         click.echo(f"pull request: {report.pr_url}")
 
 
-@main.command("publish-model")
+@main.command("publish-model", epilog="""
+\b
+Examples:
+  skyrank publish-model runs/skylink --repo-id alice/skylink --dry-run
+  skyrank publish-model runs/skylink --repo-id alice/skylink --training-data alice/skyrank
+""")
 @click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @_hub_options
 @click.option("--training-data", help="The SkyRank repo/config the model was trained on (for the card).")
@@ -388,15 +514,44 @@ def publish_model_cmd(run_dir: Path, quiet: bool, **kw: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ SkyLink model
+def _check_data(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """--data: an existing folder, or something shaped like a Hub repo id (checked before any model loads)."""
+    import re
+
+    if value is not None and not Path(value).expanduser().is_dir():
+        if Path(value).expanduser().exists():
+            raise click.BadParameter(f"{value} is a file; pass the folder `skyrank build` wrote, or a Hub repo id")
+        if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", value) or value.startswith((".", "/", "~")):
+            raise click.BadParameter(
+                f"{value} does not exist; pass a SkyRank folder (the --out of `skyrank build`) or a Hub dataset repo "
+                "id (owner/name)"
+            )
+    return value
+
+
+def _check_config(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """--config: a retriever config name (<retriever>-<bench>[-<alt>]-<d2s|s2d>), checked before any model loads."""
+    from skylink_model.data import parse_retriever_config
+
+    try:
+        parse_retriever_config(value)
+    except ValueError as e:
+        raise click.BadParameter(f"{e} (the dataset card lists its configs)") from None
+    return value
+
+
 def _data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option(
-        "--images-root", type=click.Path(path_type=Path),
+        "--images-root", type=click.Path(path_type=Path, exists=True, file_okay=False),
         help="Your benchmark copy, when the dataset holds ids only (University-1652, SUES-200).",
     )(fn)  # fmt: skip
     fn = click.option(
-        "--config", "data_config", required=True, help="Retriever config, e.g. sample4geo-university1652-d2s."
+        "--config", "data_config", required=True, callback=_check_config,
+        help="Retriever config, e.g. sample4geo-university1652-d2s.",
+    )(fn)  # fmt: skip
+    fn = click.option(
+        "--data", required=True, callback=_check_data, help="SkyRank folder or Hub dataset repo id."
     )(fn)
-    fn = click.option("--data", required=True, help="SkyRank folder or Hub dataset repo id.")(fn)
     return fn
 
 
@@ -493,8 +648,29 @@ def train(data: str, data_config: str, images_root: Path | None, out_dir: Path, 
     click.echo(f"adapter, value head and config saved to {result.out_dir}")
 
 
+def _check_adapter(ctx: click.Context | None, param: click.Parameter | None, adapter: str | None) -> str | None:
+    """--adapter: a SkyLink run folder (with adapter_config.json) or something shaped like a Hub repo id."""
+    import re
+
+    if adapter is None:
+        return None
+    if Path(adapter).is_dir():
+        if not (Path(adapter) / "adapter_config.json").is_file():
+            raise click.BadParameter(
+                f"{adapter} is not a SkyLink run folder (no adapter_config.json); pass the --out of `skyrank train`",
+                param_hint="'--adapter'",
+            )
+    elif adapter.startswith((".", "/", "~")) or not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", adapter):
+        raise click.BadParameter(
+            f"{adapter} does not exist; pass the --out folder of `skyrank train` or a Hub model repo id (owner/name)",
+            param_hint="'--adapter'",
+        )
+    return adapter
+
+
 def _local_run(adapter: str) -> Path:
     """A run folder on disk: ``adapter`` itself, or its Hub snapshot."""
+    _check_adapter(None, None, adapter)
     if Path(adapter).is_dir():
         return Path(adapter)
     from huggingface_hub import snapshot_download
@@ -580,8 +756,11 @@ Examples:
 
 @main.command("eval", epilog=EVAL_EXAMPLES)
 @_data_options
-@click.option("--adapter", help="SkyLink run folder or Hub model repo id; without it only the retriever row.")
-@click.option("--split", default="test", show_default=True)
+@click.option(
+    "--adapter", callback=_check_adapter,
+    help="SkyLink run folder or Hub model repo id; without it only the retriever row.",
+)
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "test"]))
 @click.option("--top-k", default=10, show_default=True, help="Re-rank the retriever's top-k.")
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--max-queries", type=int, help="Evaluate only the first N queries (quick checks).")

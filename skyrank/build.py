@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import time
 from collections.abc import Sequence
@@ -24,13 +25,29 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from skyrank.benchmarks import RetrievalSplit, get_benchmark
-from skyrank.errors import SkyRankError
+from skyrank.errors import (
+    BenchmarkLayoutError,
+    CheckpointMismatchError,
+    MissingWeightsError,
+    OptionError,
+    UnknownNameError,
+)
 from skyrank.format import schema
+from skyrank.images import DEFAULT_MAX_PIXELS
 
 _RETRIEVER_ARROW = schema.RETRIEVER_FEATURES.arrow_schema
 
-#: The small retriever the synthetic default trains (Sample4Geo's recipe on a timm ConvNeXt-Atto).
-SYNTHETIC_RETRIEVER = {"arch": "convnext_atto", "image_size": 64, "epochs": 40, "batch_size": 32}
+#: The small retriever the synthetic default trains (Sample4Geo's recipe on a timm ConvNeXt-Atto at 64 px): one
+#: DataLoader worker decodes and augments while one intra-op thread trains. 20 epochs x 12 steps reach test R@1 25.5
+#: (10 epochs: 10.9; 40 epochs: 35.4, twice the time); no early stop, as the cosine schedule is fixed by the epoch
+#: count (BENCHMARKS.md, "The first build").
+SYNTHETIC_RETRIEVER = {"arch": "convnext_atto", "image_size": 64, "epochs": 20, "batch_size": 32, "num_workers": 1}
+#: About how long :data:`SYNTHETIC_RETRIEVER` trains on 2 free CPU cores (the up-front plan line says so).
+SYNTHETIC_TRAIN_SECONDS = 90
+
+
+#: skipped files listed by name in the summary (all of them are in the card)
+_SUMMARY_LIST = 50
 
 
 @dataclass
@@ -93,12 +110,17 @@ class BuildReport:
                     + ("--index ivf usually does better on large galleries, " if idx["kind"] == "hnsw" else "")
                     + "--index exact is the paper's setting"
                 )
-        if self.bad_images:
-            lines.append(
-                f"skipped {len(self.bad_images)} image(s) that failed to decode: " + ", ".join(self.bad_images[:5])
-            )
-        if self.skipped_empty_folders:
-            lines.append(f"skipped {len(self.skipped_empty_folders)} empty class folder(s)")
+        for what, items in (
+            ("image(s) that failed to decode (--skip-bad-images)", self.bad_images),
+            ("empty class folder(s)", self.skipped_empty_folders),
+        ):
+            if items:
+                lines.append(f"skipped {len(items)} {what}:")
+                lines.extend(f"  {x}" for x in items[:_SUMMARY_LIST])
+                if len(items) > _SUMMARY_LIST:
+                    lines.append(f"  ... and {len(items) - _SUMMARY_LIST} more (all listed in the dataset card)")
+        if self.params.get("random_weights"):
+            lines.append("WARNING: built with random, untrained retriever weights (--random-weights): for tests only")
         t = self.timings
         lines.append(
             "time: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items() if k != "total") + f"; total {t['total']:.1f}s"
@@ -170,12 +192,17 @@ def _recipe_summary(checkpoint: str | Path | None) -> str | None:
     )
 
 
+def synthetic_retriever_dir(root: Path) -> Path:
+    """The run folder of the synthetic default retriever, beside the benchmark, keyed by its recipe."""
+    key = hashlib.sha256(json.dumps(SYNTHETIC_RETRIEVER, sort_keys=True).encode()).hexdigest()[:12]
+    return Path(str(root) + f".retriever-{key}")
+
+
 def synthetic_retriever_checkpoint(root: Path, *, device: str = "cpu", progress: bool = True) -> Path:
     """Train (once, cached beside the synthetic benchmark) the small retriever the synthetic default uses."""
     from skyrank.retrievers.train import train_retriever
 
-    key = hashlib.sha256(json.dumps(SYNTHETIC_RETRIEVER, sort_keys=True).encode()).hexdigest()[:12]
-    out = Path(str(root) + f".retriever-{key}")
+    out = synthetic_retriever_dir(root)
     ckpt = out / "weights_end.pth"
     if ckpt.is_file():
         return ckpt
@@ -187,10 +214,113 @@ def synthetic_retriever_checkpoint(root: Path, *, device: str = "cpu", progress:
         image_size=SYNTHETIC_RETRIEVER["image_size"],
         epochs=SYNTHETIC_RETRIEVER["epochs"],
         batch_size=SYNTHETIC_RETRIEVER["batch_size"],
+        num_workers=SYNTHETIC_RETRIEVER["num_workers"] if (os.cpu_count() or 1) > 1 else 0,
         device=device,
         progress=progress,
         resume=True,
     )
+
+
+#: Retrievers that rank with learned weights (a build without ``checkpoint`` would use random ones).
+WEIGHTED_RETRIEVERS = ("sample4geo", "mccg", "sdpl")
+
+
+def _check_options(
+    *, directions: Sequence[str], splits: Sequence[str], protocol: str, top_m: int, batch_size: int,
+    num_workers: int, retriever: str, checkpoint: str | Path | None, opts: str | Path | None, max_pixels: int | None,
+    random_weights: bool, dataset: str,
+) -> None:  # fmt: skip
+    """Every check of :func:`build_dataset`'s options that needs neither the benchmark nor the model (instant)."""
+    for d in directions:
+        if d not in schema.DIRECTIONS:
+            raise OptionError(f"--direction must be d2s or s2d, got {d!r}")
+    if not splits:
+        raise OptionError("--splits is empty; pass e.g. --splits train,test")
+    for s in splits:
+        if s not in schema.SPLITS:
+            raise OptionError(f"--splits must be among {', '.join(schema.SPLITS)}, got {s!r}")
+    if protocol not in schema.PROTOCOLS:
+        raise OptionError(f"--protocol must be one of {', '.join(schema.PROTOCOLS)}, got {protocol!r}")
+    if top_m < 2:
+        raise OptionError(f"--top-m must be at least 2 (m−1 negatives are stored), got {top_m}")
+    if batch_size < 1:
+        raise OptionError(f"--batch-size must be at least 1, got {batch_size}")
+    if num_workers < 0:
+        raise OptionError(f"--num-workers must be 0 or more, got {num_workers}")
+    if max_pixels is not None and max_pixels < 1:
+        raise OptionError(f"--max-pixels must be at least 1, got {max_pixels}")
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise CheckpointMismatchError(
+                f"--checkpoint {path} " + ("is a folder, not a file" if path.is_dir() else "does not exist"),
+                hint="Pass --checkpoint the path of the weights file (.pth or .safetensors).",
+            )
+        if random_weights:
+            raise OptionError("--random-weights and --checkpoint contradict each other; pass one of them")
+    elif retriever in WEIGHTED_RETRIEVERS and not random_weights and not (
+        retriever == "sample4geo" and dataset == "synthetic"
+    ):
+        raise MissingWeightsError(
+            f"--retriever {retriever} was given no --checkpoint: it would rank {dataset} with random, untrained "
+            "weights and write a valid-looking but meaningless dataset"
+            + (" (sample4geo's official University-1652 weights: weights_e1_0.9515.pth)" if retriever == "sample4geo"
+               else ""),
+        )  # fmt: skip
+    elif retriever == "precomputed":
+        raise OptionError("--retriever precomputed needs --checkpoint: the embeddings file")
+
+
+def _check_retriever(retriever: str, opts: str | Path | None) -> None:
+    """The retriever name and its ``opts.yaml`` (parsed now, not after the work)."""
+    from skyrank.retrievers import list_retrievers
+
+    if retriever not in list_retrievers():
+        raise UnknownNameError(f"--retriever {retriever!r} is not one of {', '.join(list_retrievers())}")
+    if opts is not None:
+        if retriever not in ("mccg", "sdpl"):
+            raise OptionError(f"--opts is MCCG's/SDPL's opts.yaml; --retriever {retriever} takes none")
+        from skyrank.retrievers import mccg, sdpl
+
+        (mccg.read_opts if retriever == "mccg" else sdpl.read_opts)(opts)
+
+
+def _check_top_m(layouts: dict[tuple[str, str], RetrievalSplit], top_m: int) -> None:
+    """``top_m`` against every (split, direction): the gallery must hold m images and, for every query, m−1
+    negatives (Eq. 2 stores exactly m−1). Raises :class:`OptionError` with the largest m that fits."""
+    for (split, direction), rs in layouts.items():
+        if not rs.queries or not rs.gallery:
+            continue
+        per_label: dict[str, int] = {}
+        for r in rs.gallery:
+            per_label[r.label] = per_label.get(r.label, 0) + 1
+        n = len(rs.gallery)
+        most_positives = max(per_label.get(q.label, 0) for q in rs.queries)
+        fits = min(n, n - most_positives + 1)
+        if top_m > fits:
+            raise OptionError(
+                f"--top-m {top_m} is too large for the {split} {direction} gallery of {n} image(s): every query needs "
+                f"m−1 = {top_m - 1} negatives, and some query has only {n - most_positives}",
+                hint=f"Pass --top-m {max(2, fits)} or less." if fits >= 2 else "This gallery is too small to mine.",
+            )
+
+
+def first_build_plan(trains: bool) -> str:
+    """The line ``skyrank build`` prints up front on the synthetic benchmark: what will happen and how long."""
+    from skyrank.benchmarks.synthetic import default_synthetic_root
+
+    root = default_synthetic_root()
+    parts = ["generate the synthetic benchmark (~10 s)" if not root.is_dir() else f"use the cached benchmark {root}"]
+    if trains:
+        cached = (synthetic_retriever_dir(root) / "weights_end.pth").is_file()
+        r = SYNTHETIC_RETRIEVER
+        parts.append(
+            f"use the cached retriever {synthetic_retriever_dir(root)}" if cached else
+            f"train a small retriever ({r['arch']} at {r['image_size']} px, {r['epochs']} epochs, about "
+            f"{SYNTHETIC_TRAIN_SECONDS} s on 2 free CPU cores, longer on a busy machine; cached)"
+        )  # fmt: skip
+    parts.append("encode, mine, write and validate the dataset (~20 s)")
+    return "skyrank build: " + "; ".join(parts)
 
 
 def build_dataset(
@@ -219,6 +349,8 @@ def build_dataset(
     num_processes: int = 1,
     embeddings: bool | None = None,
     embedding_dtype: str = "float32",
+    random_weights: bool = False,
+    max_pixels: int | None = None,
 ) -> BuildReport | None:
     """Build a SkyRank dataset folder and validate it.
 
@@ -248,12 +380,57 @@ def build_dataset(
         embedding_dtype: ``float32`` (re-mining reproduces the rows exactly) or ``float16`` (half the size).
         num_processes: encode with this many local processes (gloo on the CPU, one GPU each on CUDA); under
             ``accelerate launch`` the launcher's processes are used instead. Results equal one process's.
+        random_weights: allow a retriever without ``checkpoint`` (random, untrained weights); the card then says so
+            in bold. Without it such a build is refused (:class:`MissingWeightsError`).
+        max_pixels: the decode budget of :func:`skyrank.images.open_rgb` (default 64 megapixels).
+
+    Every check that does not need the images runs before any image is decoded (see :func:`_preflight`): options,
+    the checkpoint's existence, ``opts`` parsing, the output folder, the benchmark layout, ``top_m`` against the
+    gallery, and the strict, finite load of the weights.
 
     Returns:
         a :class:`BuildReport`; the folder is complete (manifest written) and validated when this returns.
         ``None`` on the processes other than rank 0 of a multi-process run: they only encode their shards.
     """
     call_args = dict(locals())  # first statement: exactly the arguments, to run them again on each process
+    # Checks that need no model and no image, before the heavy imports (torch, timm): a few seconds at most.
+    _check_options(
+        directions=directions, splits=splits, protocol=protocol, top_m=top_m, batch_size=batch_size,
+        num_workers=num_workers, retriever=retriever, checkpoint=checkpoint, opts=opts, max_pixels=max_pixels,
+        random_weights=random_weights, dataset=dataset,
+    )  # fmt: skip
+    if embedding_dtype not in schema.EMBEDDING_DTYPES:
+        raise OptionError(
+            f"--embedding-dtype must be one of {', '.join(schema.EMBEDDING_DTYPES)}, got {embedding_dtype!r}"
+        )
+    bench = get_benchmark(dataset)
+    if bench.altitudes:
+        if altitude is None:
+            raise OptionError(
+                f"{dataset} is evaluated per altitude: pass --altitude {{{','.join(bench.altitudes)}}}"
+            )
+        altitude = str(altitude).removesuffix("m")
+        if altitude not in bench.altitudes:
+            raise OptionError(
+                f"--altitude must be one of {', '.join(bench.altitudes)} for {dataset}, got {altitude!r}"
+            )
+    elif altitude is not None:
+        raise OptionError(f"{dataset} has no altitudes; drop --altitude")
+    if root is None and dataset != "synthetic":
+        raise OptionError(f"--root is required for {dataset}: the folder of your copy of the benchmark")
+    if out is None:
+        out = Path(f"skyrank-{dataset}" + (f"-{altitude}" if altitude else ""))
+    out = Path(out)
+    if root is not None and not Path(root).expanduser().is_dir():
+        raise BenchmarkLayoutError(
+            f"--root {root} " + ("is a file, not a folder" if Path(root).exists() else "does not exist"),
+            hint=f"Point --root at your copy of {dataset} (e.g. .../University-Release or .../SUES-200-512x512).",
+        )
+    # Fail fast, before heavy imports, generation, training or encoding: an output that cannot be written.
+    from skyrank.writer import DatasetWriter
+
+    DatasetWriter.check_output(out, overwrite)
+
     from skyrank.card import render_dataset_card
     from skyrank.metrics import retrieval_metrics
     from skyrank.mining import mine
@@ -267,61 +444,35 @@ def build_dataset(
         main_process_first,
     )
     from skyrank.validate import validate_dataset
-    from skyrank.writer import DatasetWriter
 
+    _check_retriever(retriever, opts)
     if num_processes > 1 and not is_distributed():
         return launch(build_dataset, {**call_args, "num_processes": 1}, num_processes, device=device)
     dist_ctx = init_distributed(device)  # one process: nothing to do; under a launcher: join, one GPU per rank
     device = dist_ctx.device
     t_start = time.perf_counter()
     timings = {"setup": 0.0, "decode": 0.0, "encode": 0.0, "search": 0.0, "write": 0.0, "validate": 0.0}
-    for d in directions:
-        if d not in schema.DIRECTIONS:
-            raise SkyRankError(f"--direction must be d2s or s2d, got {d!r}")
-    for s in splits:
-        if s not in schema.SPLITS:
-            raise SkyRankError(f"--splits must be among {', '.join(schema.SPLITS)}, got {s!r}")
-    if protocol not in schema.PROTOCOLS:
-        raise SkyRankError(f"--protocol must be one of {', '.join(schema.PROTOCOLS)}, got {protocol!r}")
-    if top_m < 2:
-        raise SkyRankError(f"--top-m must be at least 2 (m−1 negatives are stored), got {top_m}")
-    if embedding_dtype not in schema.EMBEDDING_DTYPES:
-        raise SkyRankError(
-            f"--embedding-dtype must be one of {', '.join(schema.EMBEDDING_DTYPES)}, got {embedding_dtype!r}"
-        )
     if embeddings is None:
         embeddings = dataset == "synthetic"
 
-    bench = get_benchmark(dataset)
-    if bench.altitudes:
-        if altitude is None:
-            raise SkyRankError(f"{dataset} is evaluated per altitude: pass --altitude {{{','.join(bench.altitudes)}}}")
-        altitude = str(altitude).removesuffix("m")
-        if altitude not in bench.altitudes:
-            raise SkyRankError(
-                f"--altitude must be one of {', '.join(bench.altitudes)} for {dataset}, got {altitude!r}"
-            )
-    elif altitude is not None:
-        raise SkyRankError(f"{dataset} has no altitudes; drop --altitude")
 
+    trains_synthetic = (
+        retriever == "sample4geo" and checkpoint is None and dataset == "synthetic" and not random_weights
+    )
     if dataset == "synthetic" and root is None:
         from skyrank.benchmarks.synthetic import ensure_synthetic
 
+        if progress and dist_ctx.is_main:
+            tqdm.write(first_build_plan(trains_synthetic))
         with main_process_first():
             root = ensure_synthetic(progress=progress and dist_ctx.is_main)
-    if root is None:
-        raise SkyRankError(f"--root is required for {dataset}: the folder of your copy of the benchmark")
     root = Path(root)
-    if out is None:
-        out = Path(f"skyrank-{dataset}" + (f"-{altitude}" if altitude else ""))
-    out = Path(out)
-    # Fail fast, before any encoding or training: an existing output, or a benchmark layout that does not read.
-    DatasetWriter.check_output(out, overwrite)
     layouts: dict[tuple[str, str], RetrievalSplit] = {
         (split, direction): bench.load_split(root, split, direction=direction, protocol=protocol, altitude=altitude)
         for split in splits
         for direction in directions
     }
+    _check_top_m(layouts, top_m)
 
     kwargs: dict[str, Any] = {}
     if arch is not None:
@@ -331,18 +482,13 @@ def build_dataset(
     if opts is not None:
         kwargs["opts"] = opts
     trained_here = False
-    if retriever == "sample4geo" and checkpoint is None:
-        if dataset != "synthetic":
-            raise SkyRankError(
-                "sample4geo needs --checkpoint (the official weights_e1_0.9515.pth for University-1652), or train one "
-                "with `skyrank retriever train`"
-            )
+    if trains_synthetic:
         with main_process_first():
             checkpoint = synthetic_retriever_checkpoint(root, device=device, progress=progress and dist_ctx.is_main)
         kwargs.setdefault("arch", SYNTHETIC_RETRIEVER["arch"])
         kwargs.setdefault("image_size", SYNTHETIC_RETRIEVER["image_size"])
         trained_here = True
-    model = create(retriever, checkpoint=checkpoint, device=device, **kwargs)
+    model = create(retriever, checkpoint=checkpoint, device=device, **kwargs)  # strict, finite load: before decoding
     model.eval()
     if with_images is None:
         with_images = bool(bench.redistributable)
@@ -375,6 +521,7 @@ def build_dataset(
                     batch_size=batch_size,
                     num_workers=num_workers,
                     skip_bad_images=skip_bad_images,
+                    max_pixels=max_pixels,
                     progress=progress,
                     desc=f"encode {split} {direction} {name}",
                 )
@@ -468,6 +615,9 @@ def build_dataset(
             else None
         ),
         "skipped_bad_images": bad_images,
+        "skipped_empty_folders": skipped_empty,
+        "random_weights": checkpoint is None and retriever != "precomputed",
+        "max_pixels": max_pixels or DEFAULT_MAX_PIXELS,
         "software": _software_versions(),
     }
     tables = []

@@ -293,6 +293,8 @@ def render_dataset_card(
         redistributable=bool(benchmark_meta.get("redistributable")),
         license_text=license_text,
         bad_images=list(build_params.get("skipped_bad_images") or []),
+        skipped_empty_folders=list(build_params.get("skipped_empty_folders") or []),
+        random_weights=bool(build_params.get("random_weights")),
         skylink_citation=SKYLINK_CITATION,
         benchmark_citation=(benchmark_meta.get("citation") or "").strip(),
         retriever_citation=(retriever_meta.get("citation") or "").strip(),

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skyrank.errors import PublishError
+from skyrank.errors import HubUnreachableError, PublishError
 
 
 @dataclass
@@ -38,6 +38,7 @@ class PublishReport:
     configs: dict[str, dict[str, int]] = field(default_factory=dict)  # config -> split -> rows
     files: list[FilePlan] = field(default_factory=list)
     remote_exists: bool = False
+    remote_unknown: bool = False  # a dry run that could not reach the Hub
     uploaded: bool = False
     commit_oid: str | None = None
     commit_url: str | None = None
@@ -60,7 +61,8 @@ class PublishReport:
         """A human-readable plan (no secrets in it)."""
         lines = [f"Publish plan for {self.endpoint}/datasets/{self.repo_id}"
                  + (f" @ {self.revision}" if self.revision else "")
-                 + ("" if self.remote_exists else " (new repo)")]  # fmt: skip
+                 + (" (remote unknown: not compared)" if self.remote_unknown
+                    else "" if self.remote_exists else " (new repo)")]  # fmt: skip
         if self.configs:
             lines.append("  configs:")
             for cfg, splits in sorted(self.configs.items()):
@@ -112,6 +114,13 @@ def git_blob_sha1(path: Path) -> str:
     return h.hexdigest()
 
 
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` is set (huggingface_hub then refuses every request)."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+
+
 def resolve_token(token: str | None) -> str | None:
     """``token``, else ``HF_TOKEN``, else None (anonymous)."""
     return token or os.environ.get("HF_TOKEN") or None
@@ -159,7 +168,11 @@ def map_error(err: BaseException, *, endpoint: str, repo_id: str, revision: str 
             ) from None
         raise PublishError(f"the Hub refused the upload ({status}): {server_msg or scrub(str(err), token)}") from None
     if isinstance(err, (httpx2.TransportError, ConnectionError, TimeoutError)):
-        raise PublishError(f"could not reach {endpoint}: check the network / --endpoint and re-run") from None
+        offline = " (HF_HUB_OFFLINE is set)" if hub_offline() else ""
+        raise HubUnreachableError(
+            f"could not reach {endpoint}{offline}: check the network / --endpoint and re-run",
+            hint="Unset HF_HUB_OFFLINE or fix the network; --dry-run works offline (it shows the local plan).",
+        ) from None
     if isinstance(err, ValueError) and "Invalid metadata in README.md" in str(err):
         raise PublishError(f"the Hub rejected the README metadata: {scrub(str(err), token)}") from None
     raise PublishError(f"publishing to {repo_id} failed: {type(err).__name__}: {scrub(str(err), token)}") from None

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from skyrank.errors import BadImageError, BenchmarkLayoutError, SkyRankError, UnknownNameError
+from skyrank.errors import BadImageError, BenchmarkLayoutError, OptionError, SkyRankError, UnknownNameError
 from skyrank.format import schema
 
 README = "README.md"
@@ -183,7 +183,10 @@ class _Source:
             self.cache_dir = local_cache_dir(local, cache_dir)  # keyed by content, not by the folder's name
         else:
             if not _REPO_ID_RE.match(self.name):
-                raise SkyRankError(f"{self.name!r} is neither a folder nor a Hub dataset repo id (owner/name)")
+                raise OptionError(
+                    f"{self.name!r} is neither a folder nor a Hub dataset repo id (owner/name)",
+                    hint="Pass --data the folder `skyrank build` wrote, or a Hub dataset repo id.",
+                )
             self.repo_id = self.name
             self.root = self._snapshot([README])
         readme = self.root / README
@@ -220,7 +223,10 @@ class _Source:
         """Local paths of a (config, split)'s Parquet files, downloading them first for a Hub repo."""
         if config not in self.configs:
             available = ", ".join(sorted(self.configs))
-            raise UnknownNameError(f"{self.name} has no config {config!r}; available: {available}")
+            raise UnknownNameError(
+                f"{self.name} has no config {config!r}; available: {available}",
+                hint="Pass --config with one of the configs listed above.",
+            )
         patterns = config_split_patterns(self.configs[config])
         if split not in patterns:
             raise SkyRankError(f"{self.name}: config {config!r} has no split {split!r}; splits: {sorted(patterns)}")

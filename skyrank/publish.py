@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from skyrank import hub_limits
-from skyrank.errors import PublishError, ValidationError
-from skyrank.hub import FilePlan, PublishReport
+from skyrank.errors import HubUnreachableError, PublishError, ValidationError
+from skyrank.hub import FilePlan, PublishReport, hub_offline
 from skyrank.hub import compare_with_remote as _compare
 from skyrank.hub import hub_errors as _hub_errors
 from skyrank.hub import progress_bars as _progress_bars
@@ -156,11 +156,11 @@ def _licence_problems(local: _Local, *, private: bool, gated: bool, acknowledge_
         return [
             f"refusing to publish {benches} image bytes to a public repo: {names}. "
             "Their terms forbid redistribution. Publish the ids-only dataset (build without --with-images), "
-            "or use --private or --gated with written permission and --acknowledge-license"
+            "or use --private or --gated with written permission and --i-have-permission-to-redistribute"
         ]
     if not acknowledge_license:
         return [
-            f"{names} embed {benches} images: pass --acknowledge-license (acknowledge_license=True) "
+            f"{names} embed {benches} images: pass --i-have-permission-to-redistribute (acknowledge_license=True) "
             "to confirm you may share them with the people who can access this private/gated repo"
         ]
     return []
@@ -358,8 +358,18 @@ def publish_dataset(
     with tempfile.TemporaryDirectory(prefix="skyrank-publish-") as tmp_s, _progress_bars(progress):
         tmp = Path(tmp_s)
         # 3. plan against the remote (read requests only).
-        with _hub_errors(endpoint=endpoint, repo_id=repo_id, revision=revision, token=token):
-            remote = _read_remote(api, repo_id, target_rev, tmp)
+        try:
+            if dry_run and hub_offline():
+                raise HubUnreachableError(f"could not reach {endpoint} (HF_HUB_OFFLINE is set)")
+            with _hub_errors(endpoint=endpoint, repo_id=repo_id, revision=revision, token=token):
+                remote = _read_remote(api, repo_id, target_rev, tmp)
+        except HubUnreachableError as e:
+            if not dry_run:
+                raise
+            # A dry run still shows the local plan: every file "new", the remote unknown.
+            remote = _Remote()
+            report.remote_unknown = True
+            report.warnings.append(f"{e}; could not compare with the Hub: every file is shown as new")
         report.remote_exists = remote.exists
         restricted = _licence_problems(local, private=False, gated=False, acknowledge_license=True)
         if restricted and remote.exists and not remote.private and not (remote.gated or gated):

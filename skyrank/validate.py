@@ -48,6 +48,8 @@ MAX_PROBLEMS = 100
 MAX_EXAMPLES = 5
 #: Tolerance on cosine similarities (float32 rounding of L2-normalised dot products).
 SIM_TOL = 1e-4
+#: two rows holding the same (ground truth, candidate) pair agree on its Eq. 6 similarity within this (float32 dots)
+SOFT_LABEL_TOL = 1e-5
 
 
 @dataclass
@@ -61,6 +63,7 @@ class ValidationReport:
     default_config: str | None = None
     problems: list[str] = field(default_factory=list)  # always empty on return (problems raise)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was not (or only indirectly) checked, said plainly
 
 
 class _Problems:
@@ -259,9 +262,19 @@ def _check_retriever_table(
     gallery: dict[str, str] | None,
     queries: dict[str, str] | None,
     problems: _Problems,
-) -> None:
-    """Invariants of a retriever table (one row per query), read as Python values a slice of rows at a time."""
+    inconsistent: list[str] | None = None,
+) -> int:
+    """Invariants of a retriever table (one row per query), read as Python values a slice of rows at a time.
+
+    The soft labels cannot be recomputed without the embeddings, but Eq. 6 gives one value per (ground truth,
+    candidate) pair: a pair that recurs (queries sharing a ground truth, or the pair reversed) with another
+    ``candidate_gt_similarity`` is appended to ``inconsistent`` (a warning: hand-made test folders need not be
+    consistent; with embeddings :func:`_recompute_with_embeddings` makes it a problem). Returns how many pair
+    occurrences were compared.
+    """
     seen: set[str] = set()
+    pair_sim: dict[tuple[str, str], tuple[float, str]] = {}
+    repeats = 0
     for i, r in _iter_rows(table, schema.RETRIEVER_COLUMNS):
         qid = r["query_id"] if r["query_id"] else f"row {i}"
         nulls = [k for k, v in r.items() if v is None or (isinstance(v, list) and any(x is None for x in v))]
@@ -276,6 +289,18 @@ def _check_retriever_table(
         pos, pranks = r["positive_ids"], r["positive_ranks"]
         gt, grank, gscore = r["gt_id"], r["gt_rank"], r["gt_score"]
         posset = set(pos)
+        for c, sim in zip(cand, csim, strict=False):
+            key = (gt, c) if gt < c else (c, gt)
+            if key in pair_sim:
+                repeats += 1
+                first, where = pair_sim[key]
+                if abs(first - sim) > SOFT_LABEL_TOL and inconsistent is not None:
+                    inconsistent.append(
+                        f"{table_name}: candidate_gt_similarity of {key[0]} / {key[1]} is {sim:.6f} in {qid} but "
+                        f"{first:.6f} in {where} (Eq. 6 gives one value per pair)"
+                    )
+            else:
+                pair_sim[key] = (sim, qid)
 
         if m is not None:
             if len(cand) != m - 1:
@@ -344,6 +369,43 @@ def _check_retriever_table(
                 problems.row(table_name, "have a query_id absent from the queries config", qid)
             elif queries[qid] != r["label"]:
                 problems.row(table_name, "have a label different from the queries config", qid)
+    return repeats
+
+
+def _recompute_with_embeddings(
+    table_name: str, table: pa.Table, emb_table: pa.Table, dtype: str, problems: _Problems
+) -> int:
+    """Recompute a retriever table's scores (Eq. 1) and soft labels (Eq. 6) from the folder's embeddings config,
+    with :func:`skyrank.format.rules.soft_label_similarity` (the function mining uses); returns the rows compared."""
+    import numpy as np
+
+    from skyrank.format import rules
+
+    ids = emb_table.column("image_id").to_pylist()
+    flat = emb_table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    vectors = np.asarray(flat, dtype=np.float32).reshape(len(ids), -1)
+    index = {x: i for i, x in enumerate(ids)}
+    tol = 2.0**-10 if dtype == "float16" else SOFT_LABEL_TOL  # float16 unit vectors: a dot moves <= 2 x 2^-11
+    rows = 0
+    for i, r in _iter_rows(table, ["query_id", "gt_id", "gt_score", "candidate_ids", "candidate_scores",
+                                   "candidate_gt_similarity"]):  # fmt: skip
+        qid = r["query_id"] or f"row {i}"
+        needed = [r["query_id"], r["gt_id"], *r["candidate_ids"]]
+        if any(x not in index for x in needed):
+            problems.row(table_name, "have ids without an embedding", qid)
+            continue
+        cand = np.array([index[c] for c in r["candidate_ids"]], dtype=np.int64)
+        sims = rules.soft_label_similarity(cand, np.int64(index[r["gt_id"]]), vectors)
+        if np.abs(sims - np.asarray(r["candidate_gt_similarity"], dtype=np.float32)).max(initial=0.0) > tol:
+            problems.row(table_name, "have candidate_gt_similarity that differs from the embeddings (Eq. 6)", qid)
+        q = vectors[index[r["query_id"]]]
+        scores = vectors[cand] @ q
+        if abs(float(vectors[index[r["gt_id"]]] @ q) - r["gt_score"]) > tol or (
+            np.abs(scores - np.asarray(r["candidate_scores"], dtype=np.float32)).max(initial=0.0) > tol
+        ):
+            problems.row(table_name, "have scores that differ from the embeddings (Eq. 1)", qid)
+        rows += 1
+    return rows
 
 
 def _load_round_trip(
@@ -513,6 +575,8 @@ def validate_dataset(folder: str | Path, *, check_images: bool = True, load: boo
             )
 
     id_labels: dict[tuple[str, str], dict[str, str]] = {}
+    soft_label_repeats = 0
+    inconsistent: list[str] = []
     for (cfg, split), table in sorted(tables.items()):
         if schema.config_kind(cfg) in ("gallery", "queries"):
             try:
@@ -538,9 +602,23 @@ def validate_dataset(folder: str | Path, *, check_images: bool = True, load: boo
             queries = id_labels.get((f"queries-{suffix}", split))
             cfg_m = schema.config_top_m(cfg) or m  # a re-mined config names its own m (-m<m>)
             try:
-                _check_retriever_table(f"{cfg}/{split}", table, cfg_m, gallery, queries, problems)
+                soft_label_repeats += _check_retriever_table(
+                    f"{cfg}/{split}", table, cfg_m, gallery, queries, problems, inconsistent
+                )
             except Exception as e:  # noqa: BLE001
                 problems.add(f"{cfg}/{split}: cannot check the rows: {type(e).__name__}: {e}")
+
+    recomputed = 0
+    if emb_info is not None:
+        for (cfg, split), table in sorted(tables.items()):
+            if schema.config_kind(cfg) == "retriever" and (emb_info.get("config"), split) in tables:
+                try:
+                    recomputed += _recompute_with_embeddings(
+                        f"{cfg}/{split}", table, tables[(emb_info["config"], split)], str(emb_info.get("dtype")),
+                        problems,
+                    )  # fmt: skip
+                except Exception as e:  # noqa: BLE001
+                    problems.add(f"{cfg}/{split}: cannot recompute from the embeddings: {type(e).__name__}: {e}")
 
     if load:
         with tempfile.TemporaryDirectory(prefix="skyrank-validate-") as cache_dir, _offline():
@@ -561,5 +639,23 @@ def validate_dataset(folder: str | Path, *, check_images: bool = True, load: boo
         splits={cfg: list(splits) for cfg, splits in yaml_tables.items()},
         rows={key: t.num_rows for key, t in sorted(tables.items())},
         default_config=default_config,
-    )
+        warnings=(
+            [f"{len(inconsistent)} recurring (ground truth, candidate) pair(s) carry different soft labels, e.g. "
+             + "; ".join(inconsistent[:3])] if inconsistent else []
+        ),
+        notes=(
+            [f"recomputed from the published embeddings: gt_score, candidate_scores (Eq. 1) and "
+             f"candidate_gt_similarity (Eq. 6) of {recomputed} row(s) match"]
+            if recomputed else
+            ["not recomputed: retriever scores and candidate_gt_similarity (Eq. 6) need the retriever's embeddings, "
+             "which this folder does not hold (`skyrank build --embeddings` publishes them)"]
+        ) + [
+            f"checked without embeddings: whether every (ground truth, candidate) pair that recurs carries one "
+            f"similarity ({soft_label_repeats} recurring occurrence(s) compared; differences are warnings), scores "
+            "and similarities in [-1, 1], the "
+            "swap rule (Eq. 2), ranks consistent with scores",
+            "not checkable from the folder: that the embeddings are the retriever's (re-encode the benchmark with "
+            "`skyrank build` and compare)",
+        ],
+    )  # fmt: skip
 

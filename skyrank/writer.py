@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,7 @@ import pyarrow.parquet as pq
 from datasets import Features, Image
 
 from skyrank import hub_limits
-from skyrank.errors import BadImageError, OutputExistsError, SkyRankError, ValidationError
+from skyrank.errors import BadImageError, OutputError, OutputExistsError, SkyRankError, ValidationError
 from skyrank.format import schema
 from skyrank.format.manifest import FORMAT_VERSION, Manifest
 from skyrank.format.manifest import read_manifest as read_manifest  # re-exported: the manifest lives there
@@ -256,22 +257,47 @@ class DatasetWriter:
     def check_output(out: Path, overwrite: bool) -> None:
         """Raise :class:`OutputExistsError` unless ``out`` may be written (absent, or a SkyRank folder and
         ``overwrite``). ``build`` calls it before any work, the writer again before it renames into place."""
+        DatasetWriter._check_writable(out)
         if not (out.exists() or out.is_symlink()):
             return
         if not overwrite:
             raise OutputExistsError(
-                f"output folder {out} already exists; choose another --out, or pass --overwrite to replace it "
-                "(it is replaced only once the new dataset is complete)"
+                f"output folder {out} already exists and --overwrite was not given",
+                hint="Pass --overwrite to replace it (once the new dataset is complete), or choose another --out.",
             )
         if not out.is_dir():
             raise OutputExistsError(
-                f"output {out} exists and is not a folder; refusing to replace it even with --overwrite"
+                f"output {out} exists and is not a folder; refusing to replace it even with --overwrite",
+                hint="Choose another --out, or move that file away yourself.",
             )
         if any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
             raise OutputExistsError(
                 f"output folder {out} is not empty and is not a SkyRank dataset (no {MANIFEST_NAME}); refusing to "
-                "delete it even with --overwrite: choose another --out or remove it yourself"
+                "delete it even with --overwrite",
+                hint="Choose another --out, or remove that folder yourself if you are sure.",
             )
+
+    @staticmethod
+    def _check_writable(out: Path) -> None:
+        """Raise :class:`OutputError` unless a file can be created beside ``out`` (where the staging folder goes):
+        a real probe, so read-only file systems, permissions and files in the way are all caught before any work."""
+        parent = Path(os.path.abspath(out)).parent
+        existing = parent
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise OutputError(
+                f"cannot write --out {out}: {existing} is a file, not a folder", hint="Choose another --out."
+            )
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".skyrank-write-probe-", dir=existing)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise OutputError(
+                f"cannot write --out {out}: {existing} is not writable ({e.strerror or e})",
+                hint="Choose an --out in a folder you can write to.",
+            ) from e
 
     # -- tables ----------------------------------------------------------------------------------------------------
     def add_table(

@@ -24,6 +24,7 @@ def test_every_command_has_help(command):
     result = CliRunner().invoke(cli.main, [*command, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output
+    assert "Example" in result.output and "skyrank " + " ".join(command) in result.output.split("Example", 1)[1]
 
 
 def test_build_passes_its_options_to_build_dataset(monkeypatch, tmp_path):
@@ -36,6 +37,8 @@ def test_build_passes_its_options_to_build_dataset(monkeypatch, tmp_path):
         return SimpleNamespace(summary=lambda: "summary-text")
 
     monkeypatch.setattr(skyrank.build, "build_dataset", fake_build_dataset)
+    monkeypatch.chdir(tmp_path)
+    Path("w.pth").write_bytes(b"")
     args = [
         "build", "--dataset", "university1652", "--root", str(tmp_path), "--retriever", "sample4geo",
         "--checkpoint", "w.pth", "--top-m", "15", "--splits", "test", "--protocol", "query-ids-only",

@@ -153,7 +153,9 @@ def scan_view_folder(
         found = 0
         with os.scandir(folder) as it:
             for entry in it:
-                if _is_image_name(entry.name) and entry.is_file():
+                # A dangling symbolic link with an image name is kept: decoding then reports it by name (or
+                # --skip-bad-images lists it) instead of it vanishing from the benchmark without a word.
+                if _is_image_name(entry.name) and (entry.is_file() or entry.is_symlink()):
                     out.records.append(ImageRecord(image_id=f"{cls_rel}/{entry.name}", label=cls.name, view=view))
                     found += 1
                 else:

@@ -86,6 +86,16 @@ def read_manifest(folder: str | Path) -> Manifest:
     """The manifest of a dataset folder; raises :class:`ValidationError` when it is missing or unreadable."""
     path = Path(folder) / MANIFEST_NAME
     if not path.is_file():
+        if not (Path(folder) / "README.md").is_file() and not any(Path(folder).glob("*/*.parquet")):
+            looks = (
+                "it looks like a benchmark folder (images, no Parquet), "
+                if any(Path(folder).rglob("*.jp*g")) or any(Path(folder).rglob("*.png"))
+                else ""
+            )
+            raise ValidationError(
+                f"{folder} is not a SkyRank dataset: {looks}there is no {MANIFEST_NAME}, README.md or Parquet file",
+                hint="Pass the --out folder that `skyrank build` wrote (it holds skyrank_manifest.json).",
+            )
         raise ValidationError(
             f"{folder} is an incomplete build: it has no {MANIFEST_NAME}",
             [f"incomplete build: {MANIFEST_NAME} is missing (re-run the build, with --overwrite if needed)"],

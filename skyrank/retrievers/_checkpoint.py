@@ -35,7 +35,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointMismatchError(
-            f"checkpoint {path} does not exist; pass the path of a .pth or .safetensors file"
+            f"checkpoint {path} does not exist", hint="Pass --checkpoint the path of a .pth or .safetensors file."
         )
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -92,6 +92,16 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
             parts.append(f"unexpected keys ({len(unexpected)}): {_fmt(unexpected)}")
         if shapes:
             parts.append(f"shape mismatches ({len(shapes)}): " + "; ".join(shapes[:_SHOW]))
-        parts.append("Check --retriever/--arch (and --opts) match the checkpoint.")
-        raise CheckpointMismatchError("\n".join(parts))
+        raise CheckpointMismatchError(
+            "\n".join(parts), hint="Check that --retriever/--arch (and --opts) match the --checkpoint file."
+        )
+    non_finite = [
+        k for k, v in state_dict.items() if v.is_floating_point() and v.numel() and not bool(torch.isfinite(v).all())
+    ]
+    if non_finite:
+        raise CheckpointMismatchError(
+            f"{source} holds NaN or infinite values in {len(non_finite)} tensor(s): {_fmt(non_finite)}",
+            hint="These weights are corrupt or come from a diverged run: pass another --checkpoint (an earlier "
+            "epoch, or re-train with a lower --lr).",
+        )
     module.load_state_dict(dict(state_dict), strict=True)

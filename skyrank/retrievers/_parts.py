@@ -4,17 +4,61 @@ sum over the image and its horizontal flip, normalised per part and divided by â
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
+from skyrank.errors import OptionError
 from skyrank.retrievers._base import Retriever, RetrieverCfg
 
 #: ``amp`` option â†’ autocast dtype (``None``: float32, no autocast)
 AMP_DTYPES: dict[str, torch.dtype | None] = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
+
+
+class OptsFile:
+    """A parsed MCCG/SDPL ``opts.yaml``: every problem (missing, unreadable, malformed YAML, not a mapping, a field
+    of the wrong type) is an :class:`~skyrank.errors.OptionError` naming the file, the field and the fix."""
+
+    def __init__(self, path: str | Path) -> None:
+        import yaml
+
+        self.path = Path(path)
+        hint = "Pass --opts the opts.yaml saved by the training run of these weights."
+        if not self.path.is_file():
+            raise OptionError(f"--opts {self.path} does not exist", hint=hint)
+        try:
+            cfg = yaml.safe_load(self.path.read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError) as e:
+            raise OptionError(f"--opts {self.path} could not be read: {e}", hint=hint) from e
+        except yaml.YAMLError as e:
+            raise OptionError(f"--opts {self.path} is not valid YAML: {' '.join(str(e).split())}", hint=hint) from e
+        if not isinstance(cfg, Mapping):
+            raise OptionError(f"--opts {self.path} is not a YAML mapping (key: value lines)", hint=hint)
+        self.cfg = cfg
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.cfg.get(key, default)
+
+    def number(self, key: str, default: Any, kind: type = int) -> Any:
+        """Field ``key`` as ``kind`` (``int`` or ``float``); ``default`` when absent or null."""
+        value = self.cfg.get(key)
+        if value is None:
+            return default
+        try:
+            if kind is int and (isinstance(value, bool) or float(value) != int(float(value))):
+                raise ValueError
+            return kind(value)
+        except (TypeError, ValueError):
+            raise OptionError(
+                f"--opts {self.path}: field {key!r} must be {'an integer' if kind is int else 'a number'}, "
+                f"got {value!r}",
+                hint=f"Fix {key}: in {self.path}.",
+            ) from None
 
 
 def check_amp(amp: str) -> str:

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from skyrank.benchmarks._base import ImageRecord
 from skyrank.errors import BadImageError
+from skyrank.images import get_max_pixels, open_rgb
 from skyrank.retrievers._base import Retriever
 
 _AMP = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
@@ -51,10 +51,13 @@ class EncodeResult:
 class _ImageDataset(Dataset):
     """``(index, tensor, error)``; ``error`` is ``""`` when the image decoded, else the reason (tensor is zeros)."""
 
-    def __init__(self, root: Path, image_ids: Sequence[str], preprocessor: Retriever) -> None:
+    def __init__(
+        self, root: Path, image_ids: Sequence[str], preprocessor: Retriever, max_pixels: int | None = None
+    ) -> None:
         self.root = root
         self.image_ids = list(image_ids)
         self.preprocessor = preprocessor
+        self.max_pixels = get_max_pixels() if max_pixels is None else int(max_pixels)  # travels to the workers
         s = preprocessor.image_size
         self._blank = torch.zeros(3, s, s)
 
@@ -63,11 +66,12 @@ class _ImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor, str]:
         try:
-            with Image.open(self.root / self.image_ids[index]) as img:
-                img.load()
-                x = self.preprocessor.preprocess(img)
-            return index, x, ""
-        except Exception as e:  # any decode failure: truncated, not an image, unsupported mode, ...
+            img = open_rgb(self.root / self.image_ids[index], max_pixels=self.max_pixels)  # the one bounded decoder
+        except BadImageError as e:  # missing, dangling link, not an image, truncated, over the pixel budget, ...
+            return index, self._blank, str(e)
+        try:
+            return index, self.preprocessor.preprocess(img), ""
+        except Exception as e:  # a preprocessing failure on a decoded image
             return index, self._blank, f"{type(e).__name__}: {e}"
 
 
@@ -83,12 +87,13 @@ def _bad_image_error(bad: list[tuple[str, str]], root: Path) -> BadImageError:
     lines = [f"  {path}  ({reason})" for path, reason in bad[:_SHOW_BAD]]
     if len(bad) > _SHOW_BAD:
         lines.append(f"  ... and {len(bad) - _SHOW_BAD} more (see BadImageError.paths)")
-    msg = (
-        f"{len(bad)} image(s) under {root} could not be decoded:\n"
-        + "\n".join(lines)
-        + "\nFix or remove them, or pass --skip-bad-images (skip_bad_images=True) to leave them out of the dataset."
+    msg = f"{len(bad)} image(s) under {root} could not be decoded:\n" + "\n".join(lines)
+    return BadImageError(
+        msg,
+        paths=[p for p, _ in bad],
+        hint="Fix or remove the listed files, or pass --skip-bad-images (skip_bad_images=True) to leave them out "
+        "of the dataset (they are then listed in the summary and the card).",
     )
-    return BadImageError(msg, paths=[p for p, _ in bad])
 
 
 @dataclass
@@ -128,6 +133,7 @@ def encode_records(
     batch_size: int = 32,
     num_workers: int = 0,
     skip_bad_images: bool = False,
+    max_pixels: int | None = None,
     progress: bool = True,
     desc: str | None = None,
     amp: str = "fp16",
@@ -158,6 +164,7 @@ def encode_records(
         view,
         batch_size=batch_size,
         num_workers=num_workers,
+        max_pixels=max_pixels,
         progress=progress,
         desc=desc,
         amp=amp,
@@ -173,6 +180,7 @@ def _encode_collect(
     *,
     batch_size: int,
     num_workers: int,
+    max_pixels: int | None = None,
     progress: bool,
     desc: str | None,
     amp: str,
@@ -192,7 +200,7 @@ def _encode_collect(
     device = torch.device(getattr(retriever, "device", "cpu"))
     on_cuda = device.type == "cuda"
     loader = DataLoader(
-        _ImageDataset(root, ids, _preprocess_only(retriever)),
+        _ImageDataset(root, ids, _preprocess_only(retriever), max_pixels),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,

@@ -63,7 +63,7 @@ from torch import nn
 from skyrank.errors import CheckpointMismatchError
 from skyrank.retrievers._base import RetrieverCfg, register_retriever
 from skyrank.retrievers._checkpoint import load_strict, read_state_dict, strip_prefix
-from skyrank.retrievers._parts import PartRetriever, check_amp, normalize_parts
+from skyrank.retrievers._parts import OptsFile, PartRetriever, check_amp, normalize_parts
 from skyrank.retrievers._training import (
     TrainingSpec,
     keep_own_if_reshaped,
@@ -332,23 +332,13 @@ def read_opts(path: str | Path) -> MCCGOpts:
     ``train.py`` writes its unused ``--model`` default (``convnext_small_22k_224``) there. ``resnet: true`` (MCCG's
     ResNet-101 variant) is refused.
     """
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointMismatchError(f"opts file {path} does not exist")
-    with open(path, encoding="utf-8") as f:
-        cfg = yaml.safe_load(f) or {}
-    if not isinstance(cfg, Mapping):
-        raise CheckpointMismatchError(f"opts file {path} is not a YAML mapping")
+    cfg = OptsFile(path)
     if cfg.get("resnet"):
         raise CheckpointMismatchError(
             f"{path} has resnet: true (MCCG's ResNet-101 variant); only the ConvNeXt-Tiny MCCG is supported"
         )
-    h = int(cfg.get("h", 256))
-    w = int(cfg.get("w", h))
-    nclasses = cfg.get("nclasses")
-    return MCCGOpts(h=h, w=w, block=int(cfg.get("block", 2)), nclasses=int(nclasses) if nclasses is not None else None)
+    h = cfg.number("h", 256)
+    return MCCGOpts(h=h, w=cfg.number("w", h), block=cfg.number("block", 2), nclasses=cfg.number("nclasses", None))
 
 
 def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

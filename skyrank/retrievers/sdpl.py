@@ -77,7 +77,7 @@ from torch import nn
 from skyrank.errors import CheckpointMismatchError
 from skyrank.retrievers._base import RetrieverCfg, register_retriever
 from skyrank.retrievers._checkpoint import load_strict, read_state_dict, strip_prefix
-from skyrank.retrievers._parts import PartRetriever, check_amp, normalize_parts
+from skyrank.retrievers._parts import OptsFile, PartRetriever, check_amp, normalize_parts
 from skyrank.retrievers._training import (
     TrainingSpec,
     keep_own_if_reshaped,
@@ -317,33 +317,24 @@ def read_opts(path: str | Path) -> SDPLOpts:
     yields ten parts, so other blocks crash there too), ``dense_LPN: false``, ``LPN: true`` or ``resnet: false``.
     ``stride`` and ``pool`` are ignored, as the original's dense-LPN model ignores them (always stride 1, GeM).
     """
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointMismatchError(f"opts file {path} does not exist")
-    with open(path, encoding="utf-8") as f:
-        cfg = yaml.safe_load(f) or {}
-    if not isinstance(cfg, Mapping):
-        raise CheckpointMismatchError(f"opts file {path} is not a YAML mapping")
+    cfg = OptsFile(path)
     problems = []
     if cfg.get("dense_LPN") is False or cfg.get("LPN") is True:
         problems.append("it is not a dense-LPN (SDPL) model (dense_LPN must be true, LPN false)")
     if cfg.get("resnet") is False:
         problems.append("resnet: false (only the ResNet-50 SDPL is supported)")
-    block = int(cfg.get("block", 4))
+    block = cfg.number("block", 4)
     if block != 4:
         problems.append(f"block: {block} (SDPL's shifting-dense partition always has block 4, ten parts)")
     if problems:
         raise CheckpointMismatchError(f"{path} describes a model SkyRank's sdpl cannot build: " + "; ".join(problems))
-    h = int(cfg.get("h", 512))
-    nclasses = cfg.get("nclasses")
+    h = cfg.number("h", 512)
     return SDPLOpts(
         h=h,
-        w=int(cfg.get("w", h)),
+        w=cfg.number("w", h),
         block=block,
-        nclasses=int(nclasses) if nclasses is not None else None,
-        droprate=float(cfg.get("droprate", DEFAULT_DROPRATE)),
+        nclasses=cfg.number("nclasses", None),
+        droprate=cfg.number("droprate", DEFAULT_DROPRATE, float),
     )
 
 

@@ -86,10 +86,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from skyrank.errors import BadImageError, OutputExistsError, TrainingError
+from skyrank.images import open_rgb
 from skyrank.retrievers._base import IMAGENET_MEAN, IMAGENET_STD
 from skyrank.retrievers._training import training_spec
 
@@ -115,6 +115,9 @@ _RESUME_KEYS = (
 
 #: What a recipe.json written before a key existed meant by it (runs of the sample4geo-only trainer).
 _LEGACY_VALUES: dict[str, Any] = {"retriever": "sample4geo", "block": None}
+
+#: Decoded training images are kept in memory (per DataLoader worker) when they take at most this much.
+_DECODED_CACHE_BYTES = 256 * 2**20
 
 _INFONCE = "symmetric InfoNCE (Sample4Geo), label smoothing, learned logit_scale"
 
@@ -209,6 +212,35 @@ class ClassUniqueBatchSampler(Sampler[list[int]]):
         return len(self._batches)
 
 
+class EpochKeyedBatches(Sampler[list[tuple[int, int]]]):
+    """A :class:`ClassUniqueBatchSampler`'s batches with each index keyed by the epoch: ``[(epoch, i), ...]``."""
+
+    def __init__(self, sampler: ClassUniqueBatchSampler) -> None:
+        self.sampler = sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch = self.sampler._epoch
+        return iter([[(epoch, i) for i in batch] for batch in self.sampler])
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+def cpu_threads(num_workers: int = 0) -> int:
+    """Intra-op threads for CPU training on a possibly shared machine: the cores this process may run on, less one
+    per DataLoader worker, at least 1 (and no more than torch's default).
+
+    On a shared 2-core machine, two OpenMP threads that wait on each other at every barrier while another process
+    holds one of the cores run many times slower than one thread (BENCHMARKS.md, "The first build"). The count does
+    not follow the load average, so that a run's weights do not depend on what else was running.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(torch.get_num_threads(), cores - num_workers))
+
+
 class PairDataset(Dataset):
     """``(drone, satellite)`` training tensors for pair ``i`` (drone image i with a satellite image of its class)."""
 
@@ -220,6 +252,8 @@ class PairDataset(Dataset):
         satellite_ids: Sequence[Sequence[str]],
         image_size: int,
         interpolation: str = "bilinear",
+        seed: int = 0,
+        cache_decoded: bool = False,
     ) -> None:
         self.root = root
         self.drone_ids = list(drone_ids)
@@ -227,20 +261,40 @@ class PairDataset(Dataset):
         self.satellite_ids = [list(s) for s in satellite_ids]  # by class index
         self.size = int(image_size)
         self.interpolation = interpolation  # the retriever's test-time resampling (bicubic for MCCG/SDPL)
+        self.seed = int(seed)
+        #: decoded uint8 images kept across epochs (small benchmarks only: the caller decides); each DataLoader
+        #: worker holds its own copy, so it pays with persistent workers
+        self.cache: dict[str, torch.Tensor] | None = {} if cache_decoded else None
 
     def __len__(self) -> int:
         return len(self.drone_ids)
 
-    def _open(self, image_id: str) -> Image.Image:
-        path = self.root / image_id
-        try:
-            img = Image.open(path)
-            img.draft("RGB", (self.size * 5 // 4, self.size * 5 // 4))  # JPEG: decode at a reduced scale
-            return img.convert("RGB")
-        except Exception as e:
-            raise BadImageError(f"training image {image_id} (under {self.root}) could not be decoded: {e}") from e
+    def _open(self, image_id: str) -> torch.Tensor:
+        from torchvision.transforms import functional as TF
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cache is not None and image_id in self.cache:
+            return self.cache[image_id]
+        try:
+            img = open_rgb(self.root / image_id, draft_size=self.size * 5 // 4)  # JPEG: decode at a reduced scale
+        except BadImageError as e:
+            raise BadImageError(f"training image {image_id} (under {self.root}): {e}", paths=[image_id]) from e
+        t = TF.pil_to_tensor(img)
+        if self.cache is not None:
+            self.cache[image_id] = t
+        return t
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pair ``key``: an index, or ``(epoch, index)`` whose augmentation is seeded by ``(seed, epoch, index)``
+        alone, so that results do not depend on the number of DataLoader workers (or on a resume)."""
+        if isinstance(key, tuple):
+            epoch, index = key
+            item_seed = int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0])
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(item_seed)
+                return self._augmented(index)
+        return self._augmented(key)
+
+    def _augmented(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         from torchvision import transforms as T
         from torchvision.transforms import InterpolationMode
         from torchvision.transforms import functional as TF
@@ -248,8 +302,8 @@ class PairDataset(Dataset):
         s = self.size
         sats = self.satellite_ids[self.pair_labels[index]]
         sat_id = sats[int(torch.randint(len(sats), ()).item())] if len(sats) > 1 else sats[0]
-        d = TF.pil_to_tensor(self._open(self.drone_ids[index]))
-        g = TF.pil_to_tensor(self._open(sat_id))
+        d = self._open(self.drone_ids[index])
+        g = self._open(sat_id)
         bil = InterpolationMode(self.interpolation)
         i, j, h, w = T.RandomResizedCrop.get_params(d, scale=(0.8, 1.0), ratio=(0.9, 1.1))
         d = TF.resized_crop(d, i, j, h, w, [s, s], interpolation=bil, antialias=True)
@@ -556,11 +610,16 @@ def train_retriever(
         target.init_from(init_checkpoint)
     target.to(device)
     model = target.model
-    dataset = PairDataset(root, drone_ids, pair_labels, sat_ids, image_size, interpolation=target.interpolation)
+    n_images = len(drone_ids) + sum(len(s) for s in sat_ids)
+    dataset = PairDataset(
+        root, drone_ids, pair_labels, sat_ids, image_size, interpolation=target.interpolation, seed=seed,
+        cache_decoded=n_images * (image_size * 5 // 4) ** 2 * 3 <= _DECODED_CACHE_BYTES,
+    )  # fmt: skip
     on_cuda = device.type == "cuda"
     loader = DataLoader(
-        dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=on_cuda, persistent_workers=False
-    )
+        dataset, batch_sampler=EpochKeyedBatches(sampler), num_workers=num_workers, pin_memory=on_cuda,
+        persistent_workers=num_workers > 0,
+    )  # fmt: skip
     params = target.parameters()
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}[amp] if on_cuda else None
@@ -607,68 +666,77 @@ def train_retriever(
         if progress:
             tqdm.write(f"resuming {out_dir} after epoch {start_epoch}/{epochs}")
 
-    for epoch in range(start_epoch + 1, epochs + 1):
-        torch.manual_seed(seed * 1_000_003 + epoch)  # augmentation, dropout (and worker seeds) per (seed, epoch)
-        sampler.set_epoch(epoch)
-        model.train()
-        t0 = time.perf_counter()
-        losses: list[float] = []
-        bar = tqdm(loader, desc=f"train {arch} epoch {epoch}/{epochs}", disable=not progress, leave=False)
-        for step_in_epoch, (d, g) in enumerate(bar):
-            step = (epoch - 1) * steps_per_epoch + step_in_epoch
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total_steps, lr, warmup)
-            d = d.to(device, non_blocking=True)
-            g = g.to(device, non_blocking=True)
-            ctx = torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-            with ctx:
-                feats = target.descriptor(torch.cat([d, g]))  # one shared network for both views
-            fd, fg = feats.float().chunk(2)
-            loss = symmetric_infonce(fd, fg, target.logit_scale.exp(), label_smoothing)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"non-finite loss at epoch {epoch}, step {step_in_epoch}; lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                if clip_grad is not None:
-                    torch.nn.utils.clip_grad_norm_(params, clip_grad)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                if clip_grad is not None:
-                    torch.nn.utils.clip_grad_norm_(params, clip_grad)
-                optimizer.step()
-            losses.append(float(loss.detach()))
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    threads_before = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads(num_workers))
+    bar = tqdm(
+        total=total_steps, initial=start_epoch * steps_per_epoch, desc=f"train {arch} ({epochs} epochs)",
+        unit="step", disable=not progress, dynamic_ncols=True,
+    )  # fmt: skip
+    try:
+        for epoch in range(start_epoch + 1, epochs + 1):
+            torch.manual_seed(seed * 1_000_003 + epoch)  # dropout per (seed, epoch); augmentation is keyed per item
+            sampler.set_epoch(epoch)
+            model.train()
+            t0 = time.perf_counter()
+            losses: list[float] = []
+            for step_in_epoch, (d, g) in enumerate(loader):
+                step = (epoch - 1) * steps_per_epoch + step_in_epoch
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step, total_steps, lr, warmup)
+                d = d.to(device, non_blocking=True)
+                g = g.to(device, non_blocking=True)
+                ctx = torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+                with ctx:
+                    feats = target.descriptor(torch.cat([d, g]))  # one shared network for both views
+                fd, fg = feats.float().chunk(2)
+                loss = symmetric_infonce(fd, fg, target.logit_scale.exp(), label_smoothing)
+                if not torch.isfinite(loss):
+                    raise TrainingError(f"non-finite loss at epoch {epoch}, step {step_in_epoch}; lower --lr")
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                    if clip_grad is not None:
+                        torch.nn.utils.clip_grad_norm_(params, clip_grad)
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    if clip_grad is not None:
+                        torch.nn.utils.clip_grad_norm_(params, clip_grad)
+                    optimizer.step()
+                losses.append(float(loss.detach()))
+                bar.set_postfix_str(f"epoch {epoch}/{epochs}, loss {losses[-1]:.3f}", refresh=False)
+                bar.update()
+            seconds = time.perf_counter() - t0
+            entry = {
+                "epoch": epoch,
+                "loss": float(np.mean(losses)),
+                "seconds": round(seconds, 3),
+                "lr_end": optimizer.param_groups[0]["lr"],
+                "logit_scale": float(target.logit_scale.detach().exp()),
+                "steps": len(losses),
+            }
+            history.append(entry)
+            _atomic_save(target.state_dict(), out_dir / f"{prefix}_e{epoch}.pth")
+            state = {
+                "epoch": epoch,
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else {},
+            }
+            if target.external_scale:
+                state["logit_scale"] = target.logit_scale.detach().cpu().clone()
+            _atomic_save(state, state_path)
+            _atomic_json({**meta, "epochs_done": epoch, "history": history}, recipe_path)
+            if progress:
+                bar.write(
+                    f"epoch {epoch}/{epochs}: loss {entry['loss']:.4f}, {seconds:.1f} s, "
+                    f"{len(losses)} steps of {eff_batch} pairs, logit scale {entry['logit_scale']:.1f}"
+                )
+    finally:
         bar.close()
-        seconds = time.perf_counter() - t0
-        entry = {
-            "epoch": epoch,
-            "loss": float(np.mean(losses)),
-            "seconds": round(seconds, 3),
-            "lr_end": optimizer.param_groups[0]["lr"],
-            "logit_scale": float(target.logit_scale.detach().exp()),
-            "steps": len(losses),
-        }
-        history.append(entry)
-        _atomic_save(target.state_dict(), out_dir / f"{prefix}_e{epoch}.pth")
-        state = {
-            "epoch": epoch,
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else {},
-        }
-        if target.external_scale:
-            state["logit_scale"] = target.logit_scale.detach().cpu().clone()
-        _atomic_save(state, state_path)
-        _atomic_json({**meta, "epochs_done": epoch, "history": history}, recipe_path)
-        if progress:
-            tqdm.write(
-                f"epoch {epoch}/{epochs}: loss {entry['loss']:.4f}, {seconds:.1f} s, "
-                f"{len(losses)} steps of {eff_batch} pairs, logit scale {entry['logit_scale']:.1f}"
-            )
-
+        torch.set_num_threads(threads_before)
     _atomic_save(target.state_dict(), end_path)
     _atomic_json({**meta, "epochs_done": epochs, "history": history, "finished": True}, recipe_path)
     return end_path

@@ -29,7 +29,7 @@ from skyrank.benchmarks.synthetic.world import (
     _margin,
     _Region,
 )
-from skyrank.errors import OutputExistsError
+from skyrank.errors import OptionError, OutputExistsError
 
 #: bump when the generated images change for the same parameters (it keys the cache folder)
 SYNTHETIC_VERSION = 1
@@ -67,7 +67,7 @@ def _resolve_params(
 ) -> dict[str, Any]:
     """Defaults filled in and every value checked; the result keys the cache folder and goes to synthetic.json."""
     if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        raise OptionError(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     sues = layout != "university1652"
     locations = int(SYNTHETIC_DEFAULTS["locations"] if locations is None else locations)
     test_locations = int(locations if test_locations is None else test_locations)
@@ -78,23 +78,24 @@ def _resolve_params(
     image_size = int(SYNTHETIC_DEFAULTS["image_size"] if image_size is None else image_size)
     alts = tuple(int(a) for a in (SYNTHETIC_DEFAULTS["altitudes"] if altitudes is None else altitudes))
     if locations < 1 or test_locations < 1:
-        raise ValueError(f"locations and test_locations must be >= 1, got {locations} and {test_locations}")
+        raise OptionError(f"--locations must be >= 1 (test locations too), got {locations} and {test_locations}")
     if distractors < 0:
-        raise ValueError(f"distractors must be >= 0, got {distractors}")
+        raise OptionError(f"--distractors must be >= 0, got {distractors}")
     if sues and distractors:
-        raise ValueError(
-            f"the SUES-200 layouts have no distractor locations (their training locations are the gallery "
-            f"distractors, as in the official split); got distractors={distractors}, pass 0"
+        raise OptionError(
+            f"--distractors {distractors}: the SUES-200 layouts have no distractor locations (their training "
+            "locations are the gallery distractors, as in the official split)",
+            hint="Leave --distractors out (or pass 0) with a SUES-200 --layout.",
         )
     if views < 1:
-        raise ValueError(f"views must be >= 1, got {views}")
+        raise OptionError(f"--views must be >= 1, got {views}")
     if image_size < 16:
-        raise ValueError(f"image_size must be >= 16, got {image_size}")
+        raise OptionError(f"--image-size must be >= 16, got {image_size}")
     if not alts or any(a <= 0 for a in alts) or len(set(alts)) != len(alts):
-        raise ValueError(f"altitudes must be distinct positive integers, got {alts}")
+        raise OptionError(f"altitudes must be distinct positive integers, got {alts}")
     total = locations + test_locations + distractors
     if total > (9999 if sues else 10000):
-        raise ValueError(f"at most 10,000 locations fit 4-digit IDs, got {total}")
+        raise OptionError(f"at most 10,000 locations fit 4-digit IDs (--locations, --distractors), got {total}")
     return {
         "layout": layout,
         "locations": locations,
