@@ -165,7 +165,8 @@ def test_train_passes_every_ablation_knob_and_help_lists_the_paper_values(monkey
     monkeypatch.setattr(skylink_model.train, "train_skylink", fake_train)
     result = CliRunner().invoke(
         cli.main,
-        ["train", "--data", "d", "--config", "c", "--out", str(tmp_path), "--lora-dropout", "0.1", "--no-lora-vision",
+        ["train", "--data", str(tmp_path), "--config", "toyret-toy-d2s", "--out", str(tmp_path / "run"),
+         "--lora-dropout", "0.1", "--no-lora-vision",
          "--head-init", "zero", "--prompt", "Same place?", "--warmup-ratio", "0.1", "--lr-scheduler", "cosine",
          "--weight-decay", "0.01", "--lora-targets", "q_proj,v_proj", "--max-grad-norm", "5", "--batch-size", "8",
          "--mixed-precision", "bf16", "--log-every", "3"],
