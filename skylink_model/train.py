@@ -104,23 +104,18 @@ class TrainResult:
         return self.losses[-1] if self.losses else None
 
 
-def lr_lambda_factory(schedule: str, warmup_steps: int, total_steps: int):
-    """Linear warmup from 0, then ``linear`` decay to 0, ``cosine`` decay to 0, or ``constant``."""
+def make_lr_scheduler(
+    optimizer: torch.optim.Optimizer, schedule: str, warmup_steps: int, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """``transformers.get_scheduler``'s schedule: linear warm-up from 0 over ``warmup_steps`` optimizer steps (the
+    factor is ``step / warmup_steps``, so the first step runs at lr 0), then ``linear`` or ``cosine`` decay to 0 at
+    ``total_steps``, or ``constant`` (``constant_with_warmup`` when there is a warm-up)."""
+    from transformers import get_scheduler
+
     if schedule not in SCHEDULERS:
         raise ValueError(f"`lr_scheduler` must be one of {', '.join(SCHEDULERS)}, got {schedule!r}")
-
-    def factor(step: int) -> float:
-        if warmup_steps > 0 and step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        if schedule == "constant":
-            return 1.0
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        progress = min(max(progress, 0.0), 1.0)
-        if schedule == "linear":
-            return max(0.0, 1.0 - progress)
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return factor
+    name = "constant_with_warmup" if schedule == "constant" and warmup_steps > 0 else schedule
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps)
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
@@ -338,9 +333,7 @@ def train_skylink(
     if not params:
         raise TrainingError("the model has no trainable parameters (LoRA targets matched nothing?)")
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda_factory(config.lr_scheduler, warmup_steps, total_steps)
-    )
+    scheduler = make_lr_scheduler(optimizer, config.lr_scheduler, warmup_steps, total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     unwrapped = accelerator.unwrap_model(model)
     loss_fn = RelationalSoftLabelLoss()
@@ -611,6 +604,6 @@ __all__ = [
     "check_process_count",
     "train_skylink",
     "latest_checkpoint",
-    "lr_lambda_factory",
+    "make_lr_scheduler",
     "epoch_order",
 ]

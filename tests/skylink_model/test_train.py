@@ -18,7 +18,7 @@ from skylink_model.train import (
     TRAINABLE_PARAMS_NAME,
     epoch_order,
     latest_checkpoint,
-    lr_lambda_factory,
+    make_lr_scheduler,
     train_skylink,
 )
 from skyrank.errors import OutputExistsError, TrainingError
@@ -47,16 +47,29 @@ def _train(tiny, out, config, **kw):
     return train_skylink(config, tiny["data"], RETRIEVER_CONFIG, out_dir=out, **kw)
 
 
+def _factors(schedule: str, warmup: int, total: int, at: tuple[int, ...]) -> list[float]:
+    """The lr factor the scheduler applies at each optimizer step in ``at`` (stepping it as training does)."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = make_lr_scheduler(opt, schedule, warmup, total)
+    seen = []
+    for _ in range(max(at) + 1):
+        seen.append(round(sched.get_last_lr()[0], 4))
+        opt.step()
+        sched.step()
+    return [seen[s] for s in at]
+
+
 def test_lr_schedule_and_epoch_order():
-    f = lr_lambda_factory("linear", 2, 10)
-    assert [round(f(s), 4) for s in (0, 1, 2, 6, 10)] == [0.3333, 0.6667, 1.0, 0.5, 0.0]
-    c = lr_lambda_factory("cosine", 0, 4)
-    assert [round(c(s), 4) for s in (0, 2, 4)] == [1.0, 0.5, 0.0]
+    # transformers.get_scheduler: warm-up factor step / warmup (0 at the first step), then decay to 0 at `total`.
+    assert _factors("linear", 2, 10, (0, 1, 2, 6, 10)) == [0.0, 0.5, 1.0, 0.5, 0.0]
+    assert _factors("cosine", 0, 4, (0, 2, 4)) == [1.0, 0.5, 0.0]
+    assert _factors("constant", 2, 10, (0, 1, 2, 9)) == [0.0, 0.5, 1.0, 1.0]
+    assert _factors("constant", 0, 10, (0, 9)) == [1.0, 1.0]
     assert epoch_order(10, 0, 1) == epoch_order(10, 0, 1) != epoch_order(10, 1, 1)
     a, b = epoch_order(10, 0, 1, 0, 2), epoch_order(10, 0, 1, 1, 2)
     assert len(a) == len(b) == 5 and not set(a) & set(b)
     with pytest.raises(ValueError):
-        lr_lambda_factory("step", 0, 1)
+        make_lr_scheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), "step", 0, 1)
 
 
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tiny, tmp_path):
@@ -134,8 +147,10 @@ def test_nan_loss_stops_with_step_and_query_ids(tiny, tmp_path, monkeypatch):
 
 
 def test_checkpoint_resume_matches_an_uninterrupted_run(tiny, tmp_path):
-    config = _config(tiny, epochs=2)  # 2 steps per epoch, 4 in all; LoRA dropout on (RNG state restored)
-    full = _train(tiny, tmp_path / "full", config, save_every=2)
+    # 2 steps per epoch, 4 in all; LoRA dropout on (RNG state restored); 2 warm-up steps, so the resumed run's
+    # learning rates come from the restored scheduler state (a fresh scheduler would restart at lr 0).
+    config = _config(tiny, epochs=2, warmup_ratio=0.5)
+    full = _train(tiny, tmp_path / "full", config, save_every=2, log_every=1)
     assert [c.name for c in full.checkpoints] == ["checkpoint-2"]
     ckpt = tmp_path / "full" / "checkpoint-2"
     # accelerate's own state files load with weights_only=True (no unsafe pickles)
@@ -149,10 +164,14 @@ def test_checkpoint_resume_matches_an_uninterrupted_run(tiny, tmp_path):
     shutil.copytree(ckpt, tmp_path / "resumed" / "checkpoint-2")
     with pytest.raises(OutputExistsError):
         _train(tiny, tmp_path / "resumed", config)
-    resumed = _train(tiny, tmp_path / "resumed", config, resume=True)
+    resumed = _train(tiny, tmp_path / "resumed", config, resume=True, log_every=1)
     assert resumed.resumed_from == tmp_path / "resumed" / "checkpoint-2"
     assert resumed.steps == 4 and len(resumed.losses) == 2
     assert resumed.losses == pytest.approx(full.losses[2:], abs=1e-5)
+    lrs = [[json.loads(line)["lr"] for line in (tmp_path / run / "train_log.jsonl").read_text().splitlines()]
+           for run in ("full", "resumed")]
+    # logged after each step: the rate of the next one (warm-up 0, 1e-2, then 2e-2, 1e-2 decaying to 0)
+    assert lrs[0] == pytest.approx([1e-2, 2e-2, 1e-2, 0.0]) and lrs[1] == pytest.approx(lrs[0][2:])
     a = load_file(str(tmp_path / "full" / "adapter_model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "adapter_model.safetensors"))
     for key in a:
