@@ -811,7 +811,7 @@ def eval_cmd(data: str, data_config: str, images_root: Path | None, adapter: str
 DEMO_EXAMPLES = """
 \b
 Examples:
-  skyrank demo                                   # build, train 1,200 steps, evaluate: ~6 min on 2 idle cores
+  skyrank demo                                   # build, train 1,500 steps, evaluate (CPU)
   skyrank demo --out /tmp/demo --max-steps 300    # a shorter run (SkyLink alone learns less)
 """
 

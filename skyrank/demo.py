@@ -49,7 +49,7 @@ DEMO_SETTINGS: dict[str, Any] = {
 }
 
 #: The demo's training budget in optimizer steps (deterministic; wall time depends on the machine's load).
-DEMO_STEPS = 1200
+DEMO_STEPS = 1500
 
 
 def _usage() -> dict[str, float]:
