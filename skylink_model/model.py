@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -431,12 +432,13 @@ class SkyLinkModel(nn.Module):
         attn_implementation: str | None = None,
         is_trainable: bool = False,
     ) -> SkyLinkModel:
-        """Reload a saved run folder on its base model (or ``base_model``); scores are reproduced exactly.
+        """Reload a saved run folder on its base model (or ``base_model``) with ``PeftModel.from_pretrained``; scores
+        are reproduced exactly.
 
         Raises :class:`CheckpointMismatchError` naming the hidden sizes or the missing/unexpected adapter keys when
         the base model does not fit the checkpoint.
         """
-        from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+        from peft import PeftModel, get_peft_model_state_dict
         from safetensors import safe_open
         from safetensors.torch import load_file
 
@@ -474,14 +476,22 @@ class SkyLinkModel(nn.Module):
                 f"{config.base_model!r} has hidden size {hidden}. Pass the base model the run was trained on."
             )
 
-        lora_config = LoraConfig.from_pretrained(str(folder))
-        lora_config.inference_mode = not is_trainable
         try:
-            peft_model = get_peft_model(backbone, lora_config)
-        except ValueError as err:
+            with warnings.catch_warnings():  # missing adapter keys are refused below, naming them
+                warnings.filterwarnings("ignore", message="Found missing adapter keys")
+                peft_model = PeftModel.from_pretrained(
+                    backbone, str(folder), is_trainable=is_trainable,
+                    torch_device=str(next(backbone.parameters()).device),
+                )
+        except ValueError as err:  # peft: the adapter's target modules are not in this base model
             raise CheckpointMismatchError(
                 f"The adapter in {folder} does not fit base model {config.base_model!r}: {err}"
             ) from err
+        except RuntimeError as err:  # torch's load_state_dict: size mismatches
+            raise CheckpointMismatchError(
+                f"Adapter shapes in {folder} do not match {config.base_model!r}: {err}"
+            ) from err
+        # peft only warns about adapter keys the file lacks (and ignores those the base model lacks): refuse both.
         with safe_open(str(folder / ADAPTER_WEIGHTS_NAME), framework="pt") as f:
             saved_keys = set(f.keys())
         expected = set(get_peft_model_state_dict(peft_model).keys())
@@ -491,13 +501,6 @@ class SkyLinkModel(nn.Module):
                 f"The adapter in {folder} does not match base model {config.base_model!r}: "
                 f"{len(missing)} missing key(s) {missing[:8]}, {len(unexpected)} unexpected key(s) {unexpected[:8]}."
             )
-        state = load_file(str(folder / ADAPTER_WEIGHTS_NAME))
-        try:
-            set_peft_model_state_dict(peft_model, state)
-        except RuntimeError as err:
-            raise CheckpointMismatchError(
-                f"Adapter shapes in {folder} do not match {config.base_model!r}: {err}"
-            ) from err
 
         model = cls(peft_model, processor, config, spec)
         with torch.no_grad():

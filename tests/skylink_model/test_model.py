@@ -133,6 +133,9 @@ def test_reload_on_a_mismatched_base_names_the_problem(model, tmp_path):
     deeper = make_tiny_qwen2_vl(tmp_path / "deeper", num_layers=3)
     with pytest.raises(CheckpointMismatchError, match=r"missing key\(s\).*layers\.2\."):
         SkyLinkModel.from_pretrained(out, base_model=deeper)
+    shallower = make_tiny_qwen2_vl(tmp_path / "shallower", num_layers=1)
+    with pytest.raises(CheckpointMismatchError, match=r" 0 missing key\(s\).*unexpected key\(s\).*layers\.1\."):
+        SkyLinkModel.from_pretrained(out, base_model=shallower)
 
 
 def test_a_few_steps_lower_the_bce_loss(model, images):
