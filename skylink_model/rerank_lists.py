@@ -18,12 +18,12 @@ new 1-based order: the top-k sorted by (−S, retriever rank), then the rest in 
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from skyrank.atomic import write_atomic
 from skyrank.errors import SkyRankError
 
 QUERY_COLUMNS: tuple[str, ...] = ("query", "query_path", "query_image")
@@ -176,11 +176,8 @@ def rerank_file(
             )
     df = pd.DataFrame.from_records(records, columns=list(OUTPUT_COLUMNS))
     df = df.sort_values(["query", "rank"], kind="stable").reset_index(drop=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
     if out.suffix.lower() == ".parquet":
-        df.to_parquet(tmp, index=False)
+        write_atomic(out, lambda tmp: df.to_parquet(tmp, index=False))
     else:
-        df.to_csv(tmp, index=False)
-    os.replace(tmp, out)
+        write_atomic(out, lambda tmp: df.to_csv(tmp, index=False))
     return RerankResult(out, len(lists), len(records), scored, 1000.0 * seconds / max(1, len(lists)))

@@ -19,7 +19,6 @@ server computes): the same chat-template prompt, left padding, last token, ``sco
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 import torch
 
+from skyrank.atomic import swap_in_dir
 from skyrank.errors import OutputExistsError, SkyRankError
 
 SCORE_KEY = "score.weight"
@@ -161,15 +161,7 @@ def export_vllm(
                 "score": {"key": SCORE_KEY, "shape": list(head.shape), "dtype": "float32"}}
         (staging / _MARKER).write_text(json.dumps(info, indent=2) + "\n")
         _check_score_saved(staging, head)
-        if out.exists():
-            old = out.parent / f".{out.name}.old"
-            if old.exists():
-                shutil.rmtree(old)
-            os.rename(out, old)
-            os.rename(staging, out)
-            shutil.rmtree(old)
-        else:
-            os.rename(staging, out)
+        swap_in_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

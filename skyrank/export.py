@@ -21,7 +21,6 @@ staging folder renamed into place).
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from skyrank.atomic import swap_in_dir
 from skyrank.errors import OutputExistsError, SkyRankError
 from skyrank.format import schema
 
@@ -241,15 +241,7 @@ def export_dataset(
         (staging / _MARKER).write_text(
             json.dumps({"format": format, "source": str(folder), "subsets": subsets}, indent=2) + "\n"
         )
-        if out.exists():
-            old = out.parent / f".{out.name}.old"
-            if old.exists():
-                shutil.rmtree(old)
-            os.rename(out, old)
-            os.rename(staging, out)
-            shutil.rmtree(old)
-        else:
-            os.rename(staging, out)
+        swap_in_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ import pyarrow.parquet as pq
 from datasets import Features, Image
 
 from skyrank import hub_limits
+from skyrank.atomic import fsync_dir, fsync_file, remove_path, swap_in_dir, write_text_atomic
 from skyrank.errors import BadImageError, OutputError, OutputExistsError, SkyRankError, ValidationError
 from skyrank.format import schema
 from skyrank.format.manifest import FORMAT_VERSION, Manifest
@@ -101,36 +101,6 @@ def sha256_of(path: str | Path) -> str:
         for block in iter(lambda: f.read(_HASH_CHUNK), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _image_columns(features: Features) -> list[str]:
@@ -229,7 +199,7 @@ class DatasetWriter:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         if self.staging.exists() or self.staging.is_symlink():
             # A stale staging folder of an interrupted earlier run: start clean.
-            self._remove(self.staging)
+            remove_path(self.staging)
         self.staging.mkdir()
 
     # -- context manager -------------------------------------------------------------------------------------------
@@ -243,15 +213,9 @@ class DatasetWriter:
     def abort(self) -> None:
         """Remove the staging folder (the final path is left as it was)."""
         if self.staging.exists():
-            self._remove(self.staging)
+            remove_path(self.staging)
         self._done = True
 
-    @staticmethod
-    def _remove(path: Path) -> None:
-        if path.is_symlink() or path.is_file():
-            path.unlink()
-        else:
-            shutil.rmtree(path, ignore_errors=True)
 
     @staticmethod
     def check_output(out: Path, overwrite: bool) -> None:
@@ -401,11 +365,11 @@ class DatasetWriter:
                     writer.add_key_value_metadata({"content_defined_chunking": cdc})
             finally:
                 writer.close()
-            _fsync_file(tmp)
+            fsync_file(tmp)
             os.replace(tmp, path)
             file_bytes += path.stat().st_size
             files.append(rel)
-        _fsync_dir(self.staging / config)
+        fsync_dir(self.staging / config)
 
         info = TableInfo(config, split, n, num_bytes, files, features, file_bytes, num_row_groups)
         self.tables.append(info)
@@ -459,7 +423,7 @@ class DatasetWriter:
             raise SkyRankError("this DatasetWriter is already finalized or aborted")
         if not self.tables:
             raise SkyRankError("no table was added: nothing to finalize")
-        _write_text_atomic(self.staging / CARD_NAME, card_text)
+        write_text_atomic(self.staging / CARD_NAME, card_text, fsync=True)
         files = {}
         for t in self.tables:
             for rel in t.files:
@@ -469,22 +433,13 @@ class DatasetWriter:
         doc.files = files
         doc.tables = [t.to_json() for t in self.tables]
         doc.format_version = FORMAT_VERSION
-        _write_text_atomic(self.staging / MANIFEST_NAME, doc.to_json())
-        _fsync_dir(self.staging)
+        write_text_atomic(self.staging / MANIFEST_NAME, doc.to_json(), fsync=True)
+        fsync_dir(self.staging)
 
         if self.out.exists() or self.out.is_symlink():
             # Re-check: the output may have appeared while we were writing.
             self.check_output(self.out, self.overwrite)
-            old = self.out.parent / f".{self.out.name}.old"
-            if old.exists() or old.is_symlink():
-                self._remove(old)
-            os.rename(self.out, old)
-            os.rename(self.staging, self.out)
-            _fsync_dir(self.out.parent)
-            self._remove(old)
-        else:
-            os.rename(self.staging, self.out)
-        _fsync_dir(self.out.parent)
+        swap_in_dir(self.staging, self.out)
         self._done = True
         return self.out
 

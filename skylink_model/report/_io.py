@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skyrank.atomic import write_atomic, write_text_atomic  # noqa: F401  (re-exported for the report modules)
 from skyrank.errors import EvalFileError
 
 
@@ -69,21 +68,3 @@ def load_per_query(path: str | Path) -> list[dict[str, Any]]:
     if not records:
         raise EvalFileError(f"{path}: the per-query file is empty")
     return records
-
-
-def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a ``.tmp`` sibling of ``path`` (keeping its suffix), then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

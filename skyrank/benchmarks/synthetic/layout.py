@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from skyrank.atomic import swap_in_dir
 from skyrank.benchmarks.synthetic.camera import _drone_view, _encode, _satellite
 from skyrank.benchmarks.synthetic.world import (
     _SEED_LOCATION,
@@ -364,19 +365,7 @@ def generate_synthetic(
             "distractor_ids": ids["distractor"],
         }
         (tmp / "synthetic.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:12]}"
-            out.rename(old)
-            tmp.rename(out)
-            if old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                old.unlink()
-        else:
-            try:
-                tmp.rename(out)
-            except OSError as exc:  # someone else created it meanwhile
-                raise OutputExistsError(f"{out} appeared while generating; not replaced") from exc
+        swap_in_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
