@@ -5,10 +5,10 @@ Two ways in, one code path:
 - ``accelerate launch cli.py build ...`` (or ``torchrun``): every process runs the whole build; the process group is
   initialised through accelerate's :class:`~accelerate.PartialState` (gloo on CPU, nccl on GPU, one GPU per
   process) by :func:`init_distributed`.
-- ``skyrank build --num-processes N`` / :func:`launch`: spawns ``N`` local processes (``torch.multiprocessing``,
-  ``spawn`` start method) that rendezvous through a ``file://`` store in a fresh temporary folder (no port to
-  pick, nothing to collide with) and then run the same function as under ``accelerate launch``. The function and
-  its arguments are pickled, never a model: each process builds its retriever itself (:class:`RetrieverSpec`).
+- ``skyrank build --num-processes N`` / :func:`launch`: starts ``N`` local processes with torch's own launcher
+  (``elastic_launch``, as ``torchrun --standalone``) and runs the same function in each as under ``accelerate
+  launch``. The function and its arguments are pickled, never a model: each process builds its retriever itself
+  (:class:`RetrieverSpec`).
 
 :func:`encode_records_distributed` is :func:`~skyrank.retrievers.encode.encode_records` on one process. With
 ``W > 1`` processes, rank ``r`` embeds the ``r``-th of ``W`` contiguous, *batch-aligned* slices (slice boundaries
@@ -365,18 +365,11 @@ def _dump_exception(path: Path, rank: int, exc: BaseException) -> None:
     _write_atomic(path / f"error-rank{rank:05d}.pkl", lambda f: f.write(pickle.dumps((data, tb))), "wb")
 
 
-def _launch_worker(
-    index: int, fn: Callable[..., Any], kwargs: Mapping[str, Any], world_size: int, device_type: str, tmp: str
-) -> None:
-    """One process of :func:`launch`: join the group through a ``file://`` store, run ``fn``, report back."""
-    os.environ.update(
-        RANK=str(index),
-        LOCAL_RANK=str(index),
-        WORLD_SIZE=str(world_size),
-        LOCAL_WORLD_SIZE=str(world_size),
-        MASTER_ADDR="127.0.0.1",
-    )
-    folder = Path(tmp)
+def _launch_worker(fn: Callable[..., Any], kwargs: Mapping[str, Any], device_type: str, tmp: str) -> Any:
+    """One process of :func:`launch` (torch's elastic agent set ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR/PORT``): join
+    the group with :func:`init_distributed`, run ``fn``, return its result; an exception is also written to ``tmp``
+    so the parent re-raises it with its original type."""
+    index, world_size = _env_int("LOCAL_RANK", 0), _env_int("WORLD_SIZE", 1)
     try:
         if device_type == "cuda":
             torch.cuda.set_device(index)
@@ -384,19 +377,10 @@ def _launch_worker(
             threads = max(1, _visible_cpus() // world_size)
             os.environ["OMP_NUM_THREADS"] = str(threads)
             torch.set_num_threads(threads)
-        dist.init_process_group(
-            "nccl" if device_type == "cuda" else "gloo",
-            init_method=(folder / "rendezvous").as_uri(),
-            rank=index,
-            world_size=world_size,
-            timeout=_timeout(),
-        )
         init_distributed(device_type)
-        result = fn(**kwargs)
-        if index == 0:
-            _write_atomic(folder / "result.pkl", lambda f: pickle.dump(result, f), "wb")
+        return fn(**kwargs)
     except BaseException as e:
-        _dump_exception(folder, index, e)
+        _dump_exception(Path(tmp), index, e)
         raise
     finally:
         if dist.is_initialized():
@@ -423,10 +407,12 @@ def launch(
 ) -> Any:
     """Run ``fn(**kwargs)`` on ``num_processes`` local processes in one process group; return rank 0's result.
 
-    ``fn`` must be importable (a module-level function) and ``kwargs`` picklable; no model is pickled, ``fn``
-    builds what it needs (call :func:`init_distributed` for the device). gloo on the CPU; nccl with one GPU per
-    process when ``device`` is CUDA. An exception in any process is re-raised here with its original type (the
-    lowest rank's), with the child's traceback as a note.
+    The processes are started by torch's own launcher (``torch.distributed.launcher.api.elastic_launch``, what
+    ``torchrun --standalone`` runs: a c10d rendezvous on a free local port, no restarts). ``fn`` must be importable
+    (a module-level function) and ``kwargs`` picklable; no model is pickled, ``fn`` builds what it needs (call
+    :func:`init_distributed` for the device). gloo on the CPU; nccl with one GPU per process when ``device`` is
+    CUDA. An exception in any process is re-raised here with its original type (the lowest rank's), with the
+    child's traceback as a note.
     """
     kwargs = dict(kwargs or {})
     if num_processes < 1:
@@ -443,24 +429,32 @@ def launch(
         raise SkyRankError(
             f"--num-processes {num_processes} on CUDA needs one GPU per process; {torch.cuda.device_count()} visible"
         )
-    import torch.multiprocessing as mp
-    from torch.multiprocessing.spawn import ProcessException
+    import uuid
 
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=num_processes,
+        run_id=f"skyrank-{uuid.uuid4().hex}",
+        rdzv_backend="c10d",
+        rdzv_endpoint="127.0.0.1:0",
+        rdzv_configs={"timeout": int(_timeout().total_seconds())},
+        max_restarts=0,
+        start_method="spawn",
+        local_addr="127.0.0.1",
+    )
     with tempfile.TemporaryDirectory(prefix="skyrank-launch-") as tmp:
         try:
-            mp.start_processes(
-                _launch_worker,
-                args=(fn, kwargs, num_processes, device_type, tmp),
-                nprocs=num_processes,
-                join=True,
-                start_method="spawn",
-            )
-        except ProcessException as e:
+            results = elastic_launch(config, _launch_worker)(fn, kwargs, device_type, tmp)
+        except ChildFailedError as e:
             err = _first_error(Path(tmp))
             if err is None:
                 raise SkyRankError(f"a worker process of the {num_processes}-process launch failed: {e}") from e
             raise err from None
-        return pickle.loads((Path(tmp) / "result.pkl").read_bytes())  # written by rank 0 of this launch
+        return results[0]
 
 
 # ------------------------------------------------------------------------------ retrievers built in each process
