@@ -328,7 +328,7 @@ class ImageResolver:
         return bool(self._with_images)
 
     def _load(self, image_id: str) -> Any:
-        from PIL import Image
+        from skyrank.images import open_rgb, to_uint8_rgb  # the one decoder: high bit depths scaled, not clipped
 
         self._ensure_tables()
         looked: list[str] = []
@@ -336,7 +336,7 @@ class ImageResolver:
             t, row = self._index[image_id]
             image = self._with_images[t][row]["image"]
             if image is not None:
-                return image.convert("RGB")
+                return to_uint8_rgb(image)
             looked.append(f"the dataset's image column (row {row}, empty)")
         else:
             if self._with_images:
@@ -346,10 +346,9 @@ class ImageResolver:
             path = self.images_root / rel
             looked.append(str(path))
             if path.is_file():
-                try:
-                    with Image.open(path) as img:
-                        return img.convert("RGB")
-                except OSError as err:
+                try:  # a pixel budget, 16-bit images scaled
+                    return open_rgb(path)
+                except BadImageError as err:
                     message = f"Image {image_id!r} at {path} could not be decoded: {err}"
                     raise BadImageError(message, [str(path)]) from err
         else:
