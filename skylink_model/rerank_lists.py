@@ -98,14 +98,14 @@ def read_candidate_lists(path: str | Path) -> dict[str, list[str]]:
 
 
 def _open(root: Path, rel: str) -> Any:
-    from PIL import Image
+    from skyrank.errors import BadImageError
+    from skyrank.images import open_rgb
 
     p = Path(rel)
     p = p if p.is_absolute() else root / p
     try:
-        with Image.open(p) as im:
-            return im.convert("RGB")
-    except (OSError, ValueError) as e:
+        return open_rgb(p)  # the one decoder: 16-bit scaled to 8 bits, pixel budget, dangling links named
+    except BadImageError as e:
         raise SkyRankError(f"cannot read image {rel!r} (looked at {p}): {e}") from e
 
 
