@@ -49,7 +49,8 @@ https://github.com/Skyy93/Sample4Geo ``train_university.py``, ``sample4geo/loss.
   classifiers, the backbone's unused ImageNet head/fc) keep the new model's own initialisation when they differ.
 - **Optimiser**: AdamW (lr 1e-3, weight decay 0.01 = torch's default, which Sample4Geo keeps), gradient-norm clip
   100, linear warm-up over the first 10% of steps then cosine decay to 0 (Sample4Geo: 0.1 warm-up epochs of a
-  1-epoch run). fp16 autocast + GradScaler on CUDA (Sample4Geo's mixed precision), float32 on CPU.
+  1-epoch run). fp16 autocast + GradScaler on CUDA (Sample4Geo's mixed precision; accelerate's ``Accelerator`` with
+  ``clip_grad_norm_``, as SkyLink's trainer), float32 on CPU.
 - **Augmentation** (light; Sample4Geo's own list in brackets): both views flipped horizontally together with
   p = 0.5 [same]; colour jitter 0.15 (brightness, contrast, saturation, hue) with p = 0.5 [same]; satellite rotated
   by a random multiple of 90 degrees [same]; drone random-resized crop (scale 0.8-1, aspect 0.9-1.1) [ours; Sample4Geo
@@ -78,7 +79,6 @@ import platform
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -328,6 +328,31 @@ def lr_at(step: int, total: int, base_lr: float, warmup: float) -> float:
         return base_lr * (step + 1) / n_warm
     progress = min(1.0, (step - n_warm) / max(1, total - n_warm))
     return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_accelerator(amp: str, *, cpu: bool) -> Any:
+    """accelerate's ``Accelerator`` for one training run: fp16 autocast with a GradScaler (initial scale 2^10),
+    bf16 autocast, or float32 (``amp="fp32"``); no model or device placement (the trainer places its tensors).
+
+    accelerate keeps one precision state per process and refuses another once set, so the run starts from a clean
+    precision state and :func:`release_accelerator` clears it afterwards: a SkyLink run in another precision can
+    precede or follow it in the same process. The process group (accelerate's ``PartialState``) is kept.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import GradScalerKwargs
+
+    release_accelerator()
+    return Accelerator(
+        mixed_precision={"fp16": "fp16", "bf16": "bf16", "fp32": "no"}[amp], cpu=cpu, device_placement=False,
+        kwargs_handlers=[GradScalerKwargs(init_scale=2.0**10)],
+    )  # fmt: skip
+
+
+def release_accelerator() -> None:
+    """Forget accelerate's per-process precision state (not the process group)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -622,8 +647,7 @@ def train_retriever(
     )  # fmt: skip
     params = target.parameters()
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}[amp] if on_cuda else None
-    scaler = torch.amp.GradScaler("cuda", init_scale=2.0**10) if amp_dtype == torch.float16 else None
+    scaler_state: dict[str, Any] = {}
 
     versions = {"torch": torch.__version__, "python": platform.python_version(), **spec.versions()}
     meta = {
@@ -658,8 +682,7 @@ def train_retriever(
                     f"the last checkpoint from epoch {start_epoch}"
                 )
             optimizer.load_state_dict(state["optimizer"])
-            if scaler is not None and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
+            scaler_state = state.get("scaler") or {}
             if target.external_scale:
                 with torch.no_grad():
                     target.logit_scale.copy_(state["logit_scale"])
@@ -673,7 +696,12 @@ def train_retriever(
         total=total_steps, initial=start_epoch * steps_per_epoch, desc=f"train {arch} ({epochs} epochs)",
         unit="step", disable=not progress, dynamic_ncols=True,
     )  # fmt: skip
+    accelerator = make_accelerator(amp if on_cuda else "fp32", cpu=not on_cuda)
     try:
+        optimizer = accelerator.prepare_optimizer(optimizer)
+        scaler = accelerator.scaler  # fp16 only: the GradScaler accelerate steps with the optimizer
+        if scaler is not None and scaler_state:
+            scaler.load_state_dict(scaler_state)
         for epoch in range(start_epoch + 1, epochs + 1):
             torch.manual_seed(seed * 1_000_003 + epoch)  # dropout per (seed, epoch); augmentation is keyed per item
             sampler.set_epoch(epoch)
@@ -686,26 +714,17 @@ def train_retriever(
                     group["lr"] = lr_at(step, total_steps, lr, warmup)
                 d = d.to(device, non_blocking=True)
                 g = g.to(device, non_blocking=True)
-                ctx = torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-                with ctx:
+                with accelerator.autocast():
                     feats = target.descriptor(torch.cat([d, g]))  # one shared network for both views
                 fd, fg = feats.float().chunk(2)
                 loss = symmetric_infonce(fd, fg, target.logit_scale.exp(), label_smoothing)
                 if not torch.isfinite(loss):
                     raise TrainingError(f"non-finite loss at epoch {epoch}, step {step_in_epoch}; lower --lr")
                 optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
-                    if clip_grad is not None:
-                        torch.nn.utils.clip_grad_norm_(params, clip_grad)
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    if clip_grad is not None:
-                        torch.nn.utils.clip_grad_norm_(params, clip_grad)
-                    optimizer.step()
+                accelerator.backward(loss)  # scaled under fp16
+                if clip_grad is not None:
+                    accelerator.clip_grad_norm_(params, clip_grad)  # unscales first under fp16
+                optimizer.step()  # the scaler's step and update under fp16
                 losses.append(float(loss.detach()))
                 bar.set_postfix_str(f"epoch {epoch}/{epochs}, loss {losses[-1]:.3f}", refresh=False)
                 bar.update()
@@ -735,6 +754,7 @@ def train_retriever(
                     f"{len(losses)} steps of {eff_batch} pairs, logit scale {entry['logit_scale']:.1f}"
                 )
     finally:
+        release_accelerator()
         bar.close()
         torch.set_num_threads(threads_before)
     _atomic_save(target.state_dict(), end_path)

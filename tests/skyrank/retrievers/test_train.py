@@ -386,3 +386,17 @@ def test_training_specs_are_registered_beside_the_factories(monkeypatch) -> None
     assert len(target.parameters()) == 3  # weight, bias and the trainer's logit_scale
     with pytest.raises(ValueError, match="already registered"):
         training.register_training_spec(TinySpec())
+
+
+def test_accelerator_precision_state_is_per_run() -> None:
+    """Retriever training takes accelerate's precision for its run and leaves none behind for a SkyLink run."""
+    from accelerate import Accelerator
+
+    from skyrank.retrievers.train import make_accelerator, release_accelerator
+
+    Accelerator(mixed_precision="bf16", cpu=True)  # e.g. a SkyLink run earlier in the process
+    acc = make_accelerator("fp32", cpu=True)
+    assert acc.mixed_precision == "no" and acc.scaler is None
+    release_accelerator()
+    assert Accelerator(mixed_precision="bf16", cpu=True).mixed_precision == "bf16"  # no "already initialized"
+    release_accelerator()
