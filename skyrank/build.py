@@ -221,14 +221,9 @@ def synthetic_retriever_checkpoint(root: Path, *, device: str = "cpu", progress:
     )
 
 
-#: Retrievers that rank with learned weights (a build without ``checkpoint`` would use random ones).
-WEIGHTED_RETRIEVERS = ("sample4geo", "mccg", "sdpl")
-
-
 def _check_options(
     *, directions: Sequence[str], splits: Sequence[str], protocol: str, top_m: int, batch_size: int,
-    num_workers: int, retriever: str, checkpoint: str | Path | None, opts: str | Path | None, max_pixels: int | None,
-    random_weights: bool, dataset: str,
+    num_workers: int, checkpoint: str | Path | None, max_pixels: int | None, random_weights: bool,
 ) -> None:  # fmt: skip
     """Every check of :func:`build_dataset`'s options that needs neither the benchmark nor the model (instant)."""
     for d in directions:
@@ -258,31 +253,31 @@ def _check_options(
             )
         if random_weights:
             raise OptionError("--random-weights and --checkpoint contradict each other; pass one of them")
-    elif retriever in WEIGHTED_RETRIEVERS and not random_weights and not (
-        retriever == "sample4geo" and dataset == "synthetic"
-    ):
-        raise MissingWeightsError(
-            f"--retriever {retriever} was given no --checkpoint: it would rank {dataset} with random, untrained "
-            "weights and write a valid-looking but meaningless dataset"
-            + (" (sample4geo's official University-1652 weights: weights_e1_0.9515.pth)" if retriever == "sample4geo"
-               else ""),
-        )  # fmt: skip
-    elif retriever == "precomputed":
-        raise OptionError("--retriever precomputed needs --checkpoint: the embeddings file")
 
 
-def _check_retriever(retriever: str, opts: str | Path | None) -> None:
-    """The retriever name and its ``opts.yaml`` (parsed now, not after the work)."""
-    from skyrank.retrievers import list_retrievers
+def _check_retriever(
+    retriever: str, opts: str | Path | None, *, checkpoint: str | Path | None, random_weights: bool,
+    trains_synthetic: bool, dataset: str,
+) -> None:  # fmt: skip
+    """The retriever's name, weights and ``opts.yaml``, from what it declared when it registered
+    (:class:`~skyrank.retrievers.RetrieverInfo`): checked now, not after the work."""
+    from skyrank.retrievers import list_retrievers, retriever_info
 
     if retriever not in list_retrievers():
         raise UnknownNameError(f"--retriever {retriever!r} is not one of {', '.join(list_retrievers())}")
+    info = retriever_info(retriever)
     if opts is not None:
-        if retriever not in ("mccg", "sdpl"):
+        if info.read_opts is None:
             raise OptionError(f"--opts is MCCG's/SDPL's opts.yaml; --retriever {retriever} takes none")
-        from skyrank.retrievers import mccg, sdpl
-
-        (mccg.read_opts if retriever == "mccg" else sdpl.read_opts)(opts)
+        info.read_opts(opts)
+    if checkpoint is None and info.checkpoint_required:
+        raise OptionError(f"--retriever {retriever} needs --checkpoint: {info.checkpoint_what}")
+    if checkpoint is None and info.learned_weights and not random_weights and not trains_synthetic:
+        raise MissingWeightsError(
+            f"--retriever {retriever} was given no --checkpoint: it would rank {dataset} with random, untrained "
+            "weights and write a valid-looking but meaningless dataset"
+            + (f" ({info.weights_hint})" if info.weights_hint else ""),
+        )
 
 
 def _check_top_m(layouts: dict[tuple[str, str], RetrievalSplit], top_m: int) -> None:
@@ -396,8 +391,7 @@ def build_dataset(
     # Checks that need no model and no image, before the heavy imports (torch, timm): a few seconds at most.
     _check_options(
         directions=directions, splits=splits, protocol=protocol, top_m=top_m, batch_size=batch_size,
-        num_workers=num_workers, retriever=retriever, checkpoint=checkpoint, opts=opts, max_pixels=max_pixels,
-        random_weights=random_weights, dataset=dataset,
+        num_workers=num_workers, checkpoint=checkpoint, max_pixels=max_pixels, random_weights=random_weights,
     )  # fmt: skip
     if embedding_dtype not in schema.EMBEDDING_DTYPES:
         raise OptionError(
@@ -445,7 +439,14 @@ def build_dataset(
     )
     from skyrank.validate import validate_dataset
 
-    _check_retriever(retriever, opts)
+    # The synthetic default trains its own small retriever (cached) when given no weights.
+    trains_synthetic = (
+        retriever == "sample4geo" and checkpoint is None and dataset == "synthetic" and not random_weights
+    )
+    _check_retriever(
+        retriever, opts, checkpoint=checkpoint, random_weights=random_weights, trains_synthetic=trains_synthetic,
+        dataset=dataset,
+    )
     if num_processes > 1 and not is_distributed():
         return launch(build_dataset, {**call_args, "num_processes": 1}, num_processes, device=device)
     dist_ctx = init_distributed(device)  # one process: nothing to do; under a launcher: join, one GPU per rank
@@ -456,9 +457,6 @@ def build_dataset(
         embeddings = dataset == "synthetic"
 
 
-    trains_synthetic = (
-        retriever == "sample4geo" and checkpoint is None and dataset == "synthetic" and not random_weights
-    )
     if dataset == "synthetic" and root is None:
         from skyrank.benchmarks.synthetic import ensure_synthetic
 

@@ -106,16 +106,59 @@ class Retriever:
 _RETRIEVERS: dict[str, Callable[..., Retriever]] = {}
 
 
-def register_retriever(name: str) -> Callable[[Callable[..., Retriever]], Callable[..., Retriever]]:
-    """Decorator for a factory ``fn(checkpoint=None, device="cpu", **kwargs) -> Retriever``."""
+@dataclass(frozen=True)
+class RetrieverInfo:
+    """What a retriever declares when it registers, so ``skyrank build`` can check its options before any work.
+
+    Attributes:
+        name: the registered name.
+        learned_weights: it ranks with trained weights, so a build without ``--checkpoint`` would rank with random
+            ones (refused unless ``--random-weights``).
+        checkpoint_required: ``--checkpoint`` is mandatory (``precomputed``: it *is* the embeddings file).
+        checkpoint_what: what ``--checkpoint`` holds, for messages (e.g. "the embeddings file").
+        weights_hint: where official weights come from, for the message that asks for them.
+        read_opts: parses the retriever's ``--opts`` file (MCCG/SDPL's ``opts.yaml``); ``None``: it takes none.
+    """
+
+    name: str
+    learned_weights: bool = True
+    checkpoint_required: bool = False
+    checkpoint_what: str = "the weights file (.pth or .safetensors)"
+    weights_hint: str = ""
+    read_opts: Callable[[str | Path], Any] | None = None
+
+
+_INFO: dict[str, RetrieverInfo] = {}
+
+
+def register_retriever(
+    name: str,
+    *,
+    learned_weights: bool = True,
+    checkpoint_required: bool = False,
+    checkpoint_what: str = "the weights file (.pth or .safetensors)",
+    weights_hint: str = "",
+    read_opts: Callable[[str | Path], Any] | None = None,
+) -> Callable[[Callable[..., Retriever]], Callable[..., Retriever]]:
+    """Decorator for a factory ``fn(checkpoint=None, device="cpu", **kwargs) -> Retriever``; the keywords declare
+    the :class:`RetrieverInfo` the build checks (a new retriever is one module: nothing else names it)."""
 
     def deco(fn: Callable[..., Retriever]) -> Callable[..., Retriever]:
         if name in _RETRIEVERS:
             raise ValueError(f"retriever {name!r} is already registered")
         _RETRIEVERS[name] = fn
+        _INFO[name] = RetrieverInfo(name, learned_weights, checkpoint_required, checkpoint_what, weights_hint,
+                                    read_opts)  # fmt: skip
         return fn
 
     return deco
+
+
+def retriever_info(name: str) -> RetrieverInfo:
+    """The :class:`RetrieverInfo` declared by the retriever registered as ``name``."""
+    if name not in _INFO:
+        raise UnknownNameError(f"unknown retriever {name!r}; choose one of: {', '.join(list_retrievers())}")
+    return _INFO[name]
 
 
 def list_retrievers() -> list[str]:

@@ -413,7 +413,7 @@ def load_checkpoint(model: MCCGModel, checkpoint: str | Path) -> None:
     load_strict(model, sd, source=f"checkpoint {checkpoint} (mccg, block={model.block}, nclasses={model.nclasses})")
 
 
-@register_retriever("mccg")
+@register_retriever("mccg", read_opts=read_opts)
 def mccg(
     checkpoint: str | Path | None = None,
     device: str | torch.device = "cpu",

@@ -170,7 +170,9 @@ class PrecomputedRetriever(Retriever):
         return self._emb[rows]
 
 
-@register_retriever("precomputed")
+@register_retriever(
+    "precomputed", learned_weights=False, checkpoint_required=True, checkpoint_what="the embeddings file"
+)
 def precomputed(checkpoint: str | Path | None = None, device: str | torch.device = "cpu") -> PrecomputedRetriever:
     """Embeddings read from ``checkpoint`` (see the module docstring for the formats)."""
     return PrecomputedRetriever(checkpoint=checkpoint, device=device)

@@ -224,7 +224,9 @@ def load_checkpoint(model: Sample4GeoModel, checkpoint: str | Path) -> None:
     load_strict(model, sd, source=f"checkpoint {checkpoint} (sample4geo, arch={model.arch})")
 
 
-@register_retriever("sample4geo")
+@register_retriever(
+    "sample4geo", weights_hint="sample4geo's official University-1652 weights: weights_e1_0.9515.pth"
+)
 def sample4geo(
     checkpoint: str | Path | None = None,
     device: str | torch.device = "cpu",

@@ -422,7 +422,7 @@ def load_checkpoint(model: SDPLModel, checkpoint: str | Path) -> None:
     load_strict(model, sd, source=f"checkpoint {checkpoint} (sdpl, nclasses={model.nclasses})")
 
 
-@register_retriever("sdpl")
+@register_retriever("sdpl", read_opts=read_opts)
 def sdpl(
     checkpoint: str | Path | None = None,
     device: str | torch.device = "cpu",

@@ -157,6 +157,37 @@ def test_real_benchmark_without_checkpoint_says_how_to_get_one(tmp_path):
         build_dataset(dataset="university1652", root=tmp_path / "U", out=tmp_path / "ds", progress=False)
 
 
+def test_a_new_retriever_declares_its_weights_and_opts_where_it_registers(bench, tmp_path, monkeypatch):
+    """Adding a retriever is one module: the build's weight and --opts checks read what it declared when it
+    registered (RetrieverInfo), not a list of names in build.py."""
+    from skyrank.errors import MissingWeightsError, OptionError
+    from skyrank.retrievers import _base, register_retriever, retriever_info
+
+    monkeypatch.setattr(_base, "_RETRIEVERS", dict(_base._RETRIEVERS))
+    monkeypatch.setattr(_base, "_INFO", dict(_base._INFO))
+    seen = []
+    register_retriever("toy-learned", weights_hint="toy weights: toy.pth", read_opts=seen.append)(
+        lambda checkpoint=None, device="cpu": create("sample4geo", arch="convnext_atto", image_size=SIZE)
+    )
+    register_retriever("toy-lookup", learned_weights=False, checkpoint_required=True, checkpoint_what="a table")(
+        lambda checkpoint=None, device="cpu": None
+    )
+    assert retriever_info("toy-learned").learned_weights and retriever_info("sample4geo").read_opts is None
+    root, _ = bench
+    common = dict(dataset="synthetic", root=root, out=tmp_path / "ds", top_m=5, progress=False)
+    with pytest.raises(MissingWeightsError, match="toy weights: toy.pth"):
+        build_dataset(retriever="toy-learned", **common)
+    with pytest.raises(OptionError, match="needs --checkpoint: a table"):
+        build_dataset(retriever="toy-lookup", **common)
+    with pytest.raises(OptionError, match="takes none"):
+        build_dataset(retriever="toy-lookup", opts=tmp_path / "opts.yaml", checkpoint=bench[1], **common)
+    opts = tmp_path / "opts.yaml"
+    opts.write_text("x: 1\n")
+    with pytest.raises(MissingWeightsError):  # its own opts reader ran first, then the weights were refused
+        build_dataset(retriever="toy-learned", opts=opts, **common)
+    assert seen == [opts]
+
+
 def test_two_process_build_equals_one_process(bench, tmp_path):
     one = _build(bench, tmp_path / "one", splits=("test",)).out
     two = _build(bench, tmp_path / "two", splits=("test",), num_processes=2).out
