@@ -18,7 +18,10 @@ from pathlib import Path
 
 from skyrank.errors import OutputExistsError
 
-__all__ = ["atomic_path", "fsync_dir", "fsync_file", "remove_path", "swap_in_dir", "write_atomic", "write_text_atomic"]
+__all__ = [
+    "atomic_path", "exclusive_lock", "fsync_dir", "fsync_file", "remove_path", "swap_in_dir", "write_atomic",
+    "write_text_atomic",
+]  # fmt: skip
 
 
 def fsync_file(path: str | Path) -> None:
@@ -112,3 +115,31 @@ def swap_in_dir(staging: str | Path, out: str | Path) -> Path:
             raise OutputExistsError(f"{out} appeared while it was being written; it was not replaced") from exc
         fsync_dir(out.parent)
     return out
+
+
+@contextmanager
+def exclusive_lock(path: str | Path, *, on_wait: Callable[[], object] | None = None) -> Iterator[None]:
+    """Hold an exclusive advisory lock on the file ``path`` (created if absent) for the ``with`` block.
+
+    For work that two processes must not do at once into the same cache folder (the synthetic default's
+    retriever): the second waits, then finds the first one's result. ``on_wait`` is called once if the lock is
+    busy, before blocking (to say why nothing happens). Where ``fcntl`` is missing (Windows) it does not lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no advisory locks here
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)

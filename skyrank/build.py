@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
+from skyrank.atomic import exclusive_lock
 from skyrank.benchmarks import RetrievalSplit, get_benchmark
 from skyrank.errors import (
     BenchmarkLayoutError,
@@ -206,19 +207,28 @@ def synthetic_retriever_checkpoint(root: Path, *, device: str = "cpu", progress:
     ckpt = out / "weights_end.pth"
     if ckpt.is_file():
         return ckpt
-    return train_retriever(
-        "synthetic",
-        root,
-        out,
-        arch=SYNTHETIC_RETRIEVER["arch"],
-        image_size=SYNTHETIC_RETRIEVER["image_size"],
-        epochs=SYNTHETIC_RETRIEVER["epochs"],
-        batch_size=SYNTHETIC_RETRIEVER["batch_size"],
-        num_workers=SYNTHETIC_RETRIEVER["num_workers"] if (os.cpu_count() or 1) > 1 else 0,
-        device=device,
-        progress=progress,
-        resume=True,
-    )
+
+    def waiting() -> None:
+        if progress:
+            tqdm.write(f"another process is training the cached synthetic retriever {out}; waiting for it")
+
+    # Two builds/demos on one cache would train into the same folder at once: the second waits for the first.
+    with exclusive_lock(Path(str(out) + ".lock"), on_wait=waiting):
+        if ckpt.is_file():
+            return ckpt
+        return train_retriever(
+            "synthetic",
+            root,
+            out,
+            arch=SYNTHETIC_RETRIEVER["arch"],
+            image_size=SYNTHETIC_RETRIEVER["image_size"],
+            epochs=SYNTHETIC_RETRIEVER["epochs"],
+            batch_size=SYNTHETIC_RETRIEVER["batch_size"],
+            num_workers=SYNTHETIC_RETRIEVER["num_workers"] if (os.cpu_count() or 1) > 1 else 0,
+            device=device,
+            progress=progress,
+            resume=True,
+        )
 
 
 def _check_options(

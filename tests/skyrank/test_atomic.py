@@ -75,3 +75,26 @@ def test_swap_in_dir_refuses_a_folder_that_appeared_meanwhile(tmp_path, monkeypa
     with pytest.raises(OutputExistsError, match="appeared"):
         swap_in_dir(staging, out)
     assert (out / "theirs").read_text() == "theirs"
+
+
+def test_exclusive_lock_makes_a_second_process_wait(tmp_path):
+    """The synthetic retriever's cache lock: a second holder blocks until the first releases (says so once)."""
+    import subprocess
+    import sys
+    import time
+
+    from skyrank.atomic import exclusive_lock
+
+    lock = tmp_path / "cache.lock"
+    script = (
+        "import sys, time; from skyrank.atomic import exclusive_lock\n"
+        f"with exclusive_lock({str(lock)!r}, on_wait=lambda: print('waiting', flush=True)):\n"
+        "    print('got', time.time(), flush=True)\n"
+    )
+    with exclusive_lock(lock):
+        child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        released = time.time()
+    out, _ = child.communicate(timeout=60)
+    lines = out.split()
+    assert lines[0] == "waiting" and lines[1] == "got" and float(lines[2]) >= released
