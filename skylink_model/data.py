@@ -202,12 +202,30 @@ class SkyRankSplit:
         return dataclasses.replace(self, rows=self.rows.select(idx))
 
     def without_validation(self, fraction: float, seed: int = 0) -> tuple[SkyRankSplit, list[str]]:
-        """The rows left for training and the query ids of the validation locations (:func:`carve_validation`)."""
+        """The rows left for training and the query ids of the validation locations (:func:`carve_validation`).
+
+        The validation locations' gallery images (their queries' positives) are also dropped from the training
+        rows' hard negatives: otherwise SkyLink learns them as "always a negative", and scores its own validation
+        positives lowest, which biases the fusion weight chosen on them towards the retriever.
+        """
         if fraction == 0.0:
             return self, []
         train_idx, val_idx = carve_validation([str(x) for x in self.rows["label"]], fraction, seed)
         ids = [str(x) for x in self.rows["query_id"]]
-        return dataclasses.replace(self, rows=self.rows.select(train_idx)), [ids[i] for i in val_idx]
+        positives = self.rows.select(val_idx)["positive_ids"]
+        held = {str(p) for pos in positives for p in pos}
+        rows = self.rows.select(train_idx)
+        if held:
+            rows = rows.map(lambda row: drop_candidates(row, held), keep_in_memory=True)
+        return dataclasses.replace(self, rows=rows), [ids[i] for i in val_idx]
+
+
+def drop_candidates(row: Mapping[str, Any], ids: set[str]) -> dict[str, list[Any]]:
+    """A row's hard negatives (``candidate_ids`` with their scores and Eq. 6 similarities, kept in step) without
+    ``ids``; the retriever order of the rest is unchanged."""
+    keep = [i for i, c in enumerate(row["candidate_ids"]) if str(c) not in ids]
+    columns = ("candidate_ids", "candidate_scores", "candidate_gt_similarity")
+    return {col: [row[col][i] for i in keep] for col in columns}
 
 
 def load_skyrank_split(

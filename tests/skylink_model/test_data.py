@@ -259,6 +259,16 @@ def test_load_skyrank_split_with_embedded_images(tmp_path):
     rest, val_ids = split.without_validation(0.4, seed=0)
     assert len(rest) + len(val_ids) == 5 and len(val_ids) == 2
     assert not set(rest.rows["query_id"]) & set(val_ids) and rest.gallery_size == 5
+    held = {p for r in split.rows if r["query_id"] in set(val_ids) for p in r["positive_ids"]}
+    assert held and all(not held & set(r["candidate_ids"]) for r in rest.rows)  # never a training negative
+    by_id = {r["query_id"]: r for r in split.rows}
+    for r in rest.rows:  # the rest keep their order, scores and similarities in step
+        full = by_id[r["query_id"]]
+        kept = [i for i, c in enumerate(full["candidate_ids"]) if c not in held]
+        assert r["candidate_ids"] == [full["candidate_ids"][i] for i in kept]
+        assert r["candidate_gt_similarity"] == pytest.approx([full["candidate_gt_similarity"][i] for i in kept])
+        assert r["candidate_scores"] == pytest.approx([full["candidate_scores"][i] for i in kept])
+    assert any(len(r["candidate_ids"]) < len(by_id[r["query_id"]]["candidate_ids"]) for r in rest.rows)
     assert split.without_validation(0.0) == (split, [])
     with pytest.raises(MissingImageError, match="nowhere/else.jpg"):
         split.images("nowhere/else.jpg")
