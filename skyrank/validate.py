@@ -289,19 +289,6 @@ def _check_retriever_table(
         pos, pranks = r["positive_ids"], r["positive_ranks"]
         gt, grank, gscore = r["gt_id"], r["gt_rank"], r["gt_score"]
         posset = set(pos)
-        for c, sim in zip(cand, csim, strict=False):
-            key = (gt, c) if gt < c else (c, gt)
-            if key in pair_sim:
-                repeats += 1
-                first, where = pair_sim[key]
-                if abs(first - sim) > SOFT_LABEL_TOL and inconsistent is not None:
-                    inconsistent.append(
-                        f"{table_name}: candidate_gt_similarity of {key[0]} / {key[1]} is {sim:.6f} in {qid} but "
-                        f"{first:.6f} in {where} (Eq. 6 gives one value per pair)"
-                    )
-            else:
-                pair_sim[key] = (sim, qid)
-
         if m is not None:
             if len(cand) != m - 1:
                 problems.row(table_name, f"have len(candidate_ids) != m-1 = {m - 1}", qid)
@@ -309,6 +296,19 @@ def _check_retriever_table(
                 problems.row(table_name, f"have len(retrieved_ids) != m = {m}", qid)
         if not (len(cscore) == len(csim) == len(cand)):
             problems.row(table_name, "have candidate_scores/_gt_similarity not aligned with candidate_ids", qid)
+        else:  # Eq. 6 gives one similarity per (ground truth, candidate) pair, whatever row it appears in
+            for c, sim in zip(cand, csim, strict=True):
+                key = (gt, c) if gt < c else (c, gt)
+                if key in pair_sim:
+                    repeats += 1
+                    first, where = pair_sim[key]
+                    if abs(first - sim) > SOFT_LABEL_TOL and inconsistent is not None:
+                        inconsistent.append(
+                            f"{table_name}: candidate_gt_similarity of {key[0]} / {key[1]} is {sim:.6f} in {qid} but "
+                            f"{first:.6f} in {where} (Eq. 6 gives one value per pair)"
+                        )
+                else:
+                    pair_sim[key] = (sim, qid)
         if len(rscore) != len(ret):
             problems.row(table_name, "have retrieved_scores not aligned with retrieved_ids", qid)
         if len(pranks) != len(pos) or not pos:

@@ -18,7 +18,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from skylink_model.report._io import write_atomic
-from skyrank.errors import BadImageError
+from skyrank.errors import BadImageError, EvalFileError
 
 SELECTIONS: tuple[str, ...] = ("first", "best", "worst")
 POSITIVE = (22, 163, 74)
@@ -85,6 +85,11 @@ def contact_sheet(
     positives = set(record.get("positive_ids") or [])
     top = list(record["retrieved_ids"])
     raw = record.get("retrieved_scores") or [None] * len(top)
+    if len(raw) != len(top):
+        raise EvalFileError(
+            f"query {record.get('query_id')!r}: {len(raw)} retrieved_scores for {len(top)} retrieved_ids; "
+            "re-run `skyrank eval --per-query` to rewrite the file"
+        )
     has_rerank = "reranked_ids" in record
     has_fused = "fused_ids" in record
     pad, border, label_h, title_h = 10, 4, 30, 36
@@ -126,7 +131,7 @@ def contact_sheet(
     y += cell + label_h + pad
 
     draw.text((pad, y + cell // 2 - 8), f"retriever top-{len(top)}", fill="black", font=font)
-    for j, (cid, score) in enumerate(zip(top, raw, strict=False)):
+    for j, (cid, score) in enumerate(zip(top, raw, strict=True)):
         caption = f"#{j + 1}" + (f"  cos {float(score):.3f}" if score is not None else "")
         tile(label_w + pad + j * (cell + pad), y, cid, POSITIVE if cid in positives else NEGATIVE, caption)
     y += cell + label_h + pad

@@ -114,3 +114,11 @@ def test_eval_per_query_then_show_through_the_cli(tiny_run, tmp_path):
     assert "2 contact sheet(s)" in result.output and (tmp_path / "r" / "report.html").is_file()
     result = runner.invoke(cli.main, ["show", str(tmp_path / "nope.json"), "--out", str(tmp_path / "x")])
     assert result.exit_code == 11 and "Traceback" not in result.output
+
+
+def test_a_per_query_record_with_misaligned_scores_is_refused_not_truncated():
+    from skyrank.errors import EvalFileError
+
+    record = {"query_id": "q1", "retrieved_ids": ["a", "b", "c"], "retrieved_scores": [0.9, 0.8]}
+    with pytest.raises(EvalFileError, match="2 retrieved_scores for 3 retrieved_ids"):
+        contact_sheet(record, lambda image_id: Image.new("RGB", (8, 8)))
