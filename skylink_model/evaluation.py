@@ -312,22 +312,18 @@ def per_query_records(
             "retrieved_ids": top,
             "retrieved_scores": [float(x) for x in list(raw_scores)[: len(top)]] if raw_scores is not None else None,
         }
-        if scores_by_query is not None:
-            scores = scores_by_query[qid]
+        for by_query, (scores_key, ids_key, ranks_key) in (
+            (scores_by_query, ("scores", "reranked_ids", "reranked_positive_ranks")),
+            (fused_scores_by_query, ("fused_scores", "fused_ids", "fused_positive_ranks")),
+        ):
+            if by_query is None:
+                continue
+            scores = by_query[qid]
             order = reranked_topk(top, scores, top_k)
-            rec["scores"] = [float(scores[c]) for c in top]
-            rec["reranked_ids"] = order
-            rec["reranked_positive_ranks"] = metrics.rerank_positive_ranks(
-                order, rec["positive_ids"], rec["positive_ranks"], len(order)
-            )
-        if fused_scores_by_query is not None:
-            fused = fused_scores_by_query[qid]
-            order = reranked_topk(top, fused, top_k)
-            rec["fused_scores"] = [float(fused[c]) for c in top]
-            rec["fused_ids"] = order
-            rec["fused_positive_ranks"] = metrics.rerank_positive_ranks(
-                order, rec["positive_ids"], rec["positive_ranks"], len(order)
-            )
+            rec[scores_key] = [float(scores[c]) for c in top]
+            rec[ids_key] = order
+            pos, ranks = rec["positive_ids"], rec["positive_ranks"]
+            rec[ranks_key] = metrics.rerank_positive_ranks(order, pos, ranks, len(order))
         out.append(rec)
     return out
 

@@ -435,7 +435,7 @@ def build_dataset(
 
     DatasetWriter.check_output(out, overwrite)
 
-    from skyrank.card import render_dataset_card
+    from skyrank.card import render_card_from_inputs
     from skyrank.metrics import retrieval_metrics
     from skyrank.mining import mine
     from skyrank.retrievers import create
@@ -676,15 +676,7 @@ def build_dataset(
                 for s in stats
             ],
         }
-        card = render_dataset_card(
-            tables,
-            pretty_name=card_inputs["pretty_name"],
-            benchmark_meta=card_inputs["benchmark_meta"],
-            retriever_meta=card_inputs["retriever_meta"],
-            build_params=params,
-            stats={(s["config"], s["split"]): s for s in card_inputs["stats"]},
-            default_config=retriever_tables[0][0],
-        )
+        card = render_card_from_inputs(tables, card_inputs, params, retriever_tables[0][0])
         timings["write"] = time.perf_counter() - t0
         # The card's inputs ride in the manifest, so `skyrank remine` re-renders the card of a changed folder.
         final = writer.finalize(card, {**params, "card_inputs": card_inputs})

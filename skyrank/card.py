@@ -301,3 +301,20 @@ def render_dataset_card(
     )
     text = str(card)
     return text if text.endswith("\n") else text + "\n"
+
+
+def render_card_from_inputs(
+    tables: list[TableInfo], card_inputs: dict[str, Any], build_params: dict[str, Any], default_config: str
+) -> str:
+    """:func:`render_dataset_card` from the ``card_inputs`` a build stores in its manifest (so ``skyrank remine``
+    re-renders the card of a changed folder exactly as the build did)."""
+    return render_dataset_card(
+        tables,
+        pretty_name=card_inputs["pretty_name"],
+        benchmark_meta=card_inputs["benchmark_meta"],
+        retriever_meta=card_inputs["retriever_meta"],
+        build_params=build_params,
+        stats={(s["config"], s["split"]): s for s in card_inputs["stats"]},
+        default_config=default_config,
+    )
+

@@ -115,7 +115,7 @@ def remine(
 
     Returns ``{"out", "config", "m", "rows": {split: n}, "stats": [...]}``.
     """
-    from skyrank.card import render_dataset_card
+    from skyrank.card import render_card_from_inputs
     from skyrank.metrics import retrieval_metrics
     from skyrank.mining import mine
     from skyrank.validate import validate_dataset
@@ -210,15 +210,7 @@ def remine(
         for split, (rows, _n) in new_tables.items():
             written.append(writer.add_table(new_cfg, split, rows, schema.RETRIEVER_FEATURES))
         default = card_inputs.get("default_config") or retriever_cfgs[0]
-        card = render_dataset_card(
-            written,
-            pretty_name=card_inputs["pretty_name"],
-            benchmark_meta=card_inputs["benchmark_meta"],
-            retriever_meta=card_inputs["retriever_meta"],
-            build_params=params,
-            stats={(s["config"], s["split"]): s for s in stats},
-            default_config=default,
-        )
+        card = render_card_from_inputs(written, {**card_inputs, "stats": stats}, params, default)
         final = writer.finalize(card, {**params, "card_inputs": card_inputs})
     validate_dataset(final)
     return {
