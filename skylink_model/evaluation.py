@@ -26,7 +26,8 @@ The JSON (:meth:`EvalReport.to_json`; ``schema_version`` 2), which ``skyrank tab
       "metric_definitions": {"AP": "...", ...},            # skyrank.metrics.METRIC_DEFINITIONS
       "tie_rule": "...", "protocol": "...", "gallery_protocol": "official" | null, "data": "...",
       "fusion": null | {"mode": "auto" | "fixed", "weight": 1.5 | null, "formula": "...",
-                        "validation": {"num_queries", "fraction", "seed", "split", "objective", "by_weight": {...},
+                        "validation": {"num_queries", "fraction", "seed", "split", "objective", "rule",
+                                       "by_weight": {...},
                                        "note": "the retriever was trained on these queries"},
                         "reason": "why no fused row (auto without validation queries)"},
       "extra": {"wall_time_s": ..., "base_model": ..., "prompt_unparsable": ...}
@@ -46,6 +47,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from skylink_model import fusion
 from skyrank import metrics
@@ -156,24 +159,39 @@ def choose_weight(
     scores_by_query: Mapping[str, Mapping[str, float]],
     top_k: int,
     grid: Sequence[float] = fusion.WEIGHT_GRID,
+    rule: str = fusion.DEFAULT_RULE,
 ) -> tuple[float, dict[str, dict[str, float]]]:
-    """The fusion weight W of ``grid`` with the best validation :data:`skylink_model.fusion.OBJECTIVE`.
+    """The fusion weight W of ``grid`` chosen on validation queries by :data:`skylink_model.fusion.OBJECTIVE`.
 
     ``rows``/``scores_by_query`` are validation queries (carved from the training split, never the test split).
-    Ties go to the larger W (closer to the retriever). Returns ``(W, {weight_key(W): {metric: percent}})``.
+    ``rule="best"``: the W with the best mean objective, ties going to the larger W (closer to the retriever).
+    ``rule="one-se"`` (default): the one-standard-error rule (Hastie, Tibshirani & Friedman, *The Elements of
+    Statistical Learning*, 7.10), with the largest W as the simplest model: the largest W whose mean objective is
+    within one standard error of the best W's, the standard error being that of the per-query differences to the
+    best W (a paired comparison on the same queries). A gain that a few validation queries cannot tell from noise
+    so keeps the retriever's order (W = inf). Returns ``(W, {weight_key(W): {metric: percent}})``.
     """
     if not rows:
         raise ValueError("choose_weight needs at least one validation query")
+    if rule not in fusion.RULES:
+        raise ValueError(f"unknown fusion rule {rule!r}; choose one of {', '.join(fusion.RULES)}")
+    rows = list(rows)
     table: dict[str, dict[str, float]] = {}
-    best: tuple[float, float] | None = None
+    per_weight: list[tuple[float, np.ndarray]] = []
     for w in sorted(float(g) for g in grid):
         fused = fusion.fused_scores_by_query(rows, scores_by_query, top_k, w)
-        row = rerank_metrics(rows, fused, top_k)
-        table[fusion.weight_key(w)] = row
-        if best is None or row[fusion.OBJECTIVE] >= best[1]:
-            best = (w, row[fusion.OBJECTIVE])
-    assert best is not None
-    return best[0], table
+        per_query = _rerank_per_query(rows, fused, top_k, None)
+        table[fusion.weight_key(w)] = metrics.summarize(per_query)
+        per_weight.append((w, np.array([q[fusion.OBJECTIVE] for q in per_query], dtype=np.float64)))
+    best_w, best = max(per_weight, key=lambda wv: (wv[1].mean(), wv[0]))
+    if rule == "best":
+        return best_w, table
+    for w, values in reversed(per_weight):  # largest W first
+        diff = best - values
+        se = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else 0.0
+        if diff.mean() <= se + 1e-12:
+            return w, table
+    raise AssertionError("unreachable: the best W is within one standard error of itself")
 
 
 @dataclass
@@ -714,6 +732,7 @@ def _auto_weight(
         "seed": validation.get("seed"),
         "grid": [fusion.weight_json(w) for w in fusion.WEIGHT_GRID],
         "objective": fusion.OBJECTIVE,
+        "rule": fusion.DEFAULT_RULE,
         "by_weight": {w: {m: round(v, 4) for m, v in row.items()} for w, row in by_weight.items()},
         "note": VALIDATION_NOTE,
     }

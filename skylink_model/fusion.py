@@ -11,8 +11,10 @@ A constant score vector (std 0) standardises to zeros. ``W = 0`` is SkyLink alon
 order with SkyLink breaking near-ties, and ``W = inf`` is exactly the retriever's order (SkyLink ignored; written
 ``"inf"`` in JSON), so a validation set on which SkyLink never helps gives a fused row equal to the retriever's.
 :func:`skylink_model.evaluation.choose_weight` picks W from :data:`WEIGHT_GRID` on validation queries (never the
-test split): the W with the best validation ``AP_precision`` (the mean reciprocal rank for one positive: smoother
-than R@1 on a few hundred queries), ties going to the larger W (closer to the retriever).
+test split): by validation ``AP_precision`` (the mean reciprocal rank for one positive: smoother than R@1 on a few
+hundred queries) with the one-standard-error rule: the largest W (the closest to the retriever) whose validation
+score is within one standard error of the best W's. A gain that the validation queries cannot tell from noise
+keeps W = inf, so the fused row does not pay for a lucky validation draw on the test split.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ WEIGHT_GRID: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0,
 
 #: The validation metric ``auto`` maximises.
 OBJECTIVE = "AP_precision"
+
+#: How ``auto`` picks W from the grid: ``one-se`` (the largest W within one standard error of the best) or ``best``.
+RULES: tuple[str, ...] = ("one-se", "best")
+DEFAULT_RULE = "one-se"
 
 
 def zscore(values: Sequence[float]) -> np.ndarray:
@@ -88,4 +94,7 @@ def weight_json(weight: float | None) -> float | str | None:
     return "inf" if weight is not None and math.isinf(weight) else weight
 
 
-__all__ = ["WEIGHT_GRID", "OBJECTIVE", "zscore", "fuse_scores", "fused_scores_by_query", "weight_key", "weight_json"]
+__all__ = [
+    "WEIGHT_GRID", "OBJECTIVE", "RULES", "DEFAULT_RULE", "zscore", "fuse_scores", "fused_scores_by_query",
+    "weight_key", "weight_json",
+]  # fmt: skip

@@ -155,13 +155,13 @@ VAL_SCORES = {"va": {"c1": 0.0, "c2": 10.0, "c3": 0.0}, "vb": {"d1": 1.0, "d2": 
 
 
 def test_choose_weight_by_hand():
-    weight, table = choose_weight(VAL_ROWS, VAL_SCORES, 3)
+    weight, table = choose_weight(VAL_ROWS, VAL_SCORES, 3, rule="best")
     assert weight == 1.5
     assert table["1.5"]["AP_precision"] == pytest.approx(100.0) and table["1"]["R@1"] == pytest.approx(100.0)
     assert table["0"]["R@1"] == pytest.approx(50.0)  # SkyLink alone misses vb
     assert table["2"]["R@1"] == pytest.approx(50.0) and table["100"]["R@1"] == pytest.approx(50.0)  # misses va
     assert table["inf"]["R@1"] == pytest.approx(50.0)  # the retriever's order
-    assert choose_weight(VAL_ROWS, VAL_SCORES, 3, grid=(0.0, 0.25))[0] == 0.25  # tie at 75: the larger W
+    assert choose_weight(VAL_ROWS, VAL_SCORES, 3, grid=(0.0, 0.25), rule="best")[0] == 0.25  # tie at 75: larger W
     # the fused row on the same rows with the chosen W, and its JSON record
     report = evaluate_reranking(VAL_ROWS, VAL_SCORES, 3, fusion_weight=weight, fusion_info={"mode": "auto"})
     assert report.rows["skylink_fused"]["R@1"] == pytest.approx(100.0)
@@ -171,6 +171,21 @@ def test_choose_weight_by_hand():
     assert "+SkyLink fused" in report.format_table()
     with pytest.raises(ValueError, match="re-ranker scores"):
         evaluate_reranking(VAL_ROWS, None, 3, fusion_weight=1.0)
+
+
+def test_choose_weight_one_standard_error_rule():
+    # Two queries: W = 1.5 gets AP_precision [1, 1], the retriever's order (W = inf) [0.5, 1]. The paired
+    # differences [0.5, 0] have mean 0.25 and standard error 0.3536 / sqrt(2) = 0.25: inf is within one standard
+    # error of the best, so the default rule keeps the retriever's order.
+    assert choose_weight(VAL_ROWS, VAL_SCORES, 3)[0] == float("inf")
+    # The same two queries four times each: mean 0.25, standard error 0.2673 / sqrt(8) = 0.0945. Every W >= 2
+    # ranks as inf does (misses va), so the largest W within one standard error is the best W itself.
+    rows = [dict(r, query_id=f"{r['query_id']}{i}") for i in range(4) for r in VAL_ROWS]
+    scores = {f"{q}{i}": s for i in range(4) for q, s in VAL_SCORES.items()}
+    assert choose_weight(rows, scores, 3)[0] == 1.5
+    assert choose_weight(rows, scores, 3, rule="best")[0] == 1.5
+    with pytest.raises(ValueError, match="unknown fusion rule"):
+        choose_weight(rows, scores, 3, rule="median")
 
 
 def test_auto_fusion_never_loses_where_skylink_never_helps():
