@@ -811,8 +811,9 @@ def eval_cmd(data: str, data_config: str, images_root: Path | None, adapter: str
 DEMO_EXAMPLES = """
 \b
 Examples:
-  skyrank demo                                   # build, train 1,500 steps, evaluate (CPU)
-  skyrank demo --out /tmp/demo --max-steps 300    # a shorter run (SkyLink alone learns less)
+  skyrank demo                                   # build, pre-train, train 6,000 steps, evaluate (CPU)
+  skyrank demo --out /tmp/demo --max-steps 1500   # a shorter run (SkyLink alone learns less)
+  skyrank demo --out /tmp/demo-random --pretrain-steps 0   # the ablation: SkyLink on a random backbone
 """
 
 
@@ -820,14 +821,25 @@ Examples:
 @click.option("--out", default="skyrank-demo", show_default=True, type=click.Path(path_type=Path))
 @click.option("--max-steps", type=int, help="SkyLink's training budget in optimizer steps (default: the demo's).")
 @click.option("--labels", type=click.Choice(["soft", "hard", "gt-only"]), help="Label mode (default: the demo's).")
+@click.option(
+    "--pretrain-steps",
+    type=click.IntRange(min=0),
+    help="Contrastive pre-training steps of the tiny backbone's vision tower before SkyLink's training "
+    "(default: the demo's; 0 trains SkyLink on the random backbone).",
+)
 @click.option("--overwrite", is_flag=True, help="Rebuild and retrain instead of reusing what is under --out.")
 @_quiet_option
 @_handle_errors
-def demo(out: Path, max_steps: int | None, labels: str | None, overwrite: bool, quiet: bool) -> None:
-    """The whole method on CPU: build the synthetic SkyRank, train a tiny SkyLink, evaluate, print the table."""
+def demo(
+    out: Path, max_steps: int | None, labels: str | None, pretrain_steps: int | None, overwrite: bool, quiet: bool
+) -> None:
+    """The whole method on CPU: build the synthetic SkyRank, pre-train and train a tiny SkyLink, evaluate."""
     from skyrank.demo import run_demo
 
-    result = run_demo(out, max_steps=max_steps, labels=labels, overwrite=overwrite, progress=not quiet)
+    result = run_demo(
+        out, max_steps=max_steps, labels=labels, pretrain_steps=pretrain_steps, overwrite=overwrite,
+        progress=not quiet,
+    )  # fmt: skip
     click.echo(result.table)
     click.echo(result.summary())
     click.echo(f"dataset: {result.dataset}\nrun: {result.run}\nevaluation: {result.eval_json}")

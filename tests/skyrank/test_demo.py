@@ -45,3 +45,39 @@ def test_summary_names_wall_cpu_load_and_the_verdict():
     assert "train 300s / 420s (load 7.5)" in text
     assert "R@1 18.00 (95% CI 14.00-22.00)" in text and "clearly learns" in text and "9.00" in text
     assert "not worse than the retriever on R@1 and AP: True" in text
+
+
+def test_run_demo_end_to_end_on_a_tiny_build(tmp_path):
+    """The demo's pipeline (pre-train the vision tower, train, evaluate, check) on a tiny build, a few steps each."""
+    import json
+
+    import torch
+
+    from skylink_model.pretrain_vision import RECORD_NAME
+    from skyrank.benchmarks.synthetic import generate_synthetic
+    from skyrank.build import build_dataset
+    from skyrank.demo import run_demo
+    from skyrank.retrievers import create
+
+    root = generate_synthetic(tmp_path / "bench", locations=8, distractors=4, views=2, image_size=32, progress=False)
+    torch.manual_seed(0)
+    ckpt = tmp_path / "atto.pth"
+    torch.save(create("sample4geo", arch="convnext_atto", image_size=32).model.state_dict(), ckpt)
+    data = tmp_path / "ds"
+    build_dataset(root=root, checkpoint=ckpt, arch="convnext_atto", image_size=32, out=data, top_m=5, progress=False)
+
+    result = run_demo(
+        tmp_path / "demo", dataset=data, max_steps=3, pretrain_steps=3, settings={"val_fraction": 0.25},
+        progress=False, report=False,
+    )  # fmt: skip
+    demo = result.report["extra"]["demo"]
+    assert demo["pretrain_steps"] == 3 and demo["steps"] == 3 and set(demo["timings"]) == {
+        "build", "pretrain", "train", "eval"}  # fmt: skip
+    pretrained = tmp_path / "demo" / "tiny-qwen2-vl-pretrained"
+    record = json.loads((pretrained / RECORD_NAME).read_text())
+    assert record["settings"]["steps"] == 3 and record["locations"] == 6  # 8 training locations, 2 held out
+    config = json.loads((result.run / "skylink_config.json").read_text())
+    assert config["base_model"] == str(pretrained) and config["batch_size"] == DEMO_SETTINGS["batch_size"]
+    assert {"retriever", "skylink", "skylink_fused"} <= set(result.report["rows"])
+    assert "learns" in demo["check"] and "fused_not_worse" in demo["check"]
+    assert result.report["fusion"]["validation"]["rule"] == "one-se"
