@@ -15,7 +15,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,17 +193,29 @@ def _recipe_summary(checkpoint: str | Path | None) -> str | None:
     )
 
 
-def synthetic_retriever_dir(root: Path) -> Path:
-    """The run folder of the synthetic default retriever, beside the benchmark, keyed by its recipe."""
-    key = hashlib.sha256(json.dumps(SYNTHETIC_RETRIEVER, sort_keys=True).encode()).hexdigest()[:12]
+def synthetic_retriever_dir(root: Path, recipe: Mapping[str, Any] | None = None) -> Path:
+    """The run folder of a synthetic retriever, beside the benchmark, keyed by its recipe (default
+    :data:`SYNTHETIC_RETRIEVER`)."""
+    recipe = SYNTHETIC_RETRIEVER if recipe is None else recipe
+    key = hashlib.sha256(json.dumps(dict(recipe), sort_keys=True).encode()).hexdigest()[:12]
     return Path(str(root) + f".retriever-{key}")
 
 
-def synthetic_retriever_checkpoint(root: Path, *, device: str = "cpu", progress: bool = True) -> Path:
-    """Train (once, cached beside the synthetic benchmark) the small retriever the synthetic default uses."""
+def synthetic_retriever_checkpoint(
+    root: Path, *, recipe: Mapping[str, Any] | None = None, device: str = "cpu", progress: bool = True
+) -> Path:
+    """Train (once, cached beside the synthetic benchmark) the small retriever the synthetic default uses.
+
+    ``recipe`` overrides :data:`SYNTHETIC_RETRIEVER`'s keys (``skyrank demo`` trains 10 epochs on its larger
+    benchmark); each recipe has its own cache folder.
+    """
     from skyrank.retrievers.train import train_retriever
 
-    out = synthetic_retriever_dir(root)
+    r = {**SYNTHETIC_RETRIEVER, **(recipe or {})}
+    unknown = set(r) - set(SYNTHETIC_RETRIEVER)
+    if unknown:
+        raise ValueError(f"unknown synthetic retriever recipe key(s) {sorted(unknown)}; known: {sorted(r)}")
+    out = synthetic_retriever_dir(root, r)
     ckpt = out / "weights_end.pth"
     if ckpt.is_file():
         return ckpt
@@ -220,11 +232,11 @@ def synthetic_retriever_checkpoint(root: Path, *, device: str = "cpu", progress:
             "synthetic",
             root,
             out,
-            arch=SYNTHETIC_RETRIEVER["arch"],
-            image_size=SYNTHETIC_RETRIEVER["image_size"],
-            epochs=SYNTHETIC_RETRIEVER["epochs"],
-            batch_size=SYNTHETIC_RETRIEVER["batch_size"],
-            num_workers=SYNTHETIC_RETRIEVER["num_workers"] if (os.cpu_count() or 1) > 1 else 0,
+            arch=r["arch"],
+            image_size=r["image_size"],
+            epochs=r["epochs"],
+            batch_size=r["batch_size"],
+            num_workers=r["num_workers"] if (os.cpu_count() or 1) > 1 else 0,
             device=device,
             progress=progress,
             resume=True,

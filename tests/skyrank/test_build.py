@@ -248,3 +248,19 @@ def test_summary_reports_the_search_index_and_warns_on_low_recall(kind: str, rec
     assert ("warning: that recall is below 0.99" in text) is warned
     exact = BuildReport(Path("out"), {}, [], {"total": 1.0}, [], {**params, "search_index": {"kind": "exact"}})
     assert "search index" not in exact.summary()
+
+
+def test_synthetic_retriever_recipes_have_their_own_cache_folders(tmp_path):
+    from skyrank.build import SYNTHETIC_RETRIEVER, synthetic_retriever_checkpoint, synthetic_retriever_dir
+
+    root = tmp_path / "bench"
+    default = synthetic_retriever_dir(root)
+    assert default == synthetic_retriever_dir(root, dict(SYNTHETIC_RETRIEVER))  # the default's key is unchanged
+    shorter = synthetic_retriever_dir(root, {**SYNTHETIC_RETRIEVER, "epochs": 10})
+    assert shorter != default and shorter.parent == default.parent
+    with pytest.raises(ValueError, match="unknown synthetic retriever recipe key"):
+        synthetic_retriever_checkpoint(root, recipe={"epoch": 10})
+    # a cached checkpoint is returned without training
+    shorter.mkdir(parents=True)
+    (shorter / "weights_end.pth").write_bytes(b"x")
+    assert synthetic_retriever_checkpoint(root, recipe={"epochs": 10}) == shorter / "weights_end.pth"
