@@ -811,7 +811,7 @@ def eval_cmd(data: str, data_config: str, images_root: Path | None, adapter: str
 DEMO_EXAMPLES = """
 \b
 Examples:
-  skyrank demo                                   # build, pre-train, train 6,000 steps, evaluate (CPU)
+  skyrank demo                                   # build, pre-train, train 3,000 steps, evaluate (CPU)
   skyrank demo --out /tmp/demo --max-steps 1500   # a shorter run (SkyLink alone learns less)
   skyrank demo --out /tmp/demo-random --pretrain-steps 0   # the ablation: SkyLink on a random backbone
 """

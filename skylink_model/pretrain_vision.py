@@ -40,7 +40,7 @@ RECORD_NAME = "pretrain_vision.json"
 class VisionPretrainConfig:
     """Settings of :func:`pretrain_vision` (defaults: the demo's, measured in BENCHMARKS.md)."""
 
-    steps: int = 600
+    steps: int = 300
     batch_size: int = 32  # locations per step (capped by the number of training locations)
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
