@@ -33,6 +33,8 @@ import json
 import os
 import resource
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,8 +72,26 @@ DEMO_RETRIEVER: dict[str, Any] = {"epochs": 10}
 #: of 0.02 is sized for layers thousands wide; at width 64 it makes a near-identity network.
 DEMO_MODEL: dict[str, Any] = {"initializer_range": 0.08}
 
+#: Intra-op threads for the tiny backbone's stages (pre-training, training, evaluation): its matrices are too small
+#: for a second thread to pay. On 2 cores, 3,000 training steps took 149 s with torch's default 2 threads and
+#: 108 s with 1; evaluation 26 s and 18 s.
+DEMO_THREADS = 1
+
 #: Vision-tower pre-training steps (:class:`skylink_model.pretrain_vision.VisionPretrainConfig`; 0 skips it).
 DEMO_PRETRAIN_STEPS = 300
+
+
+@contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """``torch.set_num_threads(n)`` inside the block, restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _usage() -> dict[str, float]:
@@ -203,47 +223,48 @@ def run_demo(
     if labels is not None:
         chosen["labels"] = labels
     n_pretrain = DEMO_PRETRAIN_STEPS if pretrain_steps is None else int(pretrain_steps)
-    t0 = _usage()
-    random_base = out / "tiny-qwen2-vl-random"
-    if not (random_base / "config.json").is_file():
-        make_tiny_qwen2_vl(random_base, **DEMO_MODEL)
-    base = random_base
-    if n_pretrain > 0:
-        base = out / "tiny-qwen2-vl-pretrained"
-        if overwrite or not (base / RECORD_NAME).is_file():
-            pretrain = VisionPretrainConfig(
-                steps=n_pretrain, val_fraction=chosen["val_fraction"], seed=chosen.get("seed", 0),
-                min_pixels=chosen["min_pixels"], max_pixels=chosen["max_pixels"],
+    with _threads(DEMO_THREADS):  # the tiny backbone's stages
+        t0 = _usage()
+        random_base = out / "tiny-qwen2-vl-random"
+        if not (random_base / "config.json").is_file():
+            make_tiny_qwen2_vl(random_base, **DEMO_MODEL)
+        base = random_base
+        if n_pretrain > 0:
+            base = out / "tiny-qwen2-vl-pretrained"
+            if overwrite or not (base / RECORD_NAME).is_file():
+                pretrain = VisionPretrainConfig(
+                    steps=n_pretrain, val_fraction=chosen["val_fraction"], seed=chosen.get("seed", 0),
+                    min_pixels=chosen["min_pixels"], max_pixels=chosen["max_pixels"],
+                )  # fmt: skip
+                pretrain_vision(random_base, dataset, config_name, base, pretrain, progress=progress)
+        timings["pretrain"] = _stage(t0)
+
+        t0 = _usage()
+        run = out / "run"
+        config = SkyLinkConfig(base_model=str(base), **chosen)
+        steps = DEMO_STEPS if max_steps is None else int(max_steps)
+        if overwrite and run.exists():
+            import shutil
+
+            shutil.rmtree(run)
+        if not (run / "value_head.safetensors").is_file():
+            train_skylink(
+                config, dataset, config_name, out_dir=run, max_steps=steps, device=device, progress=progress,
+                resume=run.exists(),
             )  # fmt: skip
-            pretrain_vision(random_base, dataset, config_name, base, pretrain, progress=progress)
-    timings["pretrain"] = _stage(t0)
+        timings["train"] = _stage(t0)
 
-    t0 = _usage()
-    run = out / "run"
-    config = SkyLinkConfig(base_model=str(base), **chosen)
-    steps = DEMO_STEPS if max_steps is None else int(max_steps)
-    if overwrite and run.exists():
-        import shutil
+        t0 = _usage()
+        from skylink_model.data import read_validation
 
-        shutil.rmtree(run)
-    if not (run / "value_head.safetensors").is_file():
-        train_skylink(
-            config, dataset, config_name, out_dir=run, max_steps=steps, device=device, progress=progress,
-            resume=run.exists(),
+        model = SkyLinkModel.from_pretrained(run, device=device)
+        eval_json = out / "eval.json"
+        result = evaluate(
+            model, dataset, config_name, "test", top_k=10, max_queries=max_eval_queries, progress=progress,
+            json_path=eval_json, per_query_path=out / "eval.per_query.jsonl", fuse="auto",
+            validation=read_validation(run),
         )  # fmt: skip
-    timings["train"] = _stage(t0)
-
-    t0 = _usage()
-    from skylink_model.data import read_validation
-
-    model = SkyLinkModel.from_pretrained(run, device=device)
-    eval_json = out / "eval.json"
-    result = evaluate(
-        model, dataset, config_name, "test", top_k=10, max_queries=max_eval_queries, progress=progress,
-        json_path=eval_json, per_query_path=out / "eval.per_query.jsonl", fuse="auto",
-        validation=read_validation(run),
-    )  # fmt: skip
-    timings["eval"] = _stage(t0)
+        timings["eval"] = _stage(t0)
     data = json.loads(eval_json.read_text())
     data.setdefault("extra", {})["demo"] = {
         "check": demo_check(data),
@@ -253,6 +274,7 @@ def run_demo(
         "retriever": DEMO_RETRIEVER,
         "model": DEMO_MODEL,
         "pretrain_steps": n_pretrain,
+        "threads": DEMO_THREADS,
         "timings": timings,
         "cpu_count": os.cpu_count(),
     }
