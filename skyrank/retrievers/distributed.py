@@ -32,7 +32,6 @@ import datetime
 import hashlib
 import json
 import os
-import pickle
 import shutil
 import tempfile
 import traceback
@@ -354,15 +353,53 @@ def _visible_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _dump_exception(path: Path, rank: int, exc: BaseException) -> None:
-    """Pickle ``exc`` for the parent (the original type, so the CLI maps it); a SkyRankError if it cannot be."""
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+def _json_safe(value: Any) -> bool:
     try:
-        data = pickle.dumps(exc)
-        pickle.loads(data)
-    except Exception:
-        data = pickle.dumps(SkyRankError(f"rank {rank} failed: {type(exc).__name__}: {exc}"))
-    _write_atomic(path / f"error-rank{rank:05d}.pkl", lambda f: f.write(pickle.dumps((data, tb))), "wb")
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _dump_exception(path: Path, rank: int, exc: BaseException) -> None:
+    """Write ``exc`` for the parent as JSON: its type's module and name, its args and attributes (when plain values),
+    and the child's traceback. :func:`_load_exception` rebuilds it; nothing is pickled."""
+    record = {
+        "rank": rank,
+        "module": type(exc).__module__,
+        "type": type(exc).__qualname__,
+        "message": str(exc),
+        "args": list(exc.args) if _json_safe(list(exc.args)) else [str(exc)],
+        "attrs": {k: v for k, v in vars(exc).items() if not k.startswith("_") and _json_safe(v)},
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+    }
+    _write_atomic(path / f"error-rank{rank:05d}.json", lambda f: f.write(json.dumps(record)), "w")
+
+
+def _load_exception(record: Mapping[str, Any]) -> BaseException:
+    """The exception :func:`_dump_exception` wrote, with its original type when that is a builtin exception or one
+    of SkyRank's own (so the CLI maps it to its exit code and hint); any other type becomes a :class:`SkyRankError`
+    naming it. Only those modules are looked up: a record never makes the parent import or run anything else."""
+    import builtins
+    import importlib
+
+    module, name = str(record.get("module", "")), str(record.get("type", ""))
+    cls: Any = None
+    if module == "builtins":
+        cls = getattr(builtins, name, None)
+    elif module == "skyrank" or module.startswith("skyrank."):
+        try:
+            cls = importlib.import_module(module)
+            for part in name.split("."):
+                cls = getattr(cls, part)
+        except (ImportError, AttributeError):
+            cls = None
+    if isinstance(cls, type) and issubclass(cls, BaseException):
+        exc = cls.__new__(cls, *record.get("args", []))
+        BaseException.__init__(exc, *record.get("args", []))
+        exc.__dict__.update(record.get("attrs", {}))
+        return exc
+    return SkyRankError(f"rank {record.get('rank')} failed: {module}.{name}: {record.get('message', '')}")
 
 
 def _launch_worker(fn: Callable[..., Any], kwargs: Mapping[str, Any], device_type: str, tmp: str) -> Any:
@@ -388,13 +425,13 @@ def _launch_worker(fn: Callable[..., Any], kwargs: Mapping[str, Any], device_typ
 
 
 def _first_error(folder: Path) -> BaseException | None:
-    files = sorted(folder.glob("error-rank*.pkl"))
+    files = sorted(folder.glob("error-rank*.json"))
     if not files:
         return None
-    data, tb = pickle.loads(files[0].read_bytes())  # written by our own worker a moment ago
-    exc = pickle.loads(data)
+    record = json.loads(files[0].read_text())
+    exc = _load_exception(record)
     if hasattr(exc, "add_note"):
-        exc.add_note(f"raised in {files[0].stem.removeprefix('error-')}:\n{tb}")
+        exc.add_note(f"raised in {files[0].stem.removeprefix('error-')}:\n{record.get('traceback', '')}")
     return exc
 
 

@@ -8,6 +8,7 @@ bitwise equal. (With different thread counts the last bits may differ, about 2e-
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,3 +162,28 @@ def test_bad_images_of_every_rank_raise_one_error_in_the_parent(images, spec, mo
 
 def test_launch_with_one_process_runs_in_place() -> None:
     assert launch(dict, {"a": 1, "b": 2}, 1) == {"a": 1, "b": 2}
+
+
+def test_worker_errors_round_trip_as_json_without_pickle(tmp_path) -> None:
+    from skyrank.errors import SkyRankError
+    from skyrank.retrievers.distributed import _dump_exception, _first_error, _load_exception
+
+    class Custom(Exception):
+        pass
+
+    _dump_exception(tmp_path, 1, BadImageError("2 unreadable images", ["a.jpg", "b.jpg"], hint="--skip-bad-images"))
+    _dump_exception(tmp_path, 0, ValueError("bad value", 3))
+    first = _first_error(tmp_path)  # the lowest rank's
+    assert type(first) is ValueError and first.args == ("bad value", 3)
+    (tmp_path / "error-rank00000.json").unlink()
+    again = _first_error(tmp_path)
+    assert type(again) is BadImageError and str(again) == "2 unreadable images"
+    assert again.paths == ["a.jpg", "b.jpg"] and again.hint == "--skip-bad-images"
+    assert not list(tmp_path.glob("*.pkl"))
+    # a type outside builtins and skyrank is never imported: it becomes a SkyRankError naming it
+    _dump_exception(tmp_path / ".", 2, Custom("boom"))
+    record = json.loads((tmp_path / "error-rank00002.json").read_text())
+    other = _load_exception(record)
+    assert type(other) is SkyRankError and "Custom: boom" in str(other) and "rank 2" in str(other)
+    forged = _load_exception({"module": "subprocess", "type": "CalledProcessError", "args": [1, "x"], "rank": 0})
+    assert type(forged) is SkyRankError
