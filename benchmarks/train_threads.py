@@ -19,7 +19,8 @@ import json, sys, time, torch
 threads, size, steps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 torch.set_num_threads(threads)
 torch.manual_seed(0)
-from skyrank.retrievers.train import _Target, symmetric_infonce
+from skyrank.losses import symmetric_infonce
+from skyrank.retrievers.train import _Target
 target = _Target("sample4geo", "convnext_atto", size, nclasses=8, block=2)
 opt = torch.optim.AdamW(target.parameters(), lr=1e-3)
 x = torch.randn(64, 3, size, size)

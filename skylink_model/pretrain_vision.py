@@ -10,7 +10,8 @@ gives such a backbone's vision tower the kind of start a real one has, on the tr
 
 over a batch of B training locations, one query view and the location's gallery image each; E is the mean of an
 image's merged vision tokens (the features the language model reads), L2-normalised, and s = 1/temperature. It is
-Sample4Geo's objective (Deuser et al., ICCV 2023) applied to the LVLM's own vision tower (patch embedding, blocks
+Sample4Geo's objective (Deuser et al., ICCV 2023; :func:`skyrank.losses.symmetric_infonce`, with a fixed
+temperature) applied to the LVLM's own vision tower (patch embedding, blocks
 and merger). The validation locations that ``skyrank train --val-fraction`` holds out are held out here too
 (:meth:`skylink_model.data.SkyRankSplit.without_validation`, same fraction and seed); test data is never read.
 SkyLink's own training (LoRA + value head, Eq. 8) then starts from the saved backbone.
@@ -30,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 #: The pre-training record written beside the weights.
 RECORD_NAME = "pretrain_vision.json"
@@ -62,21 +62,9 @@ class VisionPretrainResult:
 
 
 def _pooled(model: Any, pixel_values: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
-    """One L2-normalised vector per image: the mean of its merged vision tokens."""
+    """One vector per image: the mean of its merged vision tokens (the loss L2-normalises it)."""
     feats = model.get_image_features(pixel_values, grids, return_dict=True).pooler_output
-    return F.normalize(torch.stack([f.float().mean(0) for f in feats]), dim=-1)
-
-
-def contrastive_loss(
-    queries: torch.Tensor, gallery: torch.Tensor, temperature: float, label_smoothing: float = 0.1
-) -> torch.Tensor:
-    """Symmetric InfoNCE between row-aligned L2-normalised embeddings (row i of both is location i)."""
-    logits = queries @ gallery.T / temperature
-    target = torch.arange(len(queries), device=logits.device)
-    return 0.5 * (
-        F.cross_entropy(logits, target, label_smoothing=label_smoothing)
-        + F.cross_entropy(logits.T, target, label_smoothing=label_smoothing)
-    )
+    return torch.stack([f.float().mean(0) for f in feats])
 
 
 def pretrain_vision(
@@ -101,6 +89,7 @@ def pretrain_vision(
     from skylink_model.backbones import load_backbone
     from skylink_model.data import load_skyrank_split
     from skyrank.atomic import swap_in_dir
+    from skyrank.losses import symmetric_infonce
 
     cfg = config or VisionPretrainConfig()
     if cfg.steps < 1 or cfg.batch_size < 2:
@@ -141,13 +130,14 @@ def pretrain_vision(
     locations = sorted(by_location)
     batch = min(cfg.batch_size, len(locations))
     result = VisionPretrainResult(Path(out), locations=len(locations), images=len(ids))
+    scale = torch.tensor(1.0 / cfg.temperature)  # fixed, where Sample4Geo learns it
     visual.train()
     bar = tqdm(range(cfg.steps), desc="pre-train vision tower", disable=not progress, unit="step")
     for _ in bar:
         chosen = rng.sample(locations, batch)
         images = [cache[rng.choice(by_location[g])] for g in chosen] + [cache[g] for g in chosen]
         emb = _pooled(model, torch.cat([pv for pv, _ in images]), torch.stack([g for _, g in images]))
-        loss = contrastive_loss(emb[:batch], emb[batch:], cfg.temperature, cfg.label_smoothing)
+        loss = symmetric_infonce(emb[:batch], emb[batch:], scale, cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -188,4 +178,4 @@ def pretrain_vision(
     return result
 
 
-__all__ = ["RECORD_NAME", "VisionPretrainConfig", "VisionPretrainResult", "contrastive_loss", "pretrain_vision"]
+__all__ = ["RECORD_NAME", "VisionPretrainConfig", "VisionPretrainResult", "pretrain_vision"]

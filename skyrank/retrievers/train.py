@@ -85,11 +85,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from skyrank.errors import BadImageError, OutputExistsError, TrainingError
 from skyrank.images import open_rgb
+from skyrank.losses import symmetric_infonce
 from skyrank.retrievers._base import IMAGENET_MEAN, IMAGENET_STD
 from skyrank.retrievers._training import training_spec
 
@@ -145,25 +145,6 @@ class TrainRecipe:
     block: int | None = None  # MCCG's block (None for the other architectures)
     loss: str = _INFONCE
     sampler: str = "one drone/satellite pair per class per batch"
-
-
-def symmetric_infonce(
-    drone: torch.Tensor, satellite: torch.Tensor, logit_scale: torch.Tensor, label_smoothing: float = 0.1
-) -> torch.Tensor:
-    """Sample4Geo's symmetric InfoNCE over a batch of matching pairs (row i of each input is the same location).
-
-    ``logits = logit_scale * q @ r.T`` with L2-normalised q (drone) and r (satellite); the loss is the mean of the
-    cross-entropies (with ``label_smoothing``) of the rows (q → R) and of the columns (r → Q), target = diagonal.
-    ``logit_scale`` is ``exp`` of the model's learned ``logit_scale`` parameter (1/tau).
-    """
-    q = F.normalize(drone.float(), dim=-1)
-    r = F.normalize(satellite.float(), dim=-1)
-    logits = logit_scale.float() * q @ r.T
-    target = torch.arange(len(q), device=q.device)
-    return 0.5 * (
-        F.cross_entropy(logits, target, label_smoothing=label_smoothing)
-        + F.cross_entropy(logits.T, target, label_smoothing=label_smoothing)
-    )
 
 
 class ClassUniqueBatchSampler(Sampler[list[int]]):
