@@ -553,6 +553,8 @@ def evaluate(
             ``baseline_model``/``baseline_processor`` (a ``...ForConditionalGeneration`` and its processor); when
             not given, the base model of ``model`` is used with its LoRA adapters disabled.
         max_queries: evaluate only the first N queries (sorted by id, as stored).
+        gallery_protocol: recorded in the JSON; by default the one the dataset was built with (its manifest's
+            ``protocol``: ``official`` or ``query-ids-only``), ``None`` when the dataset records none.
         json_path: also write the report's JSON there (atomically).
         per_query_path: also write SkyLink's per-query scores and orders there (JSON Lines,
             :func:`per_query_records`); the report's ``extra["per_query"]`` names the file (relative to the JSON's
@@ -572,12 +574,15 @@ def evaluate(
     hits and misses; ``prompt_ms_per_query`` likewise for the baseline.
     """
     from skylink_model.data import load_skyrank_split
+    from skyrank.loading import build_params
 
     if baseline not in (None, "prompt"):
         raise ValueError(f"`baseline` must be None or 'prompt', got {baseline!r}")
     fuse = parse_fuse(fuse)
     started = time.perf_counter()
     split_data = load_skyrank_split(data, config, split, images_root=images_root, cache_dir=cache_dir)
+    if gallery_protocol is None:  # what the build used (`skyrank build --protocol`), from the dataset's manifest
+        gallery_protocol = build_params(data, cache_dir=cache_dir).get("protocol")
     rows_ds = split_data.rows
     if max_queries is not None:
         rows_ds = rows_ds.select(range(min(max_queries, len(rows_ds))))

@@ -414,6 +414,32 @@ def _image_resolver(
     return ImageResolver(tables, None, cache_size=cache_size), present
 
 
+def build_params(
+    path_or_repo: str | os.PathLike[str],
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    token: str | None = None,
+    endpoint: str | None = None,
+) -> dict[str, Any]:
+    """The build parameters a SkyRank dataset's manifest records (``protocol``, ``m``, ``retriever``, ...), for a
+    local folder or a Hub repo; ``{}`` when the dataset has no readable manifest (nothing is refused here)."""
+    from skyrank.format.manifest import Manifest
+
+    try:
+        source = _Source(path_or_repo, revision=revision, cache_dir=cache_dir, token=token, endpoint=endpoint)
+        root = source.root if source.repo_id is None else source._snapshot([README, MANIFEST])
+        path = Path(root) / MANIFEST
+        if not path.is_file():
+            return {}
+        import json
+
+        manifest = Manifest.from_dict(json.loads(path.read_text()), source=str(path))
+        return {**manifest.params, "m": manifest.m}
+    except (SkyRankError, OSError, ValueError):
+        return {}
+
+
 def load_retriever_split(
     path_or_repo: str | os.PathLike[str],
     config: str,

@@ -81,3 +81,4 @@ def test_run_demo_end_to_end_on_a_tiny_build(tmp_path):
     assert {"retriever", "skylink", "skylink_fused"} <= set(result.report["rows"])
     assert "learns" in demo["check"] and "fused_not_worse" in demo["check"]
     assert result.report["fusion"]["validation"]["rule"] == "one-se"
+    assert result.report["gallery_protocol"] == "official"  # from the build's manifest (skyrank build --protocol)

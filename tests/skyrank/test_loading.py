@@ -159,3 +159,24 @@ def test_image_resolver_loads_lazy_tables_on_first_lookup(tmp_path: Path) -> Non
     with pytest.raises(MissingImageError, match="nope.png"):
         resolver("nope.png")
     assert calls == [1]
+
+
+def test_build_params_from_a_folder_and_a_hub_repo(
+    data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    from skyrank.loading import build_params
+    from skyrank.publish import publish_dataset
+
+    local = build_params(data["with_images"])
+    assert local["m"] == 4 and local["retriever"] == "tiny"
+    assert build_params(tmp_path / "no-such-folder") == {}  # neither a folder nor a repo id: no parameters, no error
+    empty = tmp_path / "bare"
+    empty.mkdir()
+    (empty / "README.md").write_text("---\nconfigs: []\n---\n")
+    assert build_params(empty) == {}  # a dataset without a manifest
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    with FakeHub() as hub:
+        publish_dataset(data["with_images"], "alice/params", token="t", endpoint=hub.endpoint, progress=False)
+        assert build_params("alice/params", endpoint=hub.endpoint, token="t", cache_dir=tmp_path) == local
