@@ -169,6 +169,40 @@ class DemoResult:
         return "\n".join(lines)
 
 
+#: The file in a demo folder that records what was built and trained there (:func:`check_recipe`).
+RECIPE_NAME = "demo_recipe.json"
+
+
+def check_recipe(out: Path, recipe: dict[str, Any], *, overwrite: bool = False) -> None:
+    """Record ``recipe`` in ``out`` (:data:`RECIPE_NAME`), refusing a folder that holds a demo of another recipe.
+
+    A demo folder is reused stage by stage (dataset, backbones, run), so a dataset or run made with other settings,
+    or by an earlier version of the demo (no recipe file), would be evaluated as if it were this one's. Such a
+    folder raises :class:`~skyrank.errors.OutputExistsError` naming what changed, unless ``overwrite``. The same
+    recipe resumes an interrupted run.
+    """
+    from skyrank.atomic import write_text_atomic
+    from skyrank.errors import OutputExistsError
+
+    recipe = json.loads(json.dumps(recipe))  # as stored (tuples become lists)
+    path = out / RECIPE_NAME
+    reason = None
+    if path.is_file():
+        earlier = json.loads(path.read_text())
+        if earlier == recipe:
+            return
+        changed = sorted(k for k in set(earlier) | set(recipe) if earlier.get(k) != recipe.get(k))
+        reason = f"a demo of another recipe (changed: {', '.join(changed)})"
+    elif any((out / name).exists() for name in ("dataset", "run", "tiny-qwen2-vl", "eval.json")):
+        reason = f"a demo written by an earlier version (no {RECIPE_NAME})"
+    if reason is not None and not overwrite:
+        raise OutputExistsError(
+            f"{out} holds {reason}: its dataset and run do not match this demo",
+            hint="Pass --overwrite to rebuild and retrain there, or choose another --out.",
+        )
+    write_text_atomic(path, json.dumps(recipe, indent=2, sort_keys=True) + "\n")
+
+
 def run_demo(
     out: str | Path = "skyrank-demo",
     *,
@@ -199,7 +233,17 @@ def run_demo(
     from skyrank.format import schema
 
     out = Path(out)
+    chosen = {**DEMO_SETTINGS, **(settings or {})}
+    if labels is not None:
+        chosen["labels"] = labels
+    n_pretrain = DEMO_PRETRAIN_STEPS if pretrain_steps is None else int(pretrain_steps)
+    steps = DEMO_STEPS if max_steps is None else int(max_steps)
+    recipe = {
+        "benchmark": DEMO_BENCHMARK, "retriever": DEMO_RETRIEVER, "model": DEMO_MODEL, "pretrain_steps": n_pretrain,
+        "settings": chosen, "steps": steps, "dataset": None if dataset is None else str(Path(dataset).resolve()),
+    }  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
+    check_recipe(out, recipe, overwrite=overwrite)
     timings: dict[str, dict[str, float]] = {}
     t0 = _usage()
     if dataset is not None:
@@ -207,26 +251,22 @@ def run_demo(
     else:
         dataset = out / "dataset"
         if (dataset / "skyrank_manifest.json").is_file() and not overwrite:
-            pass  # a complete earlier build (the manifest is written last): reuse it
+            pass  # a complete earlier build (the manifest is written last) of the same recipe: reuse it
         else:
             root = ensure_synthetic(progress=progress, **DEMO_BENCHMARK)
-            recipe = {**SYNTHETIC_RETRIEVER, **DEMO_RETRIEVER}
-            checkpoint = synthetic_retriever_checkpoint(root, recipe=recipe, device=device, progress=progress)
+            retriever = {**SYNTHETIC_RETRIEVER, **DEMO_RETRIEVER}
+            checkpoint = synthetic_retriever_checkpoint(root, recipe=retriever, device=device, progress=progress)
             build_dataset(
-                root=root, checkpoint=checkpoint, arch=recipe["arch"], image_size=recipe["image_size"], out=dataset,
-                overwrite=True, device=device, progress=progress,
+                root=root, checkpoint=checkpoint, arch=retriever["arch"], image_size=retriever["image_size"],
+                out=dataset, overwrite=True, device=device, progress=progress,
             )  # fmt: skip
     timings["build"] = _stage(t0)
 
     config_name = schema.retriever_config_name("sample4geo", "synthetic", "d2s")
-    chosen = {**DEMO_SETTINGS, **(settings or {})}
-    if labels is not None:
-        chosen["labels"] = labels
-    n_pretrain = DEMO_PRETRAIN_STEPS if pretrain_steps is None else int(pretrain_steps)
     with _threads(DEMO_THREADS):  # the tiny backbone's stages
         t0 = _usage()
         random_base = out / "tiny-qwen2-vl-random"
-        if not (random_base / "config.json").is_file():
+        if overwrite or not (random_base / "config.json").is_file():
             make_tiny_qwen2_vl(random_base, **DEMO_MODEL)
         base = random_base
         if n_pretrain > 0:
@@ -242,7 +282,6 @@ def run_demo(
         t0 = _usage()
         run = out / "run"
         config = SkyLinkConfig(base_model=str(base), **chosen)
-        steps = DEMO_STEPS if max_steps is None else int(max_steps)
         if overwrite and run.exists():
             import shutil
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from skyrank.demo import DEMO_SETTINGS, DEMO_STEPS, DemoResult, demo_check
 
 
@@ -82,3 +84,27 @@ def test_run_demo_end_to_end_on_a_tiny_build(tmp_path):
     assert "learns" in demo["check"] and "fused_not_worse" in demo["check"]
     assert result.report["fusion"]["validation"]["rule"] == "one-se"
     assert result.report["gallery_protocol"] == "official"  # from the build's manifest (skyrank build --protocol)
+
+    # The folder now holds this recipe: another one is refused before any work (its run would not match), the
+    # same one reuses the trained run.
+    from skyrank.demo import RECIPE_NAME
+    from skyrank.errors import OutputExistsError
+
+    recipe = json.loads((tmp_path / "demo" / RECIPE_NAME).read_text())
+    assert recipe["steps"] == 3 and recipe["pretrain_steps"] == 3 and recipe["benchmark"] == {"locations": 144}
+    with pytest.raises(OutputExistsError, match="changed: steps") as refused:
+        run_demo(tmp_path / "demo", dataset=data, max_steps=4, pretrain_steps=3, settings={"val_fraction": 0.25},
+                 progress=False, report=False)  # fmt: skip
+    assert "--overwrite" in (refused.value.hint or "")
+    weights = result.run / "value_head.safetensors"
+    before = weights.stat().st_mtime_ns
+    again = run_demo(
+        tmp_path / "demo", dataset=data, max_steps=3, pretrain_steps=3, settings={"val_fraction": 0.25},
+        progress=False, report=False, max_eval_queries=4,
+    )  # fmt: skip
+    assert weights.stat().st_mtime_ns == before and again.report["num_queries"] == 4
+    # a folder from an earlier version of the demo (no recipe file) is refused too
+    old = tmp_path / "old-demo"
+    (old / "run").mkdir(parents=True)
+    with pytest.raises(OutputExistsError, match="earlier version"):
+        run_demo(old, dataset=data, max_steps=3, progress=False, report=False)
