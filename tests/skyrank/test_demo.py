@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from skyrank.demo import DEMO_SETTINGS, DEMO_STEPS, DemoResult, demo_check
+from skyrank.demo import DEMO_BENCHMARK, DEMO_SETTINGS, DEMO_STEPS, DemoResult, demo_check
 
 
 def _report(skylink_r1: float, ci: list[float], fused: dict[str, float] | None = None) -> dict:
@@ -91,7 +91,7 @@ def test_run_demo_end_to_end_on_a_tiny_build(tmp_path):
     from skyrank.errors import OutputExistsError
 
     recipe = json.loads((tmp_path / "demo" / RECIPE_NAME).read_text())
-    assert recipe["steps"] == 3 and recipe["pretrain_steps"] == 3 and recipe["benchmark"] == {"locations": 144}
+    assert recipe["steps"] == 3 and recipe["pretrain_steps"] == 3 and recipe["benchmark"] == DEMO_BENCHMARK
     with pytest.raises(OutputExistsError, match="changed: steps") as refused:
         run_demo(tmp_path / "demo", dataset=data, max_steps=4, pretrain_steps=3, settings={"val_fraction": 0.25},
                  progress=False, report=False)  # fmt: skip
