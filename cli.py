@@ -890,6 +890,8 @@ Examples:
       --param top_k --values 1,2,3,5,10 --out sweeps/top_k
   skyrank sweep --data skyrank-demo/dataset --config sample4geo-synthetic-d2s --run skyrank-demo/run \\
       --param k --values 4,8,13 --max-steps 200 --out sweeps/group_size
+  skyrank sweep --data skyrank-demo/dataset --config sample4geo-synthetic-d2s --run skyrank-demo/run \
+      --param seed --values 0,1,2 --max-steps 3000 --out sweeps/seeds      # the demo's spread over seeds
   skyrank sweep --data alice/skyrank --config sample4geo-university1652-d2s --run runs/skylink \\
       --images-root /data/University-Release --param train_fraction --values 0.1,0.25,0.5,1.0 --out sweeps/fraction
 """
@@ -898,8 +900,9 @@ Examples:
 @main.command(epilog=SWEEP_EXAMPLES)
 @_data_options
 @click.option("--param", required=True, type=click.Choice(["top_k", "k", "threshold", "labels", "train_fraction",
-                                                           "base_model"]),
-              help="The knob: top_k (no retraining), k (|G_z|), threshold (T), labels, train_fraction, base_model.")
+                                                           "base_model", "seed"]),
+              help="The knob: top_k (no retraining), k (|G_z|), threshold (T), labels, train_fraction, base_model, "
+                   "seed (the spread of one setting).")
 @click.option("--values", required=True, help="Comma-separated grid, e.g. 1,3,5,10.")
 @click.option("--run", type=click.Path(path_type=Path, exists=True, file_okay=False),
               help="Trained SkyLink run: evaluated (top_k) or the settings the other knobs vary.")

@@ -4,8 +4,9 @@
   (query, candidate) pair on its own (S = wᵀh_last), so the top-``max(values)`` is scored once and every smaller
   top-k is re-ranked from those scores with :func:`skylink_model.evaluation.evaluate_reranking`.
 * ``k`` (|G_z|, Eq. 3), ``threshold`` (T, Eq. 7), ``labels`` (soft / hard / gt-only), ``train_fraction``
-  (Figure 3a) and ``base_model`` (the backbone) retrain one run per value from a base configuration, then evaluate
-  it with :func:`skylink_model.evaluation.evaluate`.
+  (Figure 3a), ``base_model`` (the backbone) and ``seed`` (the spread of one setting: training order, validation
+  locations) retrain one run per value from a base configuration, then evaluate it with
+  :func:`skylink_model.evaluation.evaluate`, the fused row's W chosen on that run's own validation locations.
 
 Every point is written as ``<param>=<value>.json`` (+ its per-query JSON Lines) under ``out``; a point whose JSON
 already exists is reused, so an interrupted sweep continues where it stopped (``overwrite`` redoes it).
@@ -32,6 +33,7 @@ SWEEPABLE: dict[str, type] = {
     "labels": str,
     "train_fraction": float,
     "base_model": str,
+    "seed": int,
 }
 
 
@@ -177,6 +179,7 @@ def _sweep_training(param: str, values: list[Any], out: Path, *, data, config, s
                     images_root, top_k, max_queries, batch_size, train_kwargs, device, overwrite,
                     progress) -> list[Path]:  # fmt: skip
     from skylink_model.config import SkyLinkConfig
+    from skylink_model.data import read_validation
     from skylink_model.evaluation import evaluate
     from skylink_model.model import SkyLinkModel
     from skylink_model.train import train_skylink
@@ -204,5 +207,5 @@ def _sweep_training(param: str, values: list[Any], out: Path, *, data, config, s
         model = SkyLinkModel.from_pretrained(run_dir, device=device)
         evaluate(model, data, config, split, images_root=images_root, top_k=top_k, batch_size=batch_size,
                  max_queries=max_queries, progress=progress, json_path=json_path,
-                 per_query_path=out / f"{name}.per_query.jsonl")  # fmt: skip
+                 per_query_path=out / f"{name}.per_query.jsonl", validation=read_validation(run_dir))  # fmt: skip
     return paths

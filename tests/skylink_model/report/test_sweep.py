@@ -77,6 +77,7 @@ def test_training_sweep_retrains_one_run_per_value(tiny_run, tmp_path):
 def test_values_are_checked():
     assert parse_values("top_k", "1, 3,5") == [1, 3, 5]
     assert parse_values("threshold", "0.8,0.9") == [0.8, 0.9]
+    assert parse_values("seed", "0,1,2") == [0, 1, 2]
     assert point_name("base_model", "/models/Qwen2-VL-2B-Instruct") == "base_model=Qwen2-VL-2B-Instruct"
     with pytest.raises(ValueError, match="cannot sweep"):
         parse_values("lr", "1e-4")
@@ -95,3 +96,21 @@ def test_skyrank_sweep_command(tiny_run, tmp_path):
     result = CliRunner().invoke(cli.main, args)
     assert result.exit_code == 0, result.output
     assert (out / "top_k=2.json").is_file() and (out / "top_k.png").is_file() and "plot:" in result.output
+
+
+def test_seed_sweep_carves_each_runs_validation_and_fuses_on_it(tiny_run, tmp_path):
+    import dataclasses
+
+    from skylink_model.config import SkyLinkConfig
+
+    base = dataclasses.replace(SkyLinkConfig.from_pretrained(tiny_run["run"]), val_fraction=0.34)
+    run_sweep(
+        "seed", "0,1", tmp_path / "seeds", data=tiny_run["data"], config=RETRIEVER_CONFIG, base_config=base,
+        top_k=3, train_kwargs={"max_steps": 1}, progress=False,
+    )  # fmt: skip
+    for seed in (0, 1):
+        run_dir = tmp_path / "seeds" / "runs" / f"seed={seed}"
+        assert json.loads((run_dir / "skylink_config.json").read_text())["seed"] == seed
+        report = json.loads((tmp_path / "seeds" / f"seed={seed}.json").read_text())
+        assert "skylink_fused" in report["rows"]  # W chosen on this run's own validation locations
+        assert report["fusion"]["validation"]["seed"] == seed
