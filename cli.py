@@ -890,7 +890,7 @@ Examples:
       --param top_k --values 1,2,3,5,10 --out sweeps/top_k
   skyrank sweep --data skyrank-demo/dataset --config sample4geo-synthetic-d2s --run skyrank-demo/run \\
       --param k --values 4,8,13 --max-steps 200 --out sweeps/group_size
-  skyrank sweep --data skyrank-demo/dataset --config sample4geo-synthetic-d2s --run skyrank-demo/run \
+  skyrank sweep --data skyrank-demo/dataset --config sample4geo-synthetic-d2s --run skyrank-demo/run \\
       --param seed --values 0,1,2 --max-steps 3000 --out sweeps/seeds      # the demo's spread over seeds
   skyrank sweep --data alice/skyrank --config sample4geo-university1652-d2s --run runs/skylink \\
       --images-root /data/University-Release --param train_fraction --values 0.1,0.25,0.5,1.0 --out sweeps/fraction
