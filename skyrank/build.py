@@ -440,7 +440,7 @@ def build_dataset(
     if root is not None and not Path(root).expanduser().is_dir():
         raise BenchmarkLayoutError(
             f"--root {root} " + ("is a file, not a folder" if Path(root).exists() else "does not exist"),
-            hint=f"Point --root at your copy of {dataset} (e.g. .../University-Release or .../SUES-200-512x512).",
+            hint=f"Point --root at your copy of {dataset}: {bench.root_example or 'the benchmark folder'}.",
         )
     # Fail fast, before heavy imports, generation, training or encoding: an output that cannot be written.
     from skyrank.writer import DatasetWriter

@@ -65,6 +65,7 @@ class Benchmark:
     license_name: str | None = None
     license_link: str | None = None
     redistributable: bool = False  # may image bytes be published publicly?
+    root_example: str = ""  # what --root points at, for error hints (".../University-Release")
     citation: str = ""
     altitudes: tuple[str, ...] = ()  # non-empty for per-altitude benchmarks (SUES-200)
 

@@ -143,6 +143,7 @@ class SUES200(Benchmark):
     """
 
     display_name: str = "SUES-200"
+    root_example = ".../SUES-200-512x512, or the folder holding its Training/Testing split"
     license = "other"
     license_name = "sues-200-terms"
     license_link = "https://github.com/Reza-Zhu/SUES-200-Benchmark"

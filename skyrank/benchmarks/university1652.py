@@ -244,6 +244,7 @@ class University1652(Benchmark):
     """
 
     display_name: str = "University-1652"
+    root_example = ".../University-Release"
     license = "other"
     license_name = "university-1652-terms"
     license_link = "https://github.com/layumi/University1652-Baseline/blob/master/Request.md"

@@ -29,6 +29,7 @@ class SyntheticBenchmark(University1652):
     """
 
     display_name: str = "SkyRank synthetic"
+    root_example = "a folder `skyrank synth` wrote; omit --root for the cached built-in one"
     license = "cc0-1.0"
     license_name = None
     license_link = "https://creativecommons.org/publicdomain/zero/1.0/"
