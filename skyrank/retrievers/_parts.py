@@ -15,6 +15,7 @@ from PIL import Image
 
 from skyrank.errors import OptionError
 from skyrank.retrievers._base import Retriever, RetrieverCfg
+from skyrank.retrievers._training import TrainingSpec
 
 #: ``amp`` option → autocast dtype (``None``: float32, no autocast)
 AMP_DTYPES: dict[str, torch.dtype | None] = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
@@ -109,3 +110,18 @@ class PartRetriever(Retriever):
         with torch.inference_mode(), ctx:
             feats = self.model(batch).float() + self.model(batch.flip(3)).float()
         return normalize_parts(feats)
+
+
+class PartTrainingSpec(TrainingSpec):
+    """What the MCCG and SDPL training specs share: the official layout (``net_*.pth`` + ``opts.yaml``), loaded by
+    the registered retriever of the same name, and the part classifiers InfoNCE leaves untouched."""
+
+    def load_with(self, out_dir: Path, arch: str, image_size: int) -> str:
+        end = out_dir / f"{self.prefix}_end.pth"
+        return f'create("{self.retriever}", checkpoint="{end}", opts="{out_dir / "opts.yaml"}")'
+
+    def heads_note(self, nclasses: int | None) -> str | None:
+        return (
+            f"ClassBlock classifiers (Linear 512->{nclasses}) kept for the official layout; InfoNCE does not "
+            "use them, so they stay at their initialisation"
+        )

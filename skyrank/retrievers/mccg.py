@@ -63,9 +63,8 @@ from torch import nn
 from skyrank.errors import CheckpointMismatchError
 from skyrank.retrievers._base import RetrieverCfg, register_retriever
 from skyrank.retrievers._checkpoint import load_strict, read_state_dict, strip_prefix
-from skyrank.retrievers._parts import OptsFile, PartRetriever, check_amp, normalize_parts
+from skyrank.retrievers._parts import OptsFile, PartRetriever, PartTrainingSpec, check_amp, normalize_parts
 from skyrank.retrievers._training import (
-    TrainingSpec,
     keep_own_if_reshaped,
     read_init_state,
     register_training_spec,
@@ -430,7 +429,7 @@ def mccg(
 
 
 # --------------------------------------------------------------------------------------------------- training
-class MCCGTraining(TrainingSpec):
+class MCCGTraining(PartTrainingSpec):
     """MCCG's official layout (``net_*.pth`` + ``opts.yaml``); the trainer keeps ``logit_scale`` out of the weights."""
 
     retriever = "mccg"
@@ -470,16 +469,6 @@ class MCCGTraining(TrainingSpec):
 
     def opts(self, common: dict, block: int | None) -> dict:
         return {**common, "model": "convnext_tiny", "block": block, "droprate": 0.5, "resnet": False}
-
-    def load_with(self, out_dir: Path, arch: str, image_size: int) -> str:
-        end = out_dir / f"{self.prefix}_end.pth"
-        return f'create("mccg", checkpoint="{end}", opts="{out_dir / "opts.yaml"}")'
-
-    def heads_note(self, nclasses: int | None) -> str | None:
-        return (
-            f"ClassBlock classifiers (Linear 512->{nclasses}) kept for the official layout; InfoNCE does not "
-            "use them, so they stay at their initialisation"
-        )
 
 
 register_training_spec(MCCGTraining())

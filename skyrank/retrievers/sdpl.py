@@ -77,9 +77,8 @@ from torch import nn
 from skyrank.errors import CheckpointMismatchError
 from skyrank.retrievers._base import RetrieverCfg, register_retriever
 from skyrank.retrievers._checkpoint import load_strict, read_state_dict, strip_prefix
-from skyrank.retrievers._parts import OptsFile, PartRetriever, check_amp, normalize_parts
+from skyrank.retrievers._parts import OptsFile, PartRetriever, PartTrainingSpec, check_amp, normalize_parts
 from skyrank.retrievers._training import (
-    TrainingSpec,
     keep_own_if_reshaped,
     read_init_state,
     register_training_spec,
@@ -438,7 +437,7 @@ def sdpl(
 
 
 # --------------------------------------------------------------------------------------------------- training
-class SDPLTraining(TrainingSpec):
+class SDPLTraining(PartTrainingSpec):
     """SDPL's official layout (``net_*.pth`` with the duplicated ``model_2.*`` keys + ``opts.yaml``); the trainer
     keeps ``logit_scale`` out of the weights."""
 
@@ -474,16 +473,6 @@ class SDPLTraining(TrainingSpec):
     def opts(self, common: dict, block: int | None) -> dict:
         return {**common, "block": 4, "droprate": DEFAULT_DROPRATE, "resnet": True, "dense_LPN": True, "LPN": False,
                 "pool": "gem", "stride": 1}
-
-    def load_with(self, out_dir: Path, arch: str, image_size: int) -> str:
-        end = out_dir / f"{self.prefix}_end.pth"
-        return f'create("sdpl", checkpoint="{end}", opts="{out_dir / "opts.yaml"}")'
-
-    def heads_note(self, nclasses: int | None) -> str | None:
-        return (
-            f"ClassBlock classifiers (Linear 512->{nclasses}) kept for the official layout; InfoNCE does not "
-            "use them, so they stay at their initialisation"
-        )
 
 
 register_training_spec(SDPLTraining())
