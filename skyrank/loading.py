@@ -424,16 +424,19 @@ def build_params(
 ) -> dict[str, Any]:
     """The build parameters a SkyRank dataset's manifest records (``protocol``, ``m``, ``retriever``, ...), for a
     local folder or a Hub repo; ``{}`` when the dataset has no readable manifest (nothing is refused here)."""
+    import json
+
     from skyrank.format.manifest import Manifest
 
     try:
-        source = _Source(path_or_repo, revision=revision, cache_dir=cache_dir, token=token, endpoint=endpoint)
-        root = source.root if source.repo_id is None else source._snapshot([README, MANIFEST])
-        path = Path(root) / MANIFEST
+        local = Path(path_or_repo).expanduser()
+        if local.is_dir():
+            path = local / MANIFEST  # a local folder: no card to parse
+        else:
+            source = _Source(path_or_repo, revision=revision, cache_dir=cache_dir, token=token, endpoint=endpoint)
+            path = source._snapshot([MANIFEST]) / MANIFEST
         if not path.is_file():
             return {}
-        import json
-
         manifest = Manifest.from_dict(json.loads(path.read_text()), source=str(path))
         return {**manifest.params, "m": manifest.m}
     except (SkyRankError, OSError, ValueError):
