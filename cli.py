@@ -227,24 +227,36 @@ Examples:
     "--num-processes", default=1, show_default=True,
     help="Encode with N local processes (gloo on CPU, one GPU each on CUDA); omit under `accelerate launch`.",
 )
-@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the build report as JSON.")
+@click.option(
+    "--json", "json_out", type=click.Path(path_type=Path, allow_dash=True),
+    help="Also write the build report (with --dry-run: the plan) as JSON; - for standard output.",
+)
+@click.option(
+    "--dry-run", is_flag=True,
+    help="Print the plan (counts, images to encode, configs with rows and sizes, disk, checks) and exit: nothing is "
+    "decoded and no model is loaded.",
+)
 @_quiet_option
 @_handle_errors
-def build(splits: str, device: str | None, quiet: bool, json_out: Path | None, **kw: Any) -> None:
+def build(splits: str, quiet: bool, json_out: Path | None, dry_run: bool, **kw: Any) -> None:
     """Mine a SkyRank re-ranking dataset from a benchmark and a retriever, write it as Parquet and validate it."""
-    from skyrank.build import build_dataset, report_to_json
+    from skyrank.build import build_dataset, plan_build, report_to_json
 
-    report = build_dataset(
-        splits=tuple(s.strip() for s in splits.split(",") if s.strip()),
-        device=_resolve_device(device),
-        progress=not quiet,
-        **kw,
-    )
-    if report is None:  # a process other than rank 0 of `accelerate launch`: rank 0 writes and prints
+    kw.update(splits=tuple(s.strip() for s in splits.split(",") if s.strip()), progress=not quiet)
+    if dry_run:
+        result: Any = plan_build(**kw)
+        to_json = result.to_json
+    else:
+        result = build_dataset(**kw)  # --device unset: resolved after the checks (torch loads only then)
+        if result is None:  # a process other than rank 0 of `accelerate launch`: rank 0 writes and prints
+            return
+        to_json = functools.partial(report_to_json, result)
+    if str(json_out) == "-":
+        click.echo(to_json())
         return
-    click.echo(report.summary())
+    click.echo(result.summary())
     if json_out:
-        json_out.write_text(report_to_json(report))
+        json_out.write_text(to_json())
 
 
 # ------------------------------------------------------------------------------------------------------- synth

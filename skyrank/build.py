@@ -1,16 +1,21 @@
 """``skyrank build``: from benchmark files and a retriever to a validated SkyRank dataset folder.
 
-One function, :func:`build_dataset`, runs the whole data flow of design.md::
+:func:`build_dataset` first makes the :class:`~skyrank.build_plan.BuildPlan` (options, layout and counts; no model
+loaded, no image decoded; ``skyrank build --dry-run`` prints it), then runs the data flow of design.md as stages, each
+a function taking the plan and the previous stage's output::
 
-    benchmark files → records → retriever embeddings → mined candidates (Eq. 1, 2, 6) → Parquet (+ card) → validation
+    read_benchmark → encode_images → mine_candidates → write_tables → write_card → validate_output
+    (records)        (one vector     (Eq. 1 top-m,     (Parquet)      (card +       (load_dataset +
+                      per image)      Eq. 2 swap,                      manifest)     invariants)
+                                      Eq. 6 similarity)
 
 With no arguments it builds the built-in synthetic benchmark: it generates the benchmark (cached), trains a small
-retriever on its train split with Sample4Geo's recipe (cached), and builds the dataset from it.
+retriever on its train split with Sample4Geo's recipe (cached), and builds the dataset from it
+(:func:`prepare_retriever`, before the stages).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -18,33 +23,37 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
 from tqdm.auto import tqdm
 
 from skyrank.atomic import exclusive_lock
-from skyrank.benchmarks import RetrievalSplit, get_benchmark
-from skyrank.errors import (
-    BenchmarkLayoutError,
-    CheckpointMismatchError,
-    MissingWeightsError,
-    OptionError,
-    UnknownNameError,
+from skyrank.benchmarks import ImageRecord, RetrievalSplit
+from skyrank.build_plan import (
+    SYNTHETIC_RETRIEVER,
+    SYNTHETIC_TRAIN_SECONDS,
+    BuildOptions,
+    BuildPlan,
+    check_top_m,
+    images_to_encode,
+    plan_build,
+    read_layout,
+    record_throughput,
+    synthetic_retriever_dir,
 )
-from skyrank.format import schema
-from skyrank.images import DEFAULT_MAX_PIXELS
 
-_RETRIEVER_ARROW = schema.RETRIEVER_FEATURES.arrow_schema
+if TYPE_CHECKING:  # heavy imports (datasets, torch) are made inside the stages: `import skyrank.build` stays light
+    import pyarrow as pa
 
-#: The small retriever the synthetic default trains (Sample4Geo's recipe on a timm ConvNeXt-Atto at 64 px): one
-#: DataLoader worker decodes and augments while one intra-op thread trains. 20 epochs x 12 steps reach test R@1 25.5
-#: (10 epochs: 10.9; 40 epochs: 35.4, twice the time); no early stop, as the cosine schedule is fixed by the epoch
-#: count (BENCHMARKS.md, "The first build").
-SYNTHETIC_RETRIEVER = {"arch": "convnext_atto", "image_size": 64, "epochs": 20, "batch_size": 32, "num_workers": 1}
-#: About how long :data:`SYNTHETIC_RETRIEVER` trains on 2 free CPU cores (the up-front plan line says so).
-SYNTHETIC_TRAIN_SECONDS = 90
+    from skyrank.retrievers import Retriever
+    from skyrank.validate import ValidationReport
+    from skyrank.writer import DatasetWriter, TableInfo
+
+__all__ = [
+    "SYNTHETIC_RETRIEVER", "SYNTHETIC_TRAIN_SECONDS", "BuildOptions", "BuildPlan", "BuildReport", "build_dataset",
+    "plan_build", "report_to_json",
+]  # fmt: skip
 
 
 #: skipped files listed by name in the summary (all of them are in the card)
@@ -159,11 +168,6 @@ def _software_versions() -> dict[str, str]:
     return versions
 
 
-def _views(direction: str) -> tuple[str, str]:
-    """(query view, gallery view) of a direction."""
-    return ("drone", "satellite") if direction == "d2s" else ("satellite", "drone")
-
-
 def _worst_index_info(infos: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     """The search-index info of the (split, direction) with the lowest measured recall, for the card."""
     if not infos:
@@ -191,14 +195,6 @@ def _recipe_summary(checkpoint: str | Path | None) -> str | None:
         + f" train split, {r.get('epochs_done', r.get('epochs'))} epochs x {r.get('steps_per_epoch')} steps, "
         f"batch {r.get('batch_size')}, AdamW lr {r.get('lr')}, seed {r.get('seed')}"
     )
-
-
-def synthetic_retriever_dir(root: Path, recipe: Mapping[str, Any] | None = None) -> Path:
-    """The run folder of a synthetic retriever, beside the benchmark, keyed by its recipe (default
-    :data:`SYNTHETIC_RETRIEVER`)."""
-    recipe = SYNTHETIC_RETRIEVER if recipe is None else recipe
-    key = hashlib.sha256(json.dumps(dict(recipe), sort_keys=True).encode()).hexdigest()[:12]
-    return Path(str(root) + f".retriever-{key}")
 
 
 def synthetic_retriever_checkpoint(
@@ -243,85 +239,6 @@ def synthetic_retriever_checkpoint(
         )
 
 
-def _check_options(
-    *, directions: Sequence[str], splits: Sequence[str], protocol: str, top_m: int, batch_size: int,
-    num_workers: int, checkpoint: str | Path | None, max_pixels: int | None, random_weights: bool,
-) -> None:  # fmt: skip
-    """Every check of :func:`build_dataset`'s options that needs neither the benchmark nor the model (instant)."""
-    for d in directions:
-        if d not in schema.DIRECTIONS:
-            raise OptionError(f"--direction must be d2s or s2d, got {d!r}")
-    if not splits:
-        raise OptionError("--splits is empty; pass e.g. --splits train,test")
-    for s in splits:
-        if s not in schema.SPLITS:
-            raise OptionError(f"--splits must be among {', '.join(schema.SPLITS)}, got {s!r}")
-    if protocol not in schema.PROTOCOLS:
-        raise OptionError(f"--protocol must be one of {', '.join(schema.PROTOCOLS)}, got {protocol!r}")
-    if top_m < 2:
-        raise OptionError(f"--top-m must be at least 2 (m−1 negatives are stored), got {top_m}")
-    if batch_size < 1:
-        raise OptionError(f"--batch-size must be at least 1, got {batch_size}")
-    if num_workers < 0:
-        raise OptionError(f"--num-workers must be 0 or more, got {num_workers}")
-    if max_pixels is not None and max_pixels < 1:
-        raise OptionError(f"--max-pixels must be at least 1, got {max_pixels}")
-    if checkpoint is not None:
-        path = Path(checkpoint)
-        if not path.is_file():
-            raise CheckpointMismatchError(
-                f"--checkpoint {path} " + ("is a folder, not a file" if path.is_dir() else "does not exist"),
-                hint="Pass --checkpoint the path of the weights file (.pth or .safetensors).",
-            )
-        if random_weights:
-            raise OptionError("--random-weights and --checkpoint contradict each other; pass one of them")
-
-
-def _check_retriever(
-    retriever: str, opts: str | Path | None, *, checkpoint: str | Path | None, random_weights: bool,
-    trains_synthetic: bool, dataset: str,
-) -> None:  # fmt: skip
-    """The retriever's name, weights and ``opts.yaml``, from what it declared when it registered
-    (:class:`~skyrank.retrievers.RetrieverInfo`): checked now, not after the work."""
-    from skyrank.retrievers import list_retrievers, retriever_info
-
-    if retriever not in list_retrievers():
-        raise UnknownNameError(f"--retriever {retriever!r} is not one of {', '.join(list_retrievers())}")
-    info = retriever_info(retriever)
-    if opts is not None:
-        if info.read_opts is None:
-            raise OptionError(f"--opts is MCCG's/SDPL's opts.yaml; --retriever {retriever} takes none")
-        info.read_opts(opts)
-    if checkpoint is None and info.checkpoint_required:
-        raise OptionError(f"--retriever {retriever} needs --checkpoint: {info.checkpoint_what}")
-    if checkpoint is None and info.learned_weights and not random_weights and not trains_synthetic:
-        raise MissingWeightsError(
-            f"--retriever {retriever} was given no --checkpoint: it would rank {dataset} with random, untrained "
-            "weights and write a valid-looking but meaningless dataset"
-            + (f" ({info.weights_hint})" if info.weights_hint else ""),
-        )
-
-
-def _check_top_m(layouts: dict[tuple[str, str], RetrievalSplit], top_m: int) -> None:
-    """``top_m`` against every (split, direction): the gallery must hold m images and, for every query, m−1
-    negatives (Eq. 2 stores exactly m−1). Raises :class:`OptionError` with the largest m that fits."""
-    for (split, direction), rs in layouts.items():
-        if not rs.queries or not rs.gallery:
-            continue
-        per_label: dict[str, int] = {}
-        for r in rs.gallery:
-            per_label[r.label] = per_label.get(r.label, 0) + 1
-        n = len(rs.gallery)
-        most_positives = max(per_label.get(q.label, 0) for q in rs.queries)
-        fits = min(n, n - most_positives + 1)
-        if top_m > fits:
-            raise OptionError(
-                f"--top-m {top_m} is too large for the {split} {direction} gallery of {n} image(s): every query needs "
-                f"m−1 = {top_m - 1} negatives, and some query has only {n - most_positives}",
-                hint=f"Pass --top-m {max(2, fits)} or less." if fits >= 2 else "This gallery is too small to mine.",
-            )
-
-
 def first_build_plan(trains: bool) -> str:
     """The line ``skyrank build`` prints up front on the synthetic benchmark: what will happen and how long."""
     from skyrank.benchmarks.synthetic import default_synthetic_root
@@ -338,6 +255,293 @@ def first_build_plan(trains: bool) -> str:
         )  # fmt: skip
     parts.append("encode, mine, write and validate the dataset (~20 s)")
     return "skyrank build: " + "; ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------ stage outputs
+@dataclass
+class LoadedRetriever:
+    """The retriever the stages encode with: the model (weights loaded strictly, checked finite), the checkpoint it
+    came from, whether the build trained it, and the keyword arguments it was created with."""
+
+    model: Retriever
+    checkpoint: str | Path | None
+    trained_here: bool
+    kwargs: dict[str, Any]
+
+
+@dataclass
+class BenchmarkImages:
+    """The ``read`` stage: the benchmark's records per (split, direction), and the images to encode per (split,
+    view), each once."""
+
+    root: Path
+    layouts: dict[tuple[str, str], RetrievalSplit]
+    to_encode: dict[tuple[str, str], list[ImageRecord]]
+    skipped_empty_folders: list[str]
+
+
+@dataclass
+class EncodedImages:
+    """The ``encode`` stage: one float32 vector per (split, image_id), with its view; shared by both directions and
+    the embeddings config, so mining reads exactly what ``skyrank remine`` reads back."""
+
+    vectors: dict[tuple[str, str], tuple[str, np.ndarray]]
+    bad_images: list[str]
+    decode_seconds: float = 0.0
+    encode_seconds: float = 0.0
+
+
+@dataclass
+class MinedTables:
+    """The ``mine`` stage: the retriever tables (Arrow, in memory until written), the image tables' rows, the
+    per-(config, split) statistics and the search index's info."""
+
+    retriever_tables: list[tuple[str, str, pa.Table]]
+    image_rows: dict[tuple[str, str], dict[str, dict[str, str]]]  # (config, split) → image_id → row
+    stats: list[SplitStats]
+    index_info: dict[str, dict[str, Any]]
+    dropped_queries: list[str]  # queries whose every positive was a skipped bad image
+    search_seconds: float = 0.0
+
+
+# ------------------------------------------------------------------------------------------------ the stages
+def prepare_retriever(plan: BuildPlan, is_main: bool = True) -> tuple[BuildPlan, LoadedRetriever]:
+    """What the plan left pending (the cached synthetic benchmark generated, its small retriever trained), then the
+    retriever created with its weights loaded strictly and checked finite: before any image is decoded."""
+    from skyrank.retrievers import create
+    from skyrank.retrievers.distributed import main_process_first
+
+    o = plan.options
+    progress = o.progress and is_main
+    if plan.root is None or not plan.layouts:
+        from skyrank.benchmarks.synthetic import ensure_synthetic
+
+        if progress:
+            tqdm.write(first_build_plan(plan.trains_synthetic))
+        with main_process_first():
+            plan.root = ensure_synthetic(progress=progress)
+        plan = read_layout(plan)
+    kwargs: dict[str, Any] = {k: v for k, v in (("arch", o.arch), ("image_size", o.image_size), ("opts", o.opts))
+                              if v is not None}  # fmt: skip
+    checkpoint = o.checkpoint
+    if plan.trains_synthetic:
+        with main_process_first():
+            checkpoint = synthetic_retriever_checkpoint(plan.root, device=plan.device, progress=progress)
+        kwargs.setdefault("arch", SYNTHETIC_RETRIEVER["arch"])
+        kwargs.setdefault("image_size", SYNTHETIC_RETRIEVER["image_size"])
+    model = create(o.retriever, checkpoint=checkpoint, device=plan.device, **kwargs)
+    model.eval()
+    return plan, LoadedRetriever(model, checkpoint, plan.trains_synthetic, kwargs)
+
+
+def read_benchmark(plan: BuildPlan) -> BenchmarkImages:
+    """``read``: the records of every (split, direction) (the plan's folder listing; nothing is decoded) and the
+    images to encode, each once per split whichever directions use it."""
+    assert plan.root is not None
+    check_top_m(plan.layouts, plan.options.top_m)
+    skipped: list[str] = []
+    for rs in plan.layouts.values():
+        skipped.extend(x for x in rs.skipped_empty_folders if x not in skipped)
+    return BenchmarkImages(plan.root, plan.layouts, images_to_encode(plan), skipped)
+
+
+def encode_images(plan: BuildPlan, retriever: LoadedRetriever, images: BenchmarkImages) -> EncodedImages | None:
+    """``encode``: each (split, view)'s images through the retriever's encoder of that view (Eq. 1's E_q for drone
+    views, E_r for satellite views), each image once. The one stage that knows about processes: under a
+    multi-process launch every rank embeds its slice and rank 0 merges them; the other ranks get ``None``."""
+    from skyrank.retrievers.distributed import current_context, encode_records_distributed
+
+    o = plan.options
+    out = EncodedImages(vectors={}, bad_images=[])
+    t0 = time.perf_counter()
+    for (split, view), records in images.to_encode.items():
+        res = encode_records_distributed(
+            retriever.model, images.root, records, view, batch_size=o.batch_size, num_workers=o.num_workers,
+            skip_bad_images=o.skip_bad_images, max_pixels=o.max_pixels, progress=o.progress,
+            desc=f"encode {split} {view}",
+        )  # fmt: skip
+        if res is None:  # not rank 0: this process only encoded its shard
+            continue
+        out.decode_seconds += getattr(res, "decode_seconds", 0.0)
+        out.encode_seconds += getattr(res, "encode_seconds", 0.0)
+        out.bad_images.extend(b for b in res.bad if b not in out.bad_images)
+        for image_id, vec in zip(res.ids, res.embeddings, strict=True):
+            out.vectors[(split, image_id)] = (view, vec)
+    if not current_context().is_main:
+        return None
+    if retriever.model.needs_images:
+        record_throughput(plan, len(out.vectors), time.perf_counter() - t0)
+    return out
+
+
+def mine_candidates(plan: BuildPlan, images: BenchmarkImages, encoded: EncodedImages) -> MinedTables:
+    """``mine``: for every (split, direction), the retriever's top-m per query (Eq. 1), the swap rule (Eq. 2) and
+    the candidates' similarity to the ground truth (Eq. 6), through :func:`skyrank.mining.mine`; and the rows of the
+    gallery and queries configs."""
+    from skyrank.format import schema
+
+    o = plan.options
+    mined = MinedTables([], {}, [], {}, [])
+    for (split, direction), rs in images.layouts.items():
+        rows, info, query_ids, gallery_ids = mine_direction(plan, rs, encoded, mined)
+        mined.index_info[f"{split}/{direction}"] = info
+        cfg = schema.retriever_config_name(o.retriever, o.dataset, direction, plan.altitude)
+        mined.retriever_tables.append((cfg, split, rows))
+        by_id = {r.image_id: r for r in (*rs.gallery, *rs.queries)}
+        for table_cfg, ids in ((schema.gallery_config_name(o.dataset, plan.altitude), gallery_ids),
+                               (schema.queries_config_name(o.dataset, plan.altitude), query_ids)):  # fmt: skip
+            table = mined.image_rows.setdefault((table_cfg, split), {})
+            for image_id in ids:
+                rec = by_id[image_id]
+                table[image_id] = {"image_id": image_id, "label": rec.label, "view": rec.view, "path": image_id}
+    return mined
+
+
+def mine_direction(
+    plan: BuildPlan, rs: RetrievalSplit, encoded: EncodedImages, mined: MinedTables
+) -> tuple[pa.Table, dict[str, Any], list[str], list[str]]:
+    """One (split, direction) of :func:`mine_candidates`: its rows as an Arrow table (a fraction of the memory of
+    row dicts), the index info, and the query and gallery ids that were mined. A query whose every positive was
+    dropped as a bad image cannot be mined: it is dropped too, and listed."""
+    import pyarrow as pa
+
+    from skyrank.format import schema
+    from skyrank.metrics import retrieval_metrics
+    from skyrank.mining import mine
+
+    o = plan.options
+    vectors = encoded.vectors
+    gallery = [r for r in rs.gallery if (rs.split, r.image_id) in vectors]
+    queries = [r for r in rs.queries if (rs.split, r.image_id) in vectors]
+    present = {r.label for r in gallery}
+    dropped = [q.image_id for q in queries if q.label not in present]
+    mined.dropped_queries.extend(dropped)
+    queries = [q for q in queries if q.label in present]
+    stack = lambda recs: np.stack([vectors[(rs.split, r.image_id)][1] for r in recs])  # noqa: E731
+    t0 = time.perf_counter()
+    rows, info = mine(
+        [q.image_id for q in queries], [q.label for q in queries], stack(queries),
+        [g.image_id for g in gallery], [g.label for g in gallery], stack(gallery),
+        m=o.top_m, index=o.index, return_info=True, progress=o.progress,
+    )  # fmt: skip
+    mined.search_seconds += time.perf_counter() - t0
+    cfg = schema.retriever_config_name(o.retriever, o.dataset, rs.direction, plan.altitude)
+    gt_in = 100.0 * float(np.mean([r["gt_rank"] <= o.top_m for r in rows])) if rows else 0.0
+    mined.stats.append(SplitStats(cfg, rs.split, len(rows), len(gallery), gt_in, retrieval_metrics(rows)))
+    table = pa.Table.from_pylist(rows, schema=schema.RETRIEVER_FEATURES.arrow_schema)
+    return table, info, [q.image_id for q in queries], [g.image_id for g in gallery]
+
+
+def write_tables(
+    plan: BuildPlan, writer: DatasetWriter, images: BenchmarkImages, encoded: EncodedImages, mined: MinedTables
+) -> list[TableInfo]:
+    """``write``: every table into the writer's staging folder, rows sorted by id: the gallery and queries configs
+    (with image bytes copied from the source files when ``with_images``), the retriever configs, and the embeddings
+    config (one row per image) when asked for."""
+    from skyrank.format import schema
+
+    o = plan.options
+    tables = []
+    with tqdm(total=len(mined.image_rows) + len(mined.retriever_tables), disable=not o.progress, unit="table",
+              desc="write parquet") as bar:  # fmt: skip
+        for (cfg, split), rows_by_id in sorted(mined.image_rows.items()):
+            rows = [rows_by_id[k] for k in sorted(rows_by_id)]
+            features = schema.features_for(cfg, with_images=plan.with_images)
+            tables.append(writer.add_table(cfg, split, rows, features,
+                                           images_root=images.root if plan.with_images else None))  # fmt: skip
+            bar.update()
+        for cfg, split, table in mined.retriever_tables:
+            tables.append(writer.add_table(cfg, split, table, schema.RETRIEVER_FEATURES))
+            bar.update()
+    if plan.embeddings:
+        from skyrank.embeddings import embeddings_table
+
+        name = schema.embeddings_config_name(o.retriever, o.dataset, plan.altitude)
+        dim = int(next(iter(encoded.vectors.values()))[1].shape[0])
+        features = schema.embeddings_features(dim, o.embedding_dtype)
+        for split in o.splits:
+            items = sorted((k[1], v) for k, v in encoded.vectors.items() if k[0] == split)
+            table = embeddings_table(split, [i for i, _ in items], [v for _, (v, _) in items],
+                                     np.stack([e for _, (_, e) in items]), features)  # fmt: skip
+            tables.append(writer.add_table(name, split, table, features))
+    return tables
+
+
+def write_card(
+    plan: BuildPlan, retriever: LoadedRetriever, writer: DatasetWriter, tables: list[TableInfo],
+    params: dict[str, Any], mined: MinedTables,
+) -> Path:  # fmt: skip
+    """``card``: the dataset card (licence, citations, build parameters, the retriever's metrics per split)
+    rendered from the written tables, then the folder finalized: manifest written, staging renamed into place.
+    The card's inputs ride in the manifest, so ``skyrank remine`` re-renders the card of a changed folder."""
+    from skyrank.benchmarks import get_benchmark
+    from skyrank.card import render_card_from_inputs
+
+    bench = get_benchmark(plan.benchmark)
+    model = retriever.model
+    default_config = mined.retriever_tables[0][0]
+    card_inputs = {
+        "pretty_name": f"SkyRank: {plan.retriever} on {plan.benchmark}"
+        + (f" ({plan.altitude} m)" if plan.altitude else ""),
+        "benchmark_meta": {
+            "name": plan.benchmark, "license": bench.license, "license_name": bench.license_name,
+            "license_link": bench.license_link, "citation": bench.citation, "redistributable": bench.redistributable,
+        },
+        "retriever_meta": {
+            "name": plan.retriever, "citation": model.cfg.citation, "paper": model.cfg.paper,
+            "checkpoint": params["checkpoint"], "checkpoint_sha256": params["checkpoint_sha256"],
+            "arch": params["arch"], "image_size": model.image_size,
+        },
+        "default_config": default_config,
+        "stats": [
+            {"config": s.config, "split": s.split, "rows": s.queries, "gallery": s.gallery,
+             "gt_in_top_m": s.gt_in_top_m, **s.metrics}
+            for s in mined.stats
+        ],
+    }  # fmt: skip
+    card = render_card_from_inputs(tables, card_inputs, params, default_config)
+    return writer.finalize(card, {**params, "card_inputs": card_inputs})
+
+
+def validate_output(plan: BuildPlan, folder: Path) -> ValidationReport:
+    """``validate``: every config and split through ``load_dataset``, then the format's checks
+    (:func:`skyrank.validate.validate_dataset`); raises :class:`~skyrank.errors.ValidationError` listing problems."""
+    from skyrank.validate import validate_dataset
+
+    if plan.options.progress:
+        tqdm.write(f"validating {folder}: every config and split through load_dataset, then the invariants")
+    return validate_dataset(folder)
+
+
+def build_params(
+    plan: BuildPlan, retriever: LoadedRetriever, images: BenchmarkImages, encoded: EncodedImages, mined: MinedTables
+) -> dict[str, Any]:
+    """The build parameters the manifest and the card record (retriever, checkpoint hash, m, protocol, ...)."""
+    from skyrank.format import schema
+    from skyrank.images import DEFAULT_MAX_PIXELS
+    from skyrank.retrievers._checkpoint import sha256_file
+
+    o, model, checkpoint = plan.options, retriever.model, retriever.checkpoint
+    bad = encoded.bad_images + [f"{d} (query without positive after skipping bad images)"
+                                for d in mined.dropped_queries]  # fmt: skip
+    return {
+        "dataset": o.dataset, "benchmark": o.dataset, "altitude": plan.altitude, "directions": list(o.directions),
+        "retriever": o.retriever, "arch": getattr(model, "arch", retriever.kwargs.get("arch")),
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "checkpoint_sha256": sha256_file(checkpoint) if checkpoint and Path(checkpoint).is_file() else None,
+        "retriever_trained_by_build": retriever.trained_here, "retriever_recipe": _recipe_summary(checkpoint),
+        "m": o.top_m, "protocol": o.protocol, "index": o.index, "search_index": _worst_index_info(mined.index_info),
+        "image_size": model.image_size, "embed_dim": model.embed_dim, "splits": list(o.splits),
+        "with_images": plan.with_images,
+        "embeddings": (
+            {"config": schema.embeddings_config_name(o.retriever, o.dataset, plan.altitude),
+             "dim": int(model.embed_dim), "dtype": o.embedding_dtype}
+            if plan.embeddings else None
+        ),
+        "skipped_bad_images": bad, "skipped_empty_folders": images.skipped_empty_folders,
+        "random_weights": checkpoint is None and o.retriever != "precomputed",
+        "max_pixels": o.max_pixels or DEFAULT_MAX_PIXELS, "software": _software_versions(),
+    }  # fmt: skip
 
 
 def build_dataset(
@@ -358,7 +562,7 @@ def build_dataset(
     with_images: bool | None = None,
     out: str | Path | None = None,
     overwrite: bool = False,
-    device: str = "cpu",
+    device: str | None = "cpu",
     batch_size: int = 32,
     num_workers: int = 0,
     skip_bad_images: bool = False,
@@ -401,316 +605,54 @@ def build_dataset(
             in bold. Without it such a build is refused (:class:`MissingWeightsError`).
         max_pixels: the decode budget of :func:`skyrank.images.open_rgb` (default 64 megapixels).
 
-    Every check that does not need the images runs before any image is decoded (see :func:`_preflight`): options,
-    the checkpoint's existence, ``opts`` parsing, the output folder, the benchmark layout, ``top_m`` against the
-    gallery, and the strict, finite load of the weights.
+        device: a torch device; ``None``: cuda when available, else cpu.
+
+    Every check that does not need the images runs before any image is decoded: the plan's
+    (:func:`~skyrank.build_plan.plan_build`: options, the checkpoint's existence, ``opts`` parsing, the output
+    folder, the benchmark layout, ``top_m`` against the gallery, free space), then the strict, finite load of the
+    weights (:func:`prepare_retriever`). Then the stages, each taking the plan and the previous stage's output.
 
     Returns:
         a :class:`BuildReport`; the folder is complete (manifest written) and validated when this returns.
         ``None`` on the processes other than rank 0 of a multi-process run: they only encode their shards.
     """
     call_args = dict(locals())  # first statement: exactly the arguments, to run them again on each process
-    # Checks that need no model and no image, before the heavy imports (torch, timm): a few seconds at most.
-    _check_options(
-        directions=directions, splits=splits, protocol=protocol, top_m=top_m, batch_size=batch_size,
-        num_workers=num_workers, checkpoint=checkpoint, max_pixels=max_pixels, random_weights=random_weights,
-    )  # fmt: skip
-    if embedding_dtype not in schema.EMBEDDING_DTYPES:
-        raise OptionError(
-            f"--embedding-dtype must be one of {', '.join(schema.EMBEDDING_DTYPES)}, got {embedding_dtype!r}"
-        )
-    bench = get_benchmark(dataset)
-    if bench.altitudes:
-        if altitude is None:
-            raise OptionError(
-                f"{dataset} is evaluated per altitude: pass --altitude {{{','.join(bench.altitudes)}}}"
-            )
-        altitude = str(altitude).removesuffix("m")
-        if altitude not in bench.altitudes:
-            raise OptionError(
-                f"--altitude must be one of {', '.join(bench.altitudes)} for {dataset}, got {altitude!r}"
-            )
-    elif altitude is not None:
-        raise OptionError(f"{dataset} has no altitudes; drop --altitude")
-    if root is None and dataset != "synthetic":
-        raise OptionError(f"--root is required for {dataset}: the folder of your copy of the benchmark")
-    if out is None:
-        out = Path(f"skyrank-{dataset}" + (f"-{altitude}" if altitude else ""))
-    out = Path(out)
-    if root is not None and not Path(root).expanduser().is_dir():
-        raise BenchmarkLayoutError(
-            f"--root {root} " + ("is a file, not a folder" if Path(root).exists() else "does not exist"),
-            hint=f"Point --root at your copy of {dataset}: {bench.root_example or 'the benchmark folder'}.",
-        )
-    # Fail fast, before heavy imports, generation, training or encoding: an output that cannot be written.
+    plan = plan_build(BuildOptions(**call_args))  # no model loaded, no image decoded
+    from skyrank.retrievers.distributed import init_distributed, is_distributed, launch
+
+    if num_processes > 1 and not is_distributed():
+        return launch(build_dataset, {**call_args, "num_processes": 1}, num_processes, device=plan.device)
+    dist_ctx = init_distributed(plan.device)  # one process: nothing to do; under a launcher: join, one GPU per rank
+    plan.device = dist_ctx.device
+    t_start = time.perf_counter()
+    plan, retriever = prepare_retriever(plan, is_main=dist_ctx.is_main)
+    timings = {"setup": time.perf_counter() - t_start}
+    images = read_benchmark(plan)
+    encoded = encode_images(plan, retriever, images)
+    if encoded is None:  # not rank 0: it only encoded its shards
+        return None
+    timings.update(decode=encoded.decode_seconds, encode=encoded.encode_seconds)
+    mined = mine_candidates(plan, images, encoded)
+    timings["search"] = mined.search_seconds
+    t0 = time.perf_counter()
+    params = build_params(plan, retriever, images, encoded, mined)
     from skyrank.writer import DatasetWriter
 
-    DatasetWriter.check_output(out, overwrite)
-
-    from skyrank.card import render_card_from_inputs
-    from skyrank.metrics import retrieval_metrics
-    from skyrank.mining import mine
-    from skyrank.retrievers import create
-    from skyrank.retrievers._checkpoint import sha256_file
-    from skyrank.retrievers.distributed import (
-        encode_records_distributed,
-        init_distributed,
-        is_distributed,
-        launch,
-        main_process_first,
-    )
-    from skyrank.validate import validate_dataset
-
-    # The synthetic default trains its own small retriever (cached) when given no weights.
-    trains_synthetic = (
-        retriever == "sample4geo" and checkpoint is None and dataset == "synthetic" and not random_weights
-    )
-    _check_retriever(
-        retriever, opts, checkpoint=checkpoint, random_weights=random_weights, trains_synthetic=trains_synthetic,
-        dataset=dataset,
-    )
-    if num_processes > 1 and not is_distributed():
-        return launch(build_dataset, {**call_args, "num_processes": 1}, num_processes, device=device)
-    dist_ctx = init_distributed(device)  # one process: nothing to do; under a launcher: join, one GPU per rank
-    device = dist_ctx.device
-    t_start = time.perf_counter()
-    timings = {"setup": 0.0, "decode": 0.0, "encode": 0.0, "search": 0.0, "write": 0.0, "validate": 0.0}
-    if embeddings is None:
-        embeddings = dataset == "synthetic"
-
-
-    if dataset == "synthetic" and root is None:
-        from skyrank.benchmarks.synthetic import ensure_synthetic
-
-        if progress and dist_ctx.is_main:
-            tqdm.write(first_build_plan(trains_synthetic))
-        with main_process_first():
-            root = ensure_synthetic(progress=progress and dist_ctx.is_main)
-    root = Path(root)
-    layouts: dict[tuple[str, str], RetrievalSplit] = {
-        (split, direction): bench.load_split(root, split, direction=direction, protocol=protocol, altitude=altitude)
-        for split in splits
-        for direction in directions
-    }
-    _check_top_m(layouts, top_m)
-
-    kwargs: dict[str, Any] = {}
-    if arch is not None:
-        kwargs["arch"] = arch
-    if image_size is not None:
-        kwargs["image_size"] = image_size
-    if opts is not None:
-        kwargs["opts"] = opts
-    trained_here = False
-    if trains_synthetic:
-        with main_process_first():
-            checkpoint = synthetic_retriever_checkpoint(root, device=device, progress=progress and dist_ctx.is_main)
-        kwargs.setdefault("arch", SYNTHETIC_RETRIEVER["arch"])
-        kwargs.setdefault("image_size", SYNTHETIC_RETRIEVER["image_size"])
-        trained_here = True
-    model = create(retriever, checkpoint=checkpoint, device=device, **kwargs)  # strict, finite load: before decoding
-    model.eval()
-    if with_images is None:
-        with_images = bool(bench.redistributable)
-    timings["setup"] = time.perf_counter() - t_start
-
-    gallery_cfg = schema.gallery_config_name(dataset, altitude)
-    queries_cfg = schema.queries_config_name(dataset, altitude)
-    image_rows: dict[tuple[str, str], dict[str, dict[str, str]]] = {}  # (config, split) → image_id → row
-    retriever_tables: list[tuple[str, str, list[dict]]] = []
-    stats: list[SplitStats] = []
-    bad_images: list[str] = []
-    skipped_empty: list[str] = []
-    index_info: dict[str, dict[str, Any]] = {}
-    # (split, image_id) → (view, float32 embedding): one vector per image, shared by both directions and the
-    # embeddings config, so mining reads exactly what `skyrank remine` reads back.
-    vectors: dict[tuple[str, str], tuple[str, np.ndarray]] = {}
-
-    for split in splits:
-        for direction in directions:
-            rs = layouts[(split, direction)]
-            skipped_empty.extend(x for x in rs.skipped_empty_folders if x not in skipped_empty)
-            qview, gview = _views(direction)
-            encoded = {}
-            for name, records, view in (("gallery", rs.gallery, gview), ("queries", rs.queries, qview)):
-                res = encode_records_distributed(
-                    model,
-                    root,
-                    records,
-                    view,
-                    batch_size=batch_size,
-                    num_workers=num_workers,
-                    skip_bad_images=skip_bad_images,
-                    max_pixels=max_pixels,
-                    progress=progress,
-                    desc=f"encode {split} {direction} {name}",
-                )
-                if res is None:  # not rank 0: this process only encoded its shard
-                    continue
-                timings["decode"] += getattr(res, "decode_seconds", 0.0)
-                timings["encode"] += getattr(res, "encode_seconds", 0.0)
-                bad_images.extend(b for b in res.bad if b not in bad_images)
-                encoded[name] = res
-            if not dist_ctx.is_main:
-                continue
-            by_id = {r.image_id: r for r in (*rs.gallery, *rs.queries)}
-            g, q = encoded["gallery"], encoded["queries"]
-            shared = []
-            for res in (g, q):
-                # An image met before (the other direction) keeps its first vector; new ones are stored as views.
-                seen = any((split, i) in vectors for i in res.ids)
-                for image_id, vec in zip(res.ids, res.embeddings, strict=True):
-                    vectors.setdefault((split, image_id), (by_id[image_id].view, vec))
-                shared.append(np.stack([vectors[(split, i)][1] for i in res.ids]) if seen else res.embeddings)
-            g_emb, q_emb = shared
-            g_labels = [by_id[i].label for i in g.ids]
-            q_labels = [by_id[i].label for i in q.ids]
-            # A query whose every positive was dropped as a bad image cannot be mined: drop it too, and say so.
-            present = set(g_labels)
-            keep = [i for i, lab in enumerate(q_labels) if lab in present]
-            if len(keep) < len(q_labels):
-                dropped = [q.ids[i] for i in range(len(q.ids)) if q_labels[i] not in present]
-                bad_images.extend(f"{d} (query without positive after skipping bad images)" for d in dropped)
-            t0 = time.perf_counter()
-            rows, info = mine(
-                [q.ids[i] for i in keep],
-                [q_labels[i] for i in keep],
-                q_emb[keep],
-                list(g.ids),
-                g_labels,
-                g_emb,
-                m=top_m,
-                index=index,
-                return_info=True,
-                progress=progress,
-            )
-            index_info[f"{split}/{direction}"] = info
-            timings["search"] += time.perf_counter() - t0
-            cfg = schema.retriever_config_name(retriever, dataset, direction, altitude)
-            gt_in = 100.0 * float(np.mean([r["gt_rank"] <= top_m for r in rows])) if rows else 0.0
-            stats.append(SplitStats(cfg, split, len(rows), len(g.ids), gt_in, retrieval_metrics(rows)))
-            # Held as Arrow columns until written: a fraction of the memory of the row dicts.
-            retriever_tables.append((cfg, split, pa.Table.from_pylist(rows, schema=_RETRIEVER_ARROW)))
-            del rows
-            for table_cfg, ids in ((gallery_cfg, g.ids), (queries_cfg, [q.ids[i] for i in keep])):
-                table = image_rows.setdefault((table_cfg, split), {})
-                for image_id in ids:
-                    rec = by_id[image_id]
-                    table[image_id] = {
-                        "image_id": rec.image_id,
-                        "label": rec.label,
-                        "view": rec.view,
-                        "path": rec.image_id,
-                    }
-
-    if not dist_ctx.is_main:
-        return None
+    with DatasetWriter(plan.out, overwrite=plan.options.overwrite) as writer:
+        tables = write_tables(plan, writer, images, encoded, mined)
+        final = write_card(plan, retriever, writer, tables, params, mined)
+    timings["write"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    params: dict[str, Any] = {
-        "dataset": dataset,
-        "benchmark": dataset,
-        "altitude": altitude,
-        "directions": list(directions),
-        "retriever": retriever,
-        "arch": getattr(model, "arch", kwargs.get("arch")),
-        "checkpoint": str(checkpoint) if checkpoint else None,
-        "checkpoint_sha256": sha256_file(checkpoint) if checkpoint and Path(checkpoint).is_file() else None,
-        "retriever_trained_by_build": trained_here,
-        "retriever_recipe": _recipe_summary(checkpoint),
-        "m": top_m,
-        "protocol": protocol,
-        "index": index,
-        "search_index": _worst_index_info(index_info),
-        "image_size": model.image_size,
-        "embed_dim": model.embed_dim,
-        "splits": list(splits),
-        "with_images": with_images,
-        "embeddings": (
-            {
-                "config": schema.embeddings_config_name(retriever, dataset, altitude),
-                "dim": int(model.embed_dim),
-                "dtype": embedding_dtype,
-            }
-            if embeddings
-            else None
-        ),
-        "skipped_bad_images": bad_images,
-        "skipped_empty_folders": skipped_empty,
-        "random_weights": checkpoint is None and retriever != "precomputed",
-        "max_pixels": max_pixels or DEFAULT_MAX_PIXELS,
-        "software": _software_versions(),
-    }
-    tables = []
-    with DatasetWriter(out, overwrite=overwrite) as writer, tqdm(
-        total=len(image_rows) + len(retriever_tables), disable=not progress, unit="table", desc="write parquet"
-    ) as bar:
-        for (cfg, split), rows_by_id in sorted(image_rows.items()):
-            rows = [rows_by_id[k] for k in sorted(rows_by_id)]
-            features = schema.features_for(cfg, with_images=with_images)
-            tables.append(writer.add_table(cfg, split, rows, features, images_root=root if with_images else None))
-            bar.update()
-        for cfg, split, rows in retriever_tables:
-            tables.append(writer.add_table(cfg, split, rows, schema.RETRIEVER_FEATURES))
-            bar.update()
-        if embeddings:
-            from skyrank.embeddings import embeddings_table
-
-            emb = params["embeddings"]
-            features = schema.embeddings_features(emb["dim"], emb["dtype"])
-            for split in splits:
-                items = sorted((k[1], v) for k, v in vectors.items() if k[0] == split)
-                table = embeddings_table(split, [i for i, _ in items], [v for _, (v, _) in items],
-                                         np.stack([e for _, (_, e) in items]), features)
-                tables.append(writer.add_table(emb["config"], split, table, features))
-        card_inputs = {
-            "pretty_name": f"SkyRank: {retriever} on {dataset}" + (f" ({altitude} m)" if altitude else ""),
-            "benchmark_meta": {
-                "name": dataset,
-                "license": bench.license,
-                "license_name": bench.license_name,
-                "license_link": bench.license_link,
-                "citation": bench.citation,
-                "redistributable": bench.redistributable,
-            },
-            "retriever_meta": {
-                "name": retriever,
-                "citation": model.cfg.citation,
-                "paper": model.cfg.paper,
-                "checkpoint": params["checkpoint"],
-                "checkpoint_sha256": params["checkpoint_sha256"],
-                "arch": params["arch"],
-                "image_size": model.image_size,
-            },
-            "default_config": retriever_tables[0][0],
-            "stats": [
-                {"config": s.config, "split": s.split, "rows": s.queries, "gallery": s.gallery,
-                 "gt_in_top_m": s.gt_in_top_m, **s.metrics}
-                for s in stats
-            ],
-        }
-        card = render_card_from_inputs(tables, card_inputs, params, retriever_tables[0][0])
-        timings["write"] = time.perf_counter() - t0
-        # The card's inputs ride in the manifest, so `skyrank remine` re-renders the card of a changed folder.
-        final = writer.finalize(card, {**params, "card_inputs": card_inputs})
-    t0 = time.perf_counter()
-    if progress:
-        tqdm.write(f"validating {final}: every config and split through load_dataset, then the invariants")
-    validate_dataset(final)
+    validate_output(plan, final)
     timings["validate"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
-
     configs: dict[str, dict[str, int]] = {}
     for t in tables:
         configs.setdefault(t.config, {})[t.split] = t.num_rows
     return BuildReport(
-        out=final,
-        configs=configs,
-        stats=stats,
-        timings=timings,
-        bad_images=bad_images,
-        params=params,
-        skipped_empty_folders=skipped_empty,
-    )
+        out=final, configs=configs, stats=mined.stats, timings=timings, bad_images=params["skipped_bad_images"],
+        params=params, skipped_empty_folders=images.skipped_empty_folders,
+    )  # fmt: skip
 
 
 def report_to_json(report: BuildReport) -> str:

@@ -26,10 +26,8 @@ from typing import Any
 
 from datasets import Features, Image, List, Value
 
-SPLITS: tuple[str, ...] = ("train", "test")
-DIRECTIONS: tuple[str, ...] = ("d2s", "s2d")
-VIEWS: tuple[str, ...] = ("drone", "satellite")
-PROTOCOLS: tuple[str, ...] = ("official", "query-ids-only")
+# the closed vocabularies, also importable without datasets
+from skyrank.format.vocabulary import DIRECTIONS, EMBEDDING_DTYPES, PROTOCOLS, SPLITS, VIEWS  # noqa: F401
 
 #: Columns of the ``gallery-*`` and ``queries-*`` configs (ids-only form).
 IMAGE_TABLE_FEATURES = Features(
@@ -61,9 +59,6 @@ RETRIEVER_FEATURES = Features(
         "retrieved_scores": List(Value("float32")),
     }
 )
-
-#: Storage dtypes of the ``embeddings-*`` configs (recorded in the card and the manifest).
-EMBEDDING_DTYPES: tuple[str, ...] = ("float32", "float16")
 
 
 def embeddings_features(dim: int, dtype: str = "float32") -> Features:

@@ -71,6 +71,33 @@ def make_university1652(
     return root
 
 
+def make_university1652_placeholders(
+    root: str | Path, train: int = 701, test: int = 701, distractors: int = 250, views: int = 54
+) -> Path:
+    """``University-Release``'s layout at its full counts (defaults) with *empty* image files: for what reads only
+    the folder listing (``skyrank build --dry-run``); any decode would fail. As the release, ``0000`` (a test ID)
+    has one drone view more (``image-55.jpeg``): test D2S 37,855 queries / 951 gallery, S2D 701 / 51,355."""
+    root = Path(root)
+    test_ids = [f"{i:04d}" for i in range(test)]
+    gallery_ids = test_ids + [f"{i:04d}" for i in range(test, test + distractors)]
+    train_ids = [f"{i:04d}" for i in range(test + distractors, test + distractors + train)]
+
+    def touch(folder: Path, ids: list[str], drone: bool) -> None:
+        for cls in ids:
+            (folder / cls).mkdir(parents=True)
+            names = [f"image-{k:02d}.jpeg" for k in range(1, views + 1 + (cls == "0000"))] if drone else [f"{cls}.jpg"]
+            for name in names:
+                (folder / cls / name).touch()
+
+    touch(root / "train" / "drone", train_ids, True)
+    touch(root / "train" / "satellite", train_ids, False)
+    touch(root / "test" / "query_drone", test_ids, True)
+    touch(root / "test" / "query_satellite", test_ids, False)
+    touch(root / "test" / "gallery_drone", gallery_ids, True)
+    touch(root / "test" / "gallery_satellite", gallery_ids, False)
+    return root
+
+
 def write_index_file(path: str | Path, train_ids: Iterable[str]) -> Path:
     """An ``indexs.yaml`` in the official format: ``index : ['0001', '0002', ...]``."""
     path = Path(path)
