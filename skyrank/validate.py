@@ -4,20 +4,27 @@ invariants.
 :func:`validate_dataset` collects **every** problem it finds and raises one :class:`~skyrank.errors.ValidationError`
 listing them (capped at :data:`MAX_PROBLEMS` lines); it returns a :class:`ValidationReport` only for a valid folder.
 
-Checks, in order:
+The checks are a list of named, small functions (:data:`CHECKS`, in the order they run; each runs alone too,
+``validate_dataset(folder, checks=["retriever-tables"])``), like a linter's rules. They share a :class:`FolderState`
+that reads the card, the files and the tables once, on first use:
 
-1. the folder is a complete build (``skyrank_manifest.json`` present; see :mod:`skyrank.writer`) and every Parquet
-   file matches its manifest sha256/size, with no unlisted file;
-2. README.md YAML parses, passes :func:`skyrank.hub_limits.check_card_metadata` (licence, categories, split names,
-   exactly one default config), every YAML config has files, and YAML configs, ``dataset_info`` and manifest tables
-   agree (features equal :func:`skyrank.format.schema.features_for`, ``num_examples`` equal to the rows on disk);
-3. every (config, split) loads with ``datasets.load_dataset(folder, config, split=...)`` offline, into a temporary
-   cache, with the declared features and row count;
-4. invariants, read with pyarrow: for retriever configs ``len(candidate_ids) == m - 1``, ``len(retrieved_ids) == m``,
-   the swap rule (Eq. 2: candidates are the retrieved ids minus every positive, then the next negatives), the ground
-   truth and positives never among the candidates, scores non-increasing and in [-1, 1], ``gt_rank ==
-   min(positive_ranks)``, ``gt_rank <= m`` iff the ground truth is retrieved, ranks consistent with scores, ids drawn
-   from the gallery config (labels matching); for image configs unique ids, legal views, and images that decode.
+- ``checksums``: every Parquet file matches its manifest sha256/size, with no unlisted file;
+- ``manifest``: ``m`` is an integer >= 2 and tables are listed;
+- ``card-metadata``: README.md YAML parses and passes :func:`skyrank.hub_limits.check_card_metadata` (licence,
+  categories, split names), with exactly one default config;
+- ``card-files``: YAML configs, manifest tables and files on disk agree;
+- ``schema``: Parquet features equal :func:`skyrank.format.schema.features_for`, rows equal the manifest's;
+- ``embedded-images``: every embedded image decodes;
+- ``dataset-info``: the card's ``dataset_info`` features and ``num_examples`` match;
+- ``image-tables``: unique ids, legal views, non-empty labels and paths;
+- ``embeddings``: unique ids, finite unit vectors, one per gallery and query image;
+- ``retriever-tables``: ``len(candidate_ids) == m - 1``, ``len(retrieved_ids) == m``, the swap rule (Eq. 2: candidates
+  are the retrieved ids minus every positive, then the next negatives), the ground truth and positives never among
+  the candidates, scores non-increasing and in [-1, 1], ``gt_rank == min(positive_ranks)``, ``gt_rank <= m`` iff the
+  ground truth is retrieved, ranks consistent with scores, ids drawn from the gallery config (labels matching);
+- ``recompute-from-embeddings``: with an embeddings config, scores (Eq. 1) and similarities (Eq. 6) recomputed;
+- ``load-dataset``: every (config, split) loads with ``datasets.load_dataset(folder, config, split=...)`` offline,
+  into a temporary cache, with the declared features and row count.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import contextlib
 import io
 import math
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -437,124 +444,246 @@ def _load_round_trip(
     del ds
 
 
-def validate_dataset(folder: str | Path, *, check_images: bool = True, load: bool = True) -> ValidationReport:
-    """Validate a SkyRank dataset folder; raise :class:`ValidationError` listing every problem.
+# ------------------------------------------------------------------------------------------------ the checks
+class FolderState:
+    """What the checks share: the folder, its manifest, the problems found so far, and what was read once (the
+    card's YAML, the files of each config, the tables as pyarrow reads them), read on first use so any check runs
+    alone. A read that fails is reported once, as a problem, by whichever check needed it first."""
 
-    Args:
-        folder: the dataset folder (as written by :class:`skyrank.writer.DatasetWriter`).
-        check_images: decode every embedded image.
-        load: also load every (config, split) with ``datasets.load_dataset`` (offline, temporary cache).
+    def __init__(self, folder: Path, manifest: Any, *, check_images: bool = True, load: bool = True) -> None:
+        self.folder, self.manifest, self.check_images, self.load = folder, manifest, check_images, load
+        self.problems = _Problems()
+        m = manifest.m  # one key in format 2; a format-1 manifest's top_m is read as m
+        self.m: int | None = m if isinstance(m, int) and m >= 2 else None
+        self.manifest_tables = {(t["config"], t["split"]): t for t in manifest.get("tables") or []
+                                if isinstance(t, dict)}  # fmt: skip
+        emb = manifest.get("embeddings")
+        self.emb_info: dict[str, Any] | None = emb if isinstance(emb, dict) else None
+        self.soft_label_repeats = 0
+        self.inconsistent: list[str] = []
+        self.recomputed = 0
+        self._cache: dict[str, Any] = {}
 
-    Returns:
-        the :class:`ValidationReport` of a valid folder.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValidationError(f"{folder} is not a folder", [f"{folder} does not exist or is not a folder"])
-    manifest = read_manifest(folder)  # raises "incomplete build"
-    problems = _Problems()
-    for p in verify_checksums(folder):
-        problems.add(p)
+    def _once(self, key: str, read: Any) -> Any:
+        if key not in self._cache:
+            self._cache[key] = read()
+        return self._cache[key]
 
-    m = manifest.m  # one key in format 2; a format-1 manifest's top_m is read as m
-    if not isinstance(m, int) or m < 2:
-        problems.add(f"{MANIFEST_NAME}: 'm' must be an integer >= 2, got {m!r}")
-        m = None
-    manifest_tables = {(t["config"], t["split"]): t for t in manifest.get("tables") or [] if isinstance(t, dict)}
-    if not manifest_tables:
-        problems.add(f"{MANIFEST_NAME} lists no tables")
+    @property
+    def meta(self) -> dict[str, Any] | None:
+        """The card's YAML front matter (``None`` when missing or unparsable: reported)."""
+        return self._once("meta", lambda: _read_card_metadata(self.folder, self.problems))
 
-    meta = _read_card_metadata(folder, problems)
-    yaml_tables: dict[str, dict[str, list[str]]] = {}
-    infos: dict[str, dict[str, Any]] = {}
-    default_config = None
-    if meta is not None:
-        for p in hub_limits.check_card_metadata(meta):
-            problems.add(p)
-        yaml_tables = _yaml_tables(meta)
-        infos = _dataset_infos(meta)
-        cfg_list = [c for c in meta.get("configs") or [] if isinstance(c, dict)]
-        defaults = [c.get("config_name") for c in cfg_list if c.get("default")]
-        if len(defaults) != 1 and not any("default: true" in line for line in problems.lines):
-            problems.add(f"{CARD_NAME}: exactly one config must be 'default: true', found {len(defaults)}")
-        if len(defaults) == 1:
-            default_config = defaults[0]
+    @property
+    def yaml_tables(self) -> dict[str, dict[str, list[str]]]:
+        return _yaml_tables(self.meta) if self.meta is not None else {}
 
-    # YAML configs ↔ manifest tables ↔ files on disk.
-    files: dict[tuple[str, str], list[Path]] = {}
-    for cfg, splits in yaml_tables.items():
-        if not splits:
-            problems.add(f"{CARD_NAME}: config {cfg!r} has no data_files")
-        for split, patterns in splits.items():
-            if not hub_limits.SPLIT_NAME_RE.match(split):
-                continue  # reported by check_card_metadata
-            found = _files_for(folder, patterns)
-            if not found:
-                problems.add(f"{cfg}/{split}: no Parquet file matches {patterns}")
-            files[(cfg, split)] = found
-            if (cfg, split) not in manifest_tables:
-                problems.add(f"{cfg}/{split}: declared in {CARD_NAME} but not in {MANIFEST_NAME}")
-            else:
-                listed = sorted(folder / f for f in manifest_tables[(cfg, split)].get("files", []))
-                if found and listed != found:
-                    problems.add(f"{cfg}/{split}: files on disk {[p.name for p in found]} != manifest {listed}")
-    for cfg, split in manifest_tables:
-        if meta is not None and split not in yaml_tables.get(cfg, {}):
-            problems.add(f"{cfg}/{split}: in {MANIFEST_NAME} but not declared in {CARD_NAME} configs")
+    @property
+    def infos(self) -> dict[str, dict[str, Any]]:
+        return _dataset_infos(self.meta) if self.meta is not None else {}
 
-    with_images_flag = manifest.get("with_images")
-    emb_info = manifest.get("embeddings") if isinstance(manifest.get("embeddings"), dict) else None
+    @property
+    def default_config(self) -> str | None:
+        defaults = [c.get("config_name") for c in (self.meta or {}).get("configs") or []
+                    if isinstance(c, dict) and c.get("default")]  # fmt: skip
+        return defaults[0] if len(defaults) == 1 else None
 
-    # Read every table with pyarrow: schema, row counts, invariants.
+    @property
+    def files(self) -> dict[tuple[str, str], list[Path]]:
+        """(config, split) → the Parquet files its YAML patterns match (legal split names only)."""
+        return self._once("files", lambda: {
+            (cfg, split): _files_for(self.folder, patterns)
+            for cfg, splits in self.yaml_tables.items() for split, patterns in splits.items()
+            if hub_limits.SPLIT_NAME_RE.match(split)
+        })  # fmt: skip
+
+    @property
+    def tables(self) -> dict[tuple[str, str], pa.Table]:
+        """Every (config, split) whose Parquet features equal the schema, read with pyarrow (image bytes left out)."""
+        return self._read_tables()[0]
+
+    @property
+    def expected(self) -> dict[tuple[str, str], Features]:
+        """(config, split) → the schema's features for it."""
+        return self._read_tables()[1]
+
+    def _read_tables(self) -> tuple[dict[tuple[str, str], pa.Table], dict[tuple[str, str], Features]]:
+        return self._once("tables", lambda: _read_tables(self))
+
+    @property
+    def id_labels(self) -> dict[tuple[str, str], dict[str, str]]:
+        """(gallery or queries config, split) → image_id → label (the image tables' rows, checked once)."""
+        return self._once("id_labels", lambda: _image_tables(self))
+
+
+def _read_tables(state: FolderState) -> tuple[dict[tuple[str, str], pa.Table], dict[tuple[str, str], Features]]:
     tables: dict[tuple[str, str], pa.Table] = {}
     expected: dict[tuple[str, str], Features] = {}
-    for (cfg, split), paths in sorted(files.items()):
+    with_images_flag = state.manifest.get("with_images")
+    for (cfg, split), paths in sorted(state.files.items()):
         if not paths:
             continue
         try:
             file_schemas = [pq.read_schema(p) for p in paths]
             got_all = [Features.from_arrow_schema(fs) for fs in file_schemas]
         except Exception as e:  # noqa: BLE001
-            problems.add(f"{cfg}/{split}: Parquet unreadable or without features: {e}")
+            state.problems.add(f"{cfg}/{split}: Parquet unreadable or without features: {e}")
             continue
         with_images = bool(with_images_flag) if with_images_flag is not None else "image" in file_schemas[0].names
-        if schema.config_kind(cfg) == "embeddings":
-            if emb_info is None or emb_info.get("config") != cfg:
-                problems.add(f"{cfg}/{split}: an embeddings config that {MANIFEST_NAME} does not describe")
-                continue
-            try:
-                want = schema.features_for(
-                    cfg, embedding_dim=emb_info.get("dim"), embedding_dtype=emb_info.get("dtype")
-                )
-            except (TypeError, ValueError) as e:
-                problems.add(f"{MANIFEST_NAME}: bad 'embeddings' entry {emb_info}: {e}")
-                continue
-        else:
-            want = schema.features_for(cfg, with_images=with_images)
+        want = _expected_features(state, cfg, split, with_images)
+        if want is None:
+            continue
         expected[(cfg, split)] = want
         bad = next((g for g in got_all if g != want), None)
         if bad is not None:
-            problems.add(f"{cfg}/{split}: Parquet features {bad} differ from the schema {want}")
+            state.problems.add(f"{cfg}/{split}: Parquet features {bad} differ from the schema {want}")
             continue
-        # Image bytes are not held in memory: they are decoded row group by row group (_check_images).
-        columns = [c for c in want if c != "image"]
+        columns = [c for c in want if c != "image"]  # image bytes are decoded row group by row group, not held
         try:
-            table = pa.concat_tables([pq.read_table(p, columns=columns) for p in paths])
+            tables[(cfg, split)] = pa.concat_tables([pq.read_table(p, columns=columns) for p in paths])
         except Exception as e:  # noqa: BLE001
-            problems.add(f"{cfg}/{split}: Parquet unreadable: {e}")
-            continue
-        tables[(cfg, split)] = table
-        if check_images and "image" in want:
+            state.problems.add(f"{cfg}/{split}: Parquet unreadable: {e}")
+    return tables, expected
+
+
+def _expected_features(state: FolderState, cfg: str, split: str, with_images: bool) -> Features | None:
+    if schema.config_kind(cfg) != "embeddings":
+        return schema.features_for(cfg, with_images=with_images)
+    emb = state.emb_info
+    if emb is None or emb.get("config") != cfg:
+        state.problems.add(f"{cfg}/{split}: an embeddings config that {MANIFEST_NAME} does not describe")
+        return None
+    try:
+        return schema.features_for(cfg, embedding_dim=emb.get("dim"), embedding_dtype=emb.get("dtype"))
+    except (TypeError, ValueError) as e:
+        state.problems.add(f"{MANIFEST_NAME}: bad 'embeddings' entry {emb}: {e}")
+        return None
+
+
+def _image_tables(state: FolderState) -> dict[tuple[str, str], dict[str, str]]:
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    for (cfg, split), table in sorted(state.tables.items()):
+        if schema.config_kind(cfg) in ("gallery", "queries"):
             try:
-                _check_images(f"{cfg}/{split}", paths, problems)
-            except Exception as e:  # noqa: BLE001
-                problems.add(f"{cfg}/{split}: cannot read the image column: {type(e).__name__}: {e}")
-        mt = manifest_tables.get((cfg, split))
+                out[(cfg, split)] = _check_image_table(f"{cfg}/{split}", table, state.problems)
+            except Exception as e:  # noqa: BLE001 - corrupt data (bad UTF-8, ...) is a problem, not a crash
+                state.problems.add(f"{cfg}/{split}: cannot check the rows: {type(e).__name__}: {e}")
+    return out
+
+
+@dataclass(frozen=True)
+class Check:
+    """One named check of :func:`validate_dataset` (like a linter's rule): ``run(state)`` adds problems."""
+
+    name: str
+    run: Callable[[FolderState], None]
+
+    @property
+    def doc(self) -> str:
+        return (self.run.__doc__ or "").strip().split("\n")[0]
+
+
+#: Every check, in the order they run (each can also run alone: ``validate_dataset(folder, checks=[name])``).
+CHECKS: list[Check] = []
+
+
+def register_check(name: str) -> Callable[[Callable[[FolderState], None]], Callable[[FolderState], None]]:
+    """Decorator: append a check to :data:`CHECKS` under ``name``."""
+
+    def deco(fn: Callable[[FolderState], None]) -> Callable[[FolderState], None]:
+        if any(c.name == name for c in CHECKS):
+            raise ValueError(f"validation check {name!r} is already registered")
+        CHECKS.append(Check(name, fn))
+        return fn
+
+    return deco
+
+
+@register_check("checksums")
+def check_checksums(state: FolderState) -> None:
+    """Every Parquet file matches its manifest sha256 and size, and no Parquet file is unlisted."""
+    for p in verify_checksums(state.folder):
+        state.problems.add(p)
+
+
+@register_check("manifest")
+def check_manifest(state: FolderState) -> None:
+    """The manifest's ``m`` is an integer >= 2 and it lists tables."""
+    if state.m is None:
+        state.problems.add(f"{MANIFEST_NAME}: 'm' must be an integer >= 2, got {state.manifest.m!r}")
+    if not state.manifest_tables:
+        state.problems.add(f"{MANIFEST_NAME} lists no tables")
+
+
+@register_check("card-metadata")
+def check_card_metadata(state: FolderState) -> None:
+    """The card's YAML parses and passes the Hub's rules (licence, split names, ...), with one default config."""
+    meta = state.meta
+    if meta is None:
+        return
+    problems = state.problems
+    for p in hub_limits.check_card_metadata(meta):
+        problems.add(p)
+    defaults = [c for c in meta.get("configs") or [] if isinstance(c, dict) and c.get("default")]
+    if len(defaults) != 1 and not any("default: true" in line for line in problems.lines):
+        problems.add(f"{CARD_NAME}: exactly one config must be 'default: true', found {len(defaults)}")
+
+
+@register_check("card-files")
+def check_card_files(state: FolderState) -> None:
+    """The card's configs, the manifest's tables and the Parquet files on disk agree."""
+    problems, manifest_tables = state.problems, state.manifest_tables
+    for cfg, splits in state.yaml_tables.items():
+        if not splits:
+            problems.add(f"{CARD_NAME}: config {cfg!r} has no data_files")
+        for split, patterns in splits.items():
+            if (cfg, split) not in state.files:
+                continue  # an illegal split name: card-metadata reports it
+            found = state.files[(cfg, split)]
+            if not found:
+                problems.add(f"{cfg}/{split}: no Parquet file matches {patterns}")
+            if (cfg, split) not in manifest_tables:
+                problems.add(f"{cfg}/{split}: declared in {CARD_NAME} but not in {MANIFEST_NAME}")
+            else:
+                listed = sorted(state.folder / f for f in manifest_tables[(cfg, split)].get("files", []))
+                if found and listed != found:
+                    problems.add(f"{cfg}/{split}: files on disk {[p.name for p in found]} != manifest {listed}")
+    for cfg, split in manifest_tables:
+        if state.meta is not None and split not in state.yaml_tables.get(cfg, {}):
+            problems.add(f"{cfg}/{split}: in {MANIFEST_NAME} but not declared in {CARD_NAME} configs")
+
+
+@register_check("schema")
+def check_schema(state: FolderState) -> None:
+    """Every table's Parquet features equal the schema's, and its rows equal the manifest's count."""
+    for (cfg, split), table in sorted(state.tables.items()):
+        mt = state.manifest_tables.get((cfg, split))
         if mt is not None and mt.get("num_rows") != table.num_rows:
-            problems.add(f"{cfg}/{split}: {table.num_rows} rows on disk, manifest says {mt.get('num_rows')}")
-        info = infos.get(cfg)
+            state.problems.add(f"{cfg}/{split}: {table.num_rows} rows on disk, manifest says {mt.get('num_rows')}")
+
+
+@register_check("embedded-images")
+def check_embedded_images(state: FolderState) -> None:
+    """Every embedded image decodes (``check_images``)."""
+    if not state.check_images:
+        return
+    for key in sorted(state.tables):
+        if "image" in state.expected[key]:
+            cfg, split = key
+            try:
+                _check_images(f"{cfg}/{split}", state.files[key], state.problems)
+            except Exception as e:  # noqa: BLE001
+                state.problems.add(f"{cfg}/{split}: cannot read the image column: {type(e).__name__}: {e}")
+
+
+@register_check("dataset-info")
+def check_dataset_info(state: FolderState) -> None:
+    """The card's ``dataset_info`` has each config's features (equal to the schema's) and each split's rows."""
+    problems = state.problems
+    for (cfg, split), table in sorted(state.tables.items()):
+        info = state.infos.get(cfg)
         if info is None:
-            if meta is not None:
+            if state.meta is not None:
                 problems.add(f"{CARD_NAME}: dataset_info has no entry for config {cfg!r}")
             continue
         try:
@@ -562,83 +691,132 @@ def validate_dataset(folder: str | Path, *, check_images: bool = True, load: boo
         except Exception as e:  # noqa: BLE001
             problems.add(f"{CARD_NAME}: dataset_info features of {cfg!r} do not parse: {e}")
             yaml_features = None
-        if yaml_features is not None and yaml_features != want:
+        if yaml_features is not None and yaml_features != state.expected[(cfg, split)]:
             problems.add(f"{CARD_NAME}: dataset_info features of {cfg!r} differ from the schema")
-        split_infos = [s for s in info.get("splits") or [] if isinstance(s, dict)]
-        split_info = next((s for s in split_infos if s.get("name") == split), None)
+        split_info = next((s for s in info.get("splits") or [] if isinstance(s, dict) and s.get("name") == split),
+                          None)  # fmt: skip
         if split_info is None:
             problems.add(f"{CARD_NAME}: dataset_info of {cfg!r} has no split {split!r}")
         elif split_info.get("num_examples") != table.num_rows:
-            problems.add(
-                f"{cfg}/{split}: dataset_info num_examples {split_info.get('num_examples')} rows != "
-                f"{table.num_rows} rows in the files"
+            problems.add(f"{cfg}/{split}: dataset_info num_examples {split_info.get('num_examples')} rows != "
+                         f"{table.num_rows} rows in the files")  # fmt: skip
+
+
+@register_check("image-tables")
+def check_image_tables(state: FolderState) -> None:
+    """Gallery and queries rows: unique non-empty ids, labels and paths, legal views."""
+    state.id_labels  # noqa: B018 - reading them checks them (once; the retriever and embeddings checks use them)
+
+
+@register_check("embeddings")
+def check_embeddings(state: FolderState) -> None:
+    """Embeddings rows: unique ids, legal views and split, finite unit vectors; one per gallery and query image."""
+    for (cfg, split), table in sorted(state.tables.items()):
+        if schema.config_kind(cfg) != "embeddings" or state.emb_info is None:
+            continue
+        try:
+            embedded = _check_embeddings_table(f"{cfg}/{split}", split, table, str(state.emb_info["dtype"]),
+                                               state.problems)  # fmt: skip
+        except Exception as e:  # noqa: BLE001
+            state.problems.add(f"{cfg}/{split}: cannot check the rows: {type(e).__name__}: {e}")
+            continue
+        suffix = schema.config_suffix(cfg)
+        for kind in ("gallery", "queries"):
+            absent = sorted(set(state.id_labels.get((f"{kind}-{suffix}", split)) or {}) - embedded)
+            if absent:
+                state.problems.add(f"{cfg}/{split}: no embedding for {len(absent)} {kind} image(s), e.g. {absent[:3]}")
+
+
+@register_check("retriever-tables")
+def check_retriever_tables(state: FolderState) -> None:
+    """Retriever rows: m-1 candidates and m retrieved ids, the swap rule (Eq. 2), ranks consistent with the scores,
+    ids from the gallery and queries configs, one Eq. 6 similarity per recurring pair (a warning)."""
+    for (cfg, split), table in sorted(state.tables.items()):
+        if schema.config_kind(cfg) != "retriever":
+            continue
+        suffix = schema.config_suffix(cfg)
+        gallery = state.id_labels.get((f"gallery-{suffix}", split))
+        queries = state.id_labels.get((f"queries-{suffix}", split))
+        cfg_m = schema.config_top_m(cfg) or state.m  # a re-mined config names its own m (-m<m>)
+        try:
+            state.soft_label_repeats += _check_retriever_table(
+                f"{cfg}/{split}", table, cfg_m, gallery, queries, state.problems, state.inconsistent
             )
+        except Exception as e:  # noqa: BLE001
+            state.problems.add(f"{cfg}/{split}: cannot check the rows: {type(e).__name__}: {e}")
 
-    id_labels: dict[tuple[str, str], dict[str, str]] = {}
-    soft_label_repeats = 0
-    inconsistent: list[str] = []
-    for (cfg, split), table in sorted(tables.items()):
-        if schema.config_kind(cfg) in ("gallery", "queries"):
+
+@register_check("recompute-from-embeddings")
+def check_recompute_from_embeddings(state: FolderState) -> None:
+    """With an embeddings config: scores (Eq. 1) and candidate similarities (Eq. 6) recomputed from it match."""
+    emb = state.emb_info
+    if emb is None:
+        return
+    for (cfg, split), table in sorted(state.tables.items()):
+        if schema.config_kind(cfg) == "retriever" and (emb.get("config"), split) in state.tables:
             try:
-                id_labels[(cfg, split)] = _check_image_table(f"{cfg}/{split}", table, problems)
-            except Exception as e:  # noqa: BLE001 - corrupt data (bad UTF-8, ...) is a problem, not a crash
-                problems.add(f"{cfg}/{split}: cannot check the rows: {type(e).__name__}: {e}")
-    for (cfg, split), table in sorted(tables.items()):
-        if schema.config_kind(cfg) == "embeddings":
-            try:
-                embedded = _check_embeddings_table(f"{cfg}/{split}", split, table, str(emb_info["dtype"]), problems)
+                state.recomputed += _recompute_with_embeddings(
+                    f"{cfg}/{split}", table, state.tables[(emb["config"], split)], str(emb.get("dtype")),
+                    state.problems,
+                )  # fmt: skip
             except Exception as e:  # noqa: BLE001
-                problems.add(f"{cfg}/{split}: cannot check the rows: {type(e).__name__}: {e}")
-                continue
-            suffix = schema.config_suffix(cfg)
-            for kind in ("gallery", "queries"):
-                ids = id_labels.get((f"{kind}-{suffix}", split)) or {}
-                absent = sorted(set(ids) - embedded)
-                if absent:
-                    problems.add(f"{cfg}/{split}: no embedding for {len(absent)} {kind} image(s), e.g. {absent[:3]}")
-        elif schema.config_kind(cfg) == "retriever":
-            suffix = schema.config_suffix(cfg)
-            gallery = id_labels.get((f"gallery-{suffix}", split))
-            queries = id_labels.get((f"queries-{suffix}", split))
-            cfg_m = schema.config_top_m(cfg) or m  # a re-mined config names its own m (-m<m>)
-            try:
-                soft_label_repeats += _check_retriever_table(
-                    f"{cfg}/{split}", table, cfg_m, gallery, queries, problems, inconsistent
-                )
-            except Exception as e:  # noqa: BLE001
-                problems.add(f"{cfg}/{split}: cannot check the rows: {type(e).__name__}: {e}")
+                state.problems.add(f"{cfg}/{split}: cannot recompute from the embeddings: {type(e).__name__}: {e}")
 
-    recomputed = 0
-    if emb_info is not None:
-        for (cfg, split), table in sorted(tables.items()):
-            if schema.config_kind(cfg) == "retriever" and (emb_info.get("config"), split) in tables:
-                try:
-                    recomputed += _recompute_with_embeddings(
-                        f"{cfg}/{split}", table, tables[(emb_info["config"], split)], str(emb_info.get("dtype")),
-                        problems,
-                    )  # fmt: skip
-                except Exception as e:  # noqa: BLE001
-                    problems.add(f"{cfg}/{split}: cannot recompute from the embeddings: {type(e).__name__}: {e}")
 
-    if load:
-        with tempfile.TemporaryDirectory(prefix="skyrank-validate-") as cache_dir, _offline():
-            for (cfg, split), table in sorted(tables.items()):
-                _load_round_trip(folder, cfg, split, expected[(cfg, split)], table.num_rows, cache_dir, problems)
+@register_check("load-dataset")
+def check_load_dataset(state: FolderState) -> None:
+    """Every (config, split) loads with ``datasets.load_dataset`` offline, with its features and rows (``load``)."""
+    if not state.load:
+        return
+    with tempfile.TemporaryDirectory(prefix="skyrank-validate-") as cache_dir, _offline():
+        for (cfg, split), table in sorted(state.tables.items()):
+            _load_round_trip(state.folder, cfg, split, state.expected[(cfg, split)], table.num_rows, cache_dir,
+                             state.problems)  # fmt: skip
 
-    found = problems.all()
+
+def validate_dataset(
+    folder: str | Path, *, check_images: bool = True, load: bool = True, checks: Sequence[str] | None = None
+) -> ValidationReport:
+    """Validate a SkyRank dataset folder; raise :class:`ValidationError` listing every problem.
+
+    Args:
+        folder: the dataset folder (as written by :class:`skyrank.writer.DatasetWriter`).
+        check_images: decode every embedded image.
+        load: also load every (config, split) with ``datasets.load_dataset`` (offline, temporary cache).
+        checks: run only these :data:`CHECKS` by name (default: all, in order).
+
+    Returns:
+        the :class:`ValidationReport` of a valid folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValidationError(f"{folder} is not a folder", [f"{folder} does not exist or is not a folder"])
+    known = [c.name for c in CHECKS]
+    unknown = sorted(set(checks or ()) - set(known))
+    if unknown:
+        raise ValueError(f"unknown validation check(s) {unknown}; known: {known}")
+    state = FolderState(folder, read_manifest(folder), check_images=check_images, load=load)  # "incomplete build"
+    for check in CHECKS:
+        if checks is None or check.name in checks:
+            check.run(state)
+    found = state.problems.all()
     if found:
         shown = found[:MAX_PROBLEMS]
         if len(found) > MAX_PROBLEMS:
             shown.append(f"... and {len(found) - MAX_PROBLEMS} more problem(s)")
         raise ValidationError(f"{folder} is not a valid SkyRank dataset ({len(found)} problem(s)):", shown)
+    return _report(state)
 
-    configs = list(yaml_tables)
+
+def _report(state: FolderState) -> ValidationReport:
+    """The :class:`ValidationReport` of a folder without problems: what was checked, warnings, and notes."""
+    inconsistent, recomputed = state.inconsistent, state.recomputed
     return ValidationReport(
-        folder=folder,
-        configs=configs,
-        splits={cfg: list(splits) for cfg, splits in yaml_tables.items()},
-        rows={key: t.num_rows for key, t in sorted(tables.items())},
-        default_config=default_config,
+        folder=state.folder,
+        configs=list(state.yaml_tables),
+        splits={cfg: list(splits) for cfg, splits in state.yaml_tables.items()},
+        rows={key: t.num_rows for key, t in sorted(state.tables.items())},
+        default_config=state.default_config,
         warnings=(
             [f"{len(inconsistent)} recurring (ground truth, candidate) pair(s) carry different soft labels, e.g. "
              + "; ".join(inconsistent[:3])] if inconsistent else []
@@ -651,11 +829,10 @@ def validate_dataset(folder: str | Path, *, check_images: bool = True, load: boo
              "which this folder does not hold (`skyrank build --embeddings` publishes them)"]
         ) + [
             f"checked without embeddings: whether every (ground truth, candidate) pair that recurs carries one "
-            f"similarity ({soft_label_repeats} recurring occurrence(s) compared; differences are warnings), scores "
-            "and similarities in [-1, 1], the "
+            f"similarity ({state.soft_label_repeats} recurring occurrence(s) compared; differences are warnings), "
+            "scores and similarities in [-1, 1], the "
             "swap rule (Eq. 2), ranks consistent with scores",
             "not checkable from the folder: that the embeddings are the retriever's (re-encode the benchmark with "
             "`skyrank build` and compare)",
         ],
     )  # fmt: skip
-
