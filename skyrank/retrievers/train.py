@@ -543,8 +543,6 @@ def train_retriever(
         TrainingError: non-finite loss, a resume whose recipe differs, too few classes.
         ValueError: an unknown ``amp``, ``epochs`` < 1, an ``image_size`` the architecture cannot take.
     """
-    from tqdm.auto import tqdm
-
     if amp not in ("fp16", "bf16", "fp32"):
         raise ValueError(f"amp must be 'fp16', 'bf16' or 'fp32', got {amp!r}")
     if epochs < 1:
@@ -552,192 +550,256 @@ def train_retriever(
     retriever, arch, image_size = resolve_arch(arch, image_size)
     spec = training_spec(retriever)
     recorded_block = spec.check_block(block)
-    root, out_dir, device = Path(root), Path(out_dir), torch.device(device)
+    root, out_dir = Path(root), Path(out_dir)
     recipe = TrainRecipe(
-        benchmark=benchmark,
-        root=str(root.resolve()),
-        altitude=None if altitude is None else str(altitude),
-        arch=arch,
-        image_size=int(image_size),
-        epochs=int(epochs),
-        batch_size=int(batch_size),
-        lr=float(lr),
-        label_smoothing=float(label_smoothing),
-        weight_decay=float(weight_decay),
-        warmup=float(warmup),
-        clip_grad=None if clip_grad is None else float(clip_grad),
-        seed=int(seed),
-        amp=amp,
-        init_checkpoint=None if init_checkpoint is None else str(init_checkpoint),
-        retriever=retriever,
-        block=recorded_block,
-        loss=_INFONCE + spec.loss_note,
-    )
-    prefix = spec.prefix
+        benchmark=benchmark, root=str(root.resolve()), altitude=None if altitude is None else str(altitude),
+        arch=arch, image_size=int(image_size), epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
+        label_smoothing=float(label_smoothing), weight_decay=float(weight_decay), warmup=float(warmup),
+        clip_grad=None if clip_grad is None else float(clip_grad), seed=int(seed), amp=amp,
+        init_checkpoint=None if init_checkpoint is None else str(init_checkpoint), retriever=retriever,
+        block=recorded_block, loss=_INFONCE + spec.loss_note,
+    )  # fmt: skip
+    start_epoch, history = resume_point(out_dir, recipe, spec.prefix, resume)
+    if start_epoch < 0:  # a finished run: its final checkpoint
+        return out_dir / f"{spec.prefix}_end.pth"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = setup_training(recipe, root, out_dir, device=torch.device(device), num_workers=num_workers,
+                         block=int(block), start_epoch=start_epoch, history=history, progress=progress)  # fmt: skip
+    return fit(run)
+
+
+@dataclass
+class TrainingRun:
+    """Everything one retriever training holds between its pieces (:func:`setup_training` makes it)."""
+
+    recipe: TrainRecipe
+    out_dir: Path
+    prefix: str
+    device: torch.device
+    target: Any  # _Target: the model, its heads and its checkpoint layout
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    sampler: ClassUniqueBatchSampler
+    loader: DataLoader
+    meta: dict[str, Any]
+    steps_per_epoch: int
+    start_epoch: int
+    history: list[dict[str, Any]]
+    progress: bool
+    num_workers: int
+    scaler_state: dict[str, Any]
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.recipe.epochs
+
+    @property
+    def state_path(self) -> Path:
+        return self.out_dir / "train_state.pth"
+
+
+def resume_point(out_dir: Path, recipe: TrainRecipe, prefix: str, resume: bool) -> tuple[int, list[dict[str, Any]]]:
+    """Checkpoint piece, before any work: ``(0, [])`` for a fresh run; ``(last finished epoch, its history)`` when
+    resuming; ``(-1, history)`` when the run in ``out_dir`` already finished. Refuses a run folder without
+    ``resume`` and a resume whose recipe differs."""
     recipe_path = out_dir / "recipe.json"
-    state_path = out_dir / "train_state.pth"
-    end_path = out_dir / f"{prefix}_end.pth"
-    start_epoch = 0
     history: list[dict[str, Any]] = []
     has_run = any(out_dir.glob("weights_*.pth")) or any(out_dir.glob("net_*.pth"))
-    if out_dir.exists() and (recipe_path.exists() or has_run):
-        if not resume:
-            raise OutputExistsError(
-                f"{out_dir} already holds a training run; pass resume=True (--resume) to continue it, or another --out"
-            )
-        if recipe_path.exists():
-            old = json.loads(recipe_path.read_text(encoding="utf-8"))
-            new = asdict(recipe)
-            diff = [
-                f"{k}: {old.get(k, _LEGACY_VALUES.get(k))!r} -> {new[k]!r}"
-                for k in _RESUME_KEYS
-                if old.get(k, _LEGACY_VALUES.get(k)) != new[k]
-            ]
-            if diff:
-                raise TrainingError(f"cannot resume {out_dir}: the recipe differs ({'; '.join(diff)})")
-            history = list(old.get("history", []))
-            if old.get("finished") and end_path.is_file():
-                return end_path
-        start_epoch = _last_epoch(out_dir, prefix)
-        history = [h for h in history if h["epoch"] <= start_epoch]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if not (out_dir.exists() and (recipe_path.exists() or has_run)):
+        return 0, history
+    if not resume:
+        raise OutputExistsError(
+            f"{out_dir} already holds a training run; pass resume=True (--resume) to continue it, or another --out"
+        )
+    if recipe_path.exists():
+        old = json.loads(recipe_path.read_text(encoding="utf-8"))
+        new = asdict(recipe)
+        diff = [
+            f"{k}: {old.get(k, _LEGACY_VALUES.get(k))!r} -> {new[k]!r}"
+            for k in _RESUME_KEYS
+            if old.get(k, _LEGACY_VALUES.get(k)) != new[k]
+        ]
+        if diff:
+            raise TrainingError(f"cannot resume {out_dir}: the recipe differs ({'; '.join(diff)})")
+        history = list(old.get("history", []))
+        if old.get("finished") and (out_dir / f"{prefix}_end.pth").is_file():
+            return -1, history
+    start_epoch = _last_epoch(out_dir, prefix)
+    return start_epoch, [h for h in history if h["epoch"] <= start_epoch]
 
-    drone_ids, pair_labels, sat_ids, labels, no_sat = _training_data(benchmark, root, altitude)
-    eff_batch = min(int(batch_size), len(labels))
-    sampler = ClassUniqueBatchSampler(pair_labels, eff_batch, seed=seed)
+
+def setup_training(
+    recipe: TrainRecipe, root: Path, out_dir: Path, *, device: torch.device, num_workers: int, block: int,
+    start_epoch: int, history: list[dict[str, Any]], progress: bool,
+) -> TrainingRun:  # fmt: skip
+    """Setup and data pieces: the training pairs, the class-unique batch sampler and its DataLoader, the model
+    (from ``init_checkpoint`` or a resumed epoch), AdamW, the run's metadata and ``opts.yaml``."""
+    spec = training_spec(recipe.retriever)
+    drone_ids, pair_labels, sat_ids, labels, no_sat = _training_data(recipe.benchmark, root, recipe.altitude)
+    eff_batch = min(recipe.batch_size, len(labels))
+    sampler = ClassUniqueBatchSampler(pair_labels, eff_batch, seed=recipe.seed)
     steps_per_epoch = len(sampler)
     if steps_per_epoch == 0:
         raise TrainingError(f"no full batch of {eff_batch} distinct classes can be formed")
-    total_steps = steps_per_epoch * epochs
-
-    torch.manual_seed(seed)
-    target = _Target(retriever, arch, image_size, nclasses=len(labels), block=int(block))
-    if init_checkpoint is not None and start_epoch == 0:
-        target.init_from(init_checkpoint)
+    torch.manual_seed(recipe.seed)
+    target = _Target(recipe.retriever, recipe.arch, recipe.image_size, nclasses=len(labels), block=block)
+    if recipe.init_checkpoint is not None and start_epoch == 0:
+        target.init_from(recipe.init_checkpoint)
     target.to(device)
-    model = target.model
     n_images = len(drone_ids) + sum(len(s) for s in sat_ids)
     dataset = PairDataset(
-        root, drone_ids, pair_labels, sat_ids, image_size, interpolation=target.interpolation, seed=seed,
-        cache_decoded=n_images * (image_size * 5 // 4) ** 2 * 3 <= _DECODED_CACHE_BYTES,
+        root, drone_ids, pair_labels, sat_ids, recipe.image_size, interpolation=target.interpolation,
+        seed=recipe.seed, cache_decoded=n_images * (recipe.image_size * 5 // 4) ** 2 * 3 <= _DECODED_CACHE_BYTES,
     )  # fmt: skip
-    on_cuda = device.type == "cuda"
     loader = DataLoader(
-        dataset, batch_sampler=EpochKeyedBatches(sampler), num_workers=num_workers, pin_memory=on_cuda,
-        persistent_workers=num_workers > 0,
+        dataset, batch_sampler=EpochKeyedBatches(sampler), num_workers=num_workers,
+        pin_memory=device.type == "cuda", persistent_workers=num_workers > 0,
     )  # fmt: skip
     params = target.parameters()
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    scaler_state: dict[str, Any] = {}
-
-    versions = {"torch": torch.__version__, "python": platform.python_version(), **spec.versions()}
+    optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     meta = {
-        **asdict(recipe),
-        "effective_batch_size": eff_batch,
-        "classes": len(labels),
-        "nclasses": target.nclasses,
-        "heads": target.heads_note(),
-        "pairs": len(drone_ids),
-        "classes_without_satellite": no_sat,
-        "steps_per_epoch": steps_per_epoch,
-        "total_steps": total_steps,
-        "checkpoint": end_path.name,
-        "device": str(device),
-        "num_workers": num_workers,
-        "versions": versions,
+        **asdict(recipe), "effective_batch_size": eff_batch, "classes": len(labels), "nclasses": target.nclasses,
+        "heads": target.heads_note(), "pairs": len(drone_ids), "classes_without_satellite": no_sat,
+        "steps_per_epoch": steps_per_epoch, "total_steps": steps_per_epoch * recipe.epochs,
+        "checkpoint": f"{spec.prefix}_end.pth", "device": str(device), "num_workers": num_workers,
+        "versions": {"torch": torch.__version__, "python": platform.python_version(), **spec.versions()},
         "load_with": target.load_with(out_dir),
-    }
+    }  # fmt: skip
     opts = target.opts(recipe)
     if opts is not None:
         _atomic_yaml(opts, out_dir / "opts.yaml")
-
+    run = TrainingRun(recipe, out_dir, spec.prefix, device, target, params, optimizer, sampler, loader, meta,
+                      steps_per_epoch, start_epoch, history, progress, num_workers, {})  # fmt: skip
     if start_epoch > 0:
-        target.load(out_dir / f"{prefix}_e{start_epoch}.pth")
-        if start_epoch < epochs:
-            if not state_path.exists():
-                raise TrainingError(f"cannot resume {out_dir}: {state_path.name} is missing")
-            state = torch.load(state_path, map_location="cpu", weights_only=True)
-            if int(state["epoch"]) != start_epoch:
-                raise TrainingError(
-                    f"cannot resume {out_dir}: {state_path.name} is from epoch {int(state['epoch'])}, "
-                    f"the last checkpoint from epoch {start_epoch}"
-                )
-            optimizer.load_state_dict(state["optimizer"])
-            scaler_state = state.get("scaler") or {}
-            if target.external_scale:
-                with torch.no_grad():
-                    target.logit_scale.copy_(state["logit_scale"])
-        if progress:
-            tqdm.write(f"resuming {out_dir} after epoch {start_epoch}/{epochs}")
+        restore_checkpoint(run)
+    return run
 
+
+def restore_checkpoint(run: TrainingRun) -> None:
+    """Checkpoint piece: the weights of the last finished epoch, and the optimizer, scaler and ``logit_scale``
+    state after it (``train_state.pth``, loaded with ``weights_only=True``)."""
+    from tqdm.auto import tqdm
+
+    epoch, epochs, target = run.start_epoch, run.recipe.epochs, run.target
+    target.load(run.out_dir / f"{run.prefix}_e{epoch}.pth")
+    if epoch < epochs:
+        if not run.state_path.exists():
+            raise TrainingError(f"cannot resume {run.out_dir}: {run.state_path.name} is missing")
+        state = torch.load(run.state_path, map_location="cpu", weights_only=True)
+        if int(state["epoch"]) != epoch:
+            raise TrainingError(
+                f"cannot resume {run.out_dir}: {run.state_path.name} is from epoch {int(state['epoch'])}, "
+                f"the last checkpoint from epoch {epoch}"
+            )
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scaler_state = state.get("scaler") or {}
+        if target.external_scale:
+            with torch.no_grad():
+                target.logit_scale.copy_(state["logit_scale"])
+    if run.progress:
+        tqdm.write(f"resuming {run.out_dir} after epoch {epoch}/{epochs}")
+
+
+def fit(run: TrainingRun) -> Path:
+    """The loop: every remaining epoch (:func:`train_epoch`), a checkpoint after each (:func:`save_checkpoint`), and
+    the final weights; precision and clipping through accelerate. Returns the final checkpoint."""
+    from tqdm.auto import tqdm
+
+    r, device = run.recipe, run.device
+    on_cuda = device.type == "cuda"
     threads_before = torch.get_num_threads()
     if device.type == "cpu":
-        torch.set_num_threads(cpu_threads(num_workers))
+        torch.set_num_threads(cpu_threads(run.num_workers))
     bar = tqdm(
-        total=total_steps, initial=start_epoch * steps_per_epoch, desc=f"train {arch} ({epochs} epochs)",
-        unit="step", disable=not progress, dynamic_ncols=True,
+        total=run.total_steps, initial=run.start_epoch * run.steps_per_epoch, desc=f"train {r.arch} ({r.epochs} "
+        "epochs)", unit="step", disable=not run.progress, dynamic_ncols=True,
     )  # fmt: skip
-    accelerator = make_accelerator(amp if on_cuda else "fp32", cpu=not on_cuda)
+    accelerator = make_accelerator(r.amp if on_cuda else "fp32", cpu=not on_cuda)
     try:
-        optimizer = accelerator.prepare_optimizer(optimizer)
+        run.optimizer = accelerator.prepare_optimizer(run.optimizer)
         scaler = accelerator.scaler  # fp16 only: the GradScaler accelerate steps with the optimizer
-        if scaler is not None and scaler_state:
-            scaler.load_state_dict(scaler_state)
-        for epoch in range(start_epoch + 1, epochs + 1):
-            torch.manual_seed(seed * 1_000_003 + epoch)  # dropout per (seed, epoch); augmentation is keyed per item
-            sampler.set_epoch(epoch)
-            model.train()
-            t0 = time.perf_counter()
-            losses: list[float] = []
-            for step_in_epoch, (d, g) in enumerate(loader):
-                step = (epoch - 1) * steps_per_epoch + step_in_epoch
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(step, total_steps, lr, warmup)
-                d = d.to(device, non_blocking=True)
-                g = g.to(device, non_blocking=True)
-                with accelerator.autocast():
-                    feats = target.descriptor(torch.cat([d, g]))  # one shared network for both views
-                fd, fg = feats.float().chunk(2)
-                loss = symmetric_infonce(fd, fg, target.logit_scale.exp(), label_smoothing)
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"non-finite loss at epoch {epoch}, step {step_in_epoch}; lower --lr")
-                optimizer.zero_grad(set_to_none=True)
-                accelerator.backward(loss)  # scaled under fp16
-                if clip_grad is not None:
-                    accelerator.clip_grad_norm_(params, clip_grad)  # unscales first under fp16
-                optimizer.step()  # the scaler's step and update under fp16
-                losses.append(float(loss.detach()))
-                bar.set_postfix_str(f"epoch {epoch}/{epochs}, loss {losses[-1]:.3f}", refresh=False)
-                bar.update()
-            seconds = time.perf_counter() - t0
-            entry = {
-                "epoch": epoch,
-                "loss": float(np.mean(losses)),
-                "seconds": round(seconds, 3),
-                "lr_end": optimizer.param_groups[0]["lr"],
-                "logit_scale": float(target.logit_scale.detach().exp()),
-                "steps": len(losses),
-            }
-            history.append(entry)
-            _atomic_save(target.state_dict(), out_dir / f"{prefix}_e{epoch}.pth")
-            state = {
-                "epoch": epoch,
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else {},
-            }
-            if target.external_scale:
-                state["logit_scale"] = target.logit_scale.detach().cpu().clone()
-            _atomic_save(state, state_path)
-            _atomic_json({**meta, "epochs_done": epoch, "history": history}, recipe_path)
-            if progress:
+        if scaler is not None and run.scaler_state:
+            scaler.load_state_dict(run.scaler_state)
+        for epoch in range(run.start_epoch + 1, r.epochs + 1):
+            entry = train_epoch(run, accelerator, epoch, bar)
+            run.history.append(entry)
+            save_checkpoint(run, epoch, scaler)
+            if run.progress:
                 bar.write(
-                    f"epoch {epoch}/{epochs}: loss {entry['loss']:.4f}, {seconds:.1f} s, "
-                    f"{len(losses)} steps of {eff_batch} pairs, logit scale {entry['logit_scale']:.1f}"
+                    f"epoch {epoch}/{r.epochs}: loss {entry['loss']:.4f}, {entry['seconds']:.1f} s, "
+                    f"{entry['steps']} steps of {run.meta['effective_batch_size']} pairs, logit scale "
+                    f"{entry['logit_scale']:.1f}"
                 )
     finally:
         release_accelerator()
         bar.close()
         torch.set_num_threads(threads_before)
-    _atomic_save(target.state_dict(), end_path)
-    _atomic_json({**meta, "epochs_done": epochs, "history": history, "finished": True}, recipe_path)
+    end_path = run.out_dir / f"{run.prefix}_end.pth"
+    _atomic_save(run.target.state_dict(), end_path)
+    _atomic_json({**run.meta, "epochs_done": r.epochs, "history": run.history, "finished": True},
+                 run.out_dir / "recipe.json")  # fmt: skip
     return end_path
+
+
+def train_epoch(run: TrainingRun, accelerator: Any, epoch: int, bar: Any) -> dict[str, Any]:
+    """One epoch of :func:`train_step` over the class-unique batches; returns its history entry."""
+    r = run.recipe
+    torch.manual_seed(r.seed * 1_000_003 + epoch)  # dropout per (seed, epoch); augmentation is keyed per item
+    run.sampler.set_epoch(epoch)
+    run.target.model.train()
+    t0 = time.perf_counter()
+    losses: list[float] = []
+    for step_in_epoch, (d, g) in enumerate(run.loader):
+        step = (epoch - 1) * run.steps_per_epoch + step_in_epoch
+        losses.append(train_step(run, accelerator, d, g, step, epoch, step_in_epoch))
+        bar.set_postfix_str(f"epoch {epoch}/{r.epochs}, loss {losses[-1]:.3f}", refresh=False)
+        bar.update()
+    seconds = time.perf_counter() - t0
+    return {
+        "epoch": epoch,
+        "loss": float(np.mean(losses)),
+        "seconds": round(seconds, 3),
+        "lr_end": run.optimizer.param_groups[0]["lr"],
+        "logit_scale": float(run.target.logit_scale.detach().exp()),
+        "steps": len(losses),
+    }
+
+
+def train_step(
+    run: TrainingRun, accelerator: Any, d: torch.Tensor, g: torch.Tensor, step: int, epoch: int, step_in_epoch: int
+) -> float:
+    """One optimizer step: both views through the one shared network, Sample4Geo's symmetric InfoNCE, backward,
+    clipping, AdamW at the warm-up + cosine learning rate of ``step``. Returns the loss."""
+    r, target, optimizer = run.recipe, run.target, run.optimizer
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, run.total_steps, r.lr, r.warmup)
+    d = d.to(run.device, non_blocking=True)
+    g = g.to(run.device, non_blocking=True)
+    with accelerator.autocast():
+        feats = target.descriptor(torch.cat([d, g]))  # one shared network for both views
+    fd, fg = feats.float().chunk(2)
+    loss = symmetric_infonce(fd, fg, target.logit_scale.exp(), r.label_smoothing)
+    if not torch.isfinite(loss):
+        raise TrainingError(f"non-finite loss at epoch {epoch}, step {step_in_epoch}; lower --lr")
+    optimizer.zero_grad(set_to_none=True)
+    accelerator.backward(loss)  # scaled under fp16
+    if r.clip_grad is not None:
+        accelerator.clip_grad_norm_(run.params, r.clip_grad)  # unscales first under fp16
+    optimizer.step()  # the scaler's step and update under fp16
+    return float(loss.detach())
+
+
+def save_checkpoint(run: TrainingRun, epoch: int, scaler: Any) -> None:
+    """Checkpoint piece, after each epoch: the weights (official layout), the optimizer/scaler/``logit_scale``
+    state for ``resume``, and ``recipe.json`` with the history so far; each written atomically."""
+    target = run.target
+    _atomic_save(target.state_dict(), run.out_dir / f"{run.prefix}_e{epoch}.pth")
+    state = {
+        "epoch": epoch,
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else {},
+    }
+    if target.external_scale:
+        state["logit_scale"] = target.logit_scale.detach().cpu().clone()
+    _atomic_save(state, run.state_path)
+    _atomic_json({**run.meta, "epochs_done": epoch, "history": run.history}, run.out_dir / "recipe.json")
