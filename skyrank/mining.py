@@ -285,8 +285,85 @@ def mine(
     """
     from tqdm.auto import tqdm
 
-    from skyrank.index import build_index, measure_recall, sample_queries
+    from skyrank.index import measure_recall, sample_queries
 
+    x = check_mining_inputs(query_ids, query_labels, query_emb, gallery_ids, gallery_labels, gallery_emb, m)
+    approx, info = search_index_for(x, index, use_gpu=use_gpu, index_params=index_params,
+                                    recall_sample=recall_sample, progress=progress)  # fmt: skip
+    n_q, n_g, m = len(x.q_ids), len(x.g_ids), x.m
+    pool_size = min(n_g, m + x.most + _MARGIN)
+    order = sorted(range(n_q), key=x.q_ids.__getitem__)
+    rows_per_chunk = _chunk_rows(n_g, None)
+    # An approximate index searches every query in one call (its own batches; IVF's list-major scan needs many
+    # queries per batch to pay off), not chunk by chunk: the pools are small (Q x K ids).
+    approx_pools = approx.search(x.q, pool_size)[1] if approx is not None else None
+    subsets: dict[int, np.ndarray | None] = {}
+    beyond_pool: dict[int, _Ranked] = {}
+    if approx_pools is not None:
+        subsets, beyond_pool = rank_beyond_pools(x, order, approx_pools, rows_per_chunk, progress)
+        rows_per_chunk = max(rows_per_chunk, 4096)  # the loop below no longer touches the whole gallery
+    out: list[dict[str, Any]] = []
+    with tqdm(total=n_q, disable=not progress, unit="query", desc="mining") as bar:
+        for start in range(0, n_q, rows_per_chunk):
+            chunk = order[start : start + rows_per_chunk]
+            pos_lists = [x.positives[x.q_labels[qi]] for qi in chunk]
+            qc = x.q[chunk]
+            if approx is None:
+                scores = qc @ x.g.T  # the one place this chunk's scores are computed
+                # Exact search: the candidate pool is read off the score matrix computed above (one product,
+                # not a second faiss search); _ranked_prefix checks that it holds the prefix, ties included.
+                pools = _top_unsorted(scores, min(n_g, m + max(p.size for p in pos_lists) + _MARGIN))
+            ranked: list[_Ranked] = []
+            for j, qi in enumerate(chunk):
+                pos, sub = pos_lists[j], subsets.get(qi)
+                if sub is not None:  # the pool's scores only, in local indices 0..len(sub)-1 (order-preserving)
+                    ranked.append(_rank_in_pool(x.g[sub] @ qc[j], sub, pos, m))
+                elif qi in beyond_pool:  # scored against the whole gallery by rank_beyond_pools
+                    ranked.append(beyond_pool.pop(qi))
+                else:
+                    ranked.append(top_m_and_swap_rule(scores[j], pools[j], pos, m))
+            out.extend(rows_with_soft_label_similarity(x, chunk, ranked))
+            bar.update(len(chunk))
+    if not return_info:
+        return out
+    sample = sample_queries(n_q, recall_sample)
+    info["recall_at_m"] = 1.0 if approx is None else measure_recall(approx, x.g, x.q[sample], m)
+    info["recall_k"] = m
+    info["recall_queries"] = int(sample.size)
+    return out, info
+
+
+class _MiningInputs(NamedTuple):
+    """:func:`mine`'s inputs, checked: float32 embeddings, ids and labels as strings, each label's positives."""
+
+    q: np.ndarray
+    g: np.ndarray
+    q_ids: list[str]
+    q_labels: list[str]
+    g_ids: list[str]
+    positives: dict[str, np.ndarray]  # label → gallery indices
+    most: int  # the most positives any query has
+    m: int
+
+
+class _Ranked(NamedTuple):
+    """One query's ranking (gallery indices and their float32 scores): the top-m (Eq. 1), the m-1 negatives of the
+    swap rule (Eq. 2), the positives in rank order with their 1-based full ranks."""
+
+    retrieved: np.ndarray
+    negatives: np.ndarray
+    pos_sorted: np.ndarray
+    ranks_sorted: np.ndarray
+    gt_score: Any
+    ret_scores: np.ndarray
+    neg_scores: np.ndarray
+
+
+def check_mining_inputs(
+    query_ids: Sequence[str], query_labels: Sequence[str], query_emb: np.ndarray, gallery_ids: Sequence[str],
+    gallery_labels: Sequence[str], gallery_emb: np.ndarray, m: int,
+) -> _MiningInputs:  # fmt: skip
+    """Everything :func:`mine` refuses, checked before any search (its ``Raises``)."""
     q, g = rules.check_pair(query_emb, gallery_emb)
     n_q, n_g = q.shape[0], g.shape[0]
     if not (len(query_ids) == len(query_labels) == n_q):
@@ -305,7 +382,6 @@ def mine(
     m = int(m)
     if m > n_g:
         raise ValueError(f"m={m} exceeds the gallery size {n_g}")
-
     by_label: dict[str, list[int]] = {}
     for gi, label in enumerate(g_labels):
         by_label.setdefault(label, []).append(gi)
@@ -320,112 +396,101 @@ def mine(
             f"m={m} needs {m - 1} negatives per query, but a label has {most} of the {n_g} gallery images as "
             f"positives: use m <= {n_g - most + 1}"
         )
+    return _MiningInputs(q, g, q_ids, q_labels, g_ids, positives, most, m)
 
+
+def search_index_for(
+    x: _MiningInputs, index: str | SearchIndex, *, use_gpu: bool | None, index_params: Mapping[str, Any] | None,
+    recall_sample: int, progress: bool,
+) -> tuple[SearchIndex | None, dict[str, Any]]:  # fmt: skip
+    """The approximate index that proposes each query's pool (``None`` for exact search, which reads the pools off
+    its own score rows) and the index's info for the card."""
+    from tqdm.auto import tqdm
+
+    from skyrank.index import build_index, sample_queries
+
+    n_q, n_g = x.q.shape[0], x.g.shape[0]
     if not isinstance(index, str):  # a prebuilt SearchIndex (or any object with its interface)
-        if (index.ntotal, index.dim) != g.shape:
-            raise ValueError(f"the index holds {index.ntotal} x {index.dim} references, the gallery is {g.shape}")
+        if (index.ntotal, index.dim) != x.g.shape:
+            raise ValueError(f"the index holds {index.ntotal} x {index.dim} references, the gallery is {x.g.shape}")
         approx = index
     else:
-        calib = q[sample_queries(n_q, recall_sample, seed=1)] if index in ("ivf", "hnsw") else None
+        calib = x.q[sample_queries(n_q, recall_sample, seed=1)] if index in ("ivf", "hnsw") else None
         if progress and index != "exact":
             tqdm.write(f"building the {index} index over {n_g:,} references and calibrating it on "
                        f"{min(n_q, recall_sample):,} queries (minutes for millions of references)")
         approx = (
-            build_index(g, index, use_gpu=use_gpu, params=index_params, calibration_queries=calib, calibration_k=m)
+            build_index(x.g, index, use_gpu=use_gpu, params=index_params, calibration_queries=calib,
+                        calibration_k=x.m)
             if index != "exact"
             else None
-        )
+        )  # fmt: skip
     if approx is None:
-        info = {"kind": "exact", "requested_kind": "exact", "ntotal": n_g, "dim": g.shape[1], "fallback": None}
-    else:
-        info = dict(approx.info)
-        if approx.is_exact:  # kind "exact" or the tiny-gallery fallback
-            approx = None
-    pool_size = min(n_g, m + most + _MARGIN)
-    order = sorted(range(n_q), key=q_ids.__getitem__)
-    rows_per_chunk = _chunk_rows(n_g, None)
-    # An approximate index searches every query in one call (its own batches; IVF's list-major scan needs many
-    # queries per batch to pay off), not chunk by chunk: the pools are small (Q x K ids).
-    approx_pools = approx.search(q, pool_size)[1] if approx is not None else None
-    # Queries whose pool holds every positive (and enough negatives) only need their pool's scores; the others
-    # need the whole gallery's, for the ranks of the positives outside the pool: those are scored first, together
-    # in chunks (a handful of rows per chunk would each read the whole gallery for a matrix-vector product).
-    subsets: dict[int, np.ndarray | None] = {}
-    beyond_pool: dict[int, tuple[np.ndarray, ...]] = {}
-    if approx_pools is not None:
-        subsets = {qi: _pool_subset(approx_pools[qi], positives[q_labels[qi]], m) for qi in order}
-        full = [qi for qi in order if subsets[qi] is None]
-        with tqdm(total=len(full), disable=not progress or not full, unit="query", desc="ranks beyond the pool") as b:
-            for start in range(0, len(full), rows_per_chunk):
-                group = full[start : start + rows_per_chunk]
-                for qi, row in zip(group, q[group] @ g.T, strict=True):
-                    ret_i, neg_i, pos_i, ranks = _approx_ranking(row, approx_pools[qi], positives[q_labels[qi]], m)
-                    beyond_pool[qi] = (ret_i, neg_i, pos_i, ranks, row[pos_i[0]], row[ret_i], row[neg_i])
-                b.update(len(group))
-        rows_per_chunk = max(rows_per_chunk, 4096)  # the loop below no longer touches the whole gallery
-    out: list[dict[str, Any]] = []
-    with tqdm(total=n_q, disable=not progress, unit="query", desc="mining") as bar:
-        for start in range(0, n_q, rows_per_chunk):
-            chunk = order[start : start + rows_per_chunk]
-            pos_lists = [positives[q_labels[qi]] for qi in chunk]
-            qc = q[chunk]
-            if approx is None:
-                scores = qc @ g.T  # the one place this chunk's scores are computed
-                # Exact search: the candidate pool is read off the score matrix computed above (one product,
-                # not a second faiss search); _ranked_prefix checks that it holds the prefix, ties included.
-                fetch = min(n_g, m + max(p.size for p in pos_lists) + _MARGIN)
-                pools = _top_unsorted(scores, fetch)
-            cand_idx = np.empty((len(chunk), m - 1), dtype=np.int64)
-            gt_idx = np.empty(len(chunk), dtype=np.int64)
-            partial: list[tuple[Any, ...]] = []
-            for j, qi in enumerate(chunk):
-                pos, sub = pos_lists[j], subsets.get(qi)
-                if sub is not None:  # the pool's scores only, in local indices 0..len(sub)-1 (order-preserving)
-                    local = g[sub] @ qc[j]
-                    r_loc, n_loc, p_loc, ranks_sorted = _approx_ranking(
-                        local, np.arange(sub.size), np.searchsorted(sub, pos), m
-                    )
-                    retrieved, negatives, pos_sorted = sub[r_loc], sub[n_loc], sub[p_loc]
-                    gt_score, ret_scores, neg_scores = local[p_loc[0]], local[r_loc], local[n_loc]
-                elif qi in beyond_pool:  # scored against the whole gallery above
-                    (retrieved, negatives, pos_sorted, ranks_sorted, gt_score, ret_scores,
-                     neg_scores) = beyond_pool.pop(qi)
-                else:  # exact search
-                    row = scores[j]
-                    ranks = rules.positive_ranks(row, pos)
-                    by_rank = np.argsort(ranks)
-                    pos_sorted, ranks_sorted = pos[by_rank], ranks[by_rank]
-                    prefix, prefix_is_pos = _ranked_prefix(row, pools[j], pos, m - 1 + pos.size)
-                    negatives = prefix[rules.swap_rule_positions(prefix_is_pos, m)]  # Eq. 2
-                    retrieved = prefix[:m]
-                    gt_score, ret_scores, neg_scores = row[pos_sorted[0]], row[retrieved], row[negatives]
-                cand_idx[j] = negatives
-                gt_idx[j] = pos_sorted[0]
-                partial.append((qi, gt_score, pos_sorted, ranks_sorted, negatives, neg_scores, retrieved, ret_scores))
-            sims = rules.soft_label_similarity(cand_idx, gt_idx, g, check=False)  # Eq. 6; g was validated above
-            for j, (qi, gt_score, pos_sorted, ranks_sorted, negatives, neg_scores, retrieved, ret_scores) in (
-                enumerate(partial)
-            ):
-                record = MinedRow(
-                    query_id=q_ids[qi],
-                    label=q_labels[qi],
-                    gt_id=g_ids[int(pos_sorted[0])],
-                    gt_rank=int(ranks_sorted[0]),
-                    gt_score=float(gt_score),
-                    positive_ids=[g_ids[i] for i in pos_sorted.tolist()],
-                    positive_ranks=ranks_sorted.tolist(),
-                    candidate_ids=[g_ids[i] for i in negatives.tolist()],
-                    candidate_scores=neg_scores.tolist(),
-                    candidate_gt_similarity=sims[j].tolist(),
-                    retrieved_ids=[g_ids[i] for i in retrieved.tolist()],
-                    retrieved_scores=ret_scores.tolist(),
-                )
-                out.append(record._asdict())
-            bar.update(len(chunk))
-    if not return_info:
-        return out
-    sample = sample_queries(n_q, recall_sample)
-    info["recall_at_m"] = 1.0 if approx is None else measure_recall(approx, g, q[sample], m)
-    info["recall_k"] = m
-    info["recall_queries"] = int(sample.size)
-    return out, info
+        return None, {"kind": "exact", "requested_kind": "exact", "ntotal": n_g, "dim": x.g.shape[1], "fallback": None}
+    info = dict(approx.info)
+    return (None if approx.is_exact else approx), info  # kind "exact" or the tiny-gallery fallback: exact search
+
+
+def rank_beyond_pools(
+    x: _MiningInputs, order: list[int], approx_pools: np.ndarray, rows_per_chunk: int, progress: bool
+) -> tuple[dict[int, np.ndarray | None], dict[int, _Ranked]]:
+    """With an approximate index: each query's pool subset (``None`` when its pool misses a positive or holds too
+    few negatives), and the rankings of those others against the whole gallery, scored together in chunks (a
+    handful of rows per chunk would each read the whole gallery for a matrix-vector product)."""
+    from tqdm.auto import tqdm
+
+    subsets = {qi: _pool_subset(approx_pools[qi], x.positives[x.q_labels[qi]], x.m) for qi in order}
+    full = [qi for qi in order if subsets[qi] is None]
+    beyond: dict[int, _Ranked] = {}
+    with tqdm(total=len(full), disable=not progress or not full, unit="query", desc="ranks beyond the pool") as b:
+        for start in range(0, len(full), rows_per_chunk):
+            group = full[start : start + rows_per_chunk]
+            for qi, row in zip(group, x.q[group] @ x.g.T, strict=True):
+                ret_i, neg_i, pos_i, ranks = _approx_ranking(row, approx_pools[qi], x.positives[x.q_labels[qi]], x.m)
+                beyond[qi] = _Ranked(ret_i, neg_i, pos_i, ranks, row[pos_i[0]], row[ret_i], row[neg_i])
+            b.update(len(group))
+    return subsets, beyond
+
+
+def _rank_in_pool(local: np.ndarray, sub: np.ndarray, pos: np.ndarray, m: int) -> _Ranked:
+    """A query ranked on its approximate pool alone (``local``: the pool's scores, ``sub``: its gallery indices)."""
+    r_loc, n_loc, p_loc, ranks_sorted = _approx_ranking(local, np.arange(sub.size), np.searchsorted(sub, pos), m)
+    return _Ranked(sub[r_loc], sub[n_loc], sub[p_loc], ranks_sorted, local[p_loc[0]], local[r_loc], local[n_loc])
+
+
+def top_m_and_swap_rule(row: np.ndarray, pool: np.ndarray, pos: np.ndarray, m: int) -> _Ranked:
+    """Exact search for one query: its top-m by score (Eq. 1), every positive's full rank, and the m-1 hard
+    negatives the ground-truth swap rule keeps (Eq. 2, :func:`skyrank.format.rules.swap_rule_positions`)."""
+    ranks = rules.positive_ranks(row, pos)
+    by_rank = np.argsort(ranks)
+    pos_sorted, ranks_sorted = pos[by_rank], ranks[by_rank]
+    prefix, prefix_is_pos = _ranked_prefix(row, pool, pos, m - 1 + pos.size)
+    negatives = prefix[rules.swap_rule_positions(prefix_is_pos, m)]  # Eq. 2
+    retrieved = prefix[:m]
+    return _Ranked(retrieved, negatives, pos_sorted, ranks_sorted, row[pos_sorted[0]], row[retrieved], row[negatives])
+
+
+def rows_with_soft_label_similarity(x: _MiningInputs, chunk: list[int], ranked: list[_Ranked]) -> list[dict[str, Any]]:
+    """The SkyRank rows of a chunk of queries: each candidate's similarity to the ground truth in the reference
+    space (Eq. 6, :func:`skyrank.format.rules.soft_label_similarity`) added to the rankings."""
+    cand_idx = np.stack([r.negatives for r in ranked]).astype(np.int64, copy=False)
+    gt_idx = np.array([r.pos_sorted[0] for r in ranked], dtype=np.int64)
+    sims = rules.soft_label_similarity(cand_idx, gt_idx, x.g, check=False)  # Eq. 6; g was validated
+    g_ids = x.g_ids
+    return [
+        MinedRow(
+            query_id=x.q_ids[qi],
+            label=x.q_labels[qi],
+            gt_id=g_ids[int(r.pos_sorted[0])],
+            gt_rank=int(r.ranks_sorted[0]),
+            gt_score=float(r.gt_score),
+            positive_ids=[g_ids[i] for i in r.pos_sorted.tolist()],
+            positive_ranks=r.ranks_sorted.tolist(),
+            candidate_ids=[g_ids[i] for i in r.negatives.tolist()],
+            candidate_scores=r.neg_scores.tolist(),
+            candidate_gt_similarity=sims[j].tolist(),
+            retrieved_ids=[g_ids[i] for i in r.retrieved.tolist()],
+            retrieved_scores=r.ret_scores.tolist(),
+        )._asdict()
+        for j, (qi, r) in enumerate(zip(chunk, ranked, strict=True))
+    ]
