@@ -599,52 +599,15 @@ def evaluate(
             shared_prefix=shared_prefix, feature_cache_mb=feature_cache_mb, stats=score_stats,
         )  # fmt: skip
     if baseline == "prompt":
-        from skylink_model.prompt_baseline import score_listwise
-
-        prompt_scores = {}
-        extra["prompt_unparsable"] = 0
-        if baseline_model is None or baseline_processor is None:
-            if model is None:
-                raise ValueError("baseline='prompt' needs baseline_model and baseline_processor (or a SkyLink model)")
-            baseline_model = model.backbone
-            baseline_processor = model.processor
-        from skylink_model.data import parse_retriever_config
-
-        direction = parse_retriever_config(config).direction or "d2s"
-        iterator: Iterable[dict] = rows
-        if progress:
-            from tqdm.auto import tqdm
-
-            iterator = tqdm(rows, desc=f"listwise prompt {config}/{split}", unit="query")
-        prompt_seconds = 0.0
-        for row in iterator:
-            qid = str(row["query_id"])
-            top = [str(i) for i in list(row["retrieved_ids"])[:top_k]]
-            query_image, candidate_images = images(qid), images.many(top)
-            tic = time.perf_counter()
-            with _adapters_disabled(baseline_model):
-                result = score_listwise(
-                    baseline_model, baseline_processor, query_image, candidate_images, max_new_tokens,
-                    direction=direction,
-                )  # fmt: skip
-            prompt_seconds += time.perf_counter() - tic
-            prompt_scores[qid] = dict(zip(top, result.scores, strict=True))
-            extra["prompt_unparsable"] += result.n_unparsable
-        if rows:
-            extra["prompt_ms_per_query"] = round(1000 * prompt_seconds / len(rows), 2)
-
-    fusion_weight: float | None = None
-    fusion_info: dict[str, Any] | None = None
-    if model is not None and fuse != "none":
-        if fuse == "auto":
-            fusion_weight, fusion_info = _auto_weight(
-                model, validation, top_k, batch_size, progress, images_root=images_root, cache_dir=cache_dir,
-                test_config=config, test_split=split, test_data=str(data), shared_prefix=shared_prefix,
-                feature_cache_mb=feature_cache_mb,
-            )  # fmt: skip
-        else:
-            fusion_weight = float(fuse)
-            fusion_info = {"mode": "fixed", "formula": FUSION_FORMULA}
+        prompt_scores = score_prompt_baseline(
+            model, rows, images, config, split, top_k, baseline_model, baseline_processor, max_new_tokens,
+            progress, extra,
+        )  # fmt: skip
+    fusion_weight, fusion_info = fusion_weight_for(
+        model, fuse, validation, top_k, batch_size, progress, images_root=images_root, cache_dir=cache_dir,
+        test_config=config, test_split=split, test_data=str(data), shared_prefix=shared_prefix,
+        feature_cache_mb=feature_cache_mb,
+    )  # fmt: skip
     extra["wall_time_s"] = round(time.perf_counter() - started, 3)
     if skylink_scores is not None and rows:
         extra["skylink_ms_per_query"] = round(1000 * score_stats.get("seconds", 0.0) / len(rows), 2)
@@ -679,6 +642,61 @@ def evaluate(
     if json_path is not None:
         report.to_json(json_path)
     return report
+
+
+def score_prompt_baseline(
+    model: Any, rows: list[dict], images: Any, config: str, split: str, top_k: int, baseline_model: Any,
+    baseline_processor: Any, max_new_tokens: int | None, progress: bool, extra: dict[str, Any],
+) -> dict[str, dict[str, float]]:  # fmt: skip
+    """The listwise prompt baseline's scores (appendix A.8): one prompt per query with its top-k, with the LVLM's
+    LoRA adapters disabled (``baseline_model`` defaults to SkyLink's base model). Records ``prompt_unparsable`` and
+    ``prompt_ms_per_query`` in ``extra``."""
+    from skylink_model.data import parse_retriever_config
+    from skylink_model.prompt_baseline import score_listwise
+
+    prompt_scores: dict[str, dict[str, float]] = {}
+    extra["prompt_unparsable"] = 0
+    if baseline_model is None or baseline_processor is None:
+        if model is None:
+            raise ValueError("baseline='prompt' needs baseline_model and baseline_processor (or a SkyLink model)")
+        baseline_model = model.backbone
+        baseline_processor = model.processor
+    direction = parse_retriever_config(config).direction or "d2s"
+    iterator: Iterable[dict] = rows
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(rows, desc=f"listwise prompt {config}/{split}", unit="query")
+    prompt_seconds = 0.0
+    for row in iterator:
+        qid = str(row["query_id"])
+        top = [str(i) for i in list(row["retrieved_ids"])[:top_k]]
+        query_image, candidate_images = images(qid), images.many(top)
+        tic = time.perf_counter()
+        with _adapters_disabled(baseline_model):
+            result = score_listwise(
+                baseline_model, baseline_processor, query_image, candidate_images, max_new_tokens,
+                direction=direction,
+            )  # fmt: skip
+        prompt_seconds += time.perf_counter() - tic
+        prompt_scores[qid] = dict(zip(top, result.scores, strict=True))
+        extra["prompt_unparsable"] += result.n_unparsable
+    if rows:
+        extra["prompt_ms_per_query"] = round(1000 * prompt_seconds / len(rows), 2)
+    return prompt_scores
+
+
+def fusion_weight_for(
+    model: Any, fuse: str | float, validation: Mapping[str, Any] | None, top_k: int, batch_size: int,
+    progress: bool, **auto_kwargs: Any,
+) -> tuple[float | None, dict[str, Any] | None]:  # fmt: skip
+    """The fusion weight W and its record: chosen on the run's validation queries (``fuse="auto"``,
+    :func:`_auto_weight`), fixed, or none (no SkyLink model, or ``fuse="none"``)."""
+    if model is None or fuse == "none":
+        return None, None
+    if fuse == "auto":
+        return _auto_weight(model, validation, top_k, batch_size, progress, **auto_kwargs)
+    return float(fuse), {"mode": "fixed", "formula": FUSION_FORMULA}
 
 
 def _auto_weight(
