@@ -286,19 +286,12 @@ Examples:
 @_handle_errors
 def synth(out: Path, layout: str, quiet: bool, **kw: Any) -> None:
     """Generate the procedural cross-view benchmark in a real benchmark layout."""
-    from skyrank.benchmarks.synthetic import generate_synthetic
+    from skyrank.benchmarks.synthetic import build_command, generate_synthetic
 
     params = {k: v for k, v in kw.items() if v is not None}
     root = generate_synthetic(out, layout=layout, progress=not quiet, **params)
     click.echo(f"synthetic benchmark written to {root}")
-    if layout == "university1652":
-        click.echo(f"build from it with: skyrank build --dataset synthetic --root {root} --out skyrank-syn")
-    else:
-        bench_root = root / "SUES-200-512x512" if layout == "sues200" else root  # the raw archive's root folder
-        click.echo(
-            f"build from it with: skyrank build --dataset sues200 --altitude 150 --root {bench_root} "
-            "--retriever ... --checkpoint ..."
-        )
+    click.echo(f"build from it with: {build_command(root, layout)}")
 
 
 # ---------------------------------------------------------------------------------------------------- validate
@@ -436,22 +429,13 @@ Examples:
 @_handle_errors
 def retriever_train(dataset: str, root: Path | None, device: str | None, quiet: bool, **kw: Any) -> None:
     """Train a retriever with Sample4Geo's recipe (symmetric InfoNCE, one pair per class per batch)."""
-    from skyrank.retrievers.train import train_retriever
+    from skyrank.retrievers.train import load_with, train_retriever
 
-    if dataset == "synthetic" and root is None:
-        from skyrank.benchmarks.synthetic import ensure_synthetic
-
-        root = ensure_synthetic(progress=not quiet)
-    if root is None:
-        raise click.UsageError("--root is required")
     params = {k: v for k, v in kw.items() if v is not None}
     ckpt = train_retriever(dataset, root, device=_resolve_device(device), progress=not quiet, **params)
     click.echo(f"checkpoint written to {ckpt}")
-    recipe = Path(ckpt).parent / "recipe.json"
-    if recipe.is_file():
-        import json
-
-        click.echo(f"load it with: {json.loads(recipe.read_text()).get('load_with', '')}")
+    if load_with(ckpt):
+        click.echo(f"load it with: {load_with(ckpt)}")
 
 
 # ----------------------------------------------------------------------------------------------------- publish
@@ -528,12 +512,12 @@ def publish_model_cmd(run_dir: Path, quiet: bool, **kw: Any) -> None:
 # ------------------------------------------------------------------------------------------------ SkyLink model
 def _check_data(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """--data: an existing folder, or something shaped like a Hub repo id (checked before any model loads)."""
-    import re
+    from skyrank.hub_limits import looks_like_repo_id
 
     if value is not None and not Path(value).expanduser().is_dir():
         if Path(value).expanduser().exists():
             raise click.BadParameter(f"{value} is a file; pass the folder `skyrank build` wrote, or a Hub repo id")
-        if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", value) or value.startswith((".", "/", "~")):
+        if not looks_like_repo_id(value):
             raise click.BadParameter(
                 f"{value} does not exist; pass a SkyRank folder (the --out of `skyrank build`) or a Hub dataset repo "
                 "id (owner/name)"
@@ -662,7 +646,7 @@ def train(data: str, data_config: str, images_root: Path | None, out_dir: Path, 
 
 def _check_adapter(ctx: click.Context | None, param: click.Parameter | None, adapter: str | None) -> str | None:
     """--adapter: a SkyLink run folder (with adapter_config.json) or something shaped like a Hub repo id."""
-    import re
+    from skyrank.hub_limits import looks_like_repo_id
 
     if adapter is None:
         return None
@@ -672,7 +656,7 @@ def _check_adapter(ctx: click.Context | None, param: click.Parameter | None, ada
                 f"{adapter} is not a SkyLink run folder (no adapter_config.json); pass the --out of `skyrank train`",
                 param_hint="'--adapter'",
             )
-    elif adapter.startswith((".", "/", "~")) or not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", adapter):
+    elif not looks_like_repo_id(adapter):
         raise click.BadParameter(
             f"{adapter} does not exist; pass the --out folder of `skyrank train` or a Hub model repo id (owner/name)",
             param_hint="'--adapter'",

@@ -59,6 +59,13 @@ SIZE_CATEGORIES: tuple[str, ...] = (
 
 #: ``datasets.naming._split_re``: split names are word characters, optionally dot-separated.
 SPLIT_NAME_RE = re.compile(r"^\w+(\.\w+)*$")
+#: What the command line takes for a Hub repo id (``owner/name``) when no local folder of that name exists.
+REPO_ID_SHAPE_RE = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def looks_like_repo_id(value: str) -> bool:
+    """``value`` has a Hub repo id's shape (``owner/name``) and is no local path (``./x``, ``/x``, ``~/x``)."""
+    return not value.startswith((".", "/", "~")) and REPO_ID_SHAPE_RE.fullmatch(value) is not None
 #: Config names: the Hub viewer and ``load_dataset`` accept letters, digits, ``-``, ``_`` and ``.``.
 CONFIG_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 

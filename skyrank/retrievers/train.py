@@ -87,7 +87,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from skyrank.errors import BadImageError, OutputExistsError, TrainingError
+from skyrank.errors import BadImageError, OptionError, OutputExistsError, TrainingError
 from skyrank.images import open_rgb
 from skyrank.losses import symmetric_infonce
 from skyrank.retrievers._base import IMAGENET_MEAN, IMAGENET_STD
@@ -489,7 +489,7 @@ def _training_data(benchmark: str, root: Path, altitude: str | int | None):
 
 def train_retriever(
     benchmark: str,
-    root: str | Path,
+    root: str | Path | None,
     out_dir: str | Path,
     *,
     arch: str = "convnext_atto",
@@ -519,7 +519,7 @@ def train_retriever(
     Args:
         benchmark: a registered benchmark name; its ``training_pairs(root, altitude)`` gives drone queries and
             satellite gallery images sharing labels.
-        root: the benchmark root.
+        root: the benchmark root; ``None`` for ``synthetic``: the cached built-in benchmark (generated on first use).
         out_dir: the run folder (checkpoints, ``train_state.pth``, ``recipe.json``, ``opts.yaml``).
         arch: ``"mccg"``, ``"sdpl"``, ``"sample4geo"`` (= ``convnext_base.fb_in22k_ft_in1k_384``) or a timm
             architecture (``convnext_atto`` for CPU demos) in the ``sample4geo`` layout.
@@ -547,6 +547,12 @@ def train_retriever(
         raise ValueError(f"amp must be 'fp16', 'bf16' or 'fp32', got {amp!r}")
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if root is None and benchmark != "synthetic":
+        raise OptionError(f"--root is required for {benchmark}: the folder of your copy of the benchmark")
+    if root is None:
+        from skyrank.benchmarks.synthetic import ensure_synthetic
+
+        root = ensure_synthetic(progress=progress)
     retriever, arch, image_size = resolve_arch(arch, image_size)
     spec = training_spec(retriever)
     recorded_block = spec.check_block(block)
@@ -566,6 +572,15 @@ def train_retriever(
     run = setup_training(recipe, root, out_dir, device=torch.device(device), num_workers=num_workers,
                          block=int(block), start_epoch=start_epoch, history=history, progress=progress)  # fmt: skip
     return fit(run)
+
+
+def load_with(checkpoint: str | Path) -> str:
+    """How to load a checkpoint ``train_retriever`` wrote (``recipe.json``'s ``load_with``; empty when unknown)."""
+    recipe = Path(checkpoint).parent / "recipe.json"
+    try:
+        return str(json.loads(recipe.read_text(encoding="utf-8")).get("load_with", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
 
 
 @dataclass

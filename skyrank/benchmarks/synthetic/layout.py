@@ -147,6 +147,16 @@ def _is_complete(root: Path, params: dict[str, Any]) -> bool:
     return info.get("version") == SYNTHETIC_VERSION and info.get("params") == params
 
 
+def build_command(root: str | Path, layout: str) -> str:
+    """The ``skyrank build`` command line for a benchmark :func:`generate_synthetic` wrote at ``root`` in ``layout``
+    (the SUES-200 layouts are read by the ``sues200`` reader, from the raw archive's root folder)."""
+    root = Path(root)
+    if layout == "university1652":
+        return f"skyrank build --dataset synthetic --root {root} --out skyrank-syn"
+    bench_root = root / "SUES-200-512x512" if layout == "sues200" else root
+    return f"skyrank build --dataset sues200 --altitude 150 --root {bench_root} --retriever ... --checkpoint ..."
+
+
 def ensure_synthetic(cache_dir: str | Path | None = None, progress: bool = True, **params: Any) -> Path:
     """The synthetic benchmark for ``params``, generated into :func:`default_synthetic_root` on first use.
 
