@@ -313,14 +313,16 @@ def prepare_retriever(plan: BuildPlan, is_main: bool = True) -> tuple[BuildPlan,
 
     o = plan.options
     progress = o.progress and is_main
-    if plan.root is None or not plan.layouts:
+    if o.root is None:  # the cached synthetic benchmark: (re)generated unless complete for this generator version
         from skyrank.benchmarks.synthetic import ensure_synthetic
 
         if progress:
             tqdm.write(first_build_plan(plan.trains_synthetic))
         with main_process_first():
-            plan.root = ensure_synthetic(progress=progress)
-        plan = read_layout(plan)
+            root = ensure_synthetic(progress=progress)
+        if root != plan.root or not plan.layouts:
+            plan.root = root
+            plan = read_layout(plan)
     kwargs: dict[str, Any] = {k: v for k, v in (("arch", o.arch), ("image_size", o.image_size), ("opts", o.opts))
                               if v is not None}  # fmt: skip
     checkpoint = o.checkpoint
