@@ -17,6 +17,13 @@ from skyrank.benchmarks._base import (
 
 # Importing the modules registers them.
 from skyrank.benchmarks import university1652, sues200, synthetic  # noqa: E402,F401  isort: skip
+from skyrank.benchmarks import (  # noqa: E402,F401  isort: skip
+    cvact,
+    cvusa,
+    denseuav,
+    university1652_street,
+    vigor,
+)
 
 __all__ = [
     "IMAGE_SUFFIXES",

@@ -251,6 +251,7 @@ class University1652(Benchmark):
     redistributable = False
     citation = UNIVERSITY1652_CITATION
     altitudes = ()
+    evaluation_protocol = "university1652"
 
     #: (split, direction) -> ((query folder, query view), (gallery folder, gallery view)), relative to the root
     folders: dict[tuple[str, str], tuple[tuple[str, str], tuple[str, str]]] = {
@@ -275,7 +276,7 @@ class University1652(Benchmark):
             ValueError: unknown ``split``/``direction``/``protocol``, or an ``altitude`` (this benchmark has none).
         """
         check_choice(split, "split", SPLITS)
-        check_choice(direction, "direction", DIRECTIONS)
+        check_choice(direction, "direction", self.directions)
         check_choice(protocol, "protocol", PROTOCOLS)
         if altitude is not None:
             raise ValueError(f"{self.display_name} has no altitudes; got altitude={altitude!r}")

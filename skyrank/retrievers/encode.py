@@ -186,8 +186,8 @@ def _encode_collect(
     amp: str,
 ) -> _Collected:
     """The streaming pass of :func:`encode_records`: every row embedded, bad images flagged, nothing raised."""
-    if view not in ("drone", "satellite"):
-        raise ValueError(f"view must be 'drone' or 'satellite', got {view!r}")
+    if view not in ("drone", "satellite", "ground"):
+        raise ValueError(f"view must be 'drone', 'satellite' or 'ground', got {view!r}")
     if amp not in _AMP:
         raise ValueError(f"amp must be one of {sorted(_AMP)}, got {amp!r}")
     ids = [r.image_id for r in records]

@@ -158,8 +158,8 @@ class PrecomputedRetriever(Retriever):
 
     def embed_ids(self, image_ids: Sequence[str], view: str) -> np.ndarray:
         """``(N, D)`` float32, L2-normalised, in the order of ``image_ids`` (``view`` is checked, ids are unique)."""
-        if view not in ("drone", "satellite"):
-            raise ValueError(f"view must be 'drone' or 'satellite', got {view!r}")
+        if view not in ("drone", "satellite", "ground"):
+            raise ValueError(f"view must be 'drone', 'satellite' or 'ground', got {view!r}")
         missing = [i for i in image_ids if i not in self._row]
         if missing:
             raise CheckpointMismatchError(
