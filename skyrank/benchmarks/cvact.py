@@ -69,12 +69,13 @@ def _pano_ids(raw: np.ndarray) -> list[str]:
 def read_act_data(path: Path) -> dict[str, np.ndarray | list[str]]:
     """``panoIds``, ``utm`` and the 0-based index arrays ``train``, ``val``, ``test`` of an ``ACT_data.mat``."""
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
 
     try:
         mat = loadmat(path, variable_names=["panoIds", "utm", "trainSet", "valSet", "valSetAll"])
     except NotImplementedError as err:  # MATLAB v7.3 (HDF5)
         raise BenchmarkLayoutError(f"{path} is a MATLAB v7.3 file; CVACT's ACT_data.mat is v5 ({err})") from None
-    except (ValueError, OSError, TypeError) as err:
+    except (MatReadError, ValueError, OSError, TypeError) as err:
         raise BenchmarkLayoutError(f"{path} is not a readable MATLAB file: {err}") from None
     missing = [k for k in ("panoIds", "utm", "trainSet", "valSet", "valSetAll") if k not in mat]
     if missing:
