@@ -109,6 +109,9 @@ class Benchmark:
     #: write the optional columns (``skyrank.format.schema.OPTIONAL_COLUMNS``: latitude/longitude, null when
     #: unknown; ``semi_positive_ids``, empty where none) into this benchmark's tables (format version 3)
     writes_optional_columns: bool = False
+    #: markdown for the dataset card's "Benchmark protocol" section: positives, gallery, what the optional columns
+    #: hold (empty: no section)
+    card_notes: str = ""
 
     def load_split(
         self,
@@ -158,6 +161,12 @@ def benchmark_citation(name: str) -> str | None:
     if cls is None:
         return None
     return cls.citation.strip() or None
+
+
+def benchmark_notes(name: str | None) -> str:
+    """The card notes a registered benchmark declares (``Benchmark.card_notes``), else ``""``."""
+    cls = _BENCHMARKS.get(name or "")
+    return cls.card_notes.strip() if cls is not None else ""
 
 
 def restricted_benchmark(name: str | None) -> str | None:

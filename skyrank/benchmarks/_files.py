@@ -23,7 +23,8 @@ def require_paths(root: Path, rels: Iterable[str], display_name: str, expected_l
         ok = path.is_dir() if rel.endswith("/") else path.is_file()
         if not ok:
             what = "folder" if rel.endswith("/") else "file"
-            found = sorted(e.name for e in os.scandir(root) if not e.name.startswith("."))[:20] if root.is_dir() else []
+            names = os.listdir(root) if root.is_dir() else []
+            found = sorted(n for n in names if not n.startswith("."))[:20]
             raise BenchmarkLayoutError(
                 f"not a {display_name} layout: the {what} {path} is missing (found under {root}: "
                 f"{', '.join(found) or 'nothing'}). Expected layout: {expected_layout}"

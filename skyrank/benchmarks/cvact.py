@@ -125,6 +125,15 @@ class _CVACT(Benchmark):
     directions = ("d2s",)
     test_key: str = "val"  # which index set is the test split
     radius_positives: bool = False  # test positives: every tile within POSITIVE_RADIUS_M
+    radius_positives: bool = False  # test positives: every tile within POSITIVE_RADIUS_M
+    card_notes = (
+        "CVACT, ground panorama → aerial tile (`d2s`), split indices from `ACT_data.mat` (1-based). `cvact`: test is "
+        "CVACT_val (`valSet`, 8,884), one-to-one, as Sample4Geo and TransGeo report it. `cvact_test`: test is "
+        "CVACT_test (`valSetAll`, 92,802, `ANU_data_test`) under the original protocol: every tile within 5 m (UTM) "
+        "of the query is a positive (`positive_ids`; the manifest's `explicit_positives` is true). Listed ids whose "
+        "ground or aerial file is missing are dropped, as Sample4Geo's loader does. `semi_positive_ids` is empty; "
+        "`latitude`/`longitude` are null (the file holds UTM only)."
+    )
 
     def load_split(
         self,

@@ -73,6 +73,12 @@ class CVUSA(Benchmark):
     citation = CVUSA_CITATION
     evaluation_protocol = "cvusa"
     directions = ("d2s",)
+    card_notes = (
+        "CVUSA (19zl subset), ground panorama → aerial tile (`d2s`). Test is `splits/val-19zl.csv` (8,884 pairs), "
+        "train `splits/train-19zl.csv` (35,532). One-to-one: the tile with the panorama's id is its only positive; "
+        "the gallery is every tile of the split. `semi_positive_ids` is empty and `latitude`/`longitude` are null "
+        "(the 19zl split files carry no position)."
+    )
 
     def load_split(
         self,

@@ -87,6 +87,14 @@ class DenseUAV(Benchmark):
     citation = DENSEUAV_CITATION
     evaluation_protocol = "denseuav"
     directions = ("d2s", "s2d")
+    directions = ("d2s", "s2d")
+    card_notes = (
+        "DenseUAV, drone → satellite (`d2s`; `s2d` reads `query_satellite` against `gallery_drone`). The test "
+        "gallery is every location, train and test (3,033 × 6 = 18,198 tiles), so each drone query (one per height: "
+        "H80, H90, H100) has **6 positives**: the 3 height crops × {current, `_old`} of its folder. "
+        "`latitude`/`longitude` are the folder's position from `Dense_GPS_ALL.txt` (`E<lon> N<lat>`: longitude "
+        "first), which SDM@K needs. `semi_positive_ids` is empty."
+    )
 
     folders: dict[tuple[str, str], tuple[tuple[str, str], tuple[str, str]]] = {
         ("test", "d2s"): (("test/query_drone", "drone"), ("test/gallery_satellite", "satellite")),

@@ -26,6 +26,13 @@ class University1652Street(University1652):
     evaluation_protocol = "university1652-street"
     directions = ("d2s",)
     writes_optional_columns = True
+    writes_optional_columns = True
+    card_notes = (
+        "University-1652 street views → satellite (`d2s`), the ground → satellite task of University-1652 and "
+        "UAVM'25: the 2,579 narrow-FOV street photos of `test/query_street`, each a query on its own, against all 951 "
+        "`test/gallery_satellite` tiles (250 distractor IDs included); exactly one positive (same ID). "
+        "`semi_positive_ids` is empty and `latitude`/`longitude` are null."
+    )
     folders = {
         ("test", "d2s"): (("test/query_street", "ground"), ("test/gallery_satellite", "satellite")),
         ("train", "d2s"): (("train/street", "ground"), ("train/satellite", "satellite")),

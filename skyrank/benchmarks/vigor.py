@@ -96,6 +96,17 @@ class _Vigor(Benchmark):
     citation = VIGOR_CITATION
     evaluation_protocol = "vigor"
     directions = ("d2s",)
+    card_notes = (
+        "VIGOR, ground panorama → satellite tile (`d2s`). The gallery is every tile of the split's cities together, "
+        "never per city (same-area: all four cities, 90,618 tiles; cross-area test: Chicago + SanFrancisco, 46,563). "
+        "Each panorama has **one positive**, the first tile of its label line: `positive_ids` and R@K count it alone, "
+        "as VIGOR's and Sample4Geo's evaluators do. `semi_positive_ids` holds the other three tiles of the line "
+        "(semi-positives: they overlap the panorama's location). They are never positives: for SkyLink's training "
+        "they stay ordinary candidates (negatives for the swap rule, Eq. 2) whose soft label is Eq. 7's, their "
+        "retriever similarity to the positive tile when above T (overlapping the positive by half, they usually keep "
+        "a partial label); the hit rate ignores them (no reference but a semi-positive may score above the "
+        "positive). `latitude`/`longitude` come from the file names."
+    )
 
     def image_folders(self, root: Path, city: str) -> tuple[str, str]:
         """(panorama folder, tile folder) of one city, relative to ``root``, in whichever layout ``root`` has."""

@@ -369,7 +369,8 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
     "retrieved_scores": "retriever cosine similarity of each of `retrieved_ids`",
     "split": "the split the image belongs to (`train` or `test`; equal to the config split it is stored in)",
     "embedding": "the retriever's L2-normalised embedding of the image (Eq. 1: E_q for queries, E_r for references)",
-    "latitude": "WGS84 latitude of the image's location in degrees, null when the benchmark has none (optional column)",
+    "latitude": "WGS84 latitude of the image's location in degrees, null when the benchmark has none (optional "
+    "column)",
     "longitude": "WGS84 longitude of the image's location in degrees, null when the benchmark has none (optional "
     "column)",
     "semi_positive_ids": "gallery images that are neither positive nor negative (VIGOR's 3 semi-positive tiles; empty "

@@ -39,11 +39,16 @@ CVACT_FULL: dict[str, int] = {"train": 35_532, "val": 8_884, "test": 92_802}
 DENSEUAV_FULL: dict[str, int] = {"train": 2_256, "test": 777}
 #: University-1652 street: test IDs with street queries, query images, gallery-only (distractor) IDs. The note gives
 #: no train/street count; the tree writes ``train_per_id`` photos for each of ``train`` IDs.
-U1652_STREET_FULL: dict[str, int] = {"train": 701, "train_per_id": 16, "test": 701, "queries": 2_579, "distractors": 250}
+U1652_STREET_FULL: dict[str, int] = {
+    "train": 701, "train_per_id": 16, "test": 701, "queries": 2_579, "distractors": 250,
+}
 
+#: the semi-positives' offsets in 640-px tile pixels (half a tile: VIGOR's tiles overlap by half)
+_SEMI_DELTAS: tuple[str, ...] = ("320.0000 0.0000", "0.0000 320.0000", "320.0000 320.0000")
 DENSEUAV_HEIGHTS: tuple[str, ...] = ("H100", "H80", "H90")
 _CITY_ORIGIN: dict[str, tuple[float, float]] = {
-    "Chicago": (41.85, -87.65), "NewYork": (40.70, -74.00), "SanFrancisco": (37.75, -122.45), "Seattle": (47.60, -122.33),
+    "Chicago": (41.85, -87.65), "NewYork": (40.70, -74.00), "SanFrancisco": (37.75, -122.45),
+    "Seattle": (47.60, -122.33),
 }
 
 
@@ -119,7 +124,7 @@ def write_vigor(root: Path, counts: Mapping[str, tuple[int, int, int]], put: Put
             d = ((p * 7) % 11 - 5) * 2e-5
             pano = f"{ci}pano{p:09d}x,{lat + d:.8f},{lon - d:.8f},.jpg"
             group = [tiles[(t + k) % n_tiles] for k in range(4)]
-            deltas = [f"{(p % 9) - 4:.4f} {(p % 5) - 2:.4f}"] + ["320.0000 0.0000", "0.0000 320.0000", "320.0000 320.0000"]
+            deltas = [f"{(p % 9) - 4:.4f} {(p % 5) - 2:.4f}", *_SEMI_DELTAS]
             lines["train" if p < n_train else "test"].append(
                 " ".join([pano] + [f"{g} {dl}" for g, dl in zip(group, deltas, strict=True)]))
             put(f"{pano_dir}/{pano}", "pano", ci * 10_000_000 + t, p)

@@ -89,7 +89,8 @@ def test_cvusa_one_to_one_and_errors(tmp_path: Path) -> None:
     bench = get_benchmark("cvusa")
     rs = bench.load_split(root, "test")
     assert [q.label for q in rs.queries] == [g.label for g in rs.gallery] == ["0000006", "0000007", "0000008"]
-    assert rs.queries[0].image_id == "streetview/panos/0000006.jpg" and rs.gallery[0].image_id == "bingmap/19/0000006.jpg"
+    assert rs.queries[0].image_id == "streetview/panos/0000006.jpg"
+    assert rs.gallery[0].image_id == "bingmap/19/0000006.jpg"
     assert len(bench.load_split(root, "train").queries) == 5
     (root / "streetview/panos/0000007.jpg").unlink()
     with pytest.raises(BenchmarkLayoutError, match="splits/val-19zl.csv .*streetview/panos/0000007.jpg"):
@@ -123,7 +124,8 @@ def test_cvact_one_based_indices_and_the_5m_rule(tmp_path: Path) -> None:
 
 def test_positives_within_is_inclusive_at_5m() -> None:
     utm = np.array([[0.0, 0.0], [5.0, 0.0], [10.0, 0.0], [15.0, 0.01]])
-    assert [p.tolist() for p in positives_within(utm)] == [[0, 1], [0, 1, 2], [1, 2], [3]]  # 5 m counts, 5.00001 m does not
+    # 5 m counts, 5.00001 m does not
+    assert [p.tolist() for p in positives_within(utm)] == [[0, 1], [0, 1, 2], [1, 2], [3]]
 
 
 def test_cvact_wrong_layouts(tmp_path: Path) -> None:
