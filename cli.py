@@ -253,6 +253,7 @@ SYNTH_EXAMPLES = """
 Examples:
   skyrank synth --out /tmp/syn
   skyrank synth --out /tmp/syn-sues --layout sues200 --locations 20 --views 10
+  skyrank synth --out /tmp/syn-vigor --layout vigor      (also cvusa, cvact, denseuav, u1652-street)
 """
 
 
@@ -262,7 +263,8 @@ Examples:
     "--layout",
     default="university1652",
     show_default=True,
-    type=click.Choice(["university1652", "sues200", "sues200-split", "sues200-lower"]),
+    type=click.Choice(["university1652", "sues200", "sues200-split", "sues200-lower", "vigor", "cvusa", "cvact",
+                       "denseuav", "u1652-street"]),
 )
 @click.option("--locations", type=int, help="Locations per split (train and test each).")
 @click.option("--distractors", type=int, help="Extra gallery-only locations in the test split.")
@@ -275,12 +277,17 @@ Examples:
 def synth(out: Path, layout: str, quiet: bool, **kw: Any) -> None:
     """Generate the procedural cross-view benchmark in a real benchmark layout."""
     from skyrank.benchmarks.synthetic import generate_synthetic
+    from skyrank.benchmarks.synthetic.trees import TREES
 
     params = {k: v for k, v in kw.items() if v is not None}
     root = generate_synthetic(out, layout=layout, progress=not quiet, **params)
     click.echo(f"synthetic benchmark written to {root}")
     if layout == "university1652":
         click.echo(f"build from it with: skyrank build --dataset synthetic --root {root} --out skyrank-syn")
+    elif layout in TREES:
+        _, _, sub, benches = TREES[layout]
+        click.echo(f"build from it with: skyrank build --dataset {benches[0]} --root {root / sub} "
+                   "--retriever ... --checkpoint ...")
     else:
         bench_root = root / "SUES-200-512x512" if layout == "sues200" else root  # the raw archive's root folder
         click.echo(

@@ -108,6 +108,7 @@ def write_vigor(root: Path, counts: Mapping[str, tuple[int, int, int]], put: Put
     """
     if layout not in ("sample4geo", "original"):
         raise ValueError(f"VIGOR layout must be 'sample4geo' or 'original', got {layout!r}")
+    first = 0  # the global location index of the city's tile 0
     for ci, (city, (n_tiles, n_train, n_test)) in enumerate(counts.items()):
         if n_tiles < 4:
             raise ValueError(f"VIGOR needs at least 4 tiles per city (1 positive + 3 semi-positives), got {n_tiles}")
@@ -127,12 +128,13 @@ def write_vigor(root: Path, counts: Mapping[str, tuple[int, int, int]], put: Put
             deltas = [f"{(p % 9) - 4:.4f} {(p % 5) - 2:.4f}", *_SEMI_DELTAS]
             lines["train" if p < n_train else "test"].append(
                 " ".join([pano] + [f"{g} {dl}" for g, dl in zip(group, deltas, strict=True)]))
-            put(f"{pano_dir}/{pano}", "pano", ci * 10_000_000 + t, p)
+            put(f"{pano_dir}/{pano}", "pano", first + t, p)
         for s in ("train", "test"):
             (splits / f"same_area_balanced_{s}.txt").write_text("".join(f"{x}\n" for x in lines[s]))
         (splits / "pano_label_balanced.txt").write_text("".join(f"{x}\n" for x in lines["train"] + lines["test"]))
         for t, name in enumerate(tiles):
-            put(f"{sat_dir}/{name}", "tile", ci * 10_000_000 + t, 0)
+            put(f"{sat_dir}/{name}", "tile", first + t, 0)
+        first += n_tiles
 
 
 # --------------------------------------------------------------------------------------------------- CVUSA
