@@ -42,7 +42,7 @@ from skyrank.benchmarks._base import (
     apply_protocol,
     register_benchmark,
 )
-from skyrank.errors import BenchmarkLayoutError
+from skyrank.errors import BenchmarkLayoutError, OptionError
 
 SPLITS: tuple[str, ...] = ("train", "test")
 DIRECTIONS: tuple[str, ...] = ("d2s", "s2d")
@@ -218,8 +218,9 @@ def layout_error(root: Path, expected: tuple[str, ...], display_name: str, hint:
 
 
 def check_choice(value: str, name: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``, else :class:`OptionError` (a ``ValueError``) naming them."""
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+        raise OptionError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
     return value
 
 
