@@ -50,6 +50,7 @@ def prepare(work: Path, dim: int) -> tuple[Path, Path]:
         np.save(emb, vectors)
         (work / "vigor_same.ids.txt").write_text("".join(f"{r.image_id}\n" for r in (*tiles, *panos)))
         print(f"embeddings ({vectors.shape[0]:,} x {dim}) written in {time.perf_counter() - t0:.1f} s", flush=True)
+        del vectors, base  # the build runs in a child process: keep this one small
     return root, emb
 
 
