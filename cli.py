@@ -159,7 +159,7 @@ Examples:
 @main.command(epilog=BUILD_EXAMPLES)
 @click.option("--dataset", default="synthetic", show_default=True,
               help="university1652, sues200, synthetic, vigor_same, vigor_cross, cvusa, cvact, cvact_test, "
-              "denseuav or university1652_street.")
+              "cvact_test_1to1, denseuav or university1652_street.")
 @click.option("--root", type=click.Path(path_type=Path), help="Benchmark root (default for synthetic: cached).")
 @click.option("--altitude", help="SUES-200 altitude: 150, 200, 250 or 300.")
 @click.option(

@@ -33,6 +33,7 @@ EXPECTED: dict[tuple[str, str, str], tuple[int, int]] = {
     ("cvact", "train", "d2s"): (35_532, 35_532),
     ("cvact", "test", "d2s"): (8_884, 8_884),
     ("cvact_test", "test", "d2s"): (92_802, 92_802),
+    ("cvact_test_1to1", "test", "d2s"): (92_802, 92_802),
     ("denseuav", "train", "d2s"): (6_768, 13_536),
     ("denseuav", "test", "d2s"): (2_331, 18_198),
     ("denseuav", "test", "s2d"): (4_662, 9_099),

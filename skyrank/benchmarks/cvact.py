@@ -15,7 +15,8 @@ The split indices are **1-based MATLAB indices** into ``panoIds`` (1 is subtract
 - ``cvact_test``: train as above, test = ``valSetAll`` (CVACT_test, 92,802) from ``ANU_data_test`` under the
   original protocol (``OriCNN:CVPR2019_codes/Matlab/RecallGeo.m``): a tile is a positive when its UTM position is
   within 5 m of the query's (``L2_dis <= 5``), computed here at read time into each query's ``positives``.
-  Sample4Geo scores this split one-to-one instead; the two are not comparable.
+  Sample4Geo scores this split one-to-one instead (``cvact_test_1to1``: the same queries and gallery, the tile
+  with the query's id the only positive); the two are not comparable.
 
 Like Sample4Geo's loader, a listed id whose ground or aerial file is missing is dropped; the dropped paths are
 listed in ``RetrievalSplit.missing_files``. Labels are the ids. UTM is not converted to latitude/longitude (the
@@ -130,7 +131,8 @@ class _CVACT(Benchmark):
         "CVACT, ground panorama → aerial tile (`d2s`), split indices from `ACT_data.mat` (1-based). `cvact`: test is "
         "CVACT_val (`valSet`, 8,884), one-to-one, as Sample4Geo and TransGeo report it. `cvact_test`: test is "
         "CVACT_test (`valSetAll`, 92,802, `ANU_data_test`) under the original protocol: every tile within 5 m (UTM) "
-        "of the query is a positive (`positive_ids`; the manifest's `explicit_positives` is true). Listed ids whose "
+        "of the query is a positive (`positive_ids`; the manifest's `explicit_positives` is true); `cvact_test_1to1` "
+        "scores the same split one-to-one, as Sample4Geo's test table does. Listed ids whose "
         "ground or aerial file is missing are dropped, as Sample4Geo's loader does. `semi_positive_ids` is empty; "
         "`latitude`/`longitude` are null (the file holds UTM only)."
     )
@@ -204,3 +206,13 @@ class CVACTTest(_CVACT):
     display_name = "CVACT (test)"
     test_key = "test"
     radius_positives = True
+
+
+@register_benchmark("cvact_test_1to1")
+class CVACTTestOneToOne(_CVACT):
+    """CVACT_test scored one-to-one (the tile with the query's id is its only positive), as Sample4Geo's
+    ``eval_cvact.py`` test split does: the numbers of its CVACT test table."""
+
+    display_name = "CVACT (test, one-to-one)"
+    test_key = "test"
+    radius_positives = False

@@ -256,7 +256,7 @@ def write_u1652_street(root: Path, counts: Mapping[str, int], put: Put) -> None:
 TREES: dict[str, tuple[Callable[..., None], Mapping[str, object], str, tuple[str, ...]]] = {
     "vigor": (write_vigor, VIGOR_FULL, "VIGOR", ("vigor_same", "vigor_cross")),
     "cvusa": (write_cvusa, CVUSA_FULL, "CVUSA", ("cvusa",)),
-    "cvact": (write_cvact, CVACT_FULL, "CVACT", ("cvact", "cvact_test")),
+    "cvact": (write_cvact, CVACT_FULL, "CVACT", ("cvact", "cvact_test", "cvact_test_1to1")),
     "denseuav": (write_denseuav, DENSEUAV_FULL, "DenseUAV", ("denseuav",)),
     "u1652-street": (write_u1652_street, U1652_STREET_FULL, "University-Release", ("university1652_street",)),
 }

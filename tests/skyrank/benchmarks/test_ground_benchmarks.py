@@ -115,6 +115,9 @@ def test_cvact_one_based_indices_and_the_5m_rule(tmp_path: Path) -> None:
     assert sizes == [2, 2, 1, 2, 2, 1]
     by_label = {g.label: g.image_id for g in test.gallery}
     assert all(by_label[q.label] in q.positives for q in test.queries)
+    one = get_benchmark("cvact_test_1to1").load_split(root, "test")
+    assert [q.image_id for q in one.queries] == [q.image_id for q in test.queries]
+    assert all(q.positives is None for q in one.queries)  # one-to-one: the label rule
     # A missing file drops the pair, as Sample4Geo's loader does, and is listed.
     lost = root / f"ANU_data_test/streetview/{data['panoIds'][9]}_grdView.jpg"
     lost.unlink()
@@ -175,7 +178,8 @@ def test_university1652_street_against_every_satellite_tile(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("name", "protocol"),
     [("vigor_same", "vigor"), ("vigor_cross", "vigor"), ("cvusa", "cvusa"), ("cvact", "cvact"),
-     ("cvact_test", "cvact"), ("denseuav", "denseuav"), ("university1652_street", "university1652-street"),
+     ("cvact_test", "cvact"), ("cvact_test_1to1", "cvact"), ("denseuav", "denseuav"),
+     ("university1652_street", "university1652-street"),
      ("university1652", "university1652"), ("sues200", "sues200"), ("synthetic", "university1652")],
 )  # fmt: skip
 def test_declared_protocols_and_licences(name: str, protocol: str) -> None:
