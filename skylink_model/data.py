@@ -250,7 +250,7 @@ def load_skyrank_split(
                                                        cache_dir=cache_dir)
     gallery_size = None
     if parsed.gallery_config in image_configs:
-        gallery_view = "satellite" if parsed.direction == "d2s" else "drone"
+        gallery_view = "drone" if parsed.direction == "s2d" else "satellite"  # d2s and ground -> satellite
         views = read_columns(data, parsed.gallery_config, split, ["view"], cache_dir=cache_dir)
         if "view" in views.column_names:
             gallery_size = sum(v == gallery_view for v in views["view"]) or None
