@@ -675,12 +675,12 @@ def evaluate(
     if gallery_protocol is None:  # what the build used (`skyrank build --protocol`), from the dataset's manifest
         gallery_protocol = params.get("protocol")
     # The benchmark's own evaluator: the manifest's evaluation_protocol, else its benchmark name, else none.
-    try:
-        protocol = metrics.resolve_protocol(params)
-    except ValueError as err:
-        from skyrank.errors import SkyRankError
-
-        raise SkyRankError(f"{data}: the manifest's evaluation_protocol: {err} (a newer skyrank built it?)") from None
+    protocol = metrics.resolve_protocol(params)
+    recorded = params.get("evaluation_protocol")
+    if recorded and (protocol is None or protocol.name != recorded):  # e.g. "synthetic": no evaluator of its own
+        extra_note = {"evaluation_protocol_recorded": str(recorded)}
+    else:
+        extra_note = {}
     lonlat = None
     if protocol is not None and protocol.needs_coordinates:
         lonlat = image_lonlat(data, config, split, cache_dir=cache_dir)
@@ -692,7 +692,7 @@ def evaluate(
 
     skylink_scores: dict[str, dict[str, float]] | None = None
     prompt_scores: dict[str, dict[str, float]] | None = None
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = dict(extra_note)
     score_stats: dict[str, Any] = {}
     if model is not None:
         skylink_scores = _score_queries(

@@ -568,11 +568,13 @@ def get_protocol(name: str) -> EvaluationProtocol:
     return PROTOCOLS[name]
 
 
-def resolve_protocol(build_params: Mapping[str, object]) -> EvaluationProtocol | None:
+def resolve_protocol(build_params: Mapping[str, object], *, strict: bool = False) -> EvaluationProtocol | None:
     """The protocol of a dataset from its manifest's build parameters: the ``evaluation_protocol`` key, else the
-    benchmark's name when a protocol has it, else ``None`` (a folder built before issue 20: the columns above)."""
+    benchmark's name when a protocol has it, else ``None`` (a folder built before issue 20, or a benchmark without
+    its own evaluator such as ``synthetic``: the University-1652 columns above). A recorded name no protocol has is
+    passed over (``strict=True``: ``ValueError``)."""
     name = build_params.get("evaluation_protocol")
-    if name:
+    if name and (strict or str(name) in PROTOCOLS):
         return get_protocol(str(name))
     for key in ("benchmark", "dataset"):
         bench = build_params.get(key)

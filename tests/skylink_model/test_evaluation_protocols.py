@@ -110,9 +110,10 @@ def test_evaluate_reads_the_protocol_from_the_manifest(tmp_path):
     assert (written["evaluation_protocol"], written["top1_percent_definition"]) == ("cvusa", "floor")
     _write_manifest(data, benchmark="university1652")  # no key: the benchmark's name
     assert evaluate(None, data, RETRIEVER_CONFIG, "test", progress=False).evaluation_protocol == "university1652"
-    _write_manifest(data, evaluation_protocol="moon")
-    with pytest.raises(SkyRankError, match="moon"):
-        evaluate(None, data, RETRIEVER_CONFIG, "test", progress=False)
+    _write_manifest(data, benchmark="synthetic", evaluation_protocol="synthetic")  # no evaluator of its own
+    plain = evaluate(None, data, RETRIEVER_CONFIG, "test", progress=False)
+    assert plain.evaluation_protocol is None and plain.extra["evaluation_protocol_recorded"] == "synthetic"
+    assert plain.rows == before.rows
 
 
 def test_evaluate_denseuav_reads_coordinates(tmp_path):

@@ -145,8 +145,11 @@ def test_resolve_protocol_from_manifest_keys():
     assert resolve_protocol({"dataset": "sues200"}).name == "sues200"
     assert resolve_protocol({"benchmark": "synthetic"}) is None  # an old folder keeps the current columns
     assert resolve_protocol({}) is None
+    # a benchmark without its own evaluator (the build records its name): the columns above
+    assert resolve_protocol({"evaluation_protocol": "synthetic", "benchmark": "synthetic"}) is None
+    assert resolve_protocol({"evaluation_protocol": "synthetic", "benchmark": "sues200"}).name == "sues200"
     with pytest.raises(ValueError, match="unknown evaluation protocol 'vigour'"):
-        resolve_protocol({"evaluation_protocol": "vigour"})
+        resolve_protocol({"evaluation_protocol": "vigour"}, strict=True)
 
 
 def test_protocol_query_metrics_by_hand():
