@@ -712,6 +712,12 @@ def evaluate(
         from skylink_model.data import parse_retriever_config
 
         direction = parse_retriever_config(config).direction or "d2s"
+        views = None  # the direction's drone/satellite words, unless the data says otherwise (street views)
+        if split_data.query_view and split_data.gallery_view:
+            from skylink_model.config import view_phrase
+
+            panorama = split_data.ground_is_panorama()
+            views = (view_phrase(split_data.query_view, panorama=panorama), view_phrase(split_data.gallery_view))
         iterator: Iterable[dict] = rows
         if progress:
             from tqdm.auto import tqdm
@@ -726,7 +732,7 @@ def evaluate(
             with _adapters_disabled(baseline_model):
                 result = score_listwise(
                     baseline_model, baseline_processor, query_image, candidate_images, max_new_tokens,
-                    direction=direction,
+                    direction=direction, views=views,
                 )  # fmt: skip
             prompt_seconds += time.perf_counter() - tic
             prompt_scores[qid] = dict(zip(top, result.scores, strict=True))
