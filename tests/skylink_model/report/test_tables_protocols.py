@@ -35,3 +35,26 @@ def test_cli_table_default_metrics_come_from_the_protocol(tmp_path):
     result = CliRunner().invoke(cli.main, ["table", str(vigor), "--format", "csv"])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[0].endswith("vigor_same-d2s:R@top1%,vigor_same-d2s:Hit_Rate")
+
+
+def test_contact_sheet_draws_a_panorama_query_wide():
+    from PIL import Image
+
+    from skylink_model.report.sheets import GROUND_TRUTH, contact_sheet, tile_size
+
+    assert tile_size(Image.new("RGB", (2048, 1024)), 40) == (80, 40)  # VIGOR 2:1
+    assert tile_size(Image.new("RGB", (1232, 224)), 40) == (220, 40)  # CVUSA 5.5:1
+    assert tile_size(Image.new("RGB", (4000, 200)), 40) == (240, 40)  # capped at 6:1
+    assert tile_size(Image.new("RGB", (50, 50)), 40) == (40, 40)
+    record = {"query_id": "q", "gt_id": "p", "positive_ids": ["p"], "positive_ranks": [1],
+              "retrieved_ids": ["p", "a"], "retrieved_scores": [0.9, 0.8]}  # fmt: skip
+    sizes = {"q": (1232, 224), "p": (64, 64), "a": (64, 64)}
+    colours = {"q": (200, 0, 0), "p": (0, 0, 200), "a": (0, 200, 0)}
+    sheet = contact_sheet(record, lambda i: Image.new("RGB", sizes[i], colours[i]), thumb=40)
+    x0, y0, border = 160, 36, 4  # sheets.contact_sheet's layout at thumb = 40
+    # the query fills a 220 x 40 thumbnail (squared it would be 40 x 7 in a grey letterbox)
+    assert sheet.getpixel((x0 + border + 210, y0 + border + 20)) == colours["q"]
+    assert sheet.getpixel((x0 + border + 5, y0 + border + 2)) == colours["q"]
+    gt_x = x0 + 220 + 2 * border + 10  # the ground truth follows the wide tile
+    assert sheet.getpixel((gt_x + 1, y0 + 1)) == GROUND_TRUTH
+    assert sheet.width >= gt_x + 48
