@@ -595,7 +595,8 @@ Examples:
     help="Value-head init: lm_head[yes]-lm_head[no] (default), zero or random (the paper states none).",
 )  # fmt: skip
 @click.option("--prompt", help="Text between the query and candidate images (paper: 'Does the given query image "
-              "match the following reference image?').")  # fmt: skip
+              "match the following reference image?'; street-view queries get the views named; 'views' names "
+              "them for every benchmark).")  # fmt: skip
 @click.option("--warmup-ratio", type=float, help="Linear warm-up fraction of the steps (paper: not stated; 0.03).")
 @click.option(
     "--lr-scheduler", type=click.Choice(["linear", "cosine", "constant"]),
