@@ -374,6 +374,7 @@ def per_query_records(
     """One record per query: the retriever's top-k and, with scores, the re-ranker's scores and order.
 
     Keys: ``query_id``, ``gt_id``, ``positive_ids``, ``positive_ranks`` (retriever, full ranking),
+    ``semi_positive_ids`` (only when the row has some: VIGOR),
     ``retrieved_ids``/``retrieved_scores`` (the top-k), and with scores ``scores`` (aligned with
     ``retrieved_ids``), ``reranked_ids`` (:func:`reranked_topk`) and ``reranked_positive_ranks``
     (:func:`skyrank.metrics.rerank_positive_ranks`); with fused scores (the ``skylink_fused`` row) the same as
@@ -393,6 +394,8 @@ def per_query_records(
             "retrieved_ids": top,
             "retrieved_scores": [float(x) for x in list(raw_scores)[: len(top)]] if raw_scores is not None else None,
         }
+        if row.get("semi_positive_ids"):  # VIGOR: framed apart on the contact sheets
+            rec["semi_positive_ids"] = [str(s) for s in row["semi_positive_ids"]]
         for by_query, (scores_key, ids_key, ranks_key) in (
             (scores_by_query, ("scores", "reranked_ids", "reranked_positive_ranks")),
             (fused_scores_by_query, ("fused_scores", "fused_ids", "fused_positive_ranks")),

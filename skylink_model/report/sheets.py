@@ -2,7 +2,8 @@
 
 Top line: the query and its ground truth. Then the retriever's top-k with its similarity scores, SkyLink's
 re-ranked top-k with its scores S (Eq. 4: S = wᵀh_last) and, when the evaluation fused, the fused order with its
-fused scores z(S) + W z(retriever). Positives are framed in green, other candidates in grey.
+fused scores z(S) + W z(retriever). Positives are framed in green, VIGOR's semi-positives in amber, other
+candidates in grey.
 Queries are picked as stored (first N) or by rank change: the best positive's rank before minus after re-ranking
 (``best``: largest gains first; ``worst``: largest losses first). A wide query (a street-view panorama: VIGOR 2:1,
 CVUSA 5.5:1) gets a tile of its own aspect ratio, one thumbnail high (:func:`tile_size`), instead of a letterboxed
@@ -26,6 +27,7 @@ SELECTIONS: tuple[str, ...] = ("first", "best", "worst")
 POSITIVE = (22, 163, 74)
 NEGATIVE = (170, 170, 170)
 GROUND_TRUTH = (37, 99, 235)
+SEMI_POSITIVE = (217, 119, 6)  # VIGOR's semi-positives: neither positive nor negative
 
 
 def best_rank(ranks: Sequence[int]) -> float:
@@ -101,6 +103,10 @@ def contact_sheet(
 ) -> Image.Image:
     """The contact sheet of one per-query record (:func:`skylink_model.evaluation.per_query_records`)."""
     positives = set(record.get("positive_ids") or [])
+    semi = set(record.get("semi_positive_ids") or [])
+
+    def frame_of(cid: str) -> tuple[int, int, int]:
+        return POSITIVE if cid in positives else SEMI_POSITIVE if cid in semi else NEGATIVE
     top = list(record["retrieved_ids"])
     raw = record.get("retrieved_scores") or [None] * len(top)
     if len(raw) != len(top):
@@ -159,7 +165,7 @@ def contact_sheet(
     draw.text((pad, y + cell // 2 - 8), f"retriever top-{len(top)}", fill="black", font=font)
     for j, (cid, score) in enumerate(zip(top, raw, strict=True)):
         caption = f"#{j + 1}" + (f"  cos {float(score):.3f}" if score is not None else "")
-        tile(label_w + pad + j * (cell + pad), y, cid, POSITIVE if cid in positives else NEGATIVE, caption)
+        tile(label_w + pad + j * (cell + pad), y, cid, frame_of(cid), caption)
     y += cell + label_h + pad
 
     for ids_key, scores_key, label, symbol in (("reranked_ids", "scores", "SkyLink re-ranked", "S"),
@@ -171,7 +177,7 @@ def contact_sheet(
         for j, cid in enumerate(record[ids_key]):
             caption = f"#{j + 1}  {symbol} {score_of[cid]:.3f}"
             note = f"was #{top.index(cid) + 1} "
-            tile(label_w + pad + j * (cell + pad), y, cid, POSITIVE if cid in positives else NEGATIVE, caption, note)
+            tile(label_w + pad + j * (cell + pad), y, cid, frame_of(cid), caption, note)
         y += cell + label_h + pad
     return sheet
 

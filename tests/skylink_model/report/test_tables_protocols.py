@@ -58,3 +58,20 @@ def test_contact_sheet_draws_a_panorama_query_wide():
     gt_x = x0 + 220 + 2 * border + 10  # the ground truth follows the wide tile
     assert sheet.getpixel((gt_x + 1, y0 + 1)) == GROUND_TRUTH
     assert sheet.width >= gt_x + 48
+
+
+def test_contact_sheet_frames_vigor_semi_positives():
+    from PIL import Image
+
+    from skylink_model.evaluation import per_query_records
+    from skylink_model.report.sheets import NEGATIVE, POSITIVE, SEMI_POSITIVE, contact_sheet
+
+    row = {"query_id": "q", "gt_id": "p", "positive_ids": ["p"], "positive_ranks": [2], "semi_positive_ids": ["s"],
+           "retrieved_ids": ["s", "p", "n"], "retrieved_scores": [0.9, 0.8, 0.7]}  # fmt: skip
+    (record,) = per_query_records([row], None, 3)
+    assert record["semi_positive_ids"] == ["s"]
+    assert "semi_positive_ids" not in per_query_records([dict(row, semi_positive_ids=[])], None, 3)[0]
+    sheet = contact_sheet(record, lambda i: Image.new("RGB", (40, 40)), thumb=40)
+    x0, y = 160, 36 + 48 + 30 + 10  # the retriever row at thumb = 40
+    frames = [sheet.getpixel((x0 + j * 58 + 1, y + 1)) for j in range(3)]
+    assert frames == [SEMI_POSITIVE, POSITIVE, NEGATIVE]
