@@ -340,6 +340,8 @@ class EvalReport:
                 lines.append(f"No fused row: {self.fusion['reason']}")
         if self.gallery_protocol:
             lines.append(f"Gallery protocol: {self.gallery_protocol}")
+        if self.extra.get("metrics_omitted"):
+            lines.append(f"Not computed: {self.extra['metrics_omitted']}")
         if "prompt_unparsable" in self.extra:
             n_bad = self.extra["prompt_unparsable"]
             lines.append(f"Listwise prompt: {n_bad} candidate score(s) unparsable (scored 0).")
@@ -667,6 +669,7 @@ def evaluate(
     hits and misses; ``prompt_ms_per_query`` likewise for the baseline.
     """
     from skylink_model.data import load_skyrank_split
+    from skyrank.errors import SkyRankError
     from skyrank.loading import build_params
 
     if baseline not in (None, "prompt"):
@@ -686,7 +689,11 @@ def evaluate(
         extra_note = {}
     lonlat = None
     if protocol is not None and protocol.needs_coordinates:
-        lonlat = image_lonlat(data, config, split, cache_dir=cache_dir)
+        try:
+            lonlat = image_lonlat(data, config, split, cache_dir=cache_dir)
+        except SkyRankError as err:  # no coordinates stored: the other metrics still stand, and the JSON says why
+            extra_note["metrics_omitted"] = f"{', '.join(protocol.extra)}: {err}"
+            protocol = dataclasses.replace(protocol, extra=())
     rows_ds = split_data.rows
     if max_queries is not None:
         rows_ds = rows_ds.select(range(min(max_queries, len(rows_ds))))

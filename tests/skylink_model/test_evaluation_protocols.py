@@ -122,8 +122,11 @@ def test_evaluate_denseuav_reads_coordinates(tmp_path):
 
     data = make_tiny_skyrank(tmp_path / "ds", n_locations=6, m=5)
     _write_manifest(data, evaluation_protocol="denseuav")
+    bare = evaluate(None, data, RETRIEVER_CONFIG, "test", progress=False)  # no coordinates stored
+    assert "SDM@1" not in bare.metrics and bare.evaluation_protocol == "denseuav" and "AP" in bare.metrics
+    assert "longitude/latitude" in bare.extra["metrics_omitted"] and "Not computed: SDM@1" in bare.format_table()
     with pytest.raises(SkyRankError, match="longitude/latitude"):
-        evaluate(None, data, RETRIEVER_CONFIG, "test", progress=False)
+        image_lonlat(data, RETRIEVER_CONFIG, "test")
     for config in ("gallery-toy", "queries-toy"):
         path = data / config / "test-00000-of-00001.parquet"
         table = pq.read_table(path)
