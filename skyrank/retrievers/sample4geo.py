@@ -109,6 +109,9 @@ RELEASED_WEIGHTS: dict[str, tuple[str, float]] = {
 
 #: VIGOR's ``ground_cutting`` (rows cut from the top and bottom of the 1024-row panorama before resizing): 0.
 VIGOR_GROUND_CUTTING = 0
+#: The fewest rows a ground input gets: a timm ConvNeXt's total stride (a smaller input cannot pass its last
+#: downsampling). Only a CVUSA/CVACT input below ``image_size`` 176 meets it; Sample4Geo's 384 gives 140 rows.
+MIN_GROUND_ROWS = 32
 
 
 def ground_size(dataset: str | None, image_size: int = 384) -> tuple[int, int] | None:
@@ -116,14 +119,17 @@ def ground_size(dataset: str | None, image_size: int = 384) -> tuple[int, int] |
     view (if any) is resized like the others, to a square.
 
     W = 2 x ``image_size``; VIGOR: H = ``int((1024 - 2 * ground_cutting) / 2048 * W)`` (384 x 768 at 384), CVUSA
-    and CVACT: H = ``round(224 / 1232 * W)`` (140 x 768), the panorama squeezed whole (``eval_*.py``).
+    and CVACT: H = ``round(224 / 1232 * W)`` (140 x 768), the panorama squeezed whole (``eval_*.py``); H is at
+    least :data:`MIN_GROUND_ROWS` (small CPU models only).
     """
     width = 2 * int(image_size)
     if dataset == "vigor":
-        return int((1024 - 2 * VIGOR_GROUND_CUTTING) / 2048 * width), width
-    if dataset in ("cvusa", "cvact"):
-        return round(224 / 1232 * width), width
-    return None
+        height = int((1024 - 2 * VIGOR_GROUND_CUTTING) / 2048 * width)
+    elif dataset in ("cvusa", "cvact"):
+        height = round(224 / 1232 * width)
+    else:
+        return None
+    return max(MIN_GROUND_ROWS, height), width
 
 
 #: ``logit_scale`` initial value of Sample4Geo's ``TimmModel`` (CLIP's temperature 0.07).

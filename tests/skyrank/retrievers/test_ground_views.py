@@ -22,6 +22,7 @@ def test_ground_sizes_are_sample4geos():
     assert ground_size("vigor") == (384, 768)  # int(1024 / 2048 * 768)
     assert ground_size("cvusa") == (140, 768) == ground_size("cvact")  # round(224 / 1232 * 768) = round(139.6)
     assert ground_size("cvusa", 256) == (93, 512)  # round(93.09)
+    assert ground_size("cvusa", 64) == (32, 128)  # round(23.3), raised to the ConvNeXt's total stride
     assert ground_size("university1652-street") is None and ground_size(None) is None  # street photos: square
     assert set(RELEASED_WEIGHTS) == {"university1652", "vigor_same", "vigor_cross", "cvusa", "cvact"}
     assert RELEASED_WEIGHTS["cvact"][0].endswith("weights_e36_90.8149.pth")
@@ -51,7 +52,7 @@ def test_sample4geo_encodes_a_vigor_panorama_at_2_to_1(tmp_path, one_thread):
     torch.manual_seed(0)
     r = create("sample4geo", arch=ARCH, image_size=32, dataset="vigor")
     assert r.dataset == "vigor" and r.input_size("ground") == (32, 64) and r.input_size("satellite") == (32, 32)
-    assert create("sample4geo", arch=ARCH, image_size=32, dataset="cvusa").input_size("ground") == (12, 64)
+    assert create("sample4geo", arch=ARCH, image_size=32, dataset="cvusa").input_size("ground") == (32, 64)
     assert create("sample4geo", arch=ARCH, image_size=32).input_size("ground") == (32, 32)  # no benchmark said
     pano = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 80, 3), dtype=np.uint8))
     assert r.preprocess_view(pano, "ground").shape == (3, 32, 64)
