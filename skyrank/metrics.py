@@ -475,18 +475,19 @@ CVACT_RADIUS_M = 5.0
 
 
 def positives_within_radius(
-    query_utm: np.ndarray, gallery_utm: np.ndarray, radius_m: float = CVACT_RADIUS_M
+    query_utm: np.ndarray, gallery_utm: np.ndarray | None = None, radius_m: float = CVACT_RADIUS_M
 ) -> list[np.ndarray]:
     """The CVACT test rule (OriCNN ``RecallGeo.m``): gallery tile j is a positive of query i when the Euclidean
     distance between their UTM positions (metres; ``ACT_data.mat`` ``utm``, rows of ``valSetAll.valInd``) is
     **<= radius_m** (5 m). Returns, per query, the sorted ``int64`` gallery indices within the radius (a query's own
-    tile, at distance 0, is among them).
+    tile, at distance 0, is among them). ``gallery_utm=None``: the queries' own positions (CVACT test pairs query i
+    with tile i, so both share ``utm(valSetAll.valInd, :)``).
 
     Exact and memory-bounded: the gallery is sorted by easting and each query compares only the tiles whose
     easting is within the radius (92,802 x 92,802 never materialises).
     """
     q = np.asarray(query_utm, dtype=np.float64)
-    g = np.asarray(gallery_utm, dtype=np.float64)
+    g = q if gallery_utm is None else np.asarray(gallery_utm, dtype=np.float64)
     if q.ndim != 2 or q.shape[1] != 2 or g.ndim != 2 or g.shape[1] != 2:
         raise ValueError(f"UTM positions must be (N, 2) arrays, got {q.shape} and {g.shape}")
     if not (np.isfinite(q).all() and np.isfinite(g).all()):

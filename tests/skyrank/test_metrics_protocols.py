@@ -137,6 +137,8 @@ def test_cvact_positives_equal_brute_force():
     d = np.sqrt(((q[:, None, :] - g[None, :, :]) ** 2).sum(-1))
     for i in range(len(q)):
         assert got[i].tolist() == np.flatnonzero(d[i] <= 5.0).tolist()
+    same = positives_within_radius(g)  # one position list: CVACT test's query i and tile i share a UTM row
+    assert [x.tolist() for x in same] == [x.tolist() for x in positives_within_radius(g, g)]
 
 
 def test_resolve_protocol_from_manifest_keys():
