@@ -30,8 +30,14 @@ The JSON (:meth:`EvalReport.to_json`; ``schema_version`` 2), which ``skyrank tab
                                        "by_weight": {...},
                                        "note": "the retriever was trained on these queries"},
                         "reason": "why no fused row (auto without validation queries)"},
-      "extra": {"wall_time_s": ..., "base_model": ..., "prompt_unparsable": ...}
+      "extra": {"wall_time_s": ..., "base_model": ..., "prompt_unparsable": ...},
+      "evaluation_protocol": "vigor" | ... | null,          # the benchmark's evaluator (skyrank.metrics.PROTOCOLS)
+      "top1_percent_definition": "floor" | "int+1" | "cmc" | null   # which R@1% the R@top1% column is
     }
+
+Each benchmark is scored by its own evaluator's rules (issue 20): the dataset's manifest names the protocol
+(``evaluation_protocol``, else its benchmark name; none: the University-1652 columns above), which picks the R@1%
+definition, whether AP is reported, and the extra columns (VIGOR ``Hit_Rate``, DenseUAV ``SDM@1/3/5/10``).
 
 Rows present: ``retriever`` always; ``skylink`` / ``improvement`` with a SkyLink model; ``skylink_fused`` /
 ``improvement_fused`` when a fusion weight is fixed or chosen; the prompt rows with ``baseline="prompt"``.
