@@ -488,6 +488,8 @@ def build_dataset(
     _check_top_m(layouts, top_m)
 
     kwargs: dict[str, Any] = {}
+    # The benchmark's evaluator names its dataset family: Sample4Geo's ground sizes, MCCG/SDPL's refusals.
+    kwargs["dataset"] = getattr(bench, "evaluation_protocol", "") or dataset
     if arch is not None:
         kwargs["arch"] = arch
     if image_size is not None:

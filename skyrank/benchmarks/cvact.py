@@ -33,12 +33,13 @@ from skyrank.benchmarks._base import Benchmark, ImageRecord, RetrievalSplit, reg
 from skyrank.benchmarks._files import check_root, list_names, require_paths
 from skyrank.benchmarks.university1652 import check_choice
 from skyrank.errors import BenchmarkLayoutError
+from skyrank.metrics import CVACT_RADIUS_M, positives_within_radius
 
 MAT_NAME = "ACT_data.mat"
 GROUND_SUFFIX = "_grdView.jpg"
 AERIAL_SUFFIX = "_satView_polish.jpg"
 #: the original CVACT_test rule: a tile within this many metres (UTM) of the query is a positive
-POSITIVE_RADIUS_M = 5.0
+POSITIVE_RADIUS_M = CVACT_RADIUS_M  # the original RecallGeo.m rule, defined once in skyrank.metrics
 
 CVACT_CITATION = """\
 @inproceedings{liu2019lending,
@@ -101,15 +102,6 @@ def read_act_data(path: Path) -> dict[str, np.ndarray | list[str]]:
     return out
 
 
-def positives_within(utm: np.ndarray, radius: float = POSITIVE_RADIUS_M) -> list[np.ndarray]:
-    """For each point, the indices of every point within ``radius`` (inclusive: ``L2_dis <= 5``), itself included,
-    sorted."""
-    from scipy.spatial import cKDTree
-
-    tree = cKDTree(utm)
-    return [np.sort(np.asarray(x, dtype=np.int64)) for x in tree.query_ball_point(utm, r=radius)]
-
-
 class _CVACT(Benchmark):
     """CVACT; ``root`` is the ``CVACT`` folder."""
 
@@ -125,7 +117,6 @@ class _CVACT(Benchmark):
     evaluation_protocol = "cvact"
     directions = ("d2s",)
     test_key: str = "val"  # which index set is the test split
-    radius_positives: bool = False  # test positives: every tile within POSITIVE_RADIUS_M
     radius_positives: bool = False  # test positives: every tile within POSITIVE_RADIUS_M
     card_notes = (
         "CVACT, ground panorama → aerial tile (`d2s`), split indices from `ACT_data.mat` (1-based). `cvact`: test is "
@@ -181,7 +172,8 @@ class _CVACT(Benchmark):
         positives: list[tuple[str, ...] | None] = [None] * len(kept)
         if split == "test" and self.radius_positives:
             utm = np.asarray(data["utm"])[kept]
-            positives = [tuple(gallery[j].image_id for j in near) for near in positives_within(utm)]
+            near_all = positives_within_radius(utm, radius_m=POSITIVE_RADIUS_M)
+            positives = [tuple(gallery[j].image_id for j in near) for near in near_all]
         queries = [
             ImageRecord(f"{folder}/streetview/{ids[i]}{GROUND_SUFFIX}", ids[i], "ground", positives=pos)
             for i, pos in zip(kept, positives, strict=True)

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from skyrank.benchmarks import get_benchmark
-from skyrank.benchmarks.cvact import positives_within, read_act_data
+from skyrank.benchmarks.cvact import read_act_data
 from skyrank.benchmarks.denseuav import read_gps
 from skyrank.benchmarks.synthetic import trees
 from skyrank.errors import BenchmarkLayoutError
+from skyrank.metrics import positives_within_radius
 
 VIGOR_SMALL = {"Chicago": (6, 3, 4), "NewYork": (5, 2, 3), "SanFrancisco": (4, 2, 2), "Seattle": (5, 3, 2)}
 
@@ -128,7 +129,7 @@ def test_cvact_one_based_indices_and_the_5m_rule(tmp_path: Path) -> None:
 def test_positives_within_is_inclusive_at_5m() -> None:
     utm = np.array([[0.0, 0.0], [5.0, 0.0], [10.0, 0.0], [15.0, 0.01]])
     # 5 m counts, 5.00001 m does not
-    assert [p.tolist() for p in positives_within(utm)] == [[0, 1], [0, 1, 2], [1, 2], [3]]
+    assert [p.tolist() for p in positives_within_radius(utm)] == [[0, 1], [0, 1, 2], [1, 2], [3]]
 
 
 def test_cvact_wrong_layouts(tmp_path: Path) -> None:
