@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from skylink_model.backbones import BackboneSpec, load_backbone, text_hidden_size
+from skylink_model.backbones import BackboneSpec, fit_image, load_backbone, text_hidden_size
 from skylink_model.config import SkyLinkConfig
 from skyrank.errors import CheckpointMismatchError
 
@@ -195,7 +195,9 @@ class SkyLinkModel(nn.Module):
             raise ValueError("build_pair_inputs needs at least one pair.")
         # One image list per prompt: LLaVA-OneVision then takes its multi-image path (base resolution per image)
         # instead of treating each image as a single-image request (anyres tiling); Qwen processors flatten it.
-        images = [[q, c] for q, c in zip(query_images, candidate_images, strict=True)]
+        # A panorama is letterboxed where the processor would squash it to a square (backbones.fit_image).
+        pairs = zip(query_images, candidate_images, strict=True)
+        images = [[fit_image(q, self.processor), fit_image(c, self.processor)] for q, c in pairs]
         batch = self.processor(
             text=[self.template_text] * len(query_images),
             images=images,

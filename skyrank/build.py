@@ -308,6 +308,7 @@ class MinedTables:
 def prepare_retriever(plan: BuildPlan, is_main: bool = True) -> tuple[BuildPlan, LoadedRetriever]:
     """What the plan left pending (the cached synthetic benchmark generated, its small retriever trained), then the
     retriever created with its weights loaded strictly and checked finite: before any image is decoded."""
+    from skyrank.benchmarks import get_benchmark
     from skyrank.retrievers import create
     from skyrank.retrievers.distributed import main_process_first
 
@@ -325,6 +326,8 @@ def prepare_retriever(plan: BuildPlan, is_main: bool = True) -> tuple[BuildPlan,
             plan = read_layout(plan)
     kwargs: dict[str, Any] = {k: v for k, v in (("arch", o.arch), ("image_size", o.image_size), ("opts", o.opts))
                               if v is not None}  # fmt: skip
+    # The benchmark's evaluator names its dataset family: Sample4Geo's ground sizes, MCCG/SDPL's refusals.
+    kwargs = {"dataset": get_benchmark(o.dataset).evaluation_protocol or o.dataset, **kwargs}
     checkpoint = o.checkpoint
     if plan.trains_synthetic:
         with main_process_first():
@@ -396,6 +399,8 @@ def mine_candidates(plan: BuildPlan, images: BenchmarkImages, encoded: EncodedIm
             for image_id in ids:
                 rec = by_id[image_id]
                 table[image_id] = {"image_id": image_id, "label": rec.label, "view": rec.view, "path": image_id}
+                if plan.writes_optional_columns:  # schema.OPTIONAL_IMAGE_FEATURES
+                    table[image_id].update(latitude=rec.latitude, longitude=rec.longitude)
     return mined
 
 
@@ -425,12 +430,14 @@ def mine_direction(
         [q.image_id for q in queries], [q.label for q in queries], stack(queries),
         [g.image_id for g in gallery], [g.label for g in gallery], stack(gallery),
         m=o.top_m, index=o.index, return_info=True, progress=o.progress,
+        **rs.mining_extras([q.image_id for q in queries], plan.writes_optional_columns),
     )  # fmt: skip
     mined.search_seconds += time.perf_counter() - t0
     cfg = schema.retriever_config_name(o.retriever, o.dataset, rs.direction, plan.altitude)
     gt_in = 100.0 * float(np.mean([r["gt_rank"] <= o.top_m for r in rows])) if rows else 0.0
     mined.stats.append(SplitStats(cfg, rs.split, len(rows), len(gallery), gt_in, retrieval_metrics(rows)))
-    table = pa.Table.from_pylist(rows, schema=schema.RETRIEVER_FEATURES.arrow_schema)
+    arrow = schema.features_for(cfg, optional=rows[0] if rows else ()).arrow_schema
+    table = pa.Table.from_pylist(rows, schema=arrow)
     return table, info, [q.image_id for q in queries], [g.image_id for g in gallery]
 
 
@@ -448,12 +455,12 @@ def write_tables(
               desc="write parquet") as bar:  # fmt: skip
         for (cfg, split), rows_by_id in sorted(mined.image_rows.items()):
             rows = [rows_by_id[k] for k in sorted(rows_by_id)]
-            features = schema.features_for(cfg, with_images=plan.with_images)
+            features = schema.features_for(cfg, with_images=plan.with_images, optional=rows[0] if rows else ())
             tables.append(writer.add_table(cfg, split, rows, features,
                                            images_root=images.root if plan.with_images else None))  # fmt: skip
             bar.update()
         for cfg, split, table in mined.retriever_tables:
-            tables.append(writer.add_table(cfg, split, table, schema.RETRIEVER_FEATURES))
+            tables.append(writer.add_table(cfg, split, table, schema.features_for(cfg, optional=table.column_names)))
             bar.update()
     if plan.embeddings:
         from skyrank.embeddings import embeddings_table
@@ -519,6 +526,7 @@ def build_params(
     plan: BuildPlan, retriever: LoadedRetriever, images: BenchmarkImages, encoded: EncodedImages, mined: MinedTables
 ) -> dict[str, Any]:
     """The build parameters the manifest and the card record (retriever, checkpoint hash, m, protocol, ...)."""
+    from skyrank.benchmarks import get_benchmark
     from skyrank.format import schema
     from skyrank.images import DEFAULT_MAX_PIXELS
     from skyrank.retrievers._checkpoint import sha256_file
@@ -532,7 +540,10 @@ def build_params(
         "checkpoint": str(checkpoint) if checkpoint else None,
         "checkpoint_sha256": sha256_file(checkpoint) if checkpoint and Path(checkpoint).is_file() else None,
         "retriever_trained_by_build": retriever.trained_here, "retriever_recipe": _recipe_summary(checkpoint),
-        "m": o.top_m, "protocol": o.protocol, "index": o.index, "search_index": _worst_index_info(mined.index_info),
+        "m": o.top_m, "protocol": o.protocol,
+        "evaluation_protocol": get_benchmark(o.dataset).evaluation_protocol or o.dataset,
+        "explicit_positives": any(q.positives is not None for rs in images.layouts.values() for q in rs.queries),
+        "index": o.index, "search_index": _worst_index_info(mined.index_info),
         "image_size": model.image_size, "embed_dim": model.embed_dim, "splits": list(o.splits),
         "with_images": plan.with_images,
         "embeddings": (

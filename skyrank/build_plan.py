@@ -44,11 +44,6 @@ THROUGHPUT_MIN_IMAGES = 256
 THROUGHPUT_FILE = "throughput.json"
 
 
-def views_of(direction: str) -> tuple[str, str]:
-    """(query view, gallery view) of a direction."""
-    return ("drone", "satellite") if direction == "d2s" else ("satellite", "drone")
-
-
 @dataclass(frozen=True)
 class BuildOptions:
     """Exactly the keyword arguments of :func:`skyrank.build.build_dataset` (see its docstring)."""
@@ -91,7 +86,7 @@ class PairPlan:
     gallery_view: str
     queries: int
     gallery: int
-    max_positives: int  # the most gallery positives any query has (1 for D2S on University-1652, 54 for S2D)
+    max_positives: int  # the most positives any query has by label (1 for D2S on University-1652, 54 for S2D)
 
 
 @dataclass
@@ -127,6 +122,7 @@ class BuildPlan:
     with_images: bool
     embeddings: bool
     trains_synthetic: bool  # the synthetic default trains its own small retriever (cached)
+    writes_optional_columns: bool  # the benchmark writes latitude/longitude and semi_positive_ids (format 3)
     device: str  # --device, or the default resolved (cuda when available, else cpu)
     retriever: str
     weights: str  # where the retriever's weights come from, in words
@@ -398,8 +394,10 @@ def plan_build(options: BuildOptions | None = None, /, **kwargs: Any) -> BuildPl
         altitude=altitude,
         out=out,
         with_images=bool(bench.redistributable) if o.with_images is None else bool(o.with_images),
-        embeddings=(o.dataset == "synthetic") if o.embeddings is None else bool(o.embeddings),
+        # on by default where the licence allows derived data (the synthetic benchmark)
+        embeddings=bool(bench.derived_data) if o.embeddings is None else bool(o.embeddings),
         trains_synthetic=trains_synthetic,
+        writes_optional_columns=bool(bench.writes_optional_columns),
         device=device,
         retriever=o.retriever,
         weights=_weights_source(o, trains_synthetic),
@@ -433,7 +431,7 @@ def read_layout(plan: BuildPlan) -> BuildPlan:
     check_top_m(plan.layouts, o.top_m)
     plan.checks.append("--top-m fits every gallery")
     plan.pairs = [
-        PairPlan(split, d, *views_of(d), len(rs.queries), len(rs.gallery), _max_positives(rs))
+        PairPlan(split, d, *rs.views(), len(rs.queries), len(rs.gallery), _max_positives(rs))
         for (split, d), rs in plan.layouts.items()
     ]
     plan.encode = [EncodePlan(split, view, len(records)) for (split, view), records in images_to_encode(plan).items()]
@@ -452,8 +450,8 @@ def images_to_encode(plan: BuildPlan) -> dict[tuple[str, str], list[Any]]:
     """(split, view) → the records to embed, sorted and each image once, whichever directions and roles (query or
     gallery) use it: the encode stage's work list. An image keeps its view in every direction."""
     out: dict[tuple[str, str], dict[str, Any]] = {}
-    for (split, direction), rs in plan.layouts.items():
-        qview, gview = views_of(direction)
+    for (split, _), rs in plan.layouts.items():
+        qview, gview = rs.views()  # "ground" for street-level queries
         for records, view in ((rs.gallery, gview), (rs.queries, qview)):
             bucket = out.setdefault((split, view), {})
             for r in records:

@@ -225,6 +225,35 @@ def full_ranks(
     return out
 
 
+def _query_positives(
+    q_ids: list[str],
+    q_labels: list[str],
+    by_label: dict[str, np.ndarray],
+    g_ids: list[str],
+    query_positives: Sequence[Sequence[str] | None] | None,
+) -> list[np.ndarray]:
+    """Each query's positives as sorted gallery indices: its label's images, or its explicit ids."""
+    index = {gid: i for i, gid in enumerate(g_ids)} if query_positives is not None else {}
+    out: list[np.ndarray] = []
+    missing: list[str] = []
+    for qi, (qid, lab) in enumerate(zip(q_ids, q_labels, strict=True)):
+        explicit = None if query_positives is None else query_positives[qi]
+        if explicit is None:
+            pos = by_label.get(lab)
+            if pos is None:
+                missing.append(f"{qid!r} (label {lab!r})")
+                pos = np.empty(0, dtype=np.int64)
+        else:
+            unknown = [x for x in explicit if x not in index]
+            if unknown or not explicit:
+                missing.append(f"{qid!r} (positives {list(explicit)[:3]!r} not in the gallery)")
+            pos = np.asarray(sorted(index[x] for x in explicit if x in index), dtype=np.int64)
+        out.append(pos)
+    if missing:
+        raise ValueError(f"{len(missing)} queries have no positive in the gallery, e.g. {', '.join(missing[:5])}")
+    return out
+
+
 def mine(
     query_ids: Sequence[str],
     query_labels: Sequence[str],
@@ -240,6 +269,8 @@ def mine(
     index_params: Mapping[str, Any] | None = None,
     return_info: bool = False,
     recall_sample: int = 1000,
+    query_positives: Sequence[Sequence[str] | None] | None = None,
+    query_semi_positives: Sequence[Sequence[str]] | None = None,
 ) -> list[dict[str, Any]] | tuple[list[dict[str, Any]], dict[str, Any]]:
     """Mine one SkyRank row per query (SkyLink Eq. 1, 2, 6), sorted by ``query_id``.
 
@@ -280,6 +311,11 @@ def mine(
     sample of ``recall_sample`` queries; 1.0 for exact search), ``recall_k`` and ``recall_queries``, for the
     dataset card.
 
+    ``query_positives`` (aligned with ``query_ids``): a query's positives as gallery ids where they are not "same
+    label" (CVACT test: every tile within 5 m; ``None`` entries keep the label rule). ``query_semi_positives``
+    (aligned with ``query_ids``): gallery ids stored unchanged in the optional ``semi_positive_ids`` column
+    (VIGOR); they stay ordinary candidates (negatives for the swap rule) with Eq. 7's soft labels.
+
     Raises ``ValueError`` on mismatched lengths, duplicate ids, a query whose label has no positive in the
     gallery (naming a few), m < 2, m > gallery size, or a query with fewer than m-1 negatives in the gallery.
     """
@@ -287,7 +323,8 @@ def mine(
 
     from skyrank.index import measure_recall, sample_queries
 
-    x = check_mining_inputs(query_ids, query_labels, query_emb, gallery_ids, gallery_labels, gallery_emb, m)
+    x = check_mining_inputs(query_ids, query_labels, query_emb, gallery_ids, gallery_labels, gallery_emb, m,
+                            query_positives, query_semi_positives)  # fmt: skip
     approx, info = search_index_for(x, index, use_gpu=use_gpu, index_params=index_params,
                                     recall_sample=recall_sample, progress=progress)  # fmt: skip
     n_q, n_g, m = len(x.q_ids), len(x.g_ids), x.m
@@ -306,7 +343,7 @@ def mine(
     with tqdm(total=n_q, disable=not progress, unit="query", desc="mining") as bar:
         for start in range(0, n_q, rows_per_chunk):
             chunk = order[start : start + rows_per_chunk]
-            pos_lists = [x.positives[x.q_labels[qi]] for qi in chunk]
+            pos_lists = [x.q_pos[qi] for qi in chunk]
             qc = x.q[chunk]
             if approx is None:
                 scores = qc @ x.g.T  # the one place this chunk's scores are computed
@@ -341,9 +378,10 @@ class _MiningInputs(NamedTuple):
     q_ids: list[str]
     q_labels: list[str]
     g_ids: list[str]
-    positives: dict[str, np.ndarray]  # label → gallery indices
+    q_pos: list[np.ndarray]  # each query's positives, sorted gallery indices (its label's, or explicit ids)
     most: int  # the most positives any query has
     m: int
+    semi_positives: Sequence[Sequence[str]] | None  # stored unchanged in the optional semi_positive_ids column
 
 
 class _Ranked(NamedTuple):
@@ -362,6 +400,8 @@ class _Ranked(NamedTuple):
 def check_mining_inputs(
     query_ids: Sequence[str], query_labels: Sequence[str], query_emb: np.ndarray, gallery_ids: Sequence[str],
     gallery_labels: Sequence[str], gallery_emb: np.ndarray, m: int,
+    query_positives: Sequence[Sequence[str] | None] | None = None,
+    query_semi_positives: Sequence[Sequence[str]] | None = None,
 ) -> _MiningInputs:  # fmt: skip
     """Everything :func:`mine` refuses, checked before any search (its ``Raises``)."""
     q, g = rules.check_pair(query_emb, gallery_emb)
@@ -386,17 +426,17 @@ def check_mining_inputs(
     for gi, label in enumerate(g_labels):
         by_label.setdefault(label, []).append(gi)
     positives = {label: np.asarray(idx, dtype=np.int64) for label, idx in by_label.items()}
-    missing = [(qid, lab) for qid, lab in zip(q_ids, q_labels, strict=True) if lab not in positives]
-    if missing:
-        shown = ", ".join(f"{qid!r} (label {lab!r})" for qid, lab in missing[:5])
-        raise ValueError(f"{len(missing)} queries have no positive in the gallery, e.g. {shown}")
-    most = max(positives[lab].size for lab in set(q_labels))
+    for name, extra in (("query_positives", query_positives), ("query_semi_positives", query_semi_positives)):
+        if extra is not None and len(extra) != n_q:
+            raise ValueError(f"{name} has {len(extra)} entries for {n_q} queries")
+    q_pos = _query_positives(q_ids, q_labels, positives, g_ids, query_positives)
+    most = max(p.size for p in q_pos)
     if n_g - most < m - 1:
         raise ValueError(
             f"m={m} needs {m - 1} negatives per query, but a label has {most} of the {n_g} gallery images as "
             f"positives: use m <= {n_g - most + 1}"
         )
-    return _MiningInputs(q, g, q_ids, q_labels, g_ids, positives, most, m)
+    return _MiningInputs(q, g, q_ids, q_labels, g_ids, q_pos, most, m, query_semi_positives)
 
 
 def search_index_for(
@@ -439,14 +479,14 @@ def rank_beyond_pools(
     handful of rows per chunk would each read the whole gallery for a matrix-vector product)."""
     from tqdm.auto import tqdm
 
-    subsets = {qi: _pool_subset(approx_pools[qi], x.positives[x.q_labels[qi]], x.m) for qi in order}
+    subsets = {qi: _pool_subset(approx_pools[qi], x.q_pos[qi], x.m) for qi in order}
     full = [qi for qi in order if subsets[qi] is None]
     beyond: dict[int, _Ranked] = {}
     with tqdm(total=len(full), disable=not progress or not full, unit="query", desc="ranks beyond the pool") as b:
         for start in range(0, len(full), rows_per_chunk):
             group = full[start : start + rows_per_chunk]
             for qi, row in zip(group, x.q[group] @ x.g.T, strict=True):
-                ret_i, neg_i, pos_i, ranks = _approx_ranking(row, approx_pools[qi], x.positives[x.q_labels[qi]], x.m)
+                ret_i, neg_i, pos_i, ranks = _approx_ranking(row, approx_pools[qi], x.q_pos[qi], x.m)
                 beyond[qi] = _Ranked(ret_i, neg_i, pos_i, ranks, row[pos_i[0]], row[ret_i], row[neg_i])
             b.update(len(group))
     return subsets, beyond
@@ -477,7 +517,7 @@ def rows_with_soft_label_similarity(x: _MiningInputs, chunk: list[int], ranked: 
     gt_idx = np.array([r.pos_sorted[0] for r in ranked], dtype=np.int64)
     sims = rules.soft_label_similarity(cand_idx, gt_idx, x.g, check=False)  # Eq. 6; g was validated
     g_ids = x.g_ids
-    return [
+    rows = [
         MinedRow(
             query_id=x.q_ids[qi],
             label=x.q_labels[qi],
@@ -494,3 +534,7 @@ def rows_with_soft_label_similarity(x: _MiningInputs, chunk: list[int], ranked: 
         )._asdict()
         for j, (qi, r) in enumerate(zip(chunk, ranked, strict=True))
     ]
+    if x.semi_positives is not None:  # the optional column (schema.OPTIONAL_RETRIEVER_FEATURES)
+        for row, qi in zip(rows, chunk, strict=True):
+            row["semi_positive_ids"] = [str(v) for v in x.semi_positives[qi]]
+    return rows

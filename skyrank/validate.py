@@ -270,8 +270,12 @@ def _check_retriever_table(
     queries: dict[str, str] | None,
     problems: _Problems,
     inconsistent: list[str] | None = None,
+    explicit_positives: bool = False,
 ) -> int:
     """Invariants of a retriever table (one row per query), read as Python values a slice of rows at a time.
+
+    ``explicit_positives`` (the manifest's ``explicit_positives``: positives chosen per query, e.g. CVACT test's
+    5 m rule): the positives need not share the query's label; one of them must.
 
     The soft labels cannot be recomputed without the embeddings, but Eq. 6 gives one value per (ground truth,
     candidate) pair: a pair that recurs (queries sharing a ground truth, or the pair reversed) with another
@@ -367,7 +371,9 @@ def _check_retriever_table(
             if unknown:
                 problems.row(table_name, "reference ids absent from the gallery config", qid)
             else:
-                if any(gallery[p] != r["label"] for p in pos):
+                if (not any(gallery[p] == r["label"] for p in pos)) if explicit_positives else (
+                    any(gallery[p] != r["label"] for p in pos)
+                ):
                     problems.row(table_name, "have a positive whose gallery label differs from the query label", qid)
                 if any(gallery[c] == r["label"] for c in cand):
                     problems.row(table_name, "have a candidate with the query's label (a missed positive)", qid)
@@ -530,7 +536,7 @@ def _read_tables(state: FolderState) -> tuple[dict[tuple[str, str], pa.Table], d
             state.problems.add(f"{cfg}/{split}: Parquet unreadable or without features: {e}")
             continue
         with_images = bool(with_images_flag) if with_images_flag is not None else "image" in file_schemas[0].names
-        want = _expected_features(state, cfg, split, with_images)
+        want = _expected_features(state, cfg, split, with_images, file_schemas[0].names)
         if want is None:
             continue
         expected[(cfg, split)] = want
@@ -546,9 +552,11 @@ def _read_tables(state: FolderState) -> tuple[dict[tuple[str, str], pa.Table], d
     return tables, expected
 
 
-def _expected_features(state: FolderState, cfg: str, split: str, with_images: bool) -> Features | None:
-    if schema.config_kind(cfg) != "embeddings":
-        return schema.features_for(cfg, with_images=with_images)
+def _expected_features(
+    state: FolderState, cfg: str, split: str, with_images: bool, columns: Sequence[str]
+) -> Features | None:
+    if schema.config_kind(cfg) != "embeddings":  # the optional columns (format 3) the files hold are expected too
+        return schema.features_for(cfg, with_images=with_images, optional=columns)
     emb = state.emb_info
     if emb is None or emb.get("config") != cfg:
         state.problems.add(f"{cfg}/{split}: an embeddings config that {MANIFEST_NAME} does not describe")
@@ -740,7 +748,8 @@ def check_retriever_tables(state: FolderState) -> None:
         cfg_m = schema.config_top_m(cfg) or state.m  # a re-mined config names its own m (-m<m>)
         try:
             state.soft_label_repeats += _check_retriever_table(
-                f"{cfg}/{split}", table, cfg_m, gallery, queries, state.problems, state.inconsistent
+                f"{cfg}/{split}", table, cfg_m, gallery, queries, state.problems, state.inconsistent,
+                explicit_positives=bool(state.manifest.get("explicit_positives")),
             )
         except Exception as e:  # noqa: BLE001
             state.problems.add(f"{cfg}/{split}: cannot check the rows: {type(e).__name__}: {e}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 SPLITS: tuple[str, ...] = ("train", "test")
 DIRECTIONS: tuple[str, ...] = ("d2s", "s2d")
-VIEWS: tuple[str, ...] = ("drone", "satellite")
+VIEWS: tuple[str, ...] = ("drone", "satellite", "ground")  # ground: street-level panoramas and photos
 PROTOCOLS: tuple[str, ...] = ("official", "query-ids-only")
 #: Storage dtypes of the ``embeddings-*`` configs (recorded in the card and the manifest).
 EMBEDDING_DTYPES: tuple[str, ...] = ("float32", "float16")

@@ -222,3 +222,11 @@ def test_retrieval_metrics_counts_queries_without_positives() -> None:
     assert retrieval_metrics(rows, gallery_size=250)["R@top1%"] == pytest.approx(50.0)
     with pytest.raises(ValueError):
         retrieval_metrics([])
+
+
+def test_positive_ranks_column_is_the_schemas():
+    """skyrank.metrics names the column without importing the schema (issue 22: `import skyrank.build` stays light)."""
+    from skyrank.format.schema import RETRIEVER_COLUMNS
+    from skyrank.metrics import POSITIVE_RANKS_COLUMN
+
+    assert POSITIVE_RANKS_COLUMN in RETRIEVER_COLUMNS
