@@ -153,6 +153,8 @@ Examples:
       --retriever sample4geo --checkpoint runs/s4g-sues150/weights_end.pth --out skyrank/
   skyrank build --dataset university1652 --root /data/University-Release --checkpoint weights_e1_0.9515.pth \\
       --embeddings --out skyrank/      # + embeddings-sample4geo-university1652, for `skyrank remine`
+  skyrank build --dataset university1652 --root /data/University-Release --checkpoint weights_e1_0.9515.pth \\
+      --direction d2s --direction s2d --dry-run      # the plan: counts, sizes, disk, checks; nothing decoded
 """
 
 
