@@ -29,7 +29,6 @@ from skyrank.benchmarks import RetrievalSplit, get_benchmark
 from skyrank.errors import (
     BenchmarkLayoutError,
     CheckpointMismatchError,
-    MissingWeightsError,
     OptionError,
     UnknownNameError,
 )
@@ -284,6 +283,7 @@ def _check_retriever(
     """The retriever's name, weights and ``opts.yaml``, from what it declared when it registered
     (:class:`~skyrank.retrievers.RetrieverInfo`): checked now, not after the work."""
     from skyrank.retrievers import list_retrievers, retriever_info
+    from skyrank.retrievers._base import missing_weights_error
 
     if retriever not in list_retrievers():
         raise UnknownNameError(f"--retriever {retriever!r} is not one of {', '.join(list_retrievers())}")
@@ -295,11 +295,7 @@ def _check_retriever(
     if checkpoint is None and info.checkpoint_required:
         raise OptionError(f"--retriever {retriever} needs --checkpoint: {info.checkpoint_what}")
     if checkpoint is None and info.learned_weights and not random_weights and not trains_synthetic:
-        raise MissingWeightsError(
-            f"--retriever {retriever} was given no --checkpoint: it would rank {dataset} with random, untrained "
-            "weights and write a valid-looking but meaningless dataset"
-            + (f" ({info.weights_hint})" if info.weights_hint else ""),
-        )
+        raise missing_weights_error(retriever, dataset)
 
 
 def _check_top_m(layouts: dict[tuple[str, str], RetrievalSplit], top_m: int) -> None:
@@ -508,7 +504,8 @@ def build_dataset(
         kwargs.setdefault("arch", SYNTHETIC_RETRIEVER["arch"])
         kwargs.setdefault("image_size", SYNTHETIC_RETRIEVER["image_size"])
         trained_here = True
-    model = create(retriever, checkpoint=checkpoint, device=device, **kwargs)  # strict, finite load: before decoding
+    # strict, finite load: before decoding
+    model = create(retriever, checkpoint=checkpoint, device=device, random_weights=random_weights, **kwargs)
     model.eval()
     if with_images is None:
         with_images = bool(bench.redistributable)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from skyrank.errors import UnknownNameError
+from skyrank.errors import MissingWeightsError, UnknownNameError
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -165,12 +165,31 @@ def list_retrievers() -> list[str]:
     return sorted(_RETRIEVERS)
 
 
+def missing_weights_error(name: str, ranks: str = "images") -> MissingWeightsError:
+    """The one refusal of a retriever with learned weights and no checkpoint (``skyrank build`` and :func:`create`
+    alike): it would rank ``ranks`` with random, untrained weights."""
+    info = retriever_info(name)
+    return MissingWeightsError(
+        f"--retriever {name} was given no --checkpoint (checkpoint=): it would rank {ranks} with random, untrained "
+        "weights and write a valid-looking but meaningless dataset"
+        + (f" ({info.weights_hint})" if info.weights_hint else ""),
+    )
+
+
 def create(
-    name: str, checkpoint: str | Path | None = None, device: str | torch.device = "cpu", **kwargs: Any
-) -> Retriever:
-    """Build the retriever registered as ``name`` and load ``checkpoint`` strictly (random weights if ``None``)."""
+    name: str, checkpoint: str | Path | None = None, device: str | torch.device = "cpu", *,
+    random_weights: bool = False, **kwargs: Any,
+) -> Retriever:  # fmt: skip
+    """Build the retriever registered as ``name`` and load ``checkpoint`` strictly.
+
+    A retriever with learned weights (``sample4geo``, ``mccg``, ``sdpl``) and no ``checkpoint`` is refused with
+    :class:`MissingWeightsError` (as ``skyrank build`` refuses it) unless ``random_weights=True`` asks for random,
+    untrained weights on purpose (tests, timing, the start of training).
+    """
     if name not in _RETRIEVERS:
         raise UnknownNameError(f"unknown retriever {name!r}; choose one of: {', '.join(list_retrievers())}")
+    if checkpoint is None and not random_weights and retriever_info(name).learned_weights:
+        raise missing_weights_error(name)
     retriever = _RETRIEVERS[name](checkpoint=checkpoint, device=device, **kwargs)
     retriever.name = name
     return retriever
