@@ -78,7 +78,7 @@ def main() -> None:
     from skyrank.retrievers import create
 
     torch.manual_seed(0)
-    retriever = create("sample4geo", arch=args.arch, image_size=args.size, amp="fp32")
+    retriever = create("sample4geo", arch=args.arch, image_size=args.size, amp="fp32", random_weights=True)
     print(f"sample4geo preprocessing vs the original pipeline, {args.size}px, embeddings: {args.arch} (random init)")
     print(f"{'image':<20} {'skyrank max|d|':>15} {'cos':>10} {'old grey lv':>12} {'old max|d|':>11} {'old cos':>9}")
     with tempfile.TemporaryDirectory() as tmp:

@@ -69,7 +69,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     emb = _embeddings(bench, tmp / "emb.npz")
     dataset = tmp / "ds"
     build_dataset(root=bench, retriever="precomputed", checkpoint=emb, top_m=3, out=dataset, progress=False)
-    sd = create("sample4geo", arch=ARCH, image_size=32).model.state_dict()
+    sd = create("sample4geo", arch=ARCH, image_size=32, random_weights=True).model.state_dict()
     first = next(k for k, v in sd.items() if v.is_floating_point())
     sd[first] = sd[first].clone()
     sd[first].view(-1)[0] = float("nan")
