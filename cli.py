@@ -724,7 +724,9 @@ def rerank(adapter: str, device: str | None, quiet: bool, naive: bool, **kw: Any
     from skylink_model.model import SkyLinkModel
     from skylink_model.rerank_lists import rerank_file
 
-    model = SkyLinkModel.from_pretrained(_local_run(adapter), device=_resolve_device(device))
+    def model() -> SkyLinkModel:  # loaded once the candidates file has been read (a bad file is reported first)
+        return SkyLinkModel.from_pretrained(_local_run(adapter), device=_resolve_device(device))
+
     result = rerank_file(model, shared_prefix=not naive, progress=not quiet, **kw)
     click.echo(f"{result.queries} queries, {result.scored} pairs scored ({result.ms_per_query:.1f} ms/query): "
                f"{result.out}")

@@ -57,8 +57,10 @@ def _safetensors_problem(path: Path) -> str | None:
                 return f"its header length ({n} bytes) does not fit the file ({size} bytes)"
             header = json.loads(f.read(n))
         end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except json.JSONDecodeError as e:
+        return f"its header is not JSON (column {e.colno}: {e.msg})"
     except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error) as e:
-        return f"its header cannot be read ({type(e).__name__}: {e})"
+        return f"its header cannot be read ({e})"
     if 8 + n + end != size:
         return f"it holds {size} bytes where its header describes {8 + n + end} (truncated or appended to)"
     return None
@@ -84,8 +86,10 @@ def check_run_folder(directory: str | Path) -> Path:
             try:
                 json.loads(path.read_text(encoding="utf-8"))
                 problem = None
-            except (OSError, UnicodeDecodeError, ValueError) as e:
-                problem = f"it is not valid JSON ({type(e).__name__}: {e})"
+            except json.JSONDecodeError as e:
+                problem = f"it is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})"
+            except (OSError, UnicodeDecodeError) as e:
+                problem = f"it cannot be read as text ({e})"
         if problem is not None:
             raise RunFolderError(
                 f"{path} ({what}) is corrupt: {problem}",

@@ -204,10 +204,14 @@ def rerank_file(
 ) -> RerankResult:
     """Re-rank every query's candidate list of ``candidates`` with ``model`` and write the scores and new order.
 
+    ``model`` may also be a function returning it, called once the file has been read: a malformed file is then
+    reported before a model that takes minutes to load is loaded.
+
     ``out``: ``.parquet`` or ``.csv`` (default ``<candidates stem>.reranked.parquet`` beside the input), written
     atomically. ``top_k``: re-rank only the first k candidates of each list (default all).
     """
     import pandas as pd
+    import torch
 
     from skylink_model.rerank import FeatureCache, PixelCache, rerank_order, rerank_query
 
@@ -219,6 +223,8 @@ def rerank_file(
     out = Path(out) if out is not None else candidates.with_name(candidates.stem + ".reranked.parquet")
     if out.suffix.lower() not in (".parquet", ".csv"):
         raise SkyRankError(f"--out must end in .parquet or .csv, got {out.name}")
+    if callable(model) and not isinstance(model, torch.nn.Module):
+        model = model()
     pixel_cache = PixelCache() if getattr(model, "supports_shared_vision", False) else None
     use_features = shared_prefix and feature_cache_mb > 0 and getattr(model, "supports_shared_prefix", False)
     feature_cache = FeatureCache(int(feature_cache_mb * 2**20)) if use_features else None
