@@ -29,6 +29,7 @@ from torch import nn
 from skylink_model.backbones import BackboneSpec, load_backbone, text_hidden_size
 from skylink_model.config import CONFIG_NAME, SkyLinkConfig
 from skyrank.errors import CheckpointMismatchError, RunFolderError
+from skyrank.images import as_uint8_rgb
 
 VALUE_HEAD_NAME = "value_head.safetensors"
 ADAPTER_CONFIG_NAME = "adapter_config.json"
@@ -257,6 +258,7 @@ class SkyLinkModel(nn.Module):
             raise ValueError("build_pair_inputs needs at least one pair.")
         # One image list per prompt: LLaVA-OneVision then takes its multi-image path (base resolution per image)
         # instead of treating each image as a single-image request (anyres tiling); Qwen processors flatten it.
+        query_images, candidate_images = as_uint8_rgb(query_images), as_uint8_rgb(candidate_images)  # 16-bit scaled
         images = [[q, c] for q, c in zip(query_images, candidate_images, strict=True)]
         batch = self.processor(
             text=[self.template_text] * len(query_images),
@@ -270,7 +272,7 @@ class SkyLinkModel(nn.Module):
     def process_images(self, images: Sequence[Any]) -> list[ProcessedImage]:
         """Run the image processor once per image (Qwen families); the result can be cached across queries."""
         self._require_shared_vision()
-        out = self.processor.image_processor(images=list(images), return_tensors="pt")
+        out = self.processor.image_processor(images=as_uint8_rgb(images), return_tensors="pt")  # 16-bit scaled
         grids = out["image_grid_thw"]
         sizes = grids.prod(-1).tolist()
         chunks = torch.split(out["pixel_values"], sizes)

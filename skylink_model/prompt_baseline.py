@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from skyrank.images import as_uint8_rgb
+
 MIN_SCORE = 0.0
 MAX_SCORE = 10.0
 
@@ -84,7 +86,8 @@ def build_listwise_inputs(
     conversation = build_listwise_conversation(k, direction=direction)
     text = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
     return processor(
-        text=[text], images=[query_image, *candidate_images], padding=True, padding_side="left", return_tensors="pt"
+        text=[text], images=as_uint8_rgb([query_image, *candidate_images]), padding=True, padding_side="left",
+        return_tensors="pt",
     )
 
 

@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from skylink_model.report._io import write_atomic
 from skyrank.errors import BadImageError, EvalFileError
+from skyrank.images import to_uint8_rgb
 
 SELECTIONS: tuple[str, ...] = ("first", "best", "worst")
 POSITIVE = (22, 163, 74)
@@ -61,7 +62,7 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 def _thumb(image: Image.Image, size: int) -> Image.Image:
-    img = image.convert("RGB").copy()
+    img = to_uint8_rgb(image).copy()  # the one normaliser: a 16-bit image is scaled, not clipped white
     img.thumbnail((size, size))
     canvas = Image.new("RGB", (size, size), (245, 245, 245))
     canvas.paste(img, ((size - img.width) // 2, (size - img.height) // 2))

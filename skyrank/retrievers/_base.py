@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from skyrank.errors import MissingWeightsError, UnknownNameError
+from skyrank.images import to_uint8_rgb
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -78,7 +79,7 @@ class Retriever:
         from torchvision.transforms import functional as TF
 
         interp = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}[self.cfg.interpolation]
-        image = image.convert("RGB")
+        image = to_uint8_rgb(image)  # the one normaliser: 16-bit scaled, not clipped white by convert("RGB")
         s = self.cfg.image_size
         x = TF.pil_to_tensor(image)
         x = TF.resize(x, [s, s], interpolation=interp, antialias=True)

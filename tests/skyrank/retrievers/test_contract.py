@@ -57,6 +57,16 @@ def test_create_without_a_checkpoint_refuses_as_the_cli_does(name: str, tmp_path
     assert create(name, random_weights=True, **TINY.get(name, {})).model is not None
 
 
+@pytest.mark.parametrize("name", [n for n in list_retrievers() if n != "precomputed"])
+def test_preprocess_of_a_16_bit_image_equals_its_8_bit_reference(name: str, tmp_path: Path) -> None:
+    """Issue 21: ``preprocess(Image.open(16-bit PNG))`` was all white (max |Δ| 4.4 against the 8-bit image)."""
+    from tests.skyrank.test_images import sixteen_bit_pair
+
+    r = _create(name, tmp_path)
+    img16, ref = sixteen_bit_pair(tmp_path)
+    torch.testing.assert_close(r.preprocess(img16), r.preprocess(ref), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("name", list_retrievers())
 def test_contract(name: str, tmp_path: Path) -> None:
     r = _create(name, tmp_path)
