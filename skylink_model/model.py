@@ -226,7 +226,11 @@ class SkyLinkModel(nn.Module):
     def enable_gradient_checkpointing(self) -> None:
         """Non-reentrant gradient checkpointing on the backbone (with input grads, for PEFT)."""
         base = self.backbone.get_base_model()
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable = getattr(base, "activation_checkpointing_enable", None)  # newer transformers: the old name warns
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:  # older transformers (down to the lower bound, 5.0)
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         base.enable_input_require_grads()
         base.config.use_cache = False
 

@@ -26,9 +26,8 @@ from pathlib import Path
 cache, log, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 bench, recipe = json.loads(sys.argv[4]), json.loads(sys.argv[5])
 import skyrank.benchmarks.synthetic.layout as layout
-import skyrank.retrievers.train as train
 
-real_generate, real_train = layout.generate_synthetic, train.train_retriever
+real_generate = layout.generate_synthetic
 
 def note(what):
     with open(log, "a") as f:
@@ -49,17 +48,23 @@ def generate(out, **kw):
         time.sleep(1.0)
     return real_generate(out, **kw)
 
-def trained(*a, **kw):
-    note("train")
-    return real_train(*a, **kw)
-
-layout.generate_synthetic, train.train_retriever = generate, trained
+layout.generate_synthetic = generate
 from skyrank.benchmarks.synthetic import ensure_synthetic
-from skyrank.build import synthetic_retriever_checkpoint
 
+if mode == "hold":  # the retriever too (torch is imported only here: the other runs stay quick)
+    import skyrank.retrievers.train as train
+    from skyrank.build import synthetic_retriever_checkpoint
+
+    real_train = train.train_retriever
+
+    def trained(*a, **kw):
+        note("train")
+        return real_train(*a, **kw)
+
+    train.train_retriever = trained
 (log.parent / f"started-{os.getpid()}").touch()
 root = ensure_synthetic(cache_dir=cache, progress=True, **bench)
-ckpt = synthetic_retriever_checkpoint(root, recipe=recipe, progress=True)
+ckpt = synthetic_retriever_checkpoint(root, recipe=recipe, progress=True) if mode == "hold" else None
 print(json.dumps({"root": str(root), "ckpt": str(ckpt)}), flush=True)
 """
 
