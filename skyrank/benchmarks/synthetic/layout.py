@@ -31,7 +31,7 @@ from skyrank.benchmarks.synthetic.world import (
     _margin,
     _Region,
 )
-from skyrank.errors import OptionError, OutputExistsError
+from skyrank.errors import OptionError, OutputExistsError, storage_error
 
 #: bump when the generated images change for the same parameters (it keys the cache folder)
 SYNTHETIC_VERSION = 1
@@ -181,7 +181,6 @@ def ensure_synthetic(cache_dir: str | Path | None = None, progress: bool = True,
             return root
         for stale in root.parent.glob(f".{root.name}.partial-*"):
             remove_path(stale)
-        check_free_space(root.parent, _estimated_bytes(resolved), f"the synthetic benchmark cache {root}")
         try:
             return generate_synthetic(root, overwrite=root.exists(), progress=progress, **params)
         except OutputExistsError:
@@ -357,6 +356,8 @@ def generate_synthetic(
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         raise OutputExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
+    what = f"the synthetic benchmark {out}"
+    check_free_space(out.parent, _estimated_bytes(params), what)  # before the work, with the estimate
     tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:12]}"
     tmp.mkdir()
     try:
@@ -389,8 +390,11 @@ def generate_synthetic(
         }
         (tmp / "synthetic.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         swap_in_dir(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        named = storage_error(exc, path=out, what=what, needed=_estimated_bytes(params))  # a full disk, ...
+        if named is not None:
+            raise named from exc
         raise
     return out
 
