@@ -78,7 +78,7 @@ def check_run_folder(directory: str | Path) -> Path:
         path = folder / name
         if not path.is_file():
             raise RunFolderError(
-                f"{folder} is not a complete SkyLink run folder: {name} ({what}) is missing",
+                f"{folder} is not a SkyLink run folder: {name} ({what}) is missing",
                 hint=f"{writes}; pass --adapter a finished run's folder, or re-run training with --resume.",
             )
         if name.endswith(".safetensors"):

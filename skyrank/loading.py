@@ -34,6 +34,7 @@ from skyrank.errors import (
     OptionError,
     SkyRankError,
     UnknownNameError,
+    storage_error,
 )
 from skyrank.format import schema
 
@@ -273,6 +274,12 @@ class _Source:
             )
         except Exception as err:  # a truncated or corrupt shard is named (datasets only logs it), not a bug
             self._raise_for_corrupt_shards(config, split, files, err)
+            link: BaseException | None = err
+            while link is not None:  # the Arrow cache on a full or read-only disk
+                named = storage_error(link, path=self.cache_dir, what=f"the Arrow cache of {config}/{split}")
+                if named is not None:
+                    raise named from err
+                link = link.__cause__ or link.__context__
             raise
         if columns is not None:
             ds = ds.select_columns([c for c in columns if c in ds.column_names])
