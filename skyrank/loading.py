@@ -275,7 +275,9 @@ class _Source:
         except Exception as err:  # a truncated or corrupt shard is named (datasets only logs it), not a bug
             self._raise_for_corrupt_shards(config, split, files, err)
             link: BaseException | None = err
-            while link is not None:  # the Arrow cache on a full or read-only disk
+            for _ in range(16):  # the Arrow cache on a full or read-only disk, somewhere in the chain
+                if link is None:
+                    break
                 named = storage_error(link, path=self.cache_dir, what=f"the Arrow cache of {config}/{split}")
                 if named is not None:
                     raise named from err
