@@ -172,7 +172,9 @@ Examples:
 
 
 @main.command(epilog=BUILD_EXAMPLES)
-@click.option("--dataset", default="synthetic", show_default=True, help="university1652, sues200 or synthetic.")
+@click.option("--dataset", default="synthetic", show_default=True,
+              help="university1652, sues200, synthetic, vigor_same, vigor_cross, cvusa, cvact, cvact_test, "
+              "cvact_test_1to1, denseuav or university1652_street.")
 @click.option("--root", type=click.Path(path_type=Path), help="Benchmark root (default for synthetic: cached).")
 @click.option("--altitude", help="SUES-200 altitude: 150, 200, 250 or 300.")
 @click.option(
@@ -268,6 +270,7 @@ SYNTH_EXAMPLES = """
 Examples:
   skyrank synth --out /tmp/syn
   skyrank synth --out /tmp/syn-sues --layout sues200 --locations 20 --views 10
+  skyrank synth --out /tmp/syn-vigor --layout vigor      (also cvusa, cvact, denseuav, u1652-street)
 """
 
 
@@ -277,7 +280,8 @@ Examples:
     "--layout",
     default="university1652",
     show_default=True,
-    type=click.Choice(["university1652", "sues200", "sues200-split", "sues200-lower"]),
+    type=click.Choice(["university1652", "sues200", "sues200-split", "sues200-lower", "vigor", "cvusa", "cvact",
+                       "denseuav", "u1652-street"]),
 )
 @click.option("--locations", type=int, help="Locations per split (train and test each).")
 @click.option("--distractors", type=int, help="Extra gallery-only locations in the test split.")
@@ -290,12 +294,17 @@ Examples:
 def synth(out: Path, layout: str, quiet: bool, **kw: Any) -> None:
     """Generate the procedural cross-view benchmark in a real benchmark layout."""
     from skyrank.benchmarks.synthetic import generate_synthetic
+    from skyrank.benchmarks.synthetic.trees import TREES
 
     params = {k: v for k, v in kw.items() if v is not None}
     root = generate_synthetic(out, layout=layout, progress=not quiet, **params)
     click.echo(f"synthetic benchmark written to {root}")
     if layout == "university1652":
         click.echo(f"build from it with: skyrank build --dataset synthetic --root {root} --out skyrank-syn")
+    elif layout in TREES:
+        _, _, sub, benches = TREES[layout]
+        click.echo(f"build from it with: skyrank build --dataset {benches[0]} --root {root / sub} "
+                   "--retriever ... --checkpoint ...")
     else:
         bench_root = root / "SUES-200-512x512" if layout == "sues200" else root  # the raw archive's root folder
         click.echo(
@@ -610,7 +619,8 @@ Examples:
     help="Value-head init: lm_head[yes]-lm_head[no] (default), zero or random (the paper states none).",
 )  # fmt: skip
 @click.option("--prompt", help="Text between the query and candidate images (paper: 'Does the given query image "
-              "match the following reference image?').")  # fmt: skip
+              "match the following reference image?'; street-view queries get the views named; 'views' names "
+              "them for every benchmark).")  # fmt: skip
 @click.option("--warmup-ratio", type=float, help="Linear warm-up fraction of the steps (paper: not stated; 0.03).")
 @click.option(
     "--lr-scheduler", type=click.Choice(["linear", "cosine", "constant"]),
@@ -880,7 +890,9 @@ Examples:
 @click.option(
     "--format", "fmt", default="markdown", show_default=True, type=click.Choice(["markdown", "latex", "csv", "html"])
 )
-@click.option("--metrics", default="R@1,AP", show_default=True, help="Comma-separated metrics per column group.")
+@click.option("--metrics", default=None,
+              help="Comma-separated metrics per column group [default: each benchmark's own: R@1,AP for "
+                   "University-1652/SUES-200, R@1,R@5,R@10,R@top1%,Hit_Rate for VIGOR, ...].")
 @click.option("--ci", is_flag=True, help="Add the 95% bootstrap intervals the JSONs hold (ci95).")
 @click.option("--out", type=click.Path(path_type=Path), help="Write the table to this file instead of printing it.")
 @_handle_errors
@@ -891,7 +903,7 @@ def table(runs: tuple[Path, ...], fmt: str, metrics: str, ci: bool, out: Path | 
     """
     from skylink_model.report.tables import format_table
 
-    text = format_table(list(runs), fmt, metrics.split(","), ci=ci)
+    text = format_table(list(runs), fmt, metrics.split(",") if metrics else None, ci=ci)
     if out is None:
         click.echo(text, nl=False)
     else:
@@ -972,13 +984,13 @@ Examples:
 @click.option("--images-root", type=click.Path(path_type=Path), help="Your benchmark copy (ids-only datasets).")
 @click.option("--sweep", "sweeps", multiple=True, type=click.Path(path_type=Path, exists=True, file_okay=False),
               help="A `skyrank sweep` folder to add (repeatable).")
-@click.option("--metrics", default="R@1,AP", show_default=True, help="Metrics of the report's Table 1.")
+@click.option("--metrics", default=None, help="Metrics of the report's Table 1 [default: each benchmark's own].")
 @_handle_errors
 def show(runs: tuple[Path, ...], select: str | None, metrics: str, **kw: Any) -> None:
     """Contact sheets per query (query, ground truth, retriever vs SkyLink top-k) and a static report.html."""
     from skylink_model.report.page import write_report
 
-    result = write_report(list(runs), select=select or "first", metrics=metrics.split(","), **kw)
+    result = write_report(list(runs), select=select or "first", metrics=metrics.split(",") if metrics else None, **kw)
     click.echo(f"{len(result.sheets)} contact sheet(s), {len(result.figures)} figure(s)\nreport: {result.html}")
 
 

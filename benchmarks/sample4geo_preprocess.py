@@ -7,6 +7,9 @@ albumentations' ``Normalize`` (``(x - 255 mean) / (255 std)`` in float32) → CH
 difference of SkyRank's ``sample4geo`` preprocessing (PIL decode + :func:`sample4geo_preprocess`) against the
 original, the same for SkyRank's earlier torchvision antialiased resize (in grey levels and tensor units), and the
 embedding cosine of both against the original on a randomly initialised ConvNeXt (no weights are downloaded).
+Then the ground panoramas of issue 20 (``eval_vigor_*.py``, ``eval_cvusa.py``, ``eval_cvact.py``: the same resize to
+384 x 768 for VIGOR, 140 x 768 for CVUSA and CVACT), SkyRank's ``preprocess_view(image, "ground")`` of a retriever
+created with ``dataset=`` against the original at that size.
 
     python benchmarks/sample4geo_preprocess.py [--arch convnext_atto]
 """
@@ -25,12 +28,13 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
 
-def original_tensor(path: Path, size: int) -> torch.Tensor:
-    """Sample4Geo's eval transform on a file, with OpenCV as the original does."""
+def original_tensor(path: Path, size: int | tuple[int, int]) -> torch.Tensor:
+    """Sample4Geo's eval transform on a file (``size``: side or (H, W)), with OpenCV as the original does."""
     import cv2
 
+    h, w = (size, size) if isinstance(size, int) else size
     img = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-    img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR_EXACT)
+    img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR_EXACT)
     mean = np.array(MEAN, dtype=np.float32) * 255.0
     inv = np.reciprocal(np.array(STD, dtype=np.float32) * 255.0)
     x = (img.astype(np.float32) - mean) * inv
@@ -69,6 +73,32 @@ CASES = [  # (name, height, width, format, save kwargs)
 ]
 
 
+PANORAMAS = [  # (name, dataset, height, width, format, save kwargs): the benchmarks' panorama sizes
+    ("vigor-1024x2048", "vigor", 1024, 2048, "JPEG", {"quality": 90, "subsampling": 2}),
+    ("cvusa-224x1232", "cvusa", 224, 1232, "JPEG", {"quality": 90, "subsampling": 2}),
+    ("cvact-832x1664", "cvact", 832, 1664, "JPEG", {"quality": 90, "subsampling": 2}),
+]
+
+
+def panoramas(arch: str, size: int, tmp: str) -> None:
+    """SkyRank's ground preprocessing against the original at each benchmark's panorama size."""
+    from skyrank.retrievers import create
+
+    print(f"\nground panoramas (issue 20), embeddings: {arch} (random init)")
+    print(f"{'image':<20} {'input (H, W)':>13} {'skyrank max|d|':>15} {'cos':>10}")
+    for i, (name, dataset, h, w, fmt, kwargs) in enumerate(PANORAMAS):
+        torch.manual_seed(0)
+        retriever = create("sample4geo", arch=arch, image_size=size, amp="fp32", dataset=dataset, random_weights=True)
+        path = Path(tmp) / f"{name}.{fmt.lower()}"
+        Image.fromarray(textured(h, w, seed=10 + i)).save(path, fmt, **kwargs)
+        target = retriever.input_size("ground")
+        ref = original_tensor(path, target)
+        with Image.open(path) as img:
+            ours = retriever.preprocess_view(img, "ground")
+        emb = retriever.embed(torch.stack([ref, ours]), "ground")
+        print(f"{name:<20} {str(target):>13} {float((ours - ref).abs().max()):>15.3g} {float(emb[0] @ emb[1]):>10.6f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="convnext_atto", help="timm arch for the embedding cosine (random init)")
@@ -96,6 +126,7 @@ def main() -> None:
                 f"{name:<20} {float((ours - ref).abs().max()):>15.3g} {cos_ours:>10.6f} {grey:>12.1f} "
                 f"{float((old - ref).abs().max()):>11.3f} {cos_old:>9.5f}"
             )
+        panoramas(args.arch, args.size, tmp)
 
 
 if __name__ == "__main__":

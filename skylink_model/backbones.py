@@ -108,6 +108,40 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device | 
     return table[dtype]
 
 
+def squashes_to_square(processor: Any) -> bool:
+    """Whether the processor resizes every image to one fixed height x width (LLaVA-OneVision's SigLIP processor,
+    384 x 384 on its multi-image path), which would squash a panorama; ``False`` for a pixel budget (Qwen's
+    ``shortest_edge``/``longest_edge``: the grid keeps the image's aspect ratio)."""
+    image_processor = getattr(processor, "image_processor", processor)
+    size = getattr(image_processor, "size", None) or {}
+    get = size.get if hasattr(size, "get") else lambda key: getattr(size, key, None)
+    if get("longest_edge") is not None or get("shortest_edge") is not None:
+        return False
+    return get("height") is not None and get("width") is not None
+
+
+def fit_image(image: Any, processor: Any) -> Any:
+    """An image as the backbone should see it (issue 20: a 2:1 street panorama is never squashed to a square).
+
+    Under a pixel budget (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) the image is returned unchanged: the processor scales it
+    to at most ``max_pixels`` keeping its aspect ratio, so a 2048 x 1024 panorama becomes a 2:1 grid with about the
+    tokens of a square image (at 256 x 28^2: 22 x 44 patches, 242 tokens). Where the processor squashes every image
+    to a fixed square (:func:`squashes_to_square`: LLaVA-OneVision), a non-square PIL image is centred on a square
+    canvas of the processor's mean colour (LLaVA's ``expand2square``), so its content keeps its shape.
+    """
+    from PIL import Image
+
+    if not isinstance(image, Image.Image) or image.width == image.height or not squashes_to_square(processor):
+        return image
+    image_processor = getattr(processor, "image_processor", processor)
+    mean = getattr(image_processor, "image_mean", None) or (0.5, 0.5, 0.5)
+    fill = tuple(int(round(255 * float(m))) for m in mean)
+    side = max(image.width, image.height)
+    canvas = Image.new("RGB", (side, side), fill)
+    canvas.paste(image.convert("RGB"), ((side - image.width) // 2, (side - image.height) // 2))
+    return canvas
+
+
 def apply_image_budget(processor: Any, min_pixels: int | None, max_pixels: int | None) -> None:
     """Set the per-image pixel budget on a Qwen-style image processor (``size`` shortest/longest edge, in pixels)."""
     if min_pixels is None and max_pixels is None:

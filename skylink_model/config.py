@@ -20,6 +20,45 @@ CONFIG_NAME = "skylink_config.json"
 
 DEFAULT_PROMPT = "Does the given query image match the following reference image?"
 
+#: ``prompt="views"``: a pair prompt that names both views (:func:`view_prompt`), resolved from the training data.
+PROMPT_VIEWS = "views"
+
+#: How prompts name each view (issue 20); ``ground`` is a street-view panorama or photo (:func:`view_phrase`).
+VIEW_PHRASES: dict[str, str] = {"drone": "drone-view", "satellite": "satellite-view", "ground": "street-view"}
+
+
+def view_phrase(view: str, *, panorama: bool = False) -> str:
+    """The words a prompt uses for one view: ``drone-view``, ``satellite-view``, ``street-view`` (a ground photo,
+    University-1652's street views) or ``street-view panorama`` (VIGOR, CVUSA, CVACT)."""
+    if view not in VIEW_PHRASES:
+        raise ValueError(f"view must be one of {', '.join(VIEW_PHRASES)}, got {view!r}")
+    return "street-view panorama" if view == "ground" and panorama else VIEW_PHRASES[view]
+
+
+def view_prompt(query_view: str, candidate_view: str, *, panorama: bool = False) -> str:
+    """The pair prompt naming the views, e.g. "Does the given street-view panorama query image match the following
+    satellite-view reference image?" (``panorama`` applies to a ground view)."""
+    q = view_phrase(query_view, panorama=panorama)
+    c = view_phrase(candidate_view, panorama=panorama)
+    return f"Does the given {q} query image match the following {c} reference image?"
+
+
+def resolve_prompt(prompt: str, query_view: str | None, candidate_view: str | None, *, panorama: bool = False) -> str:
+    """The pair prompt a run trains with (and saves in ``skylink_config.json``, so evaluation uses the same).
+
+    ``"views"``: :func:`view_prompt` of the data's views. The default (:data:`DEFAULT_PROMPT`, the paper's, which
+    names no view) is kept for drone/satellite data (SkyLink's Table 1) and becomes :func:`view_prompt` for a
+    ground-level query (a street panorama or photo against satellite tiles), which the paper's prompt never saw.
+    Any other text is used as given.
+    """
+    if prompt not in (DEFAULT_PROMPT, PROMPT_VIEWS) or query_view is None or candidate_view is None:
+        if prompt == PROMPT_VIEWS:
+            raise ValueError("prompt='views' needs the data's query and candidate views")
+        return prompt
+    if prompt == PROMPT_VIEWS or "ground" in (query_view, candidate_view):
+        return view_prompt(query_view, candidate_view, panorama=panorama)
+    return prompt
+
 HEAD_INITS = ("yes-no", "zero", "random")
 LR_SCHEDULERS = ("linear", "cosine", "constant")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -70,7 +109,10 @@ class SkyLinkConfig:
     )
     prompt: str = field(
         default=DEFAULT_PROMPT,
-        metadata={"help": "Text placed between the query image and the candidate image (one prompt per pair)."},
+        metadata={
+            "help": "Text placed between the query image and the candidate image (one prompt per pair); 'views' "
+            "names the data's views (the default does so by itself for street-view queries; resolve_prompt)."
+        },
     )
     min_pixels: int | None = field(
         default=None, metadata={"help": "Minimum pixels per image after resizing; None uses the family default."}

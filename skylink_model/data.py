@@ -186,6 +186,17 @@ class SkyRankSplit:
     image_configs: list[str] = field(default_factory=list)
     #: gallery images of this config's direction (its ``gallery-*`` rows of the gallery view); None if unknown
     gallery_size: int | None = None
+    #: the views of the queries and of the gallery (``"ground"`` for street-level queries; issue 20)
+    query_view: str | None = None
+    gallery_view: str | None = None
+
+    def ground_is_panorama(self) -> bool:
+        """Whether the ground-level queries are panoramas (VIGOR, CVUSA, CVACT; at least twice as wide as high),
+        judged on the first query image; ``False`` for drone/satellite queries and street photos."""
+        if self.query_view != "ground" or len(self.rows) == 0:
+            return False
+        width, height = self.images(str(self.rows[0]["query_id"])).size
+        return width >= 2 * height
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -249,12 +260,17 @@ def load_skyrank_split(
     rows, images, image_configs = load_retriever_split(data, config, split, images_root=images_root,
                                                        cache_dir=cache_dir)
     gallery_size = None
+    gallery_view = "drone" if parsed.direction == "s2d" else "satellite"  # d2s: drone or ground queries
+    query_view = "satellite" if parsed.direction == "s2d" else "drone"
     if parsed.gallery_config in image_configs:
-        gallery_view = "satellite" if parsed.direction == "d2s" else "drone"
         views = read_columns(data, parsed.gallery_config, split, ["view"], cache_dir=cache_dir)
         if "view" in views.column_names:
             gallery_size = sum(v == gallery_view for v in views["view"]) or None
-    return SkyRankSplit(str(data), config, split, rows, images, image_configs, gallery_size)
+    if parsed.queries_config in image_configs and parsed.direction != "s2d":
+        views = read_columns(data, parsed.queries_config, split, ["view"], cache_dir=cache_dir)
+        if "view" in views.column_names and "ground" in set(views["view"]):
+            query_view = "ground"  # VIGOR, CVUSA, CVACT panoramas; University-1652 street views
+    return SkyRankSplit(str(data), config, split, rows, images, image_configs, gallery_size, query_view, gallery_view)
 
 
 # --------------------------------------------------------------------------------------------------------------

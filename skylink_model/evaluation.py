@@ -30,8 +30,14 @@ The JSON (:meth:`EvalReport.to_json`; ``schema_version`` 2), which ``skyrank tab
                                        "by_weight": {...},
                                        "note": "the retriever was trained on these queries"},
                         "reason": "why no fused row (auto without validation queries)"},
-      "extra": {"wall_time_s": ..., "base_model": ..., "prompt_unparsable": ...}
+      "extra": {"wall_time_s": ..., "base_model": ..., "prompt_unparsable": ...},
+      "evaluation_protocol": "vigor" | ... | null,          # the benchmark's evaluator (skyrank.metrics.PROTOCOLS)
+      "top1_percent_definition": "floor" | "int+1" | "cmc" | null   # which R@1% the R@top1% column is
     }
+
+Each benchmark is scored by its own evaluator's rules (issue 20): the dataset's manifest names the protocol
+(``evaluation_protocol``, else its benchmark name; none: the University-1652 columns above), which picks the R@1%
+definition, whether AP is reported, and the extra columns (VIGOR ``Hit_Rate``, DenseUAV ``SDM@1/3/5/10``).
 
 Rows present: ``retriever`` always; ``skylink`` / ``improvement`` with a SkyLink model; ``skylink_fused`` /
 ``improvement_fused`` when a fusion weight is fixed or chosen; the prompt rows with ``baseline="prompt"``.
@@ -39,6 +45,7 @@ Rows present: ``retriever`` always; ``skylink`` / ``improvement`` with a SkyLink
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -89,8 +96,21 @@ VALIDATION_NOTE = (
 )
 
 
-def metric_columns(ap: Sequence[str] = metrics.AP_DEFINITIONS, *, with_top1pct: bool = True) -> tuple[str, ...]:
-    """The metric columns reported for the AP definitions ``ap`` (``--ap``), in :data:`ALL_METRICS` order."""
+def metric_columns(
+    ap: Sequence[str] = metrics.AP_DEFINITIONS,
+    *,
+    with_top1pct: bool = True,
+    protocol: metrics.EvaluationProtocol | None = None,
+) -> tuple[str, ...]:
+    """The metric columns reported for the AP definitions ``ap`` (``--ap``), in :data:`ALL_METRICS` order.
+
+    With a benchmark's ``protocol`` (:data:`skyrank.metrics.PROTOCOLS`): no AP column when its evaluator reports
+    none (VIGOR, CVUSA, CVACT), and its extra metrics (``Hit_Rate``, ``SDM@K``) last.
+    """
+    if protocol is not None and not protocol.ap:
+        cols = tuple(m for m in ALL_METRICS if m.startswith("R@") and (with_top1pct or m != "R@top1%"))
+        return cols + protocol.extra
+    extra = protocol.extra if protocol is not None else ()
     chosen = set()
     for definition in ap:
         if definition not in metrics.AP_COLUMNS:
@@ -98,7 +118,32 @@ def metric_columns(ap: Sequence[str] = metrics.AP_DEFINITIONS, *, with_top1pct: 
         chosen.update(metrics.AP_COLUMNS[definition])
     if not chosen:
         raise ValueError("choose at least one AP definition")
-    return tuple(m for m in ALL_METRICS if (m.startswith("R@") and (with_top1pct or m != "R@top1%")) or m in chosen)
+    cols = tuple(m for m in ALL_METRICS if (m.startswith("R@") and (with_top1pct or m != "R@top1%")) or m in chosen)
+    return cols + tuple(extra)
+
+
+#: ``(row, ranked_ids, positive_ranks) -> {metric: fraction}``: a protocol's extra per-query metrics.
+ExtraMetrics = Any
+
+
+def _protocol_extras(
+    protocol: metrics.EvaluationProtocol | None, lonlat: Mapping[str, Sequence[float]] | None
+) -> ExtraMetrics | None:
+    """The per-query extra metrics of ``protocol`` (:func:`skyrank.metrics.protocol_query_metrics`), or ``None``."""
+    if protocol is None or not protocol.extra:
+        return None
+    if protocol.needs_coordinates and lonlat is None:
+        raise ValueError(f"the {protocol.name} protocol's {', '.join(protocol.extra)} need image coordinates")
+
+    def extras(row: Mapping[str, Any], ranked_ids: Sequence[str], ranks: Sequence[int]) -> dict[str, float]:
+        qid = str(row["query_id"])
+        return metrics.protocol_query_metrics(
+            protocol, ranked_ids=ranked_ids, positive_ranks=ranks,
+            semi_positive_ids=[str(s) for s in (row.get("semi_positive_ids") or ())],
+            query_lonlat=lonlat.get(qid) if lonlat is not None else None, lonlat=lonlat,
+        )  # fmt: skip
+
+    return extras
 
 
 def reranked_topk(retrieved_ids: Sequence[str], scores: Mapping[str, float], top_k: int) -> list[str]:
@@ -114,11 +159,17 @@ def reranked_topk(retrieved_ids: Sequence[str], scores: Mapping[str, float], top
     return [top[j] for j in rules.rerank_order([float(scores[i]) for i in top])]
 
 
-def _retriever_per_query(rows: list[Mapping[str, Any]], top_k: int, top1pct_k: int | None) -> list[dict[str, float]]:
+def _retriever_per_query(
+    rows: list[Mapping[str, Any]], top_k: int, top1pct_k: int | None, extras: ExtraMetrics | None = None
+) -> list[dict[str, float]]:
     out = []
     for row in rows:
         n_top = min(top_k, len(list(row["retrieved_ids"]))) or top_k
-        out.append(metrics.query_metrics([int(r) for r in row["positive_ranks"]], n_top, top1pct_k=top1pct_k))
+        ranks = [int(r) for r in row["positive_ranks"]]
+        q = metrics.query_metrics(ranks, n_top, top1pct_k=top1pct_k)
+        if extras is not None:
+            q.update(extras(row, [str(i) for i in row["retrieved_ids"]], ranks))
+        out.append(q)
     return out
 
 
@@ -127,6 +178,7 @@ def _rerank_per_query(
     scores_by_query: Mapping[str, Mapping[str, float]],
     top_k: int,
     top1pct_k: int | None,
+    extras: ExtraMetrics | None = None,
 ) -> list[dict[str, float]]:
     per_query = []
     for row in rows:
@@ -140,7 +192,10 @@ def _rerank_per_query(
             raise KeyError(f"query {qid!r}: {err.args[0]}") from None
         # k = len(top-k list): a gallery smaller than top_k gives a shorter list.
         ranks = metrics.rerank_positive_ranks(topk_ids, positive_ids, list(row["positive_ranks"]), len(topk_ids))
-        per_query.append(metrics.query_metrics(ranks, len(topk_ids), top1pct_k=top1pct_k))
+        q = metrics.query_metrics(ranks, len(topk_ids), top1pct_k=top1pct_k)
+        if extras is not None:  # the full ranking as known: the permuted top-k, then the retriever's order
+            q.update(extras(row, topk_ids + [str(i) for i in list(row["retrieved_ids"])[len(topk_ids):]], ranks))
+        per_query.append(q)
     return per_query
 
 
@@ -216,6 +271,10 @@ class EvalReport:
     data: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    #: the benchmark's evaluator (:data:`skyrank.metrics.PROTOCOLS`; ``None``: a dataset built before issue 20)
+    evaluation_protocol: str | None = None
+    #: which R@1% convention ``R@top1%`` follows (:data:`skyrank.metrics.TOP1_PERCENT_DEFINITIONS`)
+    top1_percent_definition: str | None = None
     #: per-query metric values of each row (fractions), for bootstrap and per-query analysis; not in the JSON
     per_query: dict[str, list[dict[str, float]]] = field(default_factory=dict, repr=False)
 
@@ -223,7 +282,7 @@ class EvalReport:
         keys = (
             "schema_version", "config", "split", "top_k", "num_queries", "gallery_size", "top1_percent_k", "ap",
             "metrics", "rows", "ci95", "metric_definitions", "tie_rule", "protocol", "gallery_protocol", "data",
-            "fusion", "extra",
+            "fusion", "extra", "evaluation_protocol", "top1_percent_definition",
         )  # fmt: skip
         return json.loads(json.dumps({k: getattr(self, k) for k in keys}))
 
@@ -259,14 +318,24 @@ class EvalReport:
             signed = name.startswith("improvement")
             cells = "  ".join(f"{row[m]:>+10.2f}" if signed else f"{row[m]:>10.2f}" for m in cols)
             lines.append(f"{labels.get(name, name):<{width}}  {cells}")
+        top1pct_rule = {
+            "floor": f"Sample4Geo's Recall@top1, {self.gallery_size} // 100",
+            "int+1": f"SAFA/VIGOR's int(0.01 x {self.gallery_size}) + 1",
+        }.get(self.top1_percent_definition or "cmc", f"evaluators' CMC[round(0.01 x {self.gallery_size})]")
         notes = {
-            "R@top1%": f"R@top1% = Recall@{self.top1_percent_k} (evaluators' CMC[round(0.01 x {self.gallery_size})])",
+            "R@top1%": f"R@top1% = Recall@{self.top1_percent_k} ({top1pct_rule})",
+            "Hit_Rate": "Hit_Rate: VIGOR's hit rate, nothing but the 3 semi-positives ranked above the positive",
+            "SDM@1": "SDM@K: DenseUAV's distance-weighted score of the top K (lon/lat degrees, exp(-5000 d))",
             "AP": "AP(M1501): Market-1501 trapezoid AP over the full ranking (top-k permuted)",
             "AP_topk_market1501": "AP(top-k): trapezoid AP within the re-ranked top-k list",
             "AP_precision": "AP(prec): precision AP over the full ranking (SkyLink Table 1's AP)",
             "AP_conservative": "AP(cons): precision AP, 0 when the top-k holds no positive (SkyLink A.1)",
         }
         lines.extend(text for m, text in notes.items() if m in cols)
+        if self.evaluation_protocol:
+            known = metrics.PROTOCOLS.get(self.evaluation_protocol)
+            source = f" ({known.evaluator})" if known is not None else ""
+            lines.append(f"Evaluation protocol: {self.evaluation_protocol}{source}")
         if self.fusion is not None:
             if self.fusion.get("weight") is not None:
                 how = "chosen on validation queries" if self.fusion.get("mode") == "auto" else "fixed"
@@ -277,6 +346,8 @@ class EvalReport:
                 lines.append(f"No fused row: {self.fusion['reason']}")
         if self.gallery_protocol:
             lines.append(f"Gallery protocol: {self.gallery_protocol}")
+        if self.extra.get("metrics_omitted"):
+            lines.append(f"Not computed: {self.extra['metrics_omitted']}")
         if "prompt_unparsable" in self.extra:
             n_bad = self.extra["prompt_unparsable"]
             lines.append(f"Listwise prompt: {n_bad} candidate score(s) unparsable (scored 0).")
@@ -311,6 +382,7 @@ def per_query_records(
     """One record per query: the retriever's top-k and, with scores, the re-ranker's scores and order.
 
     Keys: ``query_id``, ``gt_id``, ``positive_ids``, ``positive_ranks`` (retriever, full ranking),
+    ``semi_positive_ids`` (only when the row has some: VIGOR),
     ``retrieved_ids``/``retrieved_scores`` (the top-k), and with scores ``scores`` (aligned with
     ``retrieved_ids``), ``reranked_ids`` (:func:`reranked_topk`) and ``reranked_positive_ranks``
     (:func:`skyrank.metrics.rerank_positive_ranks`); with fused scores (the ``skylink_fused`` row) the same as
@@ -330,6 +402,8 @@ def per_query_records(
             "retrieved_ids": top,
             "retrieved_scores": [float(x) for x in list(raw_scores)[: len(top)]] if raw_scores is not None else None,
         }
+        if row.get("semi_positive_ids"):  # VIGOR: framed apart on the contact sheets
+            rec["semi_positive_ids"] = [str(s) for s in row["semi_positive_ids"]]
         for by_query, (scores_key, ids_key, ranks_key) in (
             (scores_by_query, ("scores", "reranked_ids", "reranked_positive_ranks")),
             (fused_scores_by_query, ("fused_scores", "fused_ids", "fused_positive_ranks")),
@@ -374,6 +448,8 @@ def evaluate_reranking(
     data: str | None = None,
     extra: dict[str, Any] | None = None,
     bootstrap_seed: int = 0,
+    protocol: str | metrics.EvaluationProtocol | None = None,
+    lonlat: Mapping[str, Sequence[float]] | None = None,
 ) -> EvalReport:
     """Table 1 for SkyRank retriever rows and re-ranker scores.
 
@@ -388,6 +464,10 @@ def evaluate_reranking(
             as the JSON's ``fusion`` (how W was chosen).
         ap: the AP definitions to report (``"market1501"``, ``"precision"``; default both).
         gallery_size: the number of gallery images, for R@top1% (omitted when ``None``).
+        protocol: the benchmark's evaluator (a name of :data:`skyrank.metrics.PROTOCOLS`): its R@1% definition,
+            AP or not, and its extra metrics (VIGOR ``Hit_Rate`` from the rows' ``semi_positive_ids``, DenseUAV
+            ``SDM@K`` from ``lonlat``); ``None`` keeps the University-1652 columns and CMC R@1%.
+        lonlat: image id -> ``(longitude, latitude)`` of every query and gallery image (DenseUAV's SDM@K).
 
     Returns:
         An :class:`EvalReport` with rows ``retriever``, ``skylink`` and ``improvement`` (skylink − retriever, in
@@ -399,18 +479,29 @@ def evaluate_reranking(
     rows = list(rows)
     if not rows:
         raise ValueError("no rows to evaluate")
-    top1pct_k = metrics.top1_percent_k(gallery_size) if gallery_size is not None else None
-    cols = metric_columns(ap, with_top1pct=top1pct_k is not None)
-    per_query: dict[str, list[dict[str, float]]] = {"retriever": _retriever_per_query(rows, top_k, top1pct_k)}
+    if isinstance(protocol, str):
+        protocol = metrics.get_protocol(protocol)
+    top1pct_def = protocol.top1_percent if protocol is not None else "cmc"
+    top1pct_k = metrics.top1_percent_k_for(gallery_size, top1pct_def) if gallery_size is not None else None
+    cols = metric_columns(ap, with_top1pct=top1pct_k is not None, protocol=protocol)
+    if protocol is not None:  # SDM@K needs K retrieved ids per query
+        shortest = min(len(list(r["retrieved_ids"])) for r in rows)
+        cols = tuple(m for m in cols if not m.startswith("SDM@") or int(m[4:]) <= shortest)
+    if protocol is not None:
+        protocol = dataclasses.replace(protocol, extra=tuple(m for m in protocol.extra if m in cols))
+    extras = _protocol_extras(protocol, lonlat)
+    per_query: dict[str, list[dict[str, float]]] = {
+        "retriever": _retriever_per_query(rows, top_k, top1pct_k, extras)
+    }
     if scores_by_query is not None:
-        per_query["skylink"] = _rerank_per_query(rows, scores_by_query, top_k, top1pct_k)
+        per_query["skylink"] = _rerank_per_query(rows, scores_by_query, top_k, top1pct_k, extras)
         if fusion_weight is not None:
             fused = fusion.fused_scores_by_query(rows, scores_by_query, top_k, fusion_weight)
-            per_query["skylink_fused"] = _rerank_per_query(rows, fused, top_k, top1pct_k)
+            per_query["skylink_fused"] = _rerank_per_query(rows, fused, top_k, top1pct_k, extras)
     elif fusion_weight is not None:
         raise ValueError("fusion needs re-ranker scores (scores_by_query)")
     if prompt_scores_by_query is not None:
-        per_query["prompt_baseline"] = _rerank_per_query(rows, prompt_scores_by_query, top_k, top1pct_k)
+        per_query["prompt_baseline"] = _rerank_per_query(rows, prompt_scores_by_query, top_k, top1pct_k, extras)
 
     table: dict[str, dict[str, float]] = {}
     ci95: dict[str, dict[str, list[float]]] = {}
@@ -443,12 +534,22 @@ def evaluate_reranking(
         top1_percent_k=top1pct_k,
         ci95=ci95,
         fusion=fusion_record,
-        metric_definitions={m: metrics.METRIC_DEFINITIONS["R@K" if m in ("R@1", "R@5", "R@10") else m] for m in cols},
+        metric_definitions=_definitions(cols, protocol),
         gallery_protocol=gallery_protocol,
         data=data,
         extra=dict(extra or {}),
         per_query=per_query,
+        evaluation_protocol=protocol.name if protocol is not None else None,
+        top1_percent_definition=top1pct_def if top1pct_k is not None else None,
     )
+
+
+def _definitions(cols: Sequence[str], protocol: metrics.EvaluationProtocol | None) -> dict[str, str]:
+    """What each reported column means (the JSON's ``metric_definitions``); R@top1% names its convention."""
+    out = {m: metrics.METRIC_DEFINITIONS["R@K" if m in ("R@1", "R@5", "R@10") else m] for m in cols}
+    if protocol is not None and "R@top1%" in out:
+        out["R@top1%"] = f"{protocol.top1_percent}: {metrics.TOP1_PERCENT_DEFINITIONS[protocol.top1_percent]}"
+    return out
 
 
 def _score_queries(
@@ -574,6 +675,7 @@ def evaluate(
     hits and misses; ``prompt_ms_per_query`` likewise for the baseline.
     """
     from skylink_model.data import load_skyrank_split
+    from skyrank.errors import SkyRankError
     from skyrank.loading import build_params
 
     if baseline not in (None, "prompt"):
@@ -581,8 +683,23 @@ def evaluate(
     fuse = parse_fuse(fuse)
     started = time.perf_counter()
     split_data = load_skyrank_split(data, config, split, images_root=images_root, cache_dir=cache_dir)
+    params = build_params(data, cache_dir=cache_dir)
     if gallery_protocol is None:  # what the build used (`skyrank build --protocol`), from the dataset's manifest
-        gallery_protocol = build_params(data, cache_dir=cache_dir).get("protocol")
+        gallery_protocol = params.get("protocol")
+    # The benchmark's own evaluator: the manifest's evaluation_protocol, else its benchmark name, else none.
+    protocol = metrics.resolve_protocol(params)
+    recorded = params.get("evaluation_protocol")
+    if recorded and (protocol is None or protocol.name != recorded):  # e.g. "synthetic": no evaluator of its own
+        extra_note = {"evaluation_protocol_recorded": str(recorded)}
+    else:
+        extra_note = {}
+    lonlat = None
+    if protocol is not None and protocol.needs_coordinates:
+        try:
+            lonlat = image_lonlat(data, config, split, cache_dir=cache_dir)
+        except SkyRankError as err:  # no coordinates stored: the other metrics still stand, and the JSON says why
+            extra_note["metrics_omitted"] = f"{', '.join(protocol.extra)}: {err}"
+            protocol = dataclasses.replace(protocol, extra=())
     rows_ds = split_data.rows
     if max_queries is not None:
         rows_ds = rows_ds.select(range(min(max_queries, len(rows_ds))))
@@ -591,7 +708,7 @@ def evaluate(
 
     skylink_scores: dict[str, dict[str, float]] | None = None
     prompt_scores: dict[str, dict[str, float]] | None = None
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = dict(extra_note)
     score_stats: dict[str, Any] = {}
     if model is not None:
         skylink_scores = _score_queries(
@@ -611,6 +728,12 @@ def evaluate(
         from skylink_model.data import parse_retriever_config
 
         direction = parse_retriever_config(config).direction or "d2s"
+        views = None  # the direction's drone/satellite words, unless the data says otherwise (street views)
+        if split_data.query_view and split_data.gallery_view:
+            from skylink_model.config import view_phrase
+
+            panorama = split_data.ground_is_panorama()
+            views = (view_phrase(split_data.query_view, panorama=panorama), view_phrase(split_data.gallery_view))
         iterator: Iterable[dict] = rows
         if progress:
             from tqdm.auto import tqdm
@@ -625,7 +748,7 @@ def evaluate(
             with _adapters_disabled(baseline_model):
                 result = score_listwise(
                     baseline_model, baseline_processor, query_image, candidate_images, max_new_tokens,
-                    direction=direction,
+                    direction=direction, views=views,
                 )  # fmt: skip
             prompt_seconds += time.perf_counter() - tic
             prompt_scores[qid] = dict(zip(top, result.scores, strict=True))
@@ -675,10 +798,38 @@ def evaluate(
         gallery_protocol=gallery_protocol,
         data=str(data),
         extra=extra,
+        protocol=protocol,
+        lonlat=lonlat,
     )
     if json_path is not None:
         report.to_json(json_path)
     return report
+
+
+def image_lonlat(
+    data: str | Path, config: str, split: str, *, cache_dir: str | Path | None = None
+) -> dict[str, tuple[float, float]]:
+    """Image id -> ``(longitude, latitude)`` of the config's gallery and queries images (their ``longitude`` /
+    ``latitude`` columns; DenseUAV's SDM@K). Raises :class:`~skyrank.errors.SkyRankError` naming the config when
+    the columns are missing or a coordinate is unknown (null)."""
+    from skylink_model.data import parse_retriever_config
+    from skyrank.errors import SkyRankError
+    from skyrank.loading import read_columns
+
+    parsed = parse_retriever_config(config)
+    out: dict[str, tuple[float, float]] = {}
+    for image_config in (parsed.gallery_config, parsed.queries_config):
+        table = read_columns(data, image_config, split, ["image_id", "longitude", "latitude"], cache_dir=cache_dir)
+        if not {"longitude", "latitude"} <= set(table.column_names):
+            raise SkyRankError(
+                f"{data}:{image_config}/{split} has no longitude/latitude columns, which SDM@K needs; rebuild the "
+                "dataset with this version of skyrank build"
+            )
+        for image_id, lon, lat in zip(table["image_id"], table["longitude"], table["latitude"], strict=True):
+            if lon is None or lat is None:
+                raise SkyRankError(f"{data}:{image_config}/{split}: image {image_id!r} has no coordinates (SDM@K)")
+            out[str(image_id)] = (float(lon), float(lat))
+    return out
 
 
 def _auto_weight(

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from skylink_model.backbones import BackboneSpec, load_backbone, text_hidden_size
+from skylink_model.backbones import BackboneSpec, fit_image, load_backbone, text_hidden_size
 from skylink_model.config import CONFIG_NAME, SkyLinkConfig
 from skyrank.errors import CheckpointMismatchError, RunFolderError
 from skyrank.images import as_uint8_rgb
@@ -263,7 +263,9 @@ class SkyLinkModel(nn.Module):
         # One image list per prompt: LLaVA-OneVision then takes its multi-image path (base resolution per image)
         # instead of treating each image as a single-image request (anyres tiling); Qwen processors flatten it.
         query_images, candidate_images = as_uint8_rgb(query_images), as_uint8_rgb(candidate_images)  # 16-bit scaled
-        images = [[q, c] for q, c in zip(query_images, candidate_images, strict=True)]
+        # A panorama is letterboxed where the processor would squash it to a square (backbones.fit_image).
+        pairs = zip(query_images, candidate_images, strict=True)
+        images = [[fit_image(q, self.processor), fit_image(c, self.processor)] for q, c in pairs]
         batch = self.processor(
             text=[self.template_text] * len(query_images),
             images=images,

@@ -4,7 +4,8 @@ Instead of training a value head, the base LVLM sees the query and all k candida
 write a 0–10 score per candidate, one ``Candidate i: score`` line each. The scores are parsed from the generated
 text; whatever cannot be parsed for a candidate (missing line, junk, an out-of-range number) scores 0 and is
 counted, and the count is reported beside the metrics. The prompt names the views of the config's direction
-(``d2s``: a drone-view query and satellite-view candidates; ``s2d``: the reverse).
+(``d2s``: a drone-view query and satellite-view candidates; ``s2d``: the reverse), or the data's own views
+(``views=``: a street-view panorama or photo query against satellite-view candidates; issue 20).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import torch
 
+from skylink_model.backbones import fit_image
 from skyrank.images import as_uint8_rgb
 
 MIN_SCORE = 0.0
@@ -32,20 +34,24 @@ _LINE_RE = re.compile(
 VIEWS: dict[str, tuple[str, str]] = {"d2s": ("drone-view", "satellite-view"), "s2d": ("satellite-view", "drone-view")}
 
 
-def _views(direction: str) -> tuple[str, str]:
+def _views(direction: str, views: tuple[str, str] | None = None) -> tuple[str, str]:
+    if views is not None:
+        return views
     if direction not in VIEWS:
         raise ValueError(f"`direction` must be one of {', '.join(VIEWS)}, got {direction!r}")
     return VIEWS[direction]
 
 
-def build_listwise_prompt(k: int, direction: str = "d2s") -> str:
+def build_listwise_prompt(k: int, direction: str = "d2s", views: tuple[str, str] | None = None) -> str:
     """The instruction that follows the query image and the k candidate images (appendix A.8).
 
-    ``direction`` (``"d2s"`` or ``"s2d"``, the retriever config's suffix) decides which views are named.
+    ``direction`` (``"d2s"`` or ``"s2d"``, the retriever config's suffix) decides which views are named, unless
+    ``views`` gives the (query, candidate) words (:func:`skylink_model.config.view_phrase`, e.g.
+    ``("street-view panorama", "satellite-view")``).
     """
     if k < 1:
         raise ValueError(f"`k` must be ≥ 1, got {k}")
-    query_view, candidate_view = _views(direction)
+    query_view, candidate_view = _views(direction, views)
     lines = "\n".join(f"Candidate {i}: <score>" for i in range(1, k + 1))
     return (
         f"The first image is a {query_view} query. The {k} images after it are {candidate_view} candidates, numbered "
@@ -56,7 +62,11 @@ def build_listwise_prompt(k: int, direction: str = "d2s") -> str:
 
 
 def build_listwise_conversation(
-    k: int, query_image: Any = None, candidate_images: Sequence[Any] = (), direction: str = "d2s"
+    k: int,
+    query_image: Any = None,
+    candidate_images: Sequence[Any] = (),
+    direction: str = "d2s",
+    views: tuple[str, str] | None = None,
 ) -> list[dict]:
     """A one-turn chat: the query image, then ``Candidate i:`` + image for each candidate, then the instruction."""
     content: list[dict[str, Any]] = [{"type": "text", "text": "Query:"}, _image_item(query_image)]
@@ -66,7 +76,7 @@ def build_listwise_conversation(
     for i, image in enumerate(images, start=1):
         content.append({"type": "text", "text": f"Candidate {i}:"})
         content.append(_image_item(image))
-    content.append({"type": "text", "text": build_listwise_prompt(k, direction)})
+    content.append({"type": "text", "text": build_listwise_prompt(k, direction, views)})
     return [{"role": "user", "content": content}]
 
 
@@ -75,7 +85,11 @@ def _image_item(image: Any) -> dict[str, Any]:
 
 
 def build_listwise_inputs(
-    processor: Any, query_image: Any, candidate_images: Sequence[Any], direction: str = "d2s"
+    processor: Any,
+    query_image: Any,
+    candidate_images: Sequence[Any],
+    direction: str = "d2s",
+    views: tuple[str, str] | None = None,
 ) -> Any:
     """Tokenise the listwise prompt with the backbone's processor (left padding, generation prompt).
 
@@ -83,12 +97,10 @@ def build_listwise_inputs(
     ``mm_token_type_ids``, ``pixel_values``, ``image_grid_thw``, ...).
     """
     k = len(candidate_images)
-    conversation = build_listwise_conversation(k, direction=direction)
+    conversation = build_listwise_conversation(k, direction=direction, views=views)
     text = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-    return processor(
-        text=[text], images=as_uint8_rgb([query_image, *candidate_images]), padding=True, padding_side="left",
-        return_tensors="pt",
-    )
+    images = [fit_image(image, processor) for image in as_uint8_rgb([query_image, *candidate_images])]  # panoramas
+    return processor(text=[text], images=images, padding=True, padding_side="left", return_tensors="pt")
 
 
 def parse_listwise_scores(text: str, k: int) -> tuple[list[float], int]:
@@ -134,16 +146,17 @@ def score_listwise(
     candidate_images: Sequence[Any],
     max_new_tokens: int | None = None,
     direction: str = "d2s",
+    views: tuple[str, str] | None = None,
 ) -> ListwiseResult:
     """Score one query's candidates with the listwise prompt: greedy ``generate`` then :func:`parse_listwise_scores`.
 
     ``model`` is the base ``...ForConditionalGeneration`` (no LoRA, no head); ``max_new_tokens`` defaults to
-    enough for k lines (8 tokens per line); ``direction`` names the views in the prompt.
+    enough for k lines (8 tokens per line); ``direction`` (or ``views``) names the views in the prompt.
     """
     k = len(candidate_images)
     if k == 0:
         return ListwiseResult([], 0, "")
-    inputs = build_listwise_inputs(processor, query_image, candidate_images, direction)
+    inputs = build_listwise_inputs(processor, query_image, candidate_images, direction, views)
     device = next(model.parameters()).device
     inputs = inputs.to(device)
     tokenizer = getattr(processor, "tokenizer", processor)

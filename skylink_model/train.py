@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from skylink_model.config import LR_SCHEDULERS, SkyLinkConfig
+from skylink_model.config import LR_SCHEDULERS, SkyLinkConfig, resolve_prompt
 from skylink_model.data import Group, load_skyrank_split, split_chunks, write_validation
 from skylink_model.losses import RelationalSoftLabelLoss
 from skyrank.errors import OutputExistsError, TrainingError
@@ -304,6 +304,10 @@ def train_skylink(
 
     # ---------------------------------------------------------------- data (Eq. 3, 6-7)
     split_data = load_skyrank_split(data, data_config, split, images_root=images_root, cache_dir=cache_dir)
+    # The pair prompt names the views where the paper's does not fit (street-view queries; issue 20).
+    panorama = split_data.ground_is_panorama()
+    prompt = resolve_prompt(config.prompt, split_data.query_view, split_data.gallery_view, panorama=panorama)
+    config = dataclasses.replace(config, prompt=prompt)
     # Validation locations for the fusion weight (skyrank eval --fuse auto) are held out before anything else.
     split_data, val_ids = split_data.without_validation(config.val_fraction, config.seed)
     split_data = split_data.subsample(config.train_fraction, config.seed)

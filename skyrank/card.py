@@ -297,10 +297,18 @@ def render_dataset_card(
         random_weights=bool(build_params.get("random_weights")),
         skylink_citation=SKYLINK_CITATION,
         benchmark_citation=(benchmark_meta.get("citation") or "").strip(),
+        benchmark_notes=_benchmark_notes(benchmark_meta.get("name")),
+        evaluation_protocol=build_params.get("evaluation_protocol"),
         retriever_citation=(retriever_meta.get("citation") or "").strip(),
     )
     text = str(card)
     return text if text.endswith("\n") else text + "\n"
+
+
+def _benchmark_notes(name: str | None) -> str:
+    from skyrank.benchmarks import benchmark_notes
+
+    return benchmark_notes(name)
 
 
 def render_card_from_inputs(

@@ -148,7 +148,14 @@ def remine(
     new_tables: dict[str, pa.Table] = {}
     for entry in sorted((t for t in tables if t["config"] == retriever_config), key=lambda t: t["split"]):
         split = entry["split"]
-        queries = _read(folder, entry, ["query_id", "label"])
+        queries = _read(folder, entry)
+        # What the build stored per query beyond its label: explicit positives (CVACT test's 5 m rule) and the
+        # optional semi-positives column (VIGOR) are carried into the re-mined rows.
+        extras = {}
+        if manifest.get("explicit_positives"):
+            extras["query_positives"] = queries.column("positive_ids").to_pylist()
+        if "semi_positive_ids" in queries.column_names:
+            extras["query_semi_positives"] = queries.column("semi_positive_ids").to_pylist()
         g_entry = _manifest_table(manifest, gallery_cfg, split)
         if g_entry is None:
             raise SkyRankError(f"{folder}: {gallery_cfg} has no split {split!r}")
@@ -175,6 +182,7 @@ def remine(
                 m=m,
                 index=index,
                 progress=progress,
+                **extras,
             )
         except ValueError as e:
             raise SkyRankError(f"cannot re-mine {retriever_config}/{split} at m={m}: {e}") from e
@@ -208,7 +216,8 @@ def remine(
             written.append(writer.add_table(entry["config"], entry["split"], table,
                                             Features.from_arrow_schema(table.schema)))
         for split, (rows, _n) in new_tables.items():
-            written.append(writer.add_table(new_cfg, split, rows, schema.RETRIEVER_FEATURES))
+            written.append(writer.add_table(new_cfg, split, rows,
+                                            schema.features_for(new_cfg, optional=rows[0] if rows else ())))
         default = card_inputs.get("default_config") or retriever_cfgs[0]
         card = render_card_from_inputs(written, {**card_inputs, "stats": stats}, params, default)
         final = writer.finalize(card, {**params, "card_inputs": card_inputs})

@@ -40,11 +40,16 @@ Pure Python / numpy; **every metric SkyRank reports is defined here**, and evalu
 * **Top-k list AP** (``AP_topk_market1501``, :func:`topk_list_ap`; SkyRank's earlier "conservative AP"): the
   trapezoid AP over the re-ranked top-k list alone, n = the positives found in it (those outside are ignored),
   0 when none is found. Kept for comparison with earlier SkyRank reports; it is not the paper's.
+* **Each benchmark's own evaluator** (issue 20, :data:`PROTOCOLS`): which of the three R@1% definitions
+  (:data:`TOP1_PERCENT_DEFINITIONS`: Sample4Geo's ``N // 100``, SAFA/VIGOR's ``int(0.01 N) + 1``, the CMC above),
+  whether AP is reported, and the extra metrics: VIGOR's hit rate (:func:`vigor_hit`), DenseUAV's SDM@K
+  (:func:`sdm_at_k`); the CVACT test positives (:func:`positives_within_radius`, 5 m) are computed at build time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -326,3 +331,305 @@ def retrieval_metrics(
     if not per_query:
         raise ValueError("retrieval_metrics needs at least one row")
     return summarize(per_query)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Each benchmark's own evaluator (issue 20; notes/benchmarks-more.md sections 0-5). Every protocol below names the
+# original evaluator it reproduces; evaluation reads the protocol from the dataset's manifest
+# ("evaluation_protocol"), falling back to the benchmark's name, then to the University-1652 columns above.
+# ------------------------------------------------------------------------------------------------------------
+
+#: The three incompatible R@1% conventions (notes/benchmarks-more.md section 0), with N the gallery size and r the
+#: 0-based rank of the first positive (the number of references scoring strictly higher).
+TOP1_PERCENT_DEFINITIONS: dict[str, str] = {
+    "floor": (
+        "Sample4Geo / TransGeo 'Recall@top1': hit if r < N // 100 (sample4geo/evaluate/cvusa_and_cvact.py and "
+        "vigor.py:calculate_scores, topk.append(R//100), ranking < k), i.e. Recall@(N // 100); 0 for N < 100"
+    ),
+    "int+1": (
+        "VIGOR train_SAFA.py:validate_top, SAFA test_cvusa.py, OriCNN: hit if r < int(0.01 N) + 1, i.e. "
+        "Recall@(int(0.01 N) + 1), capped at N"
+    ),
+    "cmc": (
+        "University-1652 / DenseUAV evaluate_gpu.py, VICI src/eval.py 'Recall@top1': CMC[round(0.01 N)] in 0-based "
+        "indexing (Python round, half to even), i.e. Recall@(round(0.01 N) + 1), capped at N"
+    ),
+}
+
+
+def top1_percent_k_for(gallery_size: int, definition: str = "cmc") -> int:
+    """The K of R@1% under ``definition`` (:data:`TOP1_PERCENT_DEFINITIONS`): a query hits when its best positive's
+    1-based rank is <= K. ``"floor"``: ``N // 100`` (0 below 100 images: nobody hits, as in Sample4Geo);
+    ``"int+1"``: ``int(0.01 N) + 1``; ``"cmc"``: ``round(0.01 N) + 1`` (:func:`top1_percent_k`); both capped at N.
+
+    Worked: N = 8,884 gives 88 / 89 / 90; N = 90,618 gives 906 / 907 / 907; N = 951 gives 9 / 10 / 11.
+    """
+    if isinstance(gallery_size, bool) or int(gallery_size) < 1:
+        raise ValueError(f"gallery_size must be >= 1, got {gallery_size!r}")
+    n = int(gallery_size)
+    if definition == "floor":
+        return n // 100
+    if definition == "int+1":
+        return min(n, int(n * 0.01) + 1)
+    if definition == "cmc":
+        return top1_percent_k(n)
+    raise ValueError(f"R@1% definition must be one of {', '.join(TOP1_PERCENT_DEFINITIONS)}, got {definition!r}")
+
+
+def vigor_hit(similarity: np.ndarray, positive: int, semi_positives: Sequence[int]) -> bool:
+    """VIGOR's hit of one query, with the original code's strictness (Sample4Geo
+    ``sample4geo/evaluate/vigor.py:calculate_scores``; VIGOR ``train_SAFA.py:validate_top``).
+
+    ``similarity`` is the query's ``(N,)`` similarity to every reference; ``positive`` the positive's index and
+    ``semi_positives`` its semi-positives' indices. The code masks the semi-positives out of "references scoring
+    strictly higher than the positive" and counts a hit when none is left: nothing but semi-positives may score
+    above the positive (ties go to the query). A semi-positive ranked first with a negative before the positive is
+    a miss, although the paper's prose ("the top-1 covers the query") would count it.
+    """
+    sim = np.asarray(similarity, dtype=np.float64).reshape(-1)
+    higher = sim > sim[int(positive)]
+    higher[np.asarray(list(semi_positives), dtype=np.int64)] = False
+    return not bool(higher.any())
+
+
+def vigor_hit_from_ranking(ranked_ids: Sequence[str], positive_rank: int, semi_positive_ids: Iterable[str]) -> float:
+    """:func:`vigor_hit` from a ranking: 1.0 when every reference ranked above the positive (1-based
+    ``positive_rank`` in the full, possibly re-ranked, ranking ``ranked_ids``) is a semi-positive, else 0.0.
+
+    With SkyRank's tie rule (a positive ahead of equal-scoring negatives) the references ranked above the positive
+    are exactly those scoring strictly higher, so this equals the evaluator's count. ``ranked_ids`` needs only the
+    first ``positive_rank - 1`` entries; a positive ranked below more references than there are semi-positives is
+    a miss whatever they are.
+    """
+    semi = {str(s) for s in semi_positive_ids}
+    above = int(positive_rank) - 1
+    if above < 0:
+        raise ValueError(f"positive_rank is 1-based, got {positive_rank}")
+    if above > len(semi):
+        return 0.0
+    ids = [str(i) for i in list(ranked_ids)[:above]]
+    if len(ids) < above:
+        raise ValueError(f"the ranking holds {len(ids)} ids, fewer than the {above} ranked above the positive")
+    return 1.0 if all(i in semi for i in ids) else 0.0
+
+
+def vigor_scores(
+    similarity: np.ndarray,
+    positives: Sequence[int],
+    semi_positives: Sequence[Sequence[int]],
+    ks: Sequence[int] = (1, 5, 10),
+) -> dict[str, float]:
+    """What Sample4Geo's VIGOR evaluator prints, in percent, from a ``(Q, N)`` similarity matrix
+    (``sample4geo/evaluate/vigor.py:calculate_scores``): ``R@<k>`` for each k and ``R@top1%`` count the positive
+    only (rank = references strictly more similar than it, hit if rank < k; R@1% with ``N // 100``, the
+    ``"floor"`` definition), and ``Hit_Rate`` is :func:`vigor_hit`. The reference implementation the ranking-based
+    evaluation (:func:`protocol_query_metrics`) is tested against.
+    """
+    sim = np.asarray(similarity, dtype=np.float64)
+    if sim.ndim != 2 or len(positives) != sim.shape[0] or len(semi_positives) != sim.shape[0]:
+        raise ValueError("similarity must be (Q, N) with one positive and one semi-positive list per query")
+    q, n = sim.shape
+    cutoffs = [int(k) for k in ks] + [n // 100]
+    hits = np.zeros(len(cutoffs))
+    hit_rate = 0.0
+    for i in range(q):
+        rank0 = int((sim[i] > sim[i, int(positives[i])]).sum())
+        hits += [rank0 < k for k in cutoffs]
+        hit_rate += vigor_hit(sim[i], int(positives[i]), semi_positives[i])
+    out = {f"R@{k}": float(100.0 * h / q) for k, h in zip(ks, hits[:-1], strict=True)}
+    out["R@top1%"] = float(100.0 * hits[-1] / q)
+    out["Hit_Rate"] = float(100.0 * hit_rate / q)
+    return out
+
+
+#: DenseUAV's SDM scale: s_i = exp(-SDM_SCALE * d_i), d_i in degrees (evaluateDistance.py, hard-coded 5e3).
+SDM_SCALE = 5000.0
+#: The SDM@K values DenseUAV's evaluateDistance.py prints (``--K 1 3 5 10``).
+SDM_KS: tuple[int, ...] = (1, 3, 5, 10)
+
+
+def sdm_at_k(query_lonlat: Sequence[float], ranked_lonlat: np.ndarray, k: int) -> float:
+    """DenseUAV's SDM@K of one query (``evaluateDistance.py:evaluate_SDM``/``evaluateSingle``), in [0, 1].
+
+    ``query_lonlat`` is ``(longitude, latitude)`` of the query's location and ``ranked_lonlat`` ``(>= K, 2)`` the
+    ``(longitude, latitude)`` of the top-ranked gallery images' locations, in rank order: **longitude first**, as
+    ``Dense_GPS_ALL.txt`` writes them (``E<lon> N<lat>``). d_i is the Euclidean distance in raw degrees (computed in
+    float32, as the original's ``np.float32`` arrays), s_i = exp(-5000 d_i), w_i = 1 - (i-1)/K, and
+    SDM@K = sum_i w_i s_i / sum_i w_i. A gallery image of the query's own location scores 1.
+    """
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    ranked = np.asarray(ranked_lonlat, dtype=np.float32).reshape(-1, 2)
+    if ranked.shape[0] < k:
+        raise ValueError(f"SDM@{k} needs the top {k} gallery positions, got {ranked.shape[0]}")
+    diff = ranked[:k] - np.asarray(query_lonlat, dtype=np.float32).reshape(1, 2)
+    distance = np.sqrt((diff * diff).sum(axis=1, dtype=np.float32))
+    weight = 1.0 - np.arange(k, dtype=np.float64) / k
+    similarity = np.exp(-SDM_SCALE * distance.astype(np.float64))
+    return float((weight * similarity).sum() / weight.sum())
+
+
+#: The CVACT test rule's radius in metres (OriCNN ``CVPR2019_codes/Matlab/RecallGeo.m``: ``L2_dis <= 5``).
+CVACT_RADIUS_M = 5.0
+
+
+def positives_within_radius(
+    query_utm: np.ndarray, gallery_utm: np.ndarray | None = None, radius_m: float = CVACT_RADIUS_M
+) -> list[np.ndarray]:
+    """The CVACT test rule (OriCNN ``RecallGeo.m``): gallery tile j is a positive of query i when the Euclidean
+    distance between their UTM positions (metres; ``ACT_data.mat`` ``utm``, rows of ``valSetAll.valInd``) is
+    **<= radius_m** (5 m). Returns, per query, the sorted ``int64`` gallery indices within the radius (a query's own
+    tile, at distance 0, is among them). ``gallery_utm=None``: the queries' own positions (CVACT test pairs query i
+    with tile i, so both share ``utm(valSetAll.valInd, :)``).
+
+    Exact and memory-bounded: the gallery is sorted by easting and each query compares only the tiles whose
+    easting is within the radius (92,802 x 92,802 never materialises).
+    """
+    q = np.asarray(query_utm, dtype=np.float64)
+    g = q if gallery_utm is None else np.asarray(gallery_utm, dtype=np.float64)
+    if q.ndim != 2 or q.shape[1] != 2 or g.ndim != 2 or g.shape[1] != 2:
+        raise ValueError(f"UTM positions must be (N, 2) arrays, got {q.shape} and {g.shape}")
+    if not (np.isfinite(q).all() and np.isfinite(g).all()):
+        raise ValueError("UTM positions must be finite")
+    radius = float(radius_m)
+    order = np.argsort(g[:, 0], kind="stable")
+    east = g[order, 0]
+    lo = np.searchsorted(east, q[:, 0] - radius, side="left")
+    hi = np.searchsorted(east, q[:, 0] + radius, side="right")
+    out: list[np.ndarray] = []
+    for i in range(q.shape[0]):
+        cand = order[lo[i] : hi[i]]
+        d = g[cand] - q[i]
+        within = np.sqrt(d[:, 0] ** 2 + d[:, 1] ** 2) <= radius
+        out.append(np.sort(cand[within]).astype(np.int64))
+    return out
+
+
+@dataclass(frozen=True)
+class EvaluationProtocol:
+    """One benchmark's evaluator: which R@1%, whether AP is reported, which extra metrics, which table columns.
+
+    Attributes:
+        name: the key a benchmark declares (``Benchmark.evaluation_protocol``) and the manifest records.
+        top1_percent: the R@1% definition (:data:`TOP1_PERCENT_DEFINITIONS`).
+        ap: the original evaluator reports AP (its AP columns then follow ``--ap``).
+        extra: metrics beyond R@K / R@1% / AP (``Hit_Rate``, ``SDM@K``), computed by :func:`protocol_query_metrics`.
+        table: the columns ``skyrank table`` shows by default for this benchmark.
+        evaluator: the original code (file and rule) whose numbers the protocol reproduces.
+    """
+
+    name: str
+    top1_percent: str
+    ap: bool
+    extra: tuple[str, ...]
+    table: tuple[str, ...]
+    evaluator: str
+
+    @property
+    def needs_semi_positives(self) -> bool:
+        return "Hit_Rate" in self.extra
+
+    @property
+    def needs_coordinates(self) -> bool:
+        return any(m.startswith("SDM@") for m in self.extra)
+
+
+_SDM_COLUMNS = tuple(f"SDM@{k}" for k in SDM_KS)
+
+#: Every registered protocol (issue 20), by name.
+PROTOCOLS: dict[str, EvaluationProtocol] = {
+    p.name: p
+    for p in (
+        EvaluationProtocol("university1652", "cmc", True, (), ("R@1", "AP"),
+                           "layumi/University1652-Baseline evaluate_gpu.py (CMC, trapezoid AP)"),
+        EvaluationProtocol("sues200", "cmc", True, (), ("R@1", "AP"),
+                           "Reza-Zhu/SUES-200-Benchmark test_and_evaluate.py (University-1652's evaluate_gpu.py)"),
+        EvaluationProtocol("vigor", "floor", False, ("Hit_Rate",), ("R@1", "R@5", "R@10", "R@top1%", "Hit_Rate"),
+                           "Skyy93/Sample4Geo sample4geo/evaluate/vigor.py:calculate_scores (positive-only R@K, "
+                           "R@1% = R@(N//100), masked hit rate)"),
+        EvaluationProtocol("cvusa", "floor", False, (), ("R@1", "R@5", "R@10", "R@top1%"),
+                           "Skyy93/Sample4Geo sample4geo/evaluate/cvusa_and_cvact.py:calculate_scores"),
+        EvaluationProtocol("cvact", "floor", False, (), ("R@1", "R@5", "R@10", "R@top1%"),
+                           "Skyy93/Sample4Geo sample4geo/evaluate/cvusa_and_cvact.py:calculate_scores (test "
+                           "positives: OriCNN RecallGeo.m, any tile within 5 m, when the build stored them)"),
+        EvaluationProtocol("denseuav", "cmc", True, _SDM_COLUMNS, ("R@1", "R@5", "SDM@1"),
+                           "Dmmm1997/DenseUAV evaluate_gpu.py (University-1652 CMC and AP) and "
+                           "evaluateDistance.py:evaluate_SDM (SDM@K, lon/lat degrees)"),
+        EvaluationProtocol("university1652-street", "cmc", True, (), ("R@1", "R@5", "R@10", "AP"),
+                           "layumi/University1652-Baseline evaluate_gpu.py with query_street/gallery_satellite"),
+    )
+}  # fmt: skip
+
+
+def get_protocol(name: str) -> EvaluationProtocol:
+    """The registered :class:`EvaluationProtocol` ``name``; ``ValueError`` listing the names otherwise."""
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown evaluation protocol {name!r}; choose one of: {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[name]
+
+
+def resolve_protocol(build_params: Mapping[str, object], *, strict: bool = False) -> EvaluationProtocol | None:
+    """The protocol of a dataset from its manifest's build parameters: the ``evaluation_protocol`` key, else the
+    benchmark's name when a protocol has it, else ``None`` (a folder built before issue 20, or a benchmark without
+    its own evaluator such as ``synthetic``: the University-1652 columns above). A recorded name no protocol has is
+    passed over (``strict=True``: ``ValueError``)."""
+    name = build_params.get("evaluation_protocol")
+    if name and (strict or str(name) in PROTOCOLS):
+        return get_protocol(str(name))
+    for key in ("benchmark", "dataset"):
+        bench = build_params.get(key)
+        if isinstance(bench, str) and bench in PROTOCOLS:
+            return PROTOCOLS[bench]
+    return None
+
+
+def protocol_query_metrics(
+    protocol: EvaluationProtocol,
+    *,
+    ranked_ids: Sequence[str],
+    positive_ranks: Sequence[int],
+    semi_positive_ids: Iterable[str] = (),
+    query_lonlat: Sequence[float] | None = None,
+    lonlat: Mapping[str, Sequence[float]] | None = None,
+) -> dict[str, float]:
+    """The protocol's extra per-query metrics (fractions) from the (re-ranked) ranking.
+
+    ``ranked_ids`` is the full ranking as far as it is known (the retriever's ``retrieved_ids`` with the top-k
+    permuted), ``positive_ranks`` the positives' 1-based ranks in it. ``Hit_Rate``:
+    :func:`vigor_hit_from_ranking` of the best-ranked positive (0 when the query has none). ``SDM@K``:
+    :func:`sdm_at_k` of the first K ids, located through ``lonlat`` (id -> (longitude, latitude)), the query at
+    ``query_lonlat``.
+    """
+    out: dict[str, float] = {}
+    ranks = _checked_ranks(positive_ranks)
+    for name in protocol.extra:
+        if name == "Hit_Rate":
+            out[name] = vigor_hit_from_ranking(ranked_ids, ranks[0], semi_positive_ids) if ranks else 0.0
+        elif name.startswith("SDM@"):
+            if query_lonlat is None or lonlat is None:
+                raise ValueError(f"{name} needs the query's and the gallery's (longitude, latitude)")
+            k = int(name[4:])
+            ids = [str(i) for i in list(ranked_ids)[:k]]
+            out[name] = sdm_at_k(query_lonlat, np.array([lonlat[i] for i in ids], dtype=np.float64), k)
+        else:  # pragma: no cover - guarded by the PROTOCOLS table
+            raise ValueError(f"no rule for the metric {name!r}")
+    return out
+
+
+METRIC_DEFINITIONS.update(
+    {
+        "Hit_Rate": (
+            "VIGOR hit rate (Sample4Geo vigor.py:calculate_scores): percent of queries where no reference other than "
+            "the positive's 3 semi-positives scores strictly above the positive (after re-ranking: ranks above it)"
+        ),
+        **{
+            f"SDM@{k}": (
+                f"DenseUAV SDM@{k} (evaluateDistance.py): sum_i w_i exp(-5000 d_i) / sum_i w_i over the top {k}, "
+                f"w_i = 1 - (i-1)/{k}, d_i the Euclidean distance in degrees between (lon, lat) of the query's and "
+                "the i-th image's locations; percent"
+            )
+            for k in SDM_KS
+        },
+    }
+)

@@ -225,6 +225,35 @@ def full_ranks(
     return out
 
 
+def _query_positives(
+    q_ids: list[str],
+    q_labels: list[str],
+    by_label: dict[str, np.ndarray],
+    g_ids: list[str],
+    query_positives: Sequence[Sequence[str] | None] | None,
+) -> list[np.ndarray]:
+    """Each query's positives as sorted gallery indices: its label's images, or its explicit ids."""
+    index = {gid: i for i, gid in enumerate(g_ids)} if query_positives is not None else {}
+    out: list[np.ndarray] = []
+    missing: list[str] = []
+    for qi, (qid, lab) in enumerate(zip(q_ids, q_labels, strict=True)):
+        explicit = None if query_positives is None else query_positives[qi]
+        if explicit is None:
+            pos = by_label.get(lab)
+            if pos is None:
+                missing.append(f"{qid!r} (label {lab!r})")
+                pos = np.empty(0, dtype=np.int64)
+        else:
+            unknown = [x for x in explicit if x not in index]
+            if unknown or not explicit:
+                missing.append(f"{qid!r} (positives {list(explicit)[:3]!r} not in the gallery)")
+            pos = np.asarray(sorted(index[x] for x in explicit if x in index), dtype=np.int64)
+        out.append(pos)
+    if missing:
+        raise ValueError(f"{len(missing)} queries have no positive in the gallery, e.g. {', '.join(missing[:5])}")
+    return out
+
+
 def mine(
     query_ids: Sequence[str],
     query_labels: Sequence[str],
@@ -240,6 +269,8 @@ def mine(
     index_params: Mapping[str, Any] | None = None,
     return_info: bool = False,
     recall_sample: int = 1000,
+    query_positives: Sequence[Sequence[str] | None] | None = None,
+    query_semi_positives: Sequence[Sequence[str]] | None = None,
 ) -> list[dict[str, Any]] | tuple[list[dict[str, Any]], dict[str, Any]]:
     """Mine one SkyRank row per query (SkyLink Eq. 1, 2, 6), sorted by ``query_id``.
 
@@ -280,6 +311,11 @@ def mine(
     sample of ``recall_sample`` queries; 1.0 for exact search), ``recall_k`` and ``recall_queries``, for the
     dataset card.
 
+    ``query_positives`` (aligned with ``query_ids``): a query's positives as gallery ids where they are not "same
+    label" (CVACT test: every tile within 5 m; ``None`` entries keep the label rule). ``query_semi_positives``
+    (aligned with ``query_ids``): gallery ids stored unchanged in the optional ``semi_positive_ids`` column
+    (VIGOR); they stay ordinary candidates (negatives for the swap rule) with Eq. 7's soft labels.
+
     Raises ``ValueError`` on mismatched lengths, duplicate ids, a query whose label has no positive in the
     gallery (naming a few), m < 2, m > gallery size, or a query with fewer than m-1 negatives in the gallery.
     """
@@ -310,11 +346,11 @@ def mine(
     for gi, label in enumerate(g_labels):
         by_label.setdefault(label, []).append(gi)
     positives = {label: np.asarray(idx, dtype=np.int64) for label, idx in by_label.items()}
-    missing = [(qid, lab) for qid, lab in zip(q_ids, q_labels, strict=True) if lab not in positives]
-    if missing:
-        shown = ", ".join(f"{qid!r} (label {lab!r})" for qid, lab in missing[:5])
-        raise ValueError(f"{len(missing)} queries have no positive in the gallery, e.g. {shown}")
-    most = max(positives[lab].size for lab in set(q_labels))
+    for name, extra in (("query_positives", query_positives), ("query_semi_positives", query_semi_positives)):
+        if extra is not None and len(extra) != n_q:
+            raise ValueError(f"{name} has {len(extra)} entries for {n_q} queries")
+    q_pos = _query_positives(q_ids, q_labels, positives, g_ids, query_positives)
+    most = max(p.size for p in q_pos)
     if n_g - most < m - 1:
         raise ValueError(
             f"m={m} needs {m - 1} negatives per query, but a label has {most} of the {n_g} gallery images as "
@@ -353,13 +389,13 @@ def mine(
     subsets: dict[int, np.ndarray | None] = {}
     beyond_pool: dict[int, tuple[np.ndarray, ...]] = {}
     if approx_pools is not None:
-        subsets = {qi: _pool_subset(approx_pools[qi], positives[q_labels[qi]], m) for qi in order}
+        subsets = {qi: _pool_subset(approx_pools[qi], q_pos[qi], m) for qi in order}
         full = [qi for qi in order if subsets[qi] is None]
         with tqdm(total=len(full), disable=not progress or not full, unit="query", desc="ranks beyond the pool") as b:
             for start in range(0, len(full), rows_per_chunk):
                 group = full[start : start + rows_per_chunk]
                 for qi, row in zip(group, q[group] @ g.T, strict=True):
-                    ret_i, neg_i, pos_i, ranks = _approx_ranking(row, approx_pools[qi], positives[q_labels[qi]], m)
+                    ret_i, neg_i, pos_i, ranks = _approx_ranking(row, approx_pools[qi], q_pos[qi], m)
                     beyond_pool[qi] = (ret_i, neg_i, pos_i, ranks, row[pos_i[0]], row[ret_i], row[neg_i])
                 b.update(len(group))
         rows_per_chunk = max(rows_per_chunk, 4096)  # the loop below no longer touches the whole gallery
@@ -367,7 +403,7 @@ def mine(
     with tqdm(total=n_q, disable=not progress, unit="query", desc="mining") as bar:
         for start in range(0, n_q, rows_per_chunk):
             chunk = order[start : start + rows_per_chunk]
-            pos_lists = [positives[q_labels[qi]] for qi in chunk]
+            pos_lists = [q_pos[qi] for qi in chunk]
             qc = q[chunk]
             if approx is None:
                 scores = qc @ g.T  # the one place this chunk's scores are computed
@@ -420,7 +456,10 @@ def mine(
                     retrieved_ids=[g_ids[i] for i in retrieved.tolist()],
                     retrieved_scores=ret_scores.tolist(),
                 )
-                out.append(record._asdict())
+                row_dict = record._asdict()
+                if query_semi_positives is not None:  # the optional column (schema.OPTIONAL_RETRIEVER_FEATURES)
+                    row_dict["semi_positive_ids"] = [str(x) for x in query_semi_positives[qi]]
+                out.append(row_dict)
             bar.update(len(chunk))
     if not return_info:
         return out

@@ -263,8 +263,12 @@ def _check_retriever_table(
     queries: dict[str, str] | None,
     problems: _Problems,
     inconsistent: list[str] | None = None,
+    explicit_positives: bool = False,
 ) -> int:
     """Invariants of a retriever table (one row per query), read as Python values a slice of rows at a time.
+
+    ``explicit_positives`` (the manifest's ``explicit_positives``: positives chosen per query, e.g. CVACT test's
+    5 m rule): the positives need not share the query's label; one of them must.
 
     The soft labels cannot be recomputed without the embeddings, but Eq. 6 gives one value per (ground truth,
     candidate) pair: a pair that recurs (queries sharing a ground truth, or the pair reversed) with another
@@ -360,7 +364,9 @@ def _check_retriever_table(
             if unknown:
                 problems.row(table_name, "reference ids absent from the gallery config", qid)
             else:
-                if any(gallery[p] != r["label"] for p in pos):
+                if (not any(gallery[p] == r["label"] for p in pos)) if explicit_positives else (
+                    any(gallery[p] != r["label"] for p in pos)
+                ):
                     problems.row(table_name, "have a positive whose gallery label differs from the query label", qid)
                 if any(gallery[c] == r["label"] for c in cand):
                     problems.row(table_name, "have a candidate with the query's label (a missed positive)", qid)
@@ -530,7 +536,7 @@ def validate_dataset(folder: str | Path, *, check_images: bool = True, load: boo
                 problems.add(f"{MANIFEST_NAME}: bad 'embeddings' entry {emb_info}: {e}")
                 continue
         else:
-            want = schema.features_for(cfg, with_images=with_images)
+            want = schema.features_for(cfg, with_images=with_images, optional=file_schemas[0].names)
         expected[(cfg, split)] = want
         bad = next((g for g in got_all if g != want), None)
         if bad is not None:
@@ -603,7 +609,8 @@ def validate_dataset(folder: str | Path, *, check_images: bool = True, load: boo
             cfg_m = schema.config_top_m(cfg) or m  # a re-mined config names its own m (-m<m>)
             try:
                 soft_label_repeats += _check_retriever_table(
-                    f"{cfg}/{split}", table, cfg_m, gallery, queries, problems, inconsistent
+                    f"{cfg}/{split}", table, cfg_m, gallery, queries, problems, inconsistent,
+                    explicit_positives=bool(manifest.get("explicit_positives")),
                 )
             except Exception as e:  # noqa: BLE001
                 problems.add(f"{cfg}/{split}: cannot check the rows: {type(e).__name__}: {e}")

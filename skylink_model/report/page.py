@@ -16,7 +16,7 @@ from typing import Any
 from skylink_model.report._io import EvalRun, load_eval_json, load_per_query, write_text_atomic
 from skylink_model.report.plots import plot_recall_curve, recall_curve
 from skylink_model.report.sheets import write_contact_sheets
-from skylink_model.report.tables import DEFAULT_METRICS, _row_label, build_table, parse_config
+from skylink_model.report.tables import _row_label, build_table, parse_config
 from skyrank.errors import EvalFileError
 
 ROW_ORDER = ("retriever", "skylink", "skylink_fused", "prompt_baseline")
@@ -97,7 +97,7 @@ def write_report(
     images_root: str | Path | None = None,
     queries: int = 8,
     select: str = "first",
-    metrics: Sequence[str] = DEFAULT_METRICS,
+    metrics: Sequence[str] | None = None,
     sweeps: Sequence[str | Path] = (),
     thumb: int = 112,
     title: str = "SkyLink re-ranking report",

@@ -2,9 +2,12 @@
 
 Top line: the query and its ground truth. Then the retriever's top-k with its similarity scores, SkyLink's
 re-ranked top-k with its scores S (Eq. 4: S = wᵀh_last) and, when the evaluation fused, the fused order with its
-fused scores z(S) + W z(retriever). Positives are framed in green, other candidates in grey.
+fused scores z(S) + W z(retriever). Positives are framed in green, VIGOR's semi-positives in amber, other
+candidates in grey.
 Queries are picked as stored (first N) or by rank change: the best positive's rank before minus after re-ranking
-(``best``: largest gains first; ``worst``: largest losses first).
+(``best``: largest gains first; ``worst``: largest losses first). A wide query (a street-view panorama: VIGOR 2:1,
+CVUSA 5.5:1) gets a tile of its own aspect ratio, one thumbnail high (:func:`tile_size`), instead of a letterboxed
+square.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ SELECTIONS: tuple[str, ...] = ("first", "best", "worst")
 POSITIVE = (22, 163, 74)
 NEGATIVE = (170, 170, 170)
 GROUND_TRUTH = (37, 99, 235)
+SEMI_POSITIVE = (217, 119, 6)  # VIGOR's semi-positives: neither positive nor negative
 
 
 def best_rank(ranks: Sequence[int]) -> float:
@@ -61,11 +65,27 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def _thumb(image: Image.Image, size: int) -> Image.Image:
+#: The widest tile, in thumbnail heights (CVUSA's 1232 x 224 panoramas are 5.5:1).
+MAX_ASPECT = 6.0
+#: Images wider than this (width / height) get a wide tile.
+WIDE_ASPECT = 1.25
+
+
+def tile_size(image: Image.Image, thumb: int) -> tuple[int, int]:
+    """``(width, height)`` of an image's tile: ``thumb`` square, or ``thumb`` high and as wide as the image's aspect
+    ratio (up to :data:`MAX_ASPECT`) for a wide image (a panorama)."""
+    aspect = image.width / max(1, image.height)
+    if aspect <= WIDE_ASPECT:
+        return (thumb, thumb)
+    return (int(round(thumb * min(aspect, MAX_ASPECT))), thumb)
+
+
+def _thumb(image: Image.Image, size: int | tuple[int, int]) -> Image.Image:
+    width, height = (size, size) if isinstance(size, int) else size
     img = to_uint8_rgb(image).copy()  # the one normaliser: a 16-bit image is scaled, not clipped white
-    img.thumbnail((size, size))
-    canvas = Image.new("RGB", (size, size), (245, 245, 245))
-    canvas.paste(img, ((size - img.width) // 2, (size - img.height) // 2))
+    img.thumbnail((width, height))
+    canvas = Image.new("RGB", (width, height), (245, 245, 245))
+    canvas.paste(img, ((width - img.width) // 2, (height - img.height) // 2))
     return canvas
 
 
@@ -84,6 +104,10 @@ def contact_sheet(
 ) -> Image.Image:
     """The contact sheet of one per-query record (:func:`skylink_model.evaluation.per_query_records`)."""
     positives = set(record.get("positive_ids") or [])
+    semi = set(record.get("semi_positive_ids") or [])
+
+    def frame_of(cid: str) -> tuple[int, int, int]:
+        return POSITIVE if cid in positives else SEMI_POSITIVE if cid in semi else NEGATIVE
     top = list(record["retrieved_ids"])
     raw = record.get("retrieved_scores") or [None] * len(top)
     if len(raw) != len(top):
@@ -97,7 +121,12 @@ def contact_sheet(
     cell = thumb + 2 * border
     k = max(len(top), 2)
     label_w = 150
-    width = label_w + pad + k * (cell + pad)
+    try:  # a panorama query gets a wide tile
+        query_size = tile_size(images(str(record["query_id"])), thumb)
+    except (OSError, BadImageError):
+        query_size = (thumb, thumb)
+    query_cell = query_size[0] + 2 * border
+    width = label_w + pad + max(k * (cell + pad), query_cell + pad + cell + pad)
     n_rows = 2 + has_rerank + has_fused
     height = title_h + n_rows * (cell + label_h + pad) + pad
     sheet = Image.new("RGB", (width, height), "white")
@@ -112,29 +141,32 @@ def contact_sheet(
         title += f", fused rank {_rank(best_rank(record['fused_positive_ranks']))}"
     draw.text((pad, pad), _short(title, bold, width - 2 * pad, draw), fill="black", font=bold)
 
-    def tile(x: int, y: int, image_id: str, frame: tuple[int, int, int], caption: str, note: str = "") -> None:
-        draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=frame)
+    def tile(
+        x: int, y: int, image_id: str, frame: tuple[int, int, int], caption: str, note: str = "", wide: int = 0
+    ) -> None:
+        tw = wide or thumb  # the thumbnail's width: ``wide`` for a panorama query
+        draw.rectangle([x, y, x + tw + 2 * border - 1, y + cell - 1], fill=frame)
         try:
-            sheet.paste(_thumb(images(image_id), thumb), (x + border, y + border))
+            sheet.paste(_thumb(images(image_id), (tw, thumb)), (x + border, y + border))
         except (OSError, BadImageError) as e:  # a missing image is drawn as such, not a failed report
-            draw.rectangle([x + border, y + border, x + border + thumb, y + border + thumb], fill=(255, 235, 235))
+            draw.rectangle([x + border, y + border, x + border + tw, y + border + thumb], fill=(255, 235, 235))
             draw.text((x + border + 4, y + border + 4), f"missing:\n{type(e).__name__}", fill="red", font=small)
         draw.text((x, y + cell + 2), caption, fill="black", font=small)  # short by construction: never cut
         name = "/".join(image_id.rsplit("/", 2)[-2:])
-        room = cell - int(draw.textlength(note, font=small))
+        room = tw + 2 * border - int(draw.textlength(note, font=small))
         draw.text((x, y + cell + 15), note + _short(name, small, room, draw), fill=(90, 90, 90), font=small)
 
     y = title_h
     draw.text((pad, y + cell // 2 - 8), "query / ground truth", fill="black", font=font)
-    tile(label_w + pad, y, str(record["query_id"]), NEGATIVE, "query")
+    tile(label_w + pad, y, str(record["query_id"]), NEGATIVE, "query", wide=query_size[0])
     if record.get("gt_id"):
-        tile(label_w + pad + cell + pad, y, str(record["gt_id"]), GROUND_TRUTH, "ground truth")
+        tile(label_w + pad + query_cell + pad, y, str(record["gt_id"]), GROUND_TRUTH, "ground truth")
     y += cell + label_h + pad
 
     draw.text((pad, y + cell // 2 - 8), f"retriever top-{len(top)}", fill="black", font=font)
     for j, (cid, score) in enumerate(zip(top, raw, strict=True)):
         caption = f"#{j + 1}" + (f"  cos {float(score):.3f}" if score is not None else "")
-        tile(label_w + pad + j * (cell + pad), y, cid, POSITIVE if cid in positives else NEGATIVE, caption)
+        tile(label_w + pad + j * (cell + pad), y, cid, frame_of(cid), caption)
     y += cell + label_h + pad
 
     for ids_key, scores_key, label, symbol in (("reranked_ids", "scores", "SkyLink re-ranked", "S"),
@@ -146,7 +178,7 @@ def contact_sheet(
         for j, cid in enumerate(record[ids_key]):
             caption = f"#{j + 1}  {symbol} {score_of[cid]:.3f}"
             note = f"was #{top.index(cid) + 1} "
-            tile(label_w + pad + j * (cell + pad), y, cid, POSITIVE if cid in positives else NEGATIVE, caption, note)
+            tile(label_w + pad + j * (cell + pad), y, cid, frame_of(cid), caption, note)
         y += cell + label_h + pad
     return sheet
 

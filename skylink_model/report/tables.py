@@ -27,6 +27,10 @@ DEFAULT_METRICS: tuple[str, ...] = ("R@1", "AP")
 #: Display names (anything else is shown as stored).
 RETRIEVER_NAMES = {"sample4geo": "Sample4Geo", "mccg": "MCCG", "sdpl": "SDPL", "toyret": "ToyRet"}
 BENCHMARK_NAMES = {"university1652": "University-1652", "sues200": "SUES-200", "synthetic": "Synthetic"}
+BENCHMARK_NAMES.update({
+    "vigor_same": "VIGOR same-area", "vigor_cross": "VIGOR cross-area", "cvusa": "CVUSA", "cvact": "CVACT val",
+    "cvact_test": "CVACT test", "denseuav": "DenseUAV", "university1652_street": "University-1652 street",
+})  # fmt: skip
 DIRECTION_NAMES = {"d2s": "D→S", "s2d": "S→D"}
 #: Row keys of EvalReport.rows in the order Table 1 shows them, with their labels.
 ROW_LABELS = {
@@ -174,8 +178,21 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
+def protocol_metrics(runs: Sequence[EvalRun]) -> list[str]:
+    """Each benchmark's own columns (issue 20): the ``table`` metrics of every run's ``evaluation_protocol``
+    (:data:`skyrank.metrics.PROTOCOLS`; VIGOR: R@1, R@5, R@10, R@top1%, Hit_Rate), in order of first appearance;
+    :data:`DEFAULT_METRICS` (the paper's R@1, AP) for a JSON without a protocol."""
+    from skyrank.metrics import PROTOCOLS
+
+    out: list[str] = []
+    for run in runs:
+        protocol = PROTOCOLS.get(str(run.data.get("evaluation_protocol") or ""))
+        out += [m for m in (protocol.table if protocol is not None else DEFAULT_METRICS) if m not in out]
+    return out
+
+
 def build_table(
-    runs: Sequence[EvalRun | str | Path], metrics: Sequence[str] = DEFAULT_METRICS, ci: bool = False
+    runs: Sequence[EvalRun | str | Path], metrics: Sequence[str] | None = None, ci: bool = False
 ) -> Table:
     """Lay out Table 1 from evaluation JSONs (paths or loaded :class:`EvalRun`) and sweep folders.
 
@@ -184,14 +201,17 @@ def build_table(
 
     With ``ci`` each cell also shows the 95% bootstrap interval the JSON holds (``ci95``; blank where it has none).
 
+    ``metrics=None`` shows each benchmark's own columns (:func:`protocol_metrics`).
+
     Two JSONs giving different numbers for the same retriever, column, row and metric raise
     :class:`EvalFileError` naming both files (pass one evaluation per cell).
     """
     if not runs:
         raise EvalFileError("no evaluation JSON given")
-    metrics = [m.strip() for m in metrics if m.strip()]
-    if not metrics:
-        raise ValueError("no metric to show")
+    if metrics is not None:
+        metrics = [m.strip() for m in metrics if m.strip()]
+        if not metrics:
+            raise ValueError("no metric to show")
     loaded: list[EvalRun] = []
     for r in runs:
         if isinstance(r, EvalRun):
@@ -200,6 +220,8 @@ def build_table(
             loaded += sweep_runs(r, metrics)
         else:
             loaded.append(load_eval_json(r))
+    if metrics is None:
+        metrics = protocol_metrics(loaded)
     cells: dict[tuple[str, str, Column, str], tuple[float, Path]] = {}
     intervals: dict[tuple[str, str, Column, str], tuple[float, float]] = {}
     retrievers: list[str] = []
@@ -251,7 +273,7 @@ def build_table(
 
 
 def format_table(runs: Sequence[EvalRun | str | Path], fmt: str = "markdown",
-                 metrics: Sequence[str] = DEFAULT_METRICS, ci: bool = False) -> str:  # fmt: skip
+                 metrics: Sequence[str] | None = None, ci: bool = False) -> str:  # fmt: skip
     """:func:`build_table` rendered as ``markdown``, ``latex``, ``csv`` or ``html`` (what ``skyrank table`` prints)."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")

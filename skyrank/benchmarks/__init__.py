@@ -9,6 +9,7 @@ from skyrank.benchmarks._base import (
     RetrievalSplit,
     apply_protocol,
     benchmark_citation,
+    benchmark_notes,
     get_benchmark,
     list_benchmarks,
     register_benchmark,
@@ -17,6 +18,13 @@ from skyrank.benchmarks._base import (
 
 # Importing the modules registers them.
 from skyrank.benchmarks import university1652, sues200, synthetic  # noqa: E402,F401  isort: skip
+from skyrank.benchmarks import (  # noqa: E402,F401  isort: skip
+    cvact,
+    cvusa,
+    denseuav,
+    university1652_street,
+    vigor,
+)
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -25,6 +33,7 @@ __all__ = [
     "RetrievalSplit",
     "apply_protocol",
     "benchmark_citation",
+    "benchmark_notes",
     "get_benchmark",
     "list_benchmarks",
     "register_benchmark",

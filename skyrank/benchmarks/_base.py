@@ -23,12 +23,23 @@ class ImageRecord:
     Attributes:
         image_id: path relative to the benchmark root, POSIX separators (``test/query_drone/0839/image-01.jpeg``).
         label: the location ID, i.e. the class folder name (``"0839"``). Positives share a label.
-        view: ``"drone"`` or ``"satellite"``.
+        view: ``"drone"``, ``"satellite"`` or ``"ground"`` (street-level: VIGOR/CVUSA/CVACT panoramas,
+            University-1652 street views).
+        latitude, longitude: WGS84 degrees where the benchmark has them (VIGOR file names, DenseUAV's GPS file),
+            else None.
+        positives: the gallery ``image_id``s that are this query's positives when they are not "same label"
+            (CVACT test: every tile within 5 m); None: the gallery images with this record's label.
+        semi_positives: gallery ``image_id``s that are neither positive nor negative (VIGOR's 3 semi-positive
+            tiles: they never count for R@K, and the hit rate ignores them).
     """
 
     image_id: str
     label: str
     view: str
+    latitude: float | None = field(default=None, compare=False)
+    longitude: float | None = field(default=None, compare=False)
+    positives: tuple[str, ...] | None = field(default=None, compare=False)
+    semi_positives: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass
@@ -50,9 +61,29 @@ class RetrievalSplit:
     altitude: str | None = None
     skipped_empty_folders: list[str] = field(default_factory=list)  # class folders with no image, relative paths
     ignored_files: int = 0  # non-image files found in class folders
+    #: listed pairs dropped because a file is missing (CVACT, as Sample4Geo's loader drops them), relative paths
+    missing_files: list[str] = field(default_factory=list)
 
     def path_of(self, record: ImageRecord) -> Path:
         return self.root / record.image_id
+
+    def views(self) -> tuple[str, str]:
+        """(query view, gallery view) as the records say (``ground`` for street-level queries); an empty side
+        falls back to the direction's drone/satellite."""
+        q, g = ("drone", "satellite") if self.direction == "d2s" else ("satellite", "drone")
+        return (self.queries[0].view if self.queries else q, self.gallery[0].view if self.gallery else g)
+
+    def mining_extras(self, query_ids: list[str], optional_columns: bool) -> dict[str, list]:
+        """The keyword arguments of :func:`skyrank.mining.mine` for these queries (in ``query_ids`` order): explicit
+        positives where a record has them (CVACT test), and the semi-positives when the benchmark writes the
+        optional columns (``Benchmark.writes_optional_columns``)."""
+        by_id = {q.image_id: q for q in self.queries}
+        out: dict[str, list] = {}
+        if any(q.positives is not None for q in self.queries):
+            out["query_positives"] = [by_id[i].positives for i in query_ids]
+        if optional_columns:
+            out["query_semi_positives"] = [list(by_id[i].semi_positives) for i in query_ids]
+        return out
 
 
 class Benchmark:
@@ -68,6 +99,19 @@ class Benchmark:
     root_example: str = ""  # what --root points at, for error hints (".../University-Release")
     citation: str = ""
     altitudes: tuple[str, ...] = ()  # non-empty for per-altitude benchmarks (SUES-200)
+    #: the evaluator whose rules score this benchmark (``skyrank.metrics`` registers one per name); the build
+    #: writes it into the manifest as ``evaluation_protocol``
+    evaluation_protocol: str = ""
+    #: may derived data (the ``embeddings-*`` config: one retriever vector per image, no pixels) be published?
+    #: Default of ``skyrank build --embeddings``.
+    derived_data: bool = False
+    directions: tuple[str, ...] = ("d2s", "s2d")  # the directions load_split reads
+    #: write the optional columns (``skyrank.format.schema.OPTIONAL_COLUMNS``: latitude/longitude, null when
+    #: unknown; ``semi_positive_ids``, empty where none) into this benchmark's tables (format version 3)
+    writes_optional_columns: bool = False
+    #: markdown for the dataset card's "Benchmark protocol" section: positives, gallery, what the optional columns
+    #: hold (empty: no section)
+    card_notes: str = ""
 
     def load_split(
         self,
@@ -117,6 +161,12 @@ def benchmark_citation(name: str) -> str | None:
     if cls is None:
         return None
     return cls.citation.strip() or None
+
+
+def benchmark_notes(name: str | None) -> str:
+    """The card notes a registered benchmark declares (``Benchmark.card_notes``), else ``""``."""
+    cls = _BENCHMARKS.get(name or "")
+    return cls.card_notes.strip() if cls is not None else ""
 
 
 def restricted_benchmark(name: str | None) -> str | None:

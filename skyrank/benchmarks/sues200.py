@@ -150,6 +150,7 @@ class SUES200(Benchmark):
     redistributable = False
     citation = SUES200_CITATION
     altitudes = ALTITUDES
+    evaluation_protocol = "sues200"
 
     def detect_layout(self, root: str | Path, split: str = "test") -> str:
         """``"split"``, ``"lower"`` or ``"raw"``: the first whose folders for ``split`` exist under ``root``."""

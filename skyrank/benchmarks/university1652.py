@@ -42,7 +42,7 @@ from skyrank.benchmarks._base import (
     apply_protocol,
     register_benchmark,
 )
-from skyrank.errors import BenchmarkLayoutError
+from skyrank.errors import BenchmarkLayoutError, OptionError
 
 SPLITS: tuple[str, ...] = ("train", "test")
 DIRECTIONS: tuple[str, ...] = ("d2s", "s2d")
@@ -218,8 +218,9 @@ def layout_error(root: Path, expected: tuple[str, ...], display_name: str, hint:
 
 
 def check_choice(value: str, name: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``, else :class:`OptionError` (a ``ValueError``) naming them."""
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+        raise OptionError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
     return value
 
 
@@ -251,6 +252,7 @@ class University1652(Benchmark):
     redistributable = False
     citation = UNIVERSITY1652_CITATION
     altitudes = ()
+    evaluation_protocol = "university1652"
 
     #: (split, direction) -> ((query folder, query view), (gallery folder, gallery view)), relative to the root
     folders: dict[tuple[str, str], tuple[tuple[str, str], tuple[str, str]]] = {
@@ -275,7 +277,7 @@ class University1652(Benchmark):
             ValueError: unknown ``split``/``direction``/``protocol``, or an ``altitude`` (this benchmark has none).
         """
         check_choice(split, "split", SPLITS)
-        check_choice(direction, "direction", DIRECTIONS)
+        check_choice(direction, "direction", self.directions)
         check_choice(protocol, "protocol", PROTOCOLS)
         if altitude is not None:
             raise ValueError(f"{self.display_name} has no altitudes; got altitude={altitude!r}")

@@ -6,7 +6,11 @@ file) and ``tables`` (one entry per config/split). A config re-mined with anothe
 :meth:`Manifest.m_for`).
 
 Format versions: **1**, written before issue 11, has no ``format_version`` and stores m twice (``top_m`` and
-``m``); **2** stores ``m`` once. Both read; a newer version than this code knows is refused with a clear error.
+``m``); **2** stores ``m`` once; **3** (issue 20) adds ``evaluation_protocol`` (the evaluator whose rules score
+the benchmark; absent in older folders: the benchmark's name) and ``explicit_positives``, and its tables may hold
+the optional columns of :data:`skyrank.format.schema.OPTIONAL_COLUMNS` and the view ``ground``. Every version
+reads (absent optional columns mean null / empty); a newer version than this code knows is refused with a clear
+error.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from skyrank.format import schema
 
 MANIFEST_NAME = schema.MANIFEST_NAME
 #: The version this code writes.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: Keys that are fields of :class:`Manifest`, not build parameters (``top_m``: version 1's second key for m).
 _OWN_KEYS = ("format_version", "m", "top_m", "files", "tables")
 
@@ -66,6 +70,11 @@ class Manifest(Mapping[str, Any]):
     def m_for(self, config: str) -> Any:
         """The m of one config: its ``-m<m>`` suffix (a re-mined config) or the build's m."""
         return schema.config_top_m(config) or self.m
+
+    @property
+    def evaluation_protocol(self) -> str | None:
+        """The evaluator whose rules score this folder (``skyrank.metrics``); older folders: the benchmark name."""
+        return self.params.get("evaluation_protocol") or self.params.get("benchmark")
 
     def table(self, config: str, split: str) -> dict[str, Any] | None:
         """The ``tables`` entry of (config, split), or None."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,7 @@ from datasets import Features, Image, List, Value
 
 SPLITS: tuple[str, ...] = ("train", "test")
 DIRECTIONS: tuple[str, ...] = ("d2s", "s2d")
-VIEWS: tuple[str, ...] = ("drone", "satellite")
+VIEWS: tuple[str, ...] = ("drone", "satellite", "ground")  # ground: street-level panoramas and photos
 PROTOCOLS: tuple[str, ...] = ("official", "query-ids-only")
 
 #: Columns of the ``gallery-*`` and ``queries-*`` configs (ids-only form).
@@ -36,7 +36,7 @@ IMAGE_TABLE_FEATURES = Features(
     {
         "image_id": Value("string"),  # path relative to the benchmark root, POSIX separators
         "label": Value("string"),  # location ID: the class folder name, e.g. "0839"
-        "view": Value("string"),  # "drone" or "satellite"
+        "view": Value("string"),  # "drone", "satellite" or "ground"
         "path": Value("string"),  # path relative to the benchmark root (equal to image_id for built-in benchmarks)
     }
 )
@@ -61,6 +61,23 @@ RETRIEVER_FEATURES = Features(
         "retrieved_scores": List(Value("float32")),
     }
 )
+
+#: Optional columns (format version 3), written by the benchmarks that declare them
+#: (``Benchmark.optional_columns``: VIGOR, CVUSA, CVACT, DenseUAV, University-1652 street write all of them) and
+#: absent from the others' tables (University-1652, SUES-200 and synthetic builds are byte-identical to version 2).
+#: A reader treats an absent column as null / an empty list. They follow the declared columns, before ``image``.
+OPTIONAL_IMAGE_FEATURES = Features(
+    {
+        "latitude": Value("float64"),  # WGS84 degrees (VIGOR file names, DenseUAV's GPS file per folder); null unknown
+        "longitude": Value("float64"),
+    }
+)
+OPTIONAL_RETRIEVER_FEATURES = Features(
+    {
+        "semi_positive_ids": List(Value("string")),  # VIGOR's 3 semi-positive tiles: neither positive nor negative
+    }
+)
+OPTIONAL_COLUMNS: tuple[str, ...] = (*OPTIONAL_IMAGE_FEATURES, *OPTIONAL_RETRIEVER_FEATURES)
 
 #: Storage dtypes of the ``embeddings-*`` configs (recorded in the card and the manifest).
 EMBEDDING_DTYPES: tuple[str, ...] = ("float32", "float16")
@@ -112,6 +129,7 @@ class ConfigKind:
     features_with_images: Features | None = None
     features_factory: Callable[[int, str], Features] | None = None
     has_m: bool = False  # names may end with -m<m> (a config re-mined with another m)
+    optional_features: Features | None = None  # columns a table of this kind may add (format version 3)
 
 
 #: Registered kinds, by name; :func:`register_config_kind` adds one.
@@ -238,11 +256,13 @@ def _forms() -> list[str]:
 for _image_kind in ("gallery", "queries"):
     register_config_kind(ConfigKind(_image_kind, _image_kind, has_retriever=False, has_direction=False,
                                     features=IMAGE_TABLE_FEATURES,
-                                    features_with_images=IMAGE_TABLE_FEATURES_WITH_IMAGES))
+                                    features_with_images=IMAGE_TABLE_FEATURES_WITH_IMAGES,
+                                    optional_features=OPTIONAL_IMAGE_FEATURES))
 register_config_kind(ConfigKind("embeddings", "embeddings", has_retriever=True, has_direction=False,
                                 features_factory=embeddings_features))
 register_config_kind(ConfigKind("retriever", None, has_retriever=True, has_direction=True,
-                                features=RETRIEVER_FEATURES, has_m=True))
+                                features=RETRIEVER_FEATURES, has_m=True,
+                                optional_features=OPTIONAL_RETRIEVER_FEATURES))
 
 
 def gallery_config_name(benchmark: str, altitude: str | int | None = None) -> str:
@@ -305,15 +325,25 @@ def features_for(
     *,
     embedding_dim: int | None = None,
     embedding_dtype: str | None = None,
+    optional: Iterable[str] = (),
 ) -> Features:
-    """The declared features of a config (an ``embeddings-*`` config needs its dimension and dtype)."""
+    """The declared features of a config (an ``embeddings-*`` config needs its dimension and dtype).
+
+    ``optional``: column names; those among the kind's optional columns (:data:`OPTIONAL_COLUMNS`) are added after
+    the declared ones (before ``image``), in declared order. Pass a table's column names to get its features."""
     spec = _kind_of(config_name)
     if spec.features_factory is not None:
         if embedding_dim is None:
             raise ValueError(f"the features of {config_name!r} need embedding_dim (and embedding_dtype)")
         return spec.features_factory(embedding_dim, embedding_dtype or "float32")
     assert spec.features is not None
-    return spec.features_with_images if with_images and spec.features_with_images is not None else spec.features
+    base = spec.features_with_images if with_images and spec.features_with_images is not None else spec.features
+    wanted = set(optional)
+    extra = {k: v for k, v in (spec.optional_features or {}).items() if k in wanted}
+    if not extra:
+        return base
+    head = {k: v for k, v in base.items() if k != "image"}
+    return Features({**head, **extra, **({"image": base["image"]} if "image" in base else {})})
 
 
 # --- Dataset card tables (added for skyrank.card / skyrank.validate) ---------------------------------------------
@@ -322,7 +352,7 @@ def features_for(
 COLUMN_DESCRIPTIONS: dict[str, str] = {
     "image_id": "image id: its path relative to the benchmark root (POSIX separators)",
     "label": "location id (the class folder name, e.g. `0839`); images of one location are positives of each other",
-    "view": "`drone` or `satellite`",
+    "view": "`drone`, `satellite` or `ground` (street-level)",
     "path": "path of the image file relative to the benchmark root (equal to `image_id` for built-in benchmarks)",
     "image": "the image file's bytes, copied unchanged from the source file (`--with-images` builds only)",
     "query_id": "id of the query image (an `image_id` of the `queries-*` config)",
@@ -339,6 +369,12 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
     "retrieved_scores": "retriever cosine similarity of each of `retrieved_ids`",
     "split": "the split the image belongs to (`train` or `test`; equal to the config split it is stored in)",
     "embedding": "the retriever's L2-normalised embedding of the image (Eq. 1: E_q for queries, E_r for references)",
+    "latitude": "WGS84 latitude of the image's location in degrees, null when the benchmark has none (optional "
+    "column)",
+    "longitude": "WGS84 longitude of the image's location in degrees, null when the benchmark has none (optional "
+    "column)",
+    "semi_positive_ids": "gallery images that are neither positive nor negative (VIGOR's 3 semi-positive tiles; empty "
+    "elsewhere): never counted for R@K, ignored by the hit rate (optional column)",
 }
 
 #: Hub metadata of every SkyRank dataset card.

@@ -21,8 +21,20 @@ import numpy as np
 import torch
 from PIL import Image
 
-from skyrank.errors import MissingWeightsError, UnknownNameError
+from skyrank.errors import MissingWeightsError, OptionError, UnknownNameError
 from skyrank.images import to_uint8_rgb
+
+#: Every view a retriever may be asked to embed: ``ground`` is street level (VIGOR/CVUSA/CVACT panoramas and
+#: University-1652 street photos; issue 20).
+VIEWS: tuple[str, ...] = ("drone", "satellite", "ground")
+
+
+def check_view(view: str, allowed: Sequence[str] = VIEWS) -> str:
+    """``view`` when it is one of ``allowed``, else ``ValueError`` naming them."""
+    if view not in allowed:
+        raise ValueError(f"view must be one of {', '.join(repr(v) for v in allowed)}, got {view!r}")
+    return view
+
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -59,6 +71,9 @@ class Retriever:
 
     name: str = ""
     needs_images: bool = True
+    #: the evaluation protocol of the benchmark being encoded (``create(..., dataset=)``; e.g. ``"vigor"``), for
+    #: retrievers whose preprocessing depends on it (Sample4Geo's ground-view sizes); ``None``: not said
+    dataset: str | None = None
 
     def __init__(self, cfg: RetrieverCfg, device: str | torch.device = "cpu", checkpoint: str | Path | None = None):
         self.cfg = cfg
@@ -86,8 +101,18 @@ class Retriever:
         x = x.float().div_(255.0)
         return TF.normalize(x, self.cfg.mean, self.cfg.std)
 
+    def input_size(self, view: str) -> tuple[int, int]:
+        """``(H, W)`` of :meth:`preprocess_view`'s output for ``view``: the square ``image_size`` unless the
+        retriever resizes a view to another shape (Sample4Geo's panoramas)."""
+        return (self.cfg.image_size, self.cfg.image_size)
+
+    def preprocess_view(self, image: Image.Image, view: str) -> torch.Tensor:
+        """The preprocessing of one ``view`` (what encoding calls): :meth:`preprocess` unless overridden."""
+        return self.preprocess(image)
+
     def embed(self, batch: torch.Tensor, view: str) -> torch.Tensor:
-        """``(B, 3, S, S)`` → ``(B, D)`` float32, L2-normalised. ``view`` is ``"drone"`` or ``"satellite"``."""
+        """``(B, 3, H, W)`` → ``(B, D)`` float32, L2-normalised. ``view`` is ``"drone"``, ``"satellite"`` or
+        ``"ground"`` (those the retriever supports)."""
         raise NotImplementedError
 
     def embed_ids(self, image_ids: Sequence[str], view: str) -> np.ndarray:
@@ -119,6 +144,9 @@ class RetrieverInfo:
         checkpoint_what: what ``--checkpoint`` holds, for messages (e.g. "the embeddings file").
         weights_hint: where official weights come from, for the message that asks for them.
         read_opts: parses the retriever's ``--opts`` file (MCCG/SDPL's ``opts.yaml``); ``None``: it takes none.
+        datasets: the evaluation protocols (benchmarks) the retriever was made for; ``None``: any. ``create(...,
+            dataset=)`` refuses the others with :class:`~skyrank.errors.OptionError`.
+        refusal: why the others are refused and what to use instead, for that message.
     """
 
     name: str
@@ -127,6 +155,8 @@ class RetrieverInfo:
     checkpoint_what: str = "the weights file (.pth or .safetensors)"
     weights_hint: str = ""
     read_opts: Callable[[str | Path], Any] | None = None
+    datasets: tuple[str, ...] | None = None
+    refusal: str = ""
 
 
 _INFO: dict[str, RetrieverInfo] = {}
@@ -140,6 +170,8 @@ def register_retriever(
     checkpoint_what: str = "the weights file (.pth or .safetensors)",
     weights_hint: str = "",
     read_opts: Callable[[str | Path], Any] | None = None,
+    datasets: Sequence[str] | None = None,
+    refusal: str = "",
 ) -> Callable[[Callable[..., Retriever]], Callable[..., Retriever]]:
     """Decorator for a factory ``fn(checkpoint=None, device="cpu", **kwargs) -> Retriever``; the keywords declare
     the :class:`RetrieverInfo` the build checks (a new retriever is one module: nothing else names it)."""
@@ -149,7 +181,8 @@ def register_retriever(
             raise ValueError(f"retriever {name!r} is already registered")
         _RETRIEVERS[name] = fn
         _INFO[name] = RetrieverInfo(name, learned_weights, checkpoint_required, checkpoint_what, weights_hint,
-                                    read_opts)  # fmt: skip
+                                    read_opts, tuple(datasets) if datasets is not None else None,
+                                    refusal)  # fmt: skip
         return fn
 
     return deco
@@ -177,20 +210,45 @@ def missing_weights_error(name: str, ranks: str = "images") -> MissingWeightsErr
     )
 
 
+def check_dataset(name: str, dataset: str | None) -> None:
+    """Refuse, with :class:`~skyrank.errors.OptionError`, a benchmark (its evaluation protocol) the retriever
+    ``name`` was not made for (:attr:`RetrieverInfo.datasets`)."""
+    info = retriever_info(name)
+    if dataset is None or info.datasets is None or dataset in info.datasets:
+        return
+    raise OptionError(
+        f"the {name} retriever was made for {', '.join(info.datasets)}, not {dataset}"
+        + (f": {info.refusal}" if info.refusal else ""),
+        hint="Use --retriever sample4geo (Sample4Geo's released weights cover VIGOR, CVUSA, CVACT and "
+        "University-1652) or --retriever precomputed with your own embeddings.",
+    )
+
+
 def create(
-    name: str, checkpoint: str | Path | None = None, device: str | torch.device = "cpu", *,
-    random_weights: bool = False, **kwargs: Any,
-) -> Retriever:  # fmt: skip
+    name: str,
+    checkpoint: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    *,
+    dataset: str | None = None,
+    random_weights: bool = False,
+    **kwargs: Any,
+) -> Retriever:
     """Build the retriever registered as ``name`` and load ``checkpoint`` strictly.
 
     A retriever with learned weights (``sample4geo``, ``mccg``, ``sdpl``) and no ``checkpoint`` is refused with
     :class:`MissingWeightsError` (as ``skyrank build`` refuses it) unless ``random_weights=True`` asks for random,
     untrained weights on purpose (tests, timing, the start of training).
+
+    ``dataset``: the evaluation protocol of the benchmark it will encode (``"vigor"``, ``"cvusa"``, ...; the build
+    passes it): refused by a retriever not made for it (:func:`check_dataset`) before any weight is read, and kept
+    as :attr:`Retriever.dataset` for preprocessing that depends on it.
     """
     if name not in _RETRIEVERS:
         raise UnknownNameError(f"unknown retriever {name!r}; choose one of: {', '.join(list_retrievers())}")
+    check_dataset(name, dataset)
     if checkpoint is None and not random_weights and retriever_info(name).learned_weights:
         raise missing_weights_error(name)
     retriever = _RETRIEVERS[name](checkpoint=checkpoint, device=device, **kwargs)
     retriever.name = name
+    retriever.dataset = dataset
     return retriever

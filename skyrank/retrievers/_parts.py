@@ -113,6 +113,16 @@ class PartRetriever(Retriever):
         return normalize_parts(feats)
 
 
+#: The benchmarks (evaluation protocols) MCCG and SDPL were made for: drone/satellite ones (their papers report
+#: University-1652 and SUES-200; DenseUAV and the synthetic benchmark have the same two views). ``create(...,
+#: dataset=)`` refuses the ground-view benchmarks with :data:`PART_REFUSAL`.
+PART_DATASETS: tuple[str, ...] = ("university1652", "sues200", "denseuav", "synthetic")
+PART_REFUSAL = (
+    "its two drone/satellite branches take square bicubic inputs and were never trained on street-level views "
+    "(a panorama would be squashed to a square), and no weights exist for VIGOR, CVUSA, CVACT or street views"
+)
+
+
 class PartTrainingSpec(TrainingSpec):
     """What the MCCG and SDPL training specs share: the official layout (``net_*.pth`` + ``opts.yaml``), loaded by
     the registered retriever of the same name, and the part classifiers InfoNCE leaves untouched."""

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from skyrank.benchmarks._base import ImageRecord
 from skyrank.errors import BadImageError
 from skyrank.images import get_max_pixels, open_rgb
-from skyrank.retrievers._base import Retriever
+from skyrank.retrievers._base import Retriever, check_view
 
 _AMP = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
 _SHOW_BAD = 50  # bad paths listed in full in the error message (all are in ``BadImageError.paths``)
@@ -52,14 +52,19 @@ class _ImageDataset(Dataset):
     """``(index, tensor, error)``; ``error`` is ``""`` when the image decoded, else the reason (tensor is zeros)."""
 
     def __init__(
-        self, root: Path, image_ids: Sequence[str], preprocessor: Retriever, max_pixels: int | None = None
+        self,
+        root: Path,
+        image_ids: Sequence[str],
+        preprocessor: Retriever,
+        max_pixels: int | None = None,
+        view: str = "drone",
     ) -> None:
         self.root = root
         self.image_ids = list(image_ids)
         self.preprocessor = preprocessor
+        self.view = view
         self.max_pixels = get_max_pixels() if max_pixels is None else int(max_pixels)  # travels to the workers
-        s = preprocessor.image_size
-        self._blank = torch.zeros(3, s, s)
+        self._blank = torch.zeros(3, *preprocessor.input_size(view))
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -70,7 +75,7 @@ class _ImageDataset(Dataset):
         except BadImageError as e:  # missing, dangling link, not an image, truncated, over the pixel budget, ...
             return index, self._blank, str(e)
         try:
-            return index, self.preprocessor.preprocess(img), ""
+            return index, self.preprocessor.preprocess_view(img, self.view), ""
         except Exception as e:  # a preprocessing failure on a decoded image
             return index, self._blank, f"{type(e).__name__}: {e}"
 
@@ -145,7 +150,7 @@ def encode_records(
             ``embed_ids`` instead.
         root: the benchmark root; ``record.image_id`` is relative to it.
         records: the images, in the order the rows are wanted.
-        view: ``"drone"`` or ``"satellite"``.
+        view: ``"drone"``, ``"satellite"`` or ``"ground"`` (the retriever preprocesses each view its way).
         batch_size: images per forward pass.
         num_workers: DataLoader worker processes decoding images.
         skip_bad_images: drop images that fail to decode (returned in ``bad``) instead of raising.
@@ -186,8 +191,7 @@ def _encode_collect(
     amp: str,
 ) -> _Collected:
     """The streaming pass of :func:`encode_records`: every row embedded, bad images flagged, nothing raised."""
-    if view not in ("drone", "satellite"):
-        raise ValueError(f"view must be 'drone' or 'satellite', got {view!r}")
+    check_view(view)
     if amp not in _AMP:
         raise ValueError(f"amp must be one of {sorted(_AMP)}, got {amp!r}")
     ids = [r.image_id for r in records]
@@ -200,7 +204,7 @@ def _encode_collect(
     device = torch.device(getattr(retriever, "device", "cpu"))
     on_cuda = device.type == "cuda"
     loader = DataLoader(
-        _ImageDataset(root, ids, _preprocess_only(retriever), max_pixels),
+        _ImageDataset(root, ids, _preprocess_only(retriever), max_pixels, view),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,

@@ -63,7 +63,15 @@ from torch import nn
 from skyrank.errors import CheckpointMismatchError
 from skyrank.retrievers._base import RetrieverCfg, register_retriever
 from skyrank.retrievers._checkpoint import load_strict, read_state_dict, strip_prefix
-from skyrank.retrievers._parts import OptsFile, PartRetriever, PartTrainingSpec, check_amp, normalize_parts
+from skyrank.retrievers._parts import (
+    PART_DATASETS,
+    PART_REFUSAL,
+    OptsFile,
+    PartRetriever,
+    PartTrainingSpec,
+    check_amp,
+    normalize_parts,
+)
 from skyrank.retrievers._training import (
     keep_own_if_reshaped,
     read_init_state,
@@ -412,7 +420,7 @@ def load_checkpoint(model: MCCGModel, checkpoint: str | Path) -> None:
     load_strict(model, sd, source=f"checkpoint {checkpoint} (mccg, block={model.block}, nclasses={model.nclasses})")
 
 
-@register_retriever("mccg", read_opts=read_opts)
+@register_retriever("mccg", read_opts=read_opts, datasets=PART_DATASETS, refusal=PART_REFUSAL)
 def mccg(
     checkpoint: str | Path | None = None,
     device: str | torch.device = "cpu",

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from skyrank.errors import CheckpointMismatchError
-from skyrank.retrievers._base import Retriever, RetrieverCfg, register_retriever
+from skyrank.retrievers._base import Retriever, RetrieverCfg, check_view, register_retriever
 
 PRECOMPUTED_CFG = RetrieverCfg(
     name="precomputed",
@@ -158,8 +158,7 @@ class PrecomputedRetriever(Retriever):
 
     def embed_ids(self, image_ids: Sequence[str], view: str) -> np.ndarray:
         """``(N, D)`` float32, L2-normalised, in the order of ``image_ids`` (``view`` is checked, ids are unique)."""
-        if view not in ("drone", "satellite"):
-            raise ValueError(f"view must be 'drone' or 'satellite', got {view!r}")
+        check_view(view)  # any view: the embeddings were computed elsewhere (ground panoramas included)
         missing = [i for i in image_ids if i not in self._row]
         if missing:
             raise CheckpointMismatchError(

@@ -11,8 +11,15 @@ Paper::
     }
 
 Original code from https://github.com/Skyy93/Sample4Geo (``sample4geo/model.py``, ``TimmModel``).
-Weights: the README's Google Drive folder (``1PMuUqvDnCb216D8_ZDDJzDD3FxeH5BoA``); for University-1652 the file is
-``pretrained/university/convnext_base.fb_in22k_ft_in1k_384/weights_e1_0.9515.pth``.
+Weights: the README's Google Drive folder (``1PMuUqvDnCb216D8_ZDDJzDD3FxeH5BoA``), one file per benchmark, named by
+its ``eval_*.py`` script (:data:`RELEASED_WEIGHTS`; the number is the R@1 at save time)::
+
+    pretrained/university/convnext_base.fb_in22k_ft_in1k_384/weights_e1_0.9515.pth     University-1652 (D2S)
+    pretrained/vigor_same/convnext_base.fb_in22k_ft_in1k_384/weights_e40_0.7786.pth    VIGOR same-area
+    pretrained/vigor_cross/convnext_base.fb_in22k_ft_in1k_384/weights_e40_0.6109.pth   VIGOR cross-area
+    pretrained/cvusa/convnext_base.fb_in22k_ft_in1k_384/weights_e40_98.6830.pth        CVUSA
+    pretrained/cvact/convnext_base.fb_in22k_ft_in1k_384/weights_e36_90.8149.pth        CVACT (val and test)
+
 Licence: the repository snapshot we read carries no licence file, and the weights are released without an explicit
 licence; they are fine-tuned from timm's ImageNet ``convnext_base.fb_in22k_ft_in1k_384`` on University-1652, whose
 terms allow non-commercial research use only. Check both before redistributing features or weights.
@@ -36,6 +43,12 @@ What this module reproduces (facts from the original repository, no code copied)
   pixels). SkyRank's earlier torchvision antialiased resize differed by up to 27 grey levels on shrunk, textured
   images (1 when enlarging; embedding cosine down to 0.9993 on a randomly initialised ConvNeXt-atto; SkyRank
   issue 14 reports 0.9988 and up to ~50 grey levels on the official weights and University-1652 images).
+- Ground views (issue 20; ``eval_vigor_*.py``, ``eval_cvusa.py``, ``eval_cvact.py``): the same resize to
+  ``(H, W)`` with W = 2 x 384 = 768 and H = ``int((1024 - 2 * ground_cutting) / 2048 * W)`` = 384 for VIGOR
+  (``ground_cutting`` 0), ``round(224 / 1232 * W)`` = 140 for CVUSA and CVACT, where the whole panorama is squeezed
+  (no crop of CVACT's central rows, unlike OriCNN/SAFA): :func:`ground_size`, chosen by the benchmark's evaluation
+  protocol (``create("sample4geo", dataset="vigor")``; the build passes it). Satellite tiles stay 384 x 384.
+  University-1652's street photos are not panoramas and Sample4Geo has no street model: they stay square.
 - Features: forward pass (fp16 autocast on CUDA, as Sample4Geo's ``predict``), L2-normalised, returned as float32.
   No flip test-time augmentation.
 - Loading: Sample4Geo loads with non-strict ``load_state_dict``, which silently keeps random weights on a mismatch
@@ -56,7 +69,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from skyrank.retrievers._base import Retriever, RetrieverCfg, register_retriever
+from skyrank.retrievers._base import Retriever, RetrieverCfg, check_view, register_retriever
 from skyrank.retrievers._checkpoint import load_strict, read_state_dict, strip_prefix
 from skyrank.retrievers._training import TrainingSpec, register_training_spec
 
@@ -80,8 +93,44 @@ SAMPLE4GEO_CFG = RetrieverCfg(
     citation=SAMPLE4GEO_CITATION,
     origin_url="https://github.com/Skyy93/Sample4Geo",
     weights_url="https://drive.google.com/drive/folders/1PMuUqvDnCb216D8_ZDDJzDD3FxeH5BoA",
-    weights_license="unspecified (no licence file); trained on University-1652 (non-commercial research use)",
+    weights_license="unspecified (no licence file); each file is trained on its benchmark (University-1652, VIGOR, "
+    "CVUSA or CVACT), whose research-use terms apply",
 )
+
+#: Sample4Geo's released checkpoints (README's Google Drive folder), by evaluation protocol / benchmark: the path its
+#: ``eval_*.py`` loads and the R@1 (percent) in the file name.
+RELEASED_WEIGHTS: dict[str, tuple[str, float]] = {
+    "university1652": ("pretrained/university/convnext_base.fb_in22k_ft_in1k_384/weights_e1_0.9515.pth", 95.15),
+    "vigor_same": ("pretrained/vigor_same/convnext_base.fb_in22k_ft_in1k_384/weights_e40_0.7786.pth", 77.86),
+    "vigor_cross": ("pretrained/vigor_cross/convnext_base.fb_in22k_ft_in1k_384/weights_e40_0.6109.pth", 61.09),
+    "cvusa": ("pretrained/cvusa/convnext_base.fb_in22k_ft_in1k_384/weights_e40_98.6830.pth", 98.683),
+    "cvact": ("pretrained/cvact/convnext_base.fb_in22k_ft_in1k_384/weights_e36_90.8149.pth", 90.8149),
+}
+
+#: VIGOR's ``ground_cutting`` (rows cut from the top and bottom of the 1024-row panorama before resizing): 0.
+VIGOR_GROUND_CUTTING = 0
+#: The fewest rows a ground input gets: a timm ConvNeXt's total stride (a smaller input cannot pass its last
+#: downsampling). Only a CVUSA/CVACT input below ``image_size`` 176 meets it; Sample4Geo's 384 gives 140 rows.
+MIN_GROUND_ROWS = 32
+
+
+def ground_size(dataset: str | None, image_size: int = 384) -> tuple[int, int] | None:
+    """Sample4Geo's ground-view input ``(H, W)`` for a benchmark's evaluation protocol, ``None`` where the ground
+    view (if any) is resized like the others, to a square.
+
+    W = 2 x ``image_size``; VIGOR: H = ``int((1024 - 2 * ground_cutting) / 2048 * W)`` (384 x 768 at 384), CVUSA
+    and CVACT: H = ``round(224 / 1232 * W)`` (140 x 768), the panorama squeezed whole (``eval_*.py``); H is at
+    least :data:`MIN_GROUND_ROWS` (small CPU models only).
+    """
+    width = 2 * int(image_size)
+    if dataset == "vigor":
+        height = int((1024 - 2 * VIGOR_GROUND_CUTTING) / 2048 * width)
+    elif dataset in ("cvusa", "cvact"):
+        height = round(224 / 1232 * width)
+    else:
+        return None
+    return max(MIN_GROUND_ROWS, height), width
+
 
 #: ``logit_scale`` initial value of Sample4Geo's ``TimmModel`` (CLIP's temperature 0.07).
 LOGIT_SCALE_INIT = math.log(1 / 0.07)
@@ -103,16 +152,19 @@ def _cv2():
 
 def sample4geo_preprocess(
     image: Image.Image | np.ndarray,
-    size: int,
+    size: int | tuple[int, int],
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
     std: tuple[float, float, float] = (0.229, 0.224, 0.225),
 ) -> torch.Tensor:
-    """Sample4Geo's test-time preprocessing: ``(3, size, size)`` float32 (module docstring).
+    """Sample4Geo's test-time preprocessing: ``(3, H, W)`` float32 (module docstring); ``size`` is the square
+    side or ``(H, W)`` (a ground panorama, :func:`ground_size`).
 
     ``image`` is a PIL image (its EXIF orientation is applied, as ``cv2.imread`` does; then RGB) or an RGB
-    ``uint8`` array ``(H, W, 3)``. Resize: ``cv2.resize(..., (size, size), interpolation=cv2.INTER_LINEAR_EXACT)``
-    (no antialiasing); normalisation: albumentations' ``(x - 255 mean) * (1 / (255 std))`` in float32.
+    ``uint8`` array ``(H, W, 3)``. Resize: ``cv2.resize(..., (W, H), interpolation=cv2.INTER_LINEAR_EXACT)``
+    (albumentations' ``A.Resize(H, W)``; no antialiasing, no crop); normalisation: albumentations'
+    ``(x - 255 mean) * (1 / (255 std))`` in float32.
     """
+    height, width = (int(size), int(size)) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
     cv2 = _cv2()
     if isinstance(image, Image.Image):
         from PIL import ImageOps
@@ -123,7 +175,7 @@ def sample4geo_preprocess(
     rgb = np.ascontiguousarray(image)
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an RGB uint8 (H, W, 3) array, got {rgb.dtype} {rgb.shape}")
-    resized = cv2.resize(rgb, (int(size), int(size)), interpolation=cv2.INTER_LINEAR_EXACT)
+    resized = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR_EXACT)
     mean_255 = np.array(mean, dtype=np.float32) * 255.0
     inv_std_255 = np.reciprocal(np.array(std, dtype=np.float32) * 255.0)
     x = (resized.astype(np.float32) - mean_255) * inv_std_255
@@ -185,10 +237,23 @@ class Sample4GeoRetriever(Retriever):
         """Sample4Geo's own preprocessing (:func:`sample4geo_preprocess`), not the base class's torchvision resize."""
         return sample4geo_preprocess(image, self.image_size, self.cfg.mean, self.cfg.std)
 
+    def input_size(self, view: str) -> tuple[int, int]:
+        """``(H, W)`` of a view: the benchmark's ground size (:func:`ground_size`; VIGOR 384 x 768, CVUSA/CVACT
+        140 x 768) for ``ground``, else the square ``image_size``."""
+        if check_view(view) == "ground":
+            size = ground_size(self.dataset, self.image_size)
+            if size is not None:
+                return size
+        return (self.image_size, self.image_size)
+
+    def preprocess_view(self, image: Image.Image, view: str) -> torch.Tensor:
+        """:func:`sample4geo_preprocess` to :meth:`input_size` of ``view`` (panoramas keep Sample4Geo's shape)."""
+        return sample4geo_preprocess(image, self.input_size(view), self.cfg.mean, self.cfg.std)
+
     def embed(self, batch: torch.Tensor, view: str) -> torch.Tensor:
-        """``(B, 3, S, S)`` → ``(B, D)`` float32, L2-normalised. Both views use the same backbone."""
-        if view not in ("drone", "satellite"):
-            raise ValueError(f"view must be 'drone' or 'satellite', got {view!r}")
+        """``(B, 3, H, W)`` → ``(B, D)`` float32, L2-normalised. Every view uses the same backbone (Sample4Geo
+        shares one ConvNeXt between ground or drone queries and satellite references)."""
+        check_view(view)
         batch = batch.to(self.device, non_blocking=True)
         dtype = _AMP_DTYPES[self.amp]
         use_amp = self.device.type == "cuda" and dtype is not None and not torch.is_autocast_enabled("cuda")
@@ -227,7 +292,10 @@ def load_checkpoint(model: Sample4GeoModel, checkpoint: str | Path) -> None:
 
 
 @register_retriever(
-    "sample4geo", weights_hint="sample4geo's official University-1652 weights: weights_e1_0.9515.pth"
+    "sample4geo",
+    weights_hint="Sample4Geo's released weights: weights_e1_0.9515.pth (University-1652), weights_e40_0.7786.pth "
+    "(VIGOR same-area), weights_e40_0.6109.pth (VIGOR cross-area), weights_e40_98.6830.pth (CVUSA), "
+    "weights_e36_90.8149.pth (CVACT)",
 )
 def sample4geo(
     checkpoint: str | Path | None = None,

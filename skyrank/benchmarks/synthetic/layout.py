@@ -329,7 +329,9 @@ def generate_synthetic(
         out: the folder to create (for ``layout="sues200"`` the benchmark root is ``out/SUES-200-512x512``).
         layout: ``university1652``, ``sues200`` (raw archive + ``indexs.yaml``), ``sues200-split``
             (``Training``/``Testing``) or ``sues200-lower`` (``train``/``test``); see DEVELOPERS.md, "The synthetic
-            benchmark".
+            benchmark". ``vigor``, ``cvusa``, ``cvact``, ``denseuav`` and ``u1652-street`` are written by
+            :func:`skyrank.benchmarks.synthetic.ground.generate_ground_synthetic` (ground views; the benchmark root
+            is ``out/<VIGOR|CVUSA|CVACT|DenseUAV|University-Release>``).
         locations: training locations, and test (query) locations unless ``test_locations`` is given
             (default :data:`SYNTHETIC_DEFAULTS`: 48).
         test_locations: test locations, when different from ``locations`` (SUES-200: 120 train / 80 test).
@@ -351,6 +353,13 @@ def generate_synthetic(
     """
     from tqdm.auto import tqdm
 
+    from skyrank.benchmarks.synthetic.ground import GROUND_LAYOUTS, generate_ground_synthetic
+
+    if layout in GROUND_LAYOUTS:  # VIGOR, CVUSA, CVACT, DenseUAV, University-1652 street (ground.py)
+        if test_locations is not None:
+            raise OptionError(f"--layout {layout} has as many test as training locations: drop test_locations")
+        return generate_ground_synthetic(out, layout, locations=locations, distractors=distractors, views=views,
+                                         image_size=image_size, seed=seed, overwrite=overwrite, progress=progress)
     params = _resolve_params(layout, locations, test_locations, distractors, views, image_size, seed, altitudes)
     out = Path(out).expanduser()
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):

@@ -36,3 +36,4 @@ class SyntheticBenchmark(University1652):
     redistributable = True
     citation = SYNTHETIC_CITATION
     altitudes = ()
+    derived_data = True

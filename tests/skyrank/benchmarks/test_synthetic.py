@@ -140,7 +140,7 @@ def test_sues200_refuses_distractors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="distractor"):
         syn.generate_synthetic(tmp_path / "s", "sues200", distractors=3, progress=False)
     with pytest.raises(ValueError, match="layout"):
-        syn.generate_synthetic(tmp_path / "s", "cvusa", progress=False)
+        syn.generate_synthetic(tmp_path / "s", "kitti", progress=False)
     assert not (tmp_path / "s").exists()
 
 

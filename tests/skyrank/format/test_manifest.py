@@ -21,7 +21,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_written_manifest_has_one_m_and_the_version(folder: Path) -> None:
     doc = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
-    assert doc["format_version"] == FORMAT_VERSION == 2 and doc["m"] == M and "top_m" not in doc
+    assert doc["format_version"] == FORMAT_VERSION == 3 and doc["m"] == M and "top_m" not in doc
     manifest = read_manifest(folder)
     assert isinstance(manifest, Manifest) and manifest.m == M and manifest["m"] == M
     assert manifest.table(manifest.tables[0]["config"], manifest.tables[0]["split"]) == manifest.tables[0]
