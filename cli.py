@@ -48,6 +48,15 @@ ERROR_HINTS: dict[type[errors.SkyRankError], tuple[int, str]] = {
     errors.PublishError: (9, "Nothing was changed on the Hub unless the message says so."),
     errors.TrainingError: (10, "Fix the cause, then re-run with --resume to continue from the last checkpoint."),
     errors.EvalFileError: (11, "Pass the JSON files `skyrank eval --json` wrote (with --per-query for pictures)."),
+    # faults of the machine or the user's files (issue 21); the raise site's hint names the file and the fix
+    errors.StorageError: (6, "Write to a folder on a disk you can write to (--out, SKYRANK_CACHE or HF_HOME)."),
+    errors.NoSpaceError: (12, "Free space on that disk, or write to a larger one (--out, SKYRANK_CACHE or HF_HOME)."),
+    errors.CorruptShardError: (
+        7, "Run `skyrank validate` on the folder, then rebuild it (`skyrank build`) or re-download it."
+    ),
+    errors.CandidateFileError: (2, "Fix the line named above (one `query,candidate[,score]` row per pair)."),
+    errors.RunFolderError: (5, "Pass --adapter the --out folder of a finished `skyrank train`, or train again."),
+    errors.HubRequestError: (9, "Check the repo id, --revision and your token (HF_TOKEN), then re-run."),
 }  # fmt: skip
 
 #: (command, error type) → the hint where the type's generic one would name the wrong flag.
@@ -100,6 +109,12 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as e:  # a bug: one line, the traceback only with --debug
             if _debug():
                 raise
+            named = errors.storage_error(e)  # a full disk or a read-only folder the raise site did not name
+            if named is not None:
+                code, hint = error_exit(named, command or "")
+                click.secho(f"Error: {named}", fg="red", err=True)
+                click.echo(hint, err=True)
+                sys.exit(code)
             click.secho(f"Error: unexpected {type(e).__name__}: {e}", fg="red", err=True)
             click.echo(
                 f"This is a bug in SkyRank. Run `skyrank --debug {command} ...` for the traceback and report it.",
@@ -676,9 +691,9 @@ def _local_run(adapter: str) -> Path:
     _check_adapter(None, None, adapter)
     if Path(adapter).is_dir():
         return Path(adapter)
-    from huggingface_hub import snapshot_download
+    from skylink_model.evaluation import local_run
 
-    return Path(snapshot_download(adapter))
+    return local_run(adapter)  # a Hub error named with its fix
 
 
 RERANK_EXAMPLES = """
@@ -712,7 +727,9 @@ def rerank(adapter: str, device: str | None, quiet: bool, naive: bool, **kw: Any
     from skylink_model.model import SkyLinkModel
     from skylink_model.rerank_lists import rerank_file
 
-    model = SkyLinkModel.from_pretrained(_local_run(adapter), device=_resolve_device(device))
+    def model() -> SkyLinkModel:  # loaded once the candidates file has been read (a bad file is reported first)
+        return SkyLinkModel.from_pretrained(_local_run(adapter), device=_resolve_device(device))
+
     result = rerank_file(model, shared_prefix=not naive, progress=not quiet, **kw)
     click.echo(f"{result.queries} queries, {result.scored} pairs scored ({result.ms_per_query:.1f} ms/query): "
                f"{result.out}")

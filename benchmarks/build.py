@@ -48,7 +48,7 @@ def _child(
     ckpt = work / "atto-random.pth"
     if not ckpt.exists():
         torch.manual_seed(0)
-        r = create("sample4geo", arch="convnext_atto", image_size=image_size)
+        r = create("sample4geo", arch="convnext_atto", image_size=image_size, random_weights=True)
         torch.save(r.model.state_dict(), ckpt)
     report = build_dataset(
         dataset="synthetic",

@@ -42,7 +42,7 @@ def main() -> None:
     for name in list_retrievers():
         if name not in sizes:
             continue
-        r = create(name, device=args.device, **sizes[name])
+        r = create(name, device=args.device, random_weights=True, **sizes[name])
         r.eval()
         if args.channels_last:
             r.model.to(memory_format=torch.channels_last)

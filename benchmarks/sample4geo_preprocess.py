@@ -88,7 +88,7 @@ def panoramas(arch: str, size: int, tmp: str) -> None:
     print(f"{'image':<20} {'input (H, W)':>13} {'skyrank max|d|':>15} {'cos':>10}")
     for i, (name, dataset, h, w, fmt, kwargs) in enumerate(PANORAMAS):
         torch.manual_seed(0)
-        retriever = create("sample4geo", arch=arch, image_size=size, amp="fp32", dataset=dataset)
+        retriever = create("sample4geo", arch=arch, image_size=size, amp="fp32", dataset=dataset, random_weights=True)
         path = Path(tmp) / f"{name}.{fmt.lower()}"
         Image.fromarray(textured(h, w, seed=10 + i)).save(path, fmt, **kwargs)
         target = retriever.input_size("ground")
@@ -108,7 +108,7 @@ def main() -> None:
     from skyrank.retrievers import create
 
     torch.manual_seed(0)
-    retriever = create("sample4geo", arch=args.arch, image_size=args.size, amp="fp32")
+    retriever = create("sample4geo", arch=args.arch, image_size=args.size, amp="fp32", random_weights=True)
     print(f"sample4geo preprocessing vs the original pipeline, {args.size}px, embeddings: {args.arch} (random init)")
     print(f"{'image':<20} {'skyrank max|d|':>15} {'cos':>10} {'old grey lv':>12} {'old max|d|':>11} {'old cos':>9}")
     with tempfile.TemporaryDirectory() as tmp:

@@ -931,7 +931,10 @@ def local_run(adapter: str | Path) -> Path:
         return Path(adapter)
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(str(adapter)))
+    from skyrank.hub import download_errors
+
+    with download_errors(repo_id=str(adapter), repo_type="model"):
+        return Path(snapshot_download(str(adapter)))
 
 
 def evaluate_run(

@@ -27,13 +27,76 @@ import torch
 from torch import nn
 
 from skylink_model.backbones import BackboneSpec, fit_image, load_backbone, text_hidden_size
-from skylink_model.config import SkyLinkConfig
-from skyrank.errors import CheckpointMismatchError
+from skylink_model.config import CONFIG_NAME, SkyLinkConfig
+from skyrank.errors import CheckpointMismatchError, RunFolderError
+from skyrank.images import as_uint8_rgb
 
 VALUE_HEAD_NAME = "value_head.safetensors"
 ADAPTER_CONFIG_NAME = "adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
 _HEAD_KEY = "value_head.weight"
+
+#: Every file of a run folder and what it holds; `skyrank train` writes them all (`SkyLinkModel.save_pretrained`).
+RUN_FILES: dict[str, str] = {
+    ADAPTER_CONFIG_NAME: "the LoRA adapter's config",
+    ADAPTER_WEIGHTS_NAME: "the LoRA adapter's weights",
+    VALUE_HEAD_NAME: "the value head w (S = wᵀh_last)",
+    CONFIG_NAME: "the SkyLink config (base model, prompt, image budget)",
+}
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole safetensors file (header unreadable, or shorter than its header says), or None."""
+    import json
+    import struct
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n <= 0 or 8 + n > size:
+                return f"its header length ({n} bytes) does not fit the file ({size} bytes)"
+            header = json.loads(f.read(n))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except json.JSONDecodeError as e:
+        return f"its header is not JSON (column {e.colno}: {e.msg})"
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error) as e:
+        return f"its header cannot be read ({e})"
+    if 8 + n + end != size:
+        return f"it holds {size} bytes where its header describes {8 + n + end} (truncated or appended to)"
+    return None
+
+
+def check_run_folder(directory: str | Path) -> Path:
+    """Raise :class:`RunFolderError` naming the first missing or unreadable file of a SkyLink run folder (see
+    :data:`RUN_FILES`) and what writes it; returns the folder. Reads headers only, not the weights."""
+    import json
+
+    folder = Path(directory)
+    writes = f"`skyrank train --out {folder}` writes it when training ends (and at every checkpoint)"
+    for name, what in RUN_FILES.items():
+        path = folder / name
+        if not path.is_file():
+            raise RunFolderError(
+                f"{folder} is not a SkyLink run folder: {name} ({what}) is missing",
+                hint=f"{writes}; pass --adapter a finished run's folder, or re-run training with --resume.",
+            )
+        if name.endswith(".safetensors"):
+            problem = _safetensors_problem(path)
+        else:
+            try:
+                json.loads(path.read_text(encoding="utf-8"))
+                problem = None
+            except json.JSONDecodeError as e:
+                problem = f"it is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})"
+            except (OSError, UnicodeDecodeError) as e:
+                problem = f"it cannot be read as text ({e})"
+        if problem is not None:
+            raise RunFolderError(
+                f"{path} ({what}) is corrupt: {problem}",
+                hint=f"{writes}; copy that file again from where the run was trained, or re-run training.",
+            )
+    return folder
 
 
 @dataclass
@@ -163,7 +226,11 @@ class SkyLinkModel(nn.Module):
     def enable_gradient_checkpointing(self) -> None:
         """Non-reentrant gradient checkpointing on the backbone (with input grads, for PEFT)."""
         base = self.backbone.get_base_model()
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable = getattr(base, "activation_checkpointing_enable", None)  # newer transformers: the old name warns
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:  # older transformers (down to the lower bound, 5.0)
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         base.enable_input_require_grads()
         base.config.use_cache = False
 
@@ -195,6 +262,7 @@ class SkyLinkModel(nn.Module):
             raise ValueError("build_pair_inputs needs at least one pair.")
         # One image list per prompt: LLaVA-OneVision then takes its multi-image path (base resolution per image)
         # instead of treating each image as a single-image request (anyres tiling); Qwen processors flatten it.
+        query_images, candidate_images = as_uint8_rgb(query_images), as_uint8_rgb(candidate_images)  # 16-bit scaled
         # A panorama is letterboxed where the processor would squash it to a square (backbones.fit_image).
         pairs = zip(query_images, candidate_images, strict=True)
         images = [[fit_image(q, self.processor), fit_image(c, self.processor)] for q, c in pairs]
@@ -210,7 +278,7 @@ class SkyLinkModel(nn.Module):
     def process_images(self, images: Sequence[Any]) -> list[ProcessedImage]:
         """Run the image processor once per image (Qwen families); the result can be cached across queries."""
         self._require_shared_vision()
-        out = self.processor.image_processor(images=list(images), return_tensors="pt")
+        out = self.processor.image_processor(images=as_uint8_rgb(images), return_tensors="pt")  # 16-bit scaled
         grids = out["image_grid_thw"]
         sizes = grids.prod(-1).tolist()
         chunks = torch.split(out["pixel_values"], sizes)
@@ -444,11 +512,14 @@ class SkyLinkModel(nn.Module):
         from safetensors import safe_open
         from safetensors.torch import load_file
 
-        folder = Path(directory)
-        for name in (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, VALUE_HEAD_NAME):
-            if not (folder / name).is_file():
-                raise FileNotFoundError(f"{folder} is not a SkyLink run folder: {name} is missing.")
-        config = SkyLinkConfig.from_pretrained(folder)
+        folder = check_run_folder(directory)  # every file there and whole (RunFolderError names the one that is not)
+        try:
+            config = SkyLinkConfig.from_pretrained(folder)
+        except (TypeError, ValueError, KeyError) as err:
+            raise RunFolderError(
+                f"{folder / CONFIG_NAME} does not hold a valid SkyLink config: {err}",
+                hint=f"`skyrank train --out {folder}` writes it; restore the file or re-run training.",
+            ) from err
         overrides: dict[str, Any] = {}
         if base_model is not None:
             overrides["base_model"] = str(base_model)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from skylink_model.backbones import fit_image
+from skyrank.images import as_uint8_rgb
 
 MIN_SCORE = 0.0
 MAX_SCORE = 10.0
@@ -98,7 +99,7 @@ def build_listwise_inputs(
     k = len(candidate_images)
     conversation = build_listwise_conversation(k, direction=direction, views=views)
     text = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-    images = [fit_image(image, processor) for image in (query_image, *candidate_images)]  # panoramas: not squashed
+    images = [fit_image(image, processor) for image in as_uint8_rgb([query_image, *candidate_images])]  # panoramas
     return processor(text=[text], images=images, padding=True, padding_side="left", return_tensors="pt")
 
 

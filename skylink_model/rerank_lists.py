@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from skyrank.atomic import write_atomic
-from skyrank.errors import SkyRankError
+from skyrank.errors import CandidateFileError, SkyRankError
 
 QUERY_COLUMNS: tuple[str, ...] = ("query", "query_path", "query_image")
 CANDIDATE_COLUMNS: tuple[str, ...] = ("candidate", "candidate_path", "candidate_image")
@@ -55,9 +55,15 @@ def read_candidate_lists(path: str | Path) -> dict[str, list[str]]:
         raise SkyRankError(f"--candidates file {path} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        df = pd.read_parquet(path)
+        try:
+            df = pd.read_parquet(path)
+        except Exception as e:  # noqa: BLE001 - pyarrow's many error types: the file is not readable Parquet
+            raise CandidateFileError(
+                f"--candidates {path} is not a readable Parquet file ({type(e).__name__}: {str(e).splitlines()[0]})",
+                hint="Write it again (it may be truncated), or pass a CSV with `query,candidate[,score]` columns.",
+            ) from e
     elif suffix in (".csv", ".tsv"):
-        df = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+        df = _read_delimited(path, "\t" if suffix == ".tsv" else ",")
     else:
         raise SkyRankError(f"--candidates must be a .parquet, .csv or .tsv file, got {path.name}")
     columns = list(df.columns)
@@ -81,9 +87,9 @@ def read_candidate_lists(path: str | Path) -> dict[str, list[str]]:
         df = df.reset_index(drop=True)
         df["_row"] = range(len(df))
         if "score" in columns:
-            df["_key"] = -pd.to_numeric(df["score"], errors="raise")
+            df["_key"] = -_numeric(df, "score", path, suffix)
         elif "rank" in columns:
-            df["_key"] = pd.to_numeric(df["rank"], errors="raise")
+            df["_key"] = _numeric(df, "rank", path, suffix)
         else:
             df["_key"] = df["_row"]
         df = df.sort_values(["_key", "_row"], kind="stable")
@@ -95,6 +101,81 @@ def read_candidate_lists(path: str | Path) -> dict[str, list[str]]:
     if not lists:
         raise SkyRankError(f"{path.name} holds no (query, candidate) pair")
     return lists
+
+
+_LAYOUT_HINT = "Fix that line: one `query,candidate[,score|rank]` row per pair, fields with the separator quoted."
+
+
+def _read_delimited(path: Path, sep: str) -> Any:
+    """A CSV/TSV as strings; a malformed line is a :class:`CandidateFileError` naming the file, line and column."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    except UnicodeDecodeError as first:
+        raw = path.read_bytes()
+        try:
+            raw.decode("utf-8")
+            e = first
+        except UnicodeDecodeError as exact:  # pandas decodes in chunks: its offsets are the chunk's
+            e = exact
+        data = raw[: e.start]
+        line, column = data.count(b"\n") + 1, e.start - (data.rfind(b"\n") + 1) + 1
+        raise CandidateFileError(
+            f"--candidates {path}, line {line}, column {column} (byte {e.start}): not UTF-8 text ({e.reason})",
+            hint="Save the file as UTF-8.",
+        ) from e
+    except pd.errors.EmptyDataError as e:
+        raise CandidateFileError(f"--candidates {path} is empty (no header line)", hint=_LAYOUT_HINT) from e
+    except (pd.errors.ParserError, ValueError) as e:
+        raise _locate_csv_error(path, sep, e) from e
+
+
+def _locate_csv_error(path: Path, sep: str, err: Exception) -> CandidateFileError:
+    """The first line of ``path`` whose field count differs from the header's (or the parser's own message)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f, delimiter=sep)
+        header = next(reader, [])
+        try:
+            end = reader.line_num
+            for row in reader:
+                start, end = end + 1, reader.line_num
+                if any("\n" in field or "\r" in field for field in row):
+                    return CandidateFileError(
+                        f"--candidates {path}, line {start}: a quote (\") opened there is not closed on that line "
+                        f"(the field runs on to line {end})",
+                        hint=_LAYOUT_HINT,
+                    )
+                if row and len(row) != len(header):
+                    column = min(len(row), len(header)) + 1
+                    what = (f"{len(row)} fields where the header has {len(header)}" + (
+                        f" (field {column} is {row[column - 1]!r})" if len(row) > len(header) else ""))
+                    return CandidateFileError(
+                        f"--candidates {path}, line {reader.line_num}, column {column}: {what}", hint=_LAYOUT_HINT
+                    )
+        except csv.Error as e:
+            return CandidateFileError(f"--candidates {path}, line {reader.line_num}: {e}", hint=_LAYOUT_HINT)
+    first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+    return CandidateFileError(f"--candidates {path} cannot be parsed: {first}", hint=_LAYOUT_HINT)
+
+
+def _numeric(df: Any, column: str, path: Path, suffix: str) -> Any:
+    """``df[column]`` as numbers; a value that is not one is named with its line (CSV) or row (Parquet)."""
+    import pandas as pd
+
+    values = pd.to_numeric(df[column], errors="coerce")
+    bad = values.isna() & ~df[column].isna()
+    if bad.any():
+        i = int(bad.to_numpy().nonzero()[0][0])
+        where = f"line {i + 2}" if suffix != ".parquet" else f"row {i}"  # CSV: line 1 is the header
+        col = list(df.columns).index(column) + 1
+        raise CandidateFileError(
+            f"--candidates {path}, {where}, column {col} ({column!r}): {df[column].iloc[i]!r} is not a number",
+            hint=f"Fix that value: {column!r} must be a number on every line (or drop the column).",
+        )
+    return values
 
 
 def _open(root: Path, rel: str) -> Any:
@@ -123,10 +204,14 @@ def rerank_file(
 ) -> RerankResult:
     """Re-rank every query's candidate list of ``candidates`` with ``model`` and write the scores and new order.
 
+    ``model`` may also be a function returning it, called once the file has been read: a malformed file is then
+    reported before a model that takes minutes to load is loaded.
+
     ``out``: ``.parquet`` or ``.csv`` (default ``<candidates stem>.reranked.parquet`` beside the input), written
     atomically. ``top_k``: re-rank only the first k candidates of each list (default all).
     """
     import pandas as pd
+    import torch
 
     from skylink_model.rerank import FeatureCache, PixelCache, rerank_order, rerank_query
 
@@ -138,6 +223,8 @@ def rerank_file(
     out = Path(out) if out is not None else candidates.with_name(candidates.stem + ".reranked.parquet")
     if out.suffix.lower() not in (".parquet", ".csv"):
         raise SkyRankError(f"--out must end in .parquet or .csv, got {out.name}")
+    if callable(model) and not isinstance(model, torch.nn.Module):
+        model = model()
     pixel_cache = PixelCache() if getattr(model, "supports_shared_vision", False) else None
     use_features = shared_prefix and feature_cache_mb > 0 and getattr(model, "supports_shared_prefix", False)
     feature_cache = FeatureCache(int(feature_cache_mb * 2**20)) if use_features else None

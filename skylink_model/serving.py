@@ -28,6 +28,7 @@ import torch
 
 from skyrank.atomic import swap_in_dir
 from skyrank.errors import OutputExistsError, SkyRankError
+from skyrank.images import as_uint8_rgb
 
 SCORE_KEY = "score.weight"
 FORMATS: tuple[str, ...] = ("vllm",)
@@ -204,8 +205,8 @@ def score_exported(
     weight = weight.to(model.device)
     out = []
     for start in range(0, len(query_images), batch_size):
-        qs = query_images[start : start + batch_size]
-        cs = candidate_images[start : start + batch_size]
+        qs = as_uint8_rgb(query_images[start : start + batch_size])  # 16-bit scaled, as SkyLinkModel does
+        cs = as_uint8_rgb(candidate_images[start : start + batch_size])
         inputs = processor(
             text=[template] * len(qs),
             images=[[q, c] for q, c in zip(qs, cs, strict=True)],

@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from skyrank.errors import OutputExistsError
+from skyrank.errors import OutputExistsError, free_bytes, no_space_error, storage_error
 
 __all__ = [
-    "atomic_path", "exclusive_lock", "fsync_dir", "fsync_file", "remove_path", "swap_in_dir", "write_atomic",
-    "write_text_atomic",
+    "atomic_path", "check_free_space", "exclusive_lock", "fsync_dir", "fsync_file", "remove_path", "swap_in_dir",
+    "write_atomic", "write_text_atomic",
 ]  # fmt: skip
 
 
@@ -72,9 +72,23 @@ def atomic_path(path: str | Path, *, fsync: bool = False) -> Iterator[Path]:
         os.replace(tmp, path)
         if fsync:
             fsync_dir(path.parent)
+    except OSError as exc:  # a full disk, no permission, a read-only mount: named, with the fix
+        named = storage_error(exc, path=path)
+        if named is None:
+            raise
+        raise named from exc
     finally:
         if tmp.exists() or tmp.is_symlink():
             tmp.unlink()
+
+
+def check_free_space(path: str | Path, needed_bytes: int, what: str) -> None:
+    """Raise :class:`~skyrank.errors.NoSpaceError` before the work when the file system of ``path`` (or its nearest
+    existing parent) has less than ``needed_bytes`` free: ``what`` (e.g. "the Parquet shards of --out ...") is
+    named with the free space and the estimate. A file system that cannot say its free space passes."""
+    free = free_bytes(path)
+    if free is not None and needed_bytes > free:
+        raise no_space_error(path, what=what, needed=int(needed_bytes))
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], object], *, fsync: bool = False) -> Path:
@@ -119,27 +133,32 @@ def swap_in_dir(staging: str | Path, out: str | Path) -> Path:
 
 @contextmanager
 def exclusive_lock(path: str | Path, *, on_wait: Callable[[], object] | None = None) -> Iterator[None]:
-    """Hold an exclusive advisory lock on the file ``path`` (created if absent) for the ``with`` block.
+    """Hold an exclusive lock on the file ``path`` (created if absent) for the ``with`` block.
 
-    For work that two processes must not do at once into the same cache folder (the synthetic default's
-    retriever): the second waits, then finds the first one's result. ``on_wait`` is called once if the lock is
-    busy, before blocking (to say why nothing happens). Where ``fcntl`` is missing (Windows) it does not lock.
+    For work that two processes must not do at once into the same cache folder (the synthetic benchmark, the
+    synthetic default's retriever, the demo's vision tower): the second waits, then finds the first one's result.
+    ``on_wait`` is called once if the lock is busy, before blocking (to say why nothing happens). The lock is the
+    ``filelock`` package's (what huggingface_hub locks its cache with): an OS lock on an open file (``flock`` /
+    ``msvcrt``), so the OS releases it when its holder dies; a killed holder never leaves the others waiting.
     """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - no advisory locks here
-        yield
-        return
+    from filelock import FileLock, Timeout
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path))
         try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            lock.acquire(timeout=0)
+        except Timeout:
             if on_wait is not None:
                 on_wait()
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            lock.acquire(poll_interval=0.2)
+    except OSError as exc:  # a cache on a full, read-only or someone else's disk
+        named = storage_error(exc, path=path, what=f"the lock file {path.name} of the cache")
+        if named is None:
+            raise
+        raise named from exc
+    try:
+        yield
+    finally:
+        lock.release()

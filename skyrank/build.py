@@ -334,7 +334,8 @@ def prepare_retriever(plan: BuildPlan, is_main: bool = True) -> tuple[BuildPlan,
             checkpoint = synthetic_retriever_checkpoint(plan.root, device=plan.device, progress=progress)
         kwargs.setdefault("arch", SYNTHETIC_RETRIEVER["arch"])
         kwargs.setdefault("image_size", SYNTHETIC_RETRIEVER["image_size"])
-    model = create(o.retriever, checkpoint=checkpoint, device=plan.device, **kwargs)
+    # strict, finite load: before decoding
+    model = create(o.retriever, checkpoint=checkpoint, device=plan.device, random_weights=o.random_weights, **kwargs)
     model.eval()
     return plan, LoadedRetriever(model, checkpoint, plan.trains_synthetic, kwargs)
 

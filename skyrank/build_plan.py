@@ -26,7 +26,6 @@ from skyrank.benchmarks import RetrievalSplit, get_benchmark
 from skyrank.errors import (
     BenchmarkLayoutError,
     CheckpointMismatchError,
-    MissingWeightsError,
     OptionError,
     UnknownNameError,
 )
@@ -296,6 +295,7 @@ def check_retriever(o: BuildOptions, *, trains_synthetic: bool) -> None:
     """The retriever's name, weights and ``opts.yaml``, from what it declared when it registered
     (:class:`~skyrank.retrievers.RetrieverInfo`): checked now, not after the work."""
     from skyrank.retrievers import list_retrievers, retriever_info
+    from skyrank.retrievers._base import missing_weights_error
 
     if o.retriever not in list_retrievers():
         raise UnknownNameError(f"--retriever {o.retriever!r} is not one of {', '.join(list_retrievers())}")
@@ -307,11 +307,7 @@ def check_retriever(o: BuildOptions, *, trains_synthetic: bool) -> None:
     if o.checkpoint is None and info.checkpoint_required:
         raise OptionError(f"--retriever {o.retriever} needs --checkpoint: {info.checkpoint_what}")
     if o.checkpoint is None and info.learned_weights and not o.random_weights and not trains_synthetic:
-        raise MissingWeightsError(
-            f"--retriever {o.retriever} was given no --checkpoint: it would rank {o.dataset} with random, untrained "
-            "weights and write a valid-looking but meaningless dataset"
-            + (f" ({info.weights_hint})" if info.weights_hint else ""),
-        )
+        raise missing_weights_error(o.retriever, o.dataset)
 
 
 def check_top_m(layouts: Mapping[tuple[str, str], RetrievalSplit], top_m: int) -> None:
@@ -340,13 +336,11 @@ def _max_positives(rs: RetrievalSplit) -> int:
 
 def check_free_space_for(plan: BuildPlan) -> None:
     """The one call site of the free-space check before the work: the plan's estimate against the free space where
-    the output is staged. ``skyrank.atomic.check_free_space`` (issue 21) raises the ENOSPC error with what, where
-    and how much; until it exists, the plan only records the free space."""
+    the output is staged (:func:`skyrank.atomic.check_free_space` raises :class:`~skyrank.errors.NoSpaceError` with
+    what, where and how much)."""
+    from skyrank.atomic import check_free_space
+
     if plan.bytes_needed is None:
-        return
-    try:
-        from skyrank.atomic import check_free_space  # type: ignore[attr-defined]
-    except ImportError:  # issue 21's check is not there yet
         return
     check_free_space(plan.out.expanduser().absolute().parent, plan.bytes_needed,
                      f"the dataset folder --out {plan.out}")  # fmt: skip
@@ -529,8 +523,9 @@ def _shape_of_retriever(plan: BuildPlan) -> None:
         from skyrank.retrievers import create, retriever_info
 
         checkpoint = o.checkpoint if retriever_info(o.retriever).checkpoint_required else None
-        with torch.device("meta"):
-            model = create(o.retriever, checkpoint=checkpoint, device="meta", **kwargs)
+        with torch.device("meta"):  # the shape only: no weights are loaded, so random ones are asked for
+            model = create(o.retriever, checkpoint=checkpoint, device="meta", random_weights=checkpoint is None,
+                           dataset=get_benchmark(o.dataset).evaluation_protocol or o.dataset, **kwargs)  # fmt: skip
     except Exception:  # the shape is for estimates only; the real load (before decoding) reports any problem
         return
     plan.embed_dim = int(model.embed_dim)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skyrank.errors import HubUnreachableError, PublishError
+from skyrank.errors import HubRequestError, HubUnreachableError, PublishError
 
 
 @dataclass
@@ -187,6 +187,113 @@ def hub_errors(*, endpoint: str, repo_id: str, revision: str | None, token: str 
         raise
     except Exception as err:  # noqa: BLE001 - mapped to PublishError
         map_error(err, endpoint=endpoint, repo_id=repo_id, revision=revision, token=token)
+
+
+def download_error(
+    err: BaseException, *, repo_id: str, repo_type: str, revision: str | None, endpoint: str | None,
+    token: str | None,
+) -> HubRequestError | None:  # fmt: skip
+    """The :class:`HubRequestError` (with its fix) of a failed Hub read (a dataset or a model download), or
+    ``None`` when ``err`` is not a Hub / network error. One message per answer: 401, 403 (gated or private), 404
+    (repo, revision or file), 429, 5xx, no answer, offline and not cached."""
+    import httpx2
+    from huggingface_hub import constants
+    from huggingface_hub import errors as hf_errors
+
+    chain: list[BaseException] = []
+    link: BaseException | None = err
+    while link is not None and link not in chain:
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    # The Hub's answer first: snapshot_download wraps it in "not in the local cache" when nothing is cached.
+    cause = next(
+        (c for kinds in (hf_errors.HfHubHTTPError, httpx2.TransportError, hf_errors.LocalEntryNotFoundError)
+         for c in chain if isinstance(c, kinds)),
+        None,
+    )  # fmt: skip
+    if cause is None:
+        return None
+    endpoint = endpoint or constants.ENDPOINT
+    kind = "dataset" if repo_type == "dataset" else "model"
+    page = f"{endpoint}/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
+    at = f" at revision {revision}" if revision else ""
+    if isinstance(cause, hf_errors.LocalEntryNotFoundError):
+        return HubRequestError(
+            f"the {kind} {repo_id}{at} is not in the local Hub cache and the Hub was not asked "
+            f"({'HF_HUB_OFFLINE is set' if hub_offline() else scrub(str(cause), token).splitlines()[0]})",
+            hint="Unset HF_HUB_OFFLINE (or fix the network) to download it once; later runs work offline.",
+        )
+    if isinstance(cause, httpx2.TransportError):
+        return HubRequestError(
+            f"could not reach {endpoint} to download the {kind} {repo_id} ({type(cause).__name__})",
+            hint="Check the network (or --endpoint / HF_ENDPOINT) and re-run; files already downloaded are kept.",
+        )
+    status = cause.response.status_code if getattr(cause, "response", None) is not None else None
+    server = scrub(getattr(cause, "server_message", None) or "", token)
+    detail = f" ({server})" if server else ""
+    if isinstance(cause, hf_errors.GatedRepoError) or status == 403:
+        return HubRequestError(
+            f"access to the {kind} {repo_id} is refused (403): it is gated or private{detail}",
+            status=status,
+            hint=f"Accept its conditions at {page} with the account of your token, or set HF_TOKEN (or --token) to "
+            "a token with read access to it.",
+        )
+    if status == 401:
+        tok = "the token given was refused" if resolve_token(token) else "no token was given"
+        return HubRequestError(
+            f"the Hub refused to serve the {kind} {repo_id} (401): {tok}{detail}",
+            status=status,
+            hint="Set HF_TOKEN (or pass --token) to a valid token with read access (huggingface.co/settings/tokens); "
+            "a private repo needs one, a public repo works without.",
+        )
+    if isinstance(cause, hf_errors.RevisionNotFoundError):
+        return HubRequestError(
+            f"revision {revision!r} of the {kind} {repo_id} not found (404){detail}",
+            status=status,
+            hint="Pass an existing branch, tag or commit as --revision, or leave it out for main.",
+        )
+    if status == 404:
+        return HubRequestError(
+            f"the {kind} {repo_id}{at} was not found on {endpoint} (404){detail}",
+            status=status,
+            hint="Check the repo id (owner/name) and --revision; a private repo is also 404 without a token "
+            "(set HF_TOKEN).",
+        )
+    if status == 429:
+        return HubRequestError(
+            f"the Hub rate-limited the download of the {kind} {repo_id} (429 Too Many Requests){detail}",
+            status=status,
+            hint="Wait a few minutes and re-run (files already downloaded are kept); requests with a token "
+            "(HF_TOKEN) get a higher limit.",
+        )
+    if status is not None and status >= 500:
+        return HubRequestError(
+            f"the Hub at {endpoint} failed to serve the {kind} {repo_id} ({status}){detail}",
+            status=status,
+            hint="A fault on the Hub's side: re-run later (files already downloaded are kept); "
+            "https://status.huggingface.co shows outages.",
+        )
+    return HubRequestError(
+        f"the Hub refused the download of the {kind} {repo_id} ({status}): {server or scrub(str(cause), token)}",
+        status=status,
+        hint="Check the repo id, --revision and HF_TOKEN, then re-run.",
+    )
+
+
+@contextlib.contextmanager
+def download_errors(
+    *, repo_id: str, repo_type: str, revision: str | None = None, endpoint: str | None = None,
+    token: str | None = None,
+) -> Iterator[None]:  # fmt: skip
+    """Turn a Hub / network error of a download inside into a :class:`HubRequestError` (:func:`download_error`)."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 - mapped, or re-raised unchanged
+        named = download_error(err, repo_id=repo_id, repo_type=repo_type, revision=revision, endpoint=endpoint,
+                               token=token)  # fmt: skip
+        if named is None:
+            raise
+        raise named from err
 
 
 @contextlib.contextmanager

@@ -10,7 +10,9 @@ budget). It never resizes: each retriever's ``preprocess`` resizes the way its o
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -79,6 +81,12 @@ def to_uint8_rgb(img: Image.Image) -> Image.Image:
     if mode == "RGB":
         return img
     return img.convert("RGB")
+
+
+def as_uint8_rgb(images: Sequence[Any]) -> list[Any]:
+    """Every PIL image of ``images`` through :func:`to_uint8_rgb`; anything else (arrays, tensors, processed
+    inputs) as it is. For the doors that take a list of images (SkyLink scoring, exporting)."""
+    return [to_uint8_rgb(i) if isinstance(i, Image.Image) else i for i in images]
 
 
 def open_rgb(path: str | Path, *, draft_size: int | None = None, max_pixels: int | None = None) -> Image.Image:

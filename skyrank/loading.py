@@ -27,7 +27,15 @@ from typing import Any
 
 import yaml
 
-from skyrank.errors import BadImageError, BenchmarkLayoutError, OptionError, SkyRankError, UnknownNameError
+from skyrank.errors import (
+    BadImageError,
+    BenchmarkLayoutError,
+    CorruptShardError,
+    OptionError,
+    SkyRankError,
+    UnknownNameError,
+    storage_error,
+)
 from skyrank.format import schema
 
 README = "README.md"
@@ -210,6 +218,14 @@ class _Source:
                 allow_patterns=patterns,
             )
         except Exception as err:  # noqa: BLE001 - re-raised with the repo and a fix
+            from skyrank.hub import download_error
+
+            named = download_error(
+                err, repo_id=self.repo_id, repo_type="dataset", revision=self.revision, endpoint=self.endpoint,
+                token=self.token or os.environ.get("HF_TOKEN") or None,
+            )  # fmt: skip
+            if named is not None:
+                raise named from err
             raise SkyRankError(
                 f"could not download {patterns} from the Hub dataset {self.repo_id!r}"
                 f"{' at ' + self.revision if self.revision else ''}: {type(err).__name__}: {err}"
@@ -248,16 +264,57 @@ class _Source:
         info = self.infos.get(config)
         if info and info.get("features"):
             features = datasets.Features._from_yaml_list(info["features"])
-        ds = datasets.load_dataset(
-            "parquet",
-            data_files={split: files},
-            split=split,
-            features=features,
-            cache_dir=str(self.cache_dir) if self.cache_dir else None,
-        )
+        try:
+            ds = datasets.load_dataset(
+                "parquet",
+                data_files={split: files},
+                split=split,
+                features=features,
+                cache_dir=str(self.cache_dir) if self.cache_dir else None,
+            )
+        except Exception as err:  # a truncated or corrupt shard is named (datasets only logs it), not a bug
+            self._raise_for_corrupt_shards(config, split, files, err)
+            link: BaseException | None = err
+            for _ in range(16):  # the Arrow cache on a full or read-only disk, somewhere in the chain
+                if link is None:
+                    break
+                named = storage_error(link, path=self.cache_dir, what=f"the Arrow cache of {config}/{split}")
+                if named is not None:
+                    raise named from err
+                link = link.__cause__ or link.__context__
+            raise
         if columns is not None:
             ds = ds.select_columns([c for c in columns if c in ds.column_names])
         return ds
+
+    def _raise_for_corrupt_shards(self, config: str, split: str, files: list[str], err: BaseException) -> None:
+        """Raise :class:`CorruptShardError` naming every shard of ``files`` pyarrow cannot read (footer, schema
+        or any row group); return when all read (``err`` is then something else)."""
+        import pyarrow.parquet as pq
+
+        bad: list[tuple[str, str]] = []
+        for f in files:
+            try:
+                pf = pq.ParquetFile(f)
+                for i in range(pf.num_row_groups):
+                    pf.read_row_group(i)
+            except Exception as e:  # noqa: BLE001 - any failure to read is the shard's
+                bad.append((f, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+        if not bad:
+            return
+        names = [Path(f).relative_to(self.root).as_posix() if Path(f).is_relative_to(self.root) else f for f, _ in bad]
+        lines = "; ".join(f"{n} ({why})" for n, (_, why) in zip(names, bad, strict=True))
+        if self.repo_id is None:
+            fix = (f"Run `skyrank validate {self.root}`, then rebuild the folder with `skyrank build` (or re-download "
+                   f"it) to replace {', '.join(names)}.")
+        else:
+            fix = (f"Run `skyrank validate` on a download of {self.repo_id}; to re-download, delete "
+                   f"{', '.join(f for f, _ in bad)} from the Hub cache and re-run.")
+        raise CorruptShardError(
+            f"{self.name}: {len(bad)} Parquet shard(s) of {config}/{split} are truncated or corrupt: {lines}",
+            [f for f, _ in bad],
+            hint=fix,
+        ) from err
 
     def config_columns(self, config: str) -> list[str]:
         info = self.infos.get(config)

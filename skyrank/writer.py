@@ -41,8 +41,8 @@ import pyarrow.parquet as pq
 from datasets import Features, Image
 
 from skyrank import hub_limits
-from skyrank.atomic import fsync_dir, fsync_file, remove_path, swap_in_dir, write_text_atomic
-from skyrank.errors import BadImageError, OutputError, OutputExistsError, SkyRankError, ValidationError
+from skyrank.atomic import check_free_space, fsync_dir, fsync_file, remove_path, swap_in_dir, write_text_atomic
+from skyrank.errors import BadImageError, OutputError, OutputExistsError, SkyRankError, ValidationError, storage_error
 from skyrank.format import schema
 from skyrank.format.manifest import FORMAT_VERSION, Manifest
 from skyrank.format.manifest import read_manifest as read_manifest  # re-exported: the manifest lives there
@@ -333,6 +333,22 @@ class DatasetWriter:
         for lo, hi in _partition(sizes, self.max_shard_bytes):
             plan.shards.append(_partition(sizes[lo:hi], self.max_row_group_bytes, start=lo))
 
+        what = f"the Parquet shards of {config}/{split} in --out {self.out}"
+        check_free_space(self.staging, sum(sizes), what)  # before the work: the estimate is the Arrow size
+        try:
+            return self._write_shards(config, split, table, features, plan, n, paths, fill_images, images_root)
+        except OSError as exc:  # a full disk (the estimate was low, or another writer), a permission changed
+            named = storage_error(exc, path=self.staging / config, what=what, needed=sum(sizes))
+            if named is None:
+                raise
+            raise named from exc
+
+    def _write_shards(
+        self, config: str, split: str, table: pa.Table, features: Features, plan: _Plan, n: int, paths: list[str],
+        fill_images: list[str], images_root: str | Path | None,
+    ) -> TableInfo:  # fmt: skip
+        arrow_schema = features.arrow_schema
+        image_cols = _image_columns(features)
         (self.staging / config).mkdir(exist_ok=True)
         options = parquet_column_options(arrow_schema, image_cols)
         files: list[str] = []

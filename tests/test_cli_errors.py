@@ -7,6 +7,7 @@ a precomputed-embeddings retriever or a random ``convnext_atto``, and a SkyRank 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Callable
@@ -69,7 +70,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     emb = _embeddings(bench, tmp / "emb.npz")
     dataset = tmp / "ds"
     build_dataset(root=bench, retriever="precomputed", checkpoint=emb, top_m=3, out=dataset, progress=False)
-    sd = create("sample4geo", arch=ARCH, image_size=32).model.state_dict()
+    sd = create("sample4geo", arch=ARCH, image_size=32, random_weights=True).model.state_dict()
     first = next(k for k, v in sd.items() if v.is_floating_point())
     sd[first] = sd[first].clone()
     sd[first].view(-1)[0] = float("nan")
@@ -92,6 +93,7 @@ class Case:
     setup: Callable[[World], None] | None = None
     not_in: list[str] = field(default_factory=list)
     teardown: Callable[[World], None] | None = None
+    patch: Callable[[pytest.MonkeyPatch, World], None] | None = None  # a fault of the machine, injected
 
 
 def _build(w: World, *extra: str, out: str = "out") -> list[str]:
@@ -111,8 +113,9 @@ def _dangling(w: World) -> None:
 
 
 def _undangle(w: World) -> None:
-    for link in (w.bench / "test" / "query_drone").glob("*/zz-dangling.jpeg"):
-        link.unlink()
+    for folder in (w.bench / "test" / "query_drone").iterdir():  # not glob: it skips a dangling link's literal name
+        if (folder / "zz-dangling.jpeg").is_symlink():
+            (folder / "zz-dangling.jpeg").unlink()
 
 
 def _not_a_skyrank_folder(w: World) -> None:
@@ -184,6 +187,8 @@ def test_bad_input_gives_one_clear_message_and_the_right_exit_code(world: World,
         monkeypatch.setenv(k, v)
     if case.setup:
         case.setup(world)
+    if case.patch:
+        case.patch(monkeypatch, world)
     try:
         result = CliRunner().invoke(cli.main, case.args(world))
     finally:
@@ -208,6 +213,186 @@ EXTRA = [
     Case("publish-dry-run-offline", lambda w: ["publish", str(w.dataset), "--repo-id", "alice/skyrank", "--dry-run"],
          0, ["new", "remote unknown"], "could not compare with the Hub", env={"HF_HUB_OFFLINE": "1", "HF_TOKEN": ""}),
 ]  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ issue 21
+# Faults of the machine or of the user's files: each a named error with its fix, never "This is a bug".
+def _parquet_writer_on(path: str) -> Callable[[pytest.MonkeyPatch, World], None]:
+    """The writer's shards go to ``path`` (``/dev/full`` answers every write with ENOSPC, as a full disk does)."""
+
+    def patch(monkeypatch: pytest.MonkeyPatch, w: World) -> None:
+        import skyrank.writer
+
+        real = skyrank.writer.pq.ParquetWriter
+        monkeypatch.setattr(skyrank.writer.pq, "ParquetWriter", lambda where, *a, **k: real(open(path, "wb"), *a, **k))
+
+    return patch
+
+
+def _parquet_writer_raises(code: int, text: str) -> Callable[[pytest.MonkeyPatch, World], None]:
+    def patch(monkeypatch: pytest.MonkeyPatch, w: World) -> None:
+        import skyrank.writer
+
+        def refuse(where, *a, **k):
+            raise OSError(code, text, str(where))
+
+        monkeypatch.setattr(skyrank.writer.pq, "ParquetWriter", refuse)
+
+    return patch
+
+
+def _little_free_space(monkeypatch: pytest.MonkeyPatch, w: World) -> None:
+    import shutil
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+
+
+def _build_raises_enospc(monkeypatch: pytest.MonkeyPatch, w: World) -> None:
+    import skyrank.build
+
+    def full(**kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(w.tmp / "cache" / "tile.jpg"))
+
+    monkeypatch.setattr(skyrank.build, "build_dataset", full)
+
+
+def _truncated_dataset(w: World) -> None:
+    import shutil
+
+    out = w.tmp / "ds-truncated"
+    if not out.exists():
+        shutil.copytree(w.dataset, out)
+        for shard in (out / "precomputed-synthetic-d2s").glob("*.parquet"):
+            shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+
+
+def _candidates(w: World) -> None:
+    (w.tmp / "bad.csv").write_text("query,candidate,score\nq1.jpg,a.jpg,0.5\nq1.jpg,b.jpg,0.4,0.3\n")
+    (w.tmp / "bad-score.csv").write_text("query,candidate,score\nq1.jpg,a.jpg,0.5\nq1.jpg,b.jpg,high\n")
+    (w.tmp / "run-ok").mkdir(exist_ok=True)
+    (w.tmp / "run-ok" / "adapter_config.json").write_text("{}")
+
+
+def _run_folder(name: str, broken: str, content: bytes | None) -> Callable[[World], None]:
+    """A run folder whose file ``broken`` is missing (``content`` None) or holds ``content``; the others are whole."""
+
+    def setup(w: World) -> None:
+        from safetensors.torch import save_file
+
+        run = w.tmp / name
+        run.mkdir(exist_ok=True)
+        (run / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2}))
+        (run / "skylink_config.json").write_text(json.dumps({"base_model": str(w.tmp / "m")}))
+        save_file({"x": torch.zeros(2, 2)}, str(run / "adapter_model.safetensors"))
+        save_file({"value_head.weight": torch.zeros(1, 4)}, str(run / "value_head.safetensors"))
+        if content is None:
+            (run / broken).unlink()
+        elif content == b"<truncate>":
+            data = (run / broken).read_bytes()
+            (run / broken).write_bytes(data[: len(data) - 5])
+        else:
+            (run / broken).write_bytes(content)
+
+    return setup
+
+
+BAD_HEADER = b"\x08" + b"\0" * 7 + b"{oops"  # an 8-byte header that is not JSON
+
+
+def _eval_run(name: str) -> Callable[[World], list[str]]:
+    return lambda w: ["eval", "--data", str(w.dataset), "--config", "precomputed-synthetic-d2s", "--adapter",
+                      str(w.tmp / name)]  # fmt: skip
+
+
+def _hub_answers(status: int) -> Callable[[pytest.MonkeyPatch, World], None]:
+    """The next requests to a fake Hub (a real HTTP server) answer ``status``; the Hub client is pointed at it."""
+
+    def patch(monkeypatch: pytest.MonkeyPatch, w: World) -> None:
+        from huggingface_hub import constants
+
+        from tests.skyrank.fake_hub import FakeHub
+
+        hub = FakeHub().start()
+        monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
+        monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+        hub.fail_next("repo_info", status, times=50)
+        w.files["hub"] = hub  # type: ignore[assignment]
+
+    return patch
+
+
+def _stop_hub(w: World) -> None:
+    hub = w.files.pop("hub", None)
+    if hub is not None:
+        hub.stop()  # type: ignore[attr-defined]
+
+
+def _hub_eval(w: World) -> list[str]:
+    return ["eval", "--data", "alice/skyrank", "--config", "precomputed-synthetic-d2s"]
+
+
+def _no_out(name: str) -> Callable[[World], None]:
+    def check(w: World) -> None:
+        assert not (w.tmp / name).exists(), f"{name} was left behind"
+        assert not list(w.tmp.glob(f".{name}.partial*")), "the staging folder was left behind"
+
+    return check
+
+
+ENVIRONMENT = [
+    Case("disk-full-before-writing", lambda w: _build(w, *_precomputed(w), out="full-early"), 12,
+         ["not enough space", "full-early", "free at", "needed"], "free at least", patch=_little_free_space,
+         teardown=_no_out("full-early")),
+    Case("disk-full-while-writing", lambda w: _build(w, *_precomputed(w), out="full-late"), 12,
+         ["No space left on device", "gallery-synthetic/test", "full-late", "free at"], "Nothing half-written",
+         patch=_parquet_writer_on("/dev/full"), teardown=_no_out("full-late")),
+    Case("permission-denied-while-writing", lambda w: _build(w, *_precomputed(w), out="perm"), 6,
+         ["permission denied", "perm"], "write access", patch=_parquet_writer_raises(errno.EACCES,
+                                                                                     "Permission denied")),
+    Case("read-only-file-system", lambda w: _build(w, *_precomputed(w), out="ro"), 6, ["read-only", "ro"],
+         "remount", patch=_parquet_writer_raises(errno.EROFS, "Read-only file system")),
+    Case("synth-disk-full", lambda w: ["synth", "--out", str(w.tmp / "synth-full"), "--locations", "2", "--views",
+                                       "1", "--image-size", "32", "--quiet"], 12,
+         ["synthetic benchmark", "synth-full", "needed"], "free at least", patch=_little_free_space,
+         teardown=_no_out("synth-full")),
+    Case("disk-full-elsewhere", lambda w: ["build", "--quiet"], 12, ["tile.jpg", "No space left on device"],
+         "free some space", patch=_build_raises_enospc),
+    Case("train-truncated-shard", lambda w: ["train", "--data", str(w.tmp / "ds-truncated"), "--config",
+                                             "precomputed-synthetic-d2s", "--model", str(w.tmp / "m"), "--out",
+                                             str(w.tmp / "run")], 7,
+         ["precomputed-synthetic-d2s/train-00000-of-00001.parquet", "truncated or corrupt"], "skyrank validate",
+         setup=_truncated_dataset),
+    Case("eval-truncated-shard", lambda w: ["eval", "--data", str(w.tmp / "ds-truncated"), "--config",
+                                            "precomputed-synthetic-d2s"], 7,
+         ["precomputed-synthetic-d2s/test-00000-of-00001.parquet", "truncated or corrupt"], "rebuild the folder",
+         setup=_truncated_dataset),
+    Case("rerank-malformed-csv", lambda w: ["rerank", "--adapter", str(w.tmp / "run-ok"), "--candidates",
+                                            str(w.tmp / "bad.csv")], 2, ["bad.csv", "line 3", "column 4"],
+         "Fix that line", setup=_candidates),
+    Case("rerank-score-not-a-number", lambda w: ["rerank", "--adapter", str(w.tmp / "run-ok"), "--candidates",
+                                                 str(w.tmp / "bad-score.csv")], 2,
+         ["bad-score.csv", "line 3", "column 3", "'high'"], "must be a number", setup=_candidates),
+    Case("adapter-weights-missing", _eval_run("run-a"), 5, ["run-a", "adapter_model.safetensors", "missing"],
+         "skyrank train --out", setup=_run_folder("run-a", "adapter_model.safetensors", None)),
+    Case("adapter-weights-corrupt", _eval_run("run-b"), 5, ["adapter_model.safetensors", "corrupt"],
+         "skyrank train --out", setup=_run_folder("run-b", "adapter_model.safetensors", BAD_HEADER)),
+    Case("value-head-truncated", _eval_run("run-c"), 5, ["value_head.safetensors", "truncated"],
+         "copy that file again", setup=_run_folder("run-c", "value_head.safetensors", b"<truncate>")),
+    Case("run-config-missing", _eval_run("run-d"), 5, ["skylink_config.json", "missing"], "skyrank train --out",
+         setup=_run_folder("run-d", "skylink_config.json", None)),
+    Case("run-config-corrupt", _eval_run("run-e"), 5, ["skylink_config.json", "not valid JSON"],
+         "skyrank train --out", setup=_run_folder("run-e", "skylink_config.json", b"{base_model")),
+    *[Case(f"hub-{status}", _hub_eval, 9, ["alice/skyrank", f"({status}"], fix, patch=_hub_answers(status),
+           teardown=_stop_hub, env={"HF_TOKEN": "", "HF_HUB_OFFLINE": "0"})
+      for status, fix in [(401, "Set HF_TOKEN"), (403, "Accept its conditions"), (404, "Check the repo id"),
+                          (429, "Wait a few minutes"), (500, "re-run later"), (503, "re-run later")]],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ENVIRONMENT, ids=[c.id for c in ENVIRONMENT])
+def test_a_fault_of_the_machine_or_files_is_named_with_its_fix(world: World, case: Case, monkeypatch) -> None:
+    test_bad_input_gives_one_clear_message_and_the_right_exit_code(world, case, monkeypatch)  # not exit 1: a bug
 
 
 @pytest.mark.parametrize("case", EXTRA, ids=[c.id for c in EXTRA])

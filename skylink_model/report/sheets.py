@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from skylink_model.report._io import write_atomic
 from skyrank.errors import BadImageError, EvalFileError
+from skyrank.images import to_uint8_rgb
 
 SELECTIONS: tuple[str, ...] = ("first", "best", "worst")
 POSITIVE = (22, 163, 74)
@@ -81,7 +82,7 @@ def tile_size(image: Image.Image, thumb: int) -> tuple[int, int]:
 
 def _thumb(image: Image.Image, size: int | tuple[int, int]) -> Image.Image:
     width, height = (size, size) if isinstance(size, int) else size
-    img = image.convert("RGB").copy()
+    img = to_uint8_rgb(image).copy()  # the one normaliser: a 16-bit image is scaled, not clipped white
     img.thumbnail((width, height))
     canvas = Image.new("RGB", (width, height), (245, 245, 245))
     canvas.paste(img, ((width - img.width) // 2, (height - img.height) // 2))

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from skyrank.errors import OptionError, UnknownNameError
+from skyrank.errors import MissingWeightsError, OptionError, UnknownNameError
+from skyrank.images import to_uint8_rgb
 
 #: Every view a retriever may be asked to embed: ``ground`` is street level (VIGOR/CVUSA/CVACT panoramas and
 #: University-1652 street photos; issue 20).
@@ -93,7 +94,7 @@ class Retriever:
         from torchvision.transforms import functional as TF
 
         interp = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}[self.cfg.interpolation]
-        image = image.convert("RGB")
+        image = to_uint8_rgb(image)  # the one normaliser: 16-bit scaled, not clipped white by convert("RGB")
         s = self.cfg.image_size
         x = TF.pil_to_tensor(image)
         x = TF.resize(x, [s, s], interpolation=interp, antialias=True)
@@ -198,6 +199,17 @@ def list_retrievers() -> list[str]:
     return sorted(_RETRIEVERS)
 
 
+def missing_weights_error(name: str, ranks: str = "images") -> MissingWeightsError:
+    """The one refusal of a retriever with learned weights and no checkpoint (``skyrank build`` and :func:`create`
+    alike): it would rank ``ranks`` with random, untrained weights."""
+    info = retriever_info(name)
+    return MissingWeightsError(
+        f"--retriever {name} was given no --checkpoint (checkpoint=): it would rank {ranks} with random, untrained "
+        "weights and write a valid-looking but meaningless dataset"
+        + (f" ({info.weights_hint})" if info.weights_hint else ""),
+    )
+
+
 def check_dataset(name: str, dataset: str | None) -> None:
     """Refuse, with :class:`~skyrank.errors.OptionError`, a benchmark (its evaluation protocol) the retriever
     ``name`` was not made for (:attr:`RetrieverInfo.datasets`)."""
@@ -218,9 +230,14 @@ def create(
     device: str | torch.device = "cpu",
     *,
     dataset: str | None = None,
+    random_weights: bool = False,
     **kwargs: Any,
 ) -> Retriever:
-    """Build the retriever registered as ``name`` and load ``checkpoint`` strictly (random weights if ``None``).
+    """Build the retriever registered as ``name`` and load ``checkpoint`` strictly.
+
+    A retriever with learned weights (``sample4geo``, ``mccg``, ``sdpl``) and no ``checkpoint`` is refused with
+    :class:`MissingWeightsError` (as ``skyrank build`` refuses it) unless ``random_weights=True`` asks for random,
+    untrained weights on purpose (tests, timing, the start of training).
 
     ``dataset``: the evaluation protocol of the benchmark it will encode (``"vigor"``, ``"cvusa"``, ...; the build
     passes it): refused by a retriever not made for it (:func:`check_dataset`) before any weight is read, and kept
@@ -229,6 +246,8 @@ def create(
     if name not in _RETRIEVERS:
         raise UnknownNameError(f"unknown retriever {name!r}; choose one of: {', '.join(list_retrievers())}")
     check_dataset(name, dataset)
+    if checkpoint is None and not random_weights and retriever_info(name).learned_weights:
+        raise missing_weights_error(name)
     retriever = _RETRIEVERS[name](checkpoint=checkpoint, device=device, **kwargs)
     retriever.name = name
     retriever.dataset = dataset

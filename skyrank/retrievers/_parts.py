@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from skyrank.errors import OptionError
+from skyrank.images import to_uint8_rgb
 from skyrank.retrievers._base import Retriever, RetrieverCfg
 from skyrank.retrievers._training import TrainingSpec
 
@@ -80,7 +81,7 @@ def normalize_parts(feats: torch.Tensor) -> torch.Tensor:
 
 def pil_bicubic_preprocess(image: Image.Image, size: int, cfg: RetrieverCfg) -> torch.Tensor:
     """torchvision ``Resize((size, size), BICUBIC)`` on a PIL image (= PIL's resize), ``ToTensor``, ``Normalize``."""
-    image = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+    image = to_uint8_rgb(image).resize((size, size), Image.Resampling.BICUBIC)  # 16-bit scaled, not clipped
     x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
     mean = torch.tensor(cfg.mean).view(3, 1, 1)
     std = torch.tensor(cfg.std).view(3, 1, 1)

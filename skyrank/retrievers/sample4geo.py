@@ -169,7 +169,9 @@ def sample4geo_preprocess(
     if isinstance(image, Image.Image):
         from PIL import ImageOps
 
-        image = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+        from skyrank.images import to_uint8_rgb  # 16-bit scaled, not clipped white
+
+        image = np.asarray(to_uint8_rgb(ImageOps.exif_transpose(image)))
     rgb = np.ascontiguousarray(image)
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an RGB uint8 (H, W, 3) array, got {rgb.dtype} {rgb.shape}")

@@ -192,7 +192,11 @@ def test_reentrant_gradient_checkpointing_is_refused(tiny_config, images):
     """Reentrant checkpointing would silently drop the prefix's gradients: a clear error instead."""
     model = get_skylink_model(dataclasses.replace(tiny_config, lora_dropout=0.0)).train()
     base = model.backbone.get_base_model()
-    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    enable = getattr(base, "activation_checkpointing_enable", None)  # the old name warns in newer transformers
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": True})
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
     inputs = model.group_inputs(model.process_images(images[:1])[0], model.process_images(images[1:3]))
     with pytest.raises(ValueError, match="non-reentrant"):
         model(**inputs)

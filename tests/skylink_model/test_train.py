@@ -111,7 +111,7 @@ def test_accumulated_gradient_is_the_mean_over_groups_and_chunks(tiny, tmp_path)
     norm = torch.linalg.vector_norm(
         torch.stack([p.grad.norm() for p in model.parameters() if p.requires_grad and p.grad is not None])
     )
-    assert whole.losses[0] == pytest.approx(float(loss), rel=1e-5)
+    assert whole.losses[0] == pytest.approx(float(loss.detach()), rel=1e-5)
     assert whole.grad_norms[0] == pytest.approx(float(norm), rel=1e-4)
 
 

@@ -28,7 +28,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     work = tmp_path_factory.mktemp("build")
     root = generate_synthetic(work / "bench", locations=8, distractors=4, views=2, image_size=SIZE, progress=False)
     torch.manual_seed(0)
-    retriever = create("sample4geo", arch="convnext_atto", image_size=SIZE)
+    retriever = create("sample4geo", arch="convnext_atto", image_size=SIZE, random_weights=True)
     ckpt = work / "atto.pth"
     torch.save(retriever.model.state_dict(), ckpt)
     return root, ckpt
@@ -167,7 +167,9 @@ def test_a_new_retriever_declares_its_weights_and_opts_where_it_registers(bench,
     monkeypatch.setattr(_base, "_INFO", dict(_base._INFO))
     seen = []
     register_retriever("toy-learned", weights_hint="toy weights: toy.pth", read_opts=seen.append)(
-        lambda checkpoint=None, device="cpu": create("sample4geo", arch="convnext_atto", image_size=SIZE)
+        lambda checkpoint=None, device="cpu": create(
+            "sample4geo", arch="convnext_atto", image_size=SIZE, random_weights=True
+        )
     )
     register_retriever("toy-lookup", learned_weights=False, checkpoint_required=True, checkpoint_what="a table")(
         lambda checkpoint=None, device="cpu": None

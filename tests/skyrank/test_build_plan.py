@@ -107,3 +107,14 @@ def test_importing_the_build_loads_neither_datasets_nor_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           cwd=Path(__file__).resolve().parents[2])  # fmt: skip
     assert done.stdout.strip() == "[]"
+
+
+def test_the_plan_checks_free_space_against_its_estimate(tree, tmp_path, monkeypatch):
+    import skyrank.atomic
+    from skyrank.errors import NoSpaceError
+
+    plan = plan_build(**_options(tree, tmp_path / "ds"))
+    assert plan.checks[-1] == "free space" and plan.bytes_needed > 0
+    monkeypatch.setattr(skyrank.atomic, "free_bytes", lambda path: plan.bytes_needed - 1)
+    with pytest.raises(NoSpaceError, match="--out"):
+        plan_build(**_options(tree, tmp_path / "ds"))

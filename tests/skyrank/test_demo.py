@@ -64,7 +64,7 @@ def test_run_demo_end_to_end_on_a_tiny_build(tmp_path):
     root = generate_synthetic(tmp_path / "bench", locations=8, distractors=4, views=2, image_size=32, progress=False)
     torch.manual_seed(0)
     ckpt = tmp_path / "atto.pth"
-    torch.save(create("sample4geo", arch="convnext_atto", image_size=32).model.state_dict(), ckpt)
+    torch.save(create("sample4geo", arch="convnext_atto", image_size=32, random_weights=True).model.state_dict(), ckpt)
     data = tmp_path / "ds"
     build_dataset(root=root, checkpoint=ckpt, arch="convnext_atto", image_size=32, out=data, top_m=5, progress=False)
 

@@ -29,7 +29,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     work = tmp_path_factory.mktemp("emb")
     root = generate_synthetic(work / "bench", locations=8, distractors=4, views=2, image_size=SIZE, progress=False)
     torch.manual_seed(0)
-    retriever = create("sample4geo", arch="convnext_atto", image_size=SIZE)
+    retriever = create("sample4geo", arch="convnext_atto", image_size=SIZE, random_weights=True)
     ckpt = work / "atto.pth"
     torch.save(retriever.model.state_dict(), ckpt)
     return root, ckpt

@@ -34,7 +34,7 @@ def bench_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def built(bench_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("export")
     torch.manual_seed(0)
-    retriever = create("sample4geo", arch="convnext_atto", image_size=SIZE)
+    retriever = create("sample4geo", arch="convnext_atto", image_size=SIZE, random_weights=True)
     ckpt = work / "atto.pth"
     torch.save(retriever.model.state_dict(), ckpt)
     return build_dataset(

@@ -19,6 +19,52 @@ def _reference_8bit(a16: np.ndarray) -> np.ndarray:
     return np.rint(a16.astype(np.float64) / 65535.0 * 255.0).astype(np.uint8)
 
 
+def sixteen_bit_pair(
+    tmp_path: Path, size: tuple[int, int] = (40, 56), seed: int = 0
+) -> tuple[Image.Image, Image.Image]:
+    """(a 16-bit PNG opened with ``Image.open``, as a caller hands it to SkyRank; its 8-bit reference as RGB).
+
+    The 16-bit values are the 8-bit ones times 257, so the exact conversion gives the reference back bit for bit;
+    PIL's own ``convert("RGB")`` of the 16-bit image is white almost everywhere. Every door of issue 21 is tested
+    with it: the door's output for the 16-bit image must equal its output for the reference.
+    """
+    h, w = size
+    rng = np.random.default_rng(seed)
+    a8 = rng.integers(0, 256, size=(h, w), dtype=np.uint8)
+    a8[:, : w // 2] //= 2  # some structure, so a resize or a model sees more than noise
+    path = tmp_path / f"sixteen-{seed}.png"
+    Image.fromarray(a8.astype(np.uint16) * 257).save(path)
+    img16 = Image.open(path)
+    img16.load()
+    assert img16.mode in ("I;16", "I") and np.asarray(img16.convert("RGB")).mean() > 200  # clipping would whiten
+    return img16, Image.fromarray(a8, mode="L").convert("RGB")
+
+
+def test_the_pair_agrees_through_the_normaliser(tmp_path: Path) -> None:
+    from skyrank.images import as_uint8_rgb, to_uint8_rgb
+
+    img16, ref = sixteen_bit_pair(tmp_path)
+    np.testing.assert_array_equal(np.asarray(to_uint8_rgb(img16)), np.asarray(ref))
+    assert as_uint8_rgb([img16, "not an image"])[1] == "not an image"
+
+
+def test_load_skyrank_door_embedded_16_bit_images(tmp_path: Path) -> None:
+    """Images decoded by ``datasets`` from embedded bytes (``load_skyrank``'s door) are normalised too."""
+    import datasets
+
+    from skyrank.loading import ImageResolver
+
+    img16, ref = sixteen_bit_pair(tmp_path)
+    png = (tmp_path / "sixteen-0.png").read_bytes()
+    table = datasets.Dataset.from_dict(
+        {"image_id": ["a/1.png"], "image": [{"bytes": png, "path": "1.png"}]},
+        features=datasets.Features({"image_id": datasets.Value("string"), "image": datasets.Image()}),
+    )
+    out = ImageResolver([table])("a/1.png")
+    assert out.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(ref))
+
+
 def test_16_bit_grayscale_png_is_scaled_not_clipped(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     a16 = rng.integers(0, 65536, size=(24, 40), dtype=np.uint16)

@@ -85,7 +85,7 @@ def test_load_skyrank_from_a_hub_repo(data: dict[str, Path], tmp_path: Path, mon
         row = ds[3]
         assert _same(row["gt_image"], data["images"] / row["gt_id"])
         assert _same(row["query_image"], data["images"] / row["query_id"])
-        with pytest.raises(SkyRankError, match="could not download"):
+        with pytest.raises(SkyRankError, match="not found .* \\(404\\)"):
             load_skyrank("alice/missing", CFG, endpoint=hub.endpoint, cache_dir=tmp_path)
 
 

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from skyrank.atomic import swap_in_dir
+from skyrank.atomic import check_free_space, exclusive_lock, remove_path, swap_in_dir
 from skyrank.benchmarks.synthetic.camera import _drone_view, _encode, _satellite
 from skyrank.benchmarks.synthetic.world import (
     _SEED_LOCATION,
@@ -30,7 +31,7 @@ from skyrank.benchmarks.synthetic.world import (
     _margin,
     _Region,
 )
-from skyrank.errors import OptionError, OutputExistsError
+from skyrank.errors import OptionError, OutputExistsError, storage_error
 
 #: bump when the generated images change for the same parameters (it keys the cache folder)
 SYNTHETIC_VERSION = 1
@@ -182,13 +183,34 @@ def ensure_synthetic(cache_dir: str | Path | None = None, progress: bool = True,
     )
     if _is_complete(root, resolved):
         return root
-    try:
-        return generate_synthetic(root, overwrite=root.exists(), progress=progress, **params)
-    except OutputExistsError:
-        # another process finished the same benchmark first
+
+    def waiting() -> None:
+        if progress:
+            print(f"another process is generating the cached synthetic benchmark {root}; waiting for it",
+                  file=sys.stderr, flush=True)  # fmt: skip
+
+    # Two builds/demos on one cache: the second waits for the first and reuses its folder. The lock dies with its
+    # holder; what a killed holder left (a hidden staging folder, a folder without synthetic.json) is redone.
+    with exclusive_lock(Path(str(root) + ".lock"), on_wait=waiting):
         if _is_complete(root, resolved):
             return root
-        raise
+        for stale in root.parent.glob(f".{root.name}.partial-*"):
+            remove_path(stale)
+        try:
+            return generate_synthetic(root, overwrite=root.exists(), progress=progress, **params)
+        except OutputExistsError:
+            # another process (without the lock: an older SkyRank) finished the same benchmark first
+            if _is_complete(root, resolved):
+                return root
+            raise
+
+
+def _estimated_bytes(params: dict[str, Any]) -> int:
+    """A generous size estimate of a synthetic benchmark on disk: 2 bytes per pixel of every image (its JPEGs take
+    well under 1)."""
+    locations = params["locations"] + params["test_locations"] + params["distractors"]
+    per_location = 1 + params["views"] * max(1, len(params["altitudes"]))
+    return int(locations * per_location * params["image_size"] ** 2 * 3 * 2 // 3)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -358,6 +380,8 @@ def generate_synthetic(
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         raise OutputExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
+    what = f"the synthetic benchmark {out}"
+    check_free_space(out.parent, _estimated_bytes(params), what)  # before the work, with the estimate
     tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:12]}"
     tmp.mkdir()
     try:
@@ -390,8 +414,11 @@ def generate_synthetic(
         }
         (tmp / "synthetic.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         swap_in_dir(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        named = storage_error(exc, path=out, what=what, needed=_estimated_bytes(params))  # a full disk, ...
+        if named is not None:
+            raise named from exc
         raise
     return out
 

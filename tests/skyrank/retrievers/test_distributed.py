@@ -61,7 +61,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[I
 def spec(tmp_path_factory: pytest.TempPathFactory) -> RetrieverSpec:
     """Random ConvNeXt-Atto weights saved as a Sample4Geo checkpoint, rebuilt by each process."""
     torch.manual_seed(0)
-    r = create("sample4geo", arch="convnext_atto", image_size=SIZE)
+    r = create("sample4geo", arch="convnext_atto", image_size=SIZE, random_weights=True)
     ckpt = tmp_path_factory.mktemp("ckpt") / "weights.pth"
     torch.save(r.model.state_dict(), ckpt)
     return RetrieverSpec("sample4geo", str(ckpt), {"arch": "convnext_atto", "image_size": SIZE})

@@ -33,7 +33,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[ImageRe
 @pytest.fixture(scope="module")
 def retriever():
     torch.manual_seed(0)
-    return create("sample4geo", arch="convnext_atto", image_size=SIZE)
+    return create("sample4geo", arch="convnext_atto", image_size=SIZE, random_weights=True)
 
 
 def test_order_and_values_match_direct_embedding(images, retriever) -> None:

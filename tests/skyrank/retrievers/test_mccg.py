@@ -214,10 +214,10 @@ def test_opts_refuses_resnet_and_non_square(tmp_path: Path) -> None:
     opts = tmp_path / "opts.yaml"
     opts.write_text(OPTS.replace("resnet: false", "resnet: true"))
     with pytest.raises(CheckpointMismatchError, match="resnet"):
-        create("mccg", opts=opts)
+        create("mccg", opts=opts, random_weights=True)
     opts.write_text(OPTS.replace("w: 96", "w: 128"))
     with pytest.raises(CheckpointMismatchError, match="differ"):
-        create("mccg", opts=opts)
+        create("mccg", opts=opts, random_weights=True)
 
 
 def test_block_one_gives_1024_d(tmp_path: Path, source_model: MCCGModel, batch: torch.Tensor) -> None:

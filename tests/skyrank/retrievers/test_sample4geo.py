@@ -31,7 +31,7 @@ def test_cfg_is_sample4geo_preprocessing() -> None:
 
 
 def test_image_size_and_embed_dim_follow_arch() -> None:
-    r = create("sample4geo", arch=ARCH, image_size=40)
+    r = create("sample4geo", arch=ARCH, image_size=40, random_weights=True)
     assert r.image_size == 40 and r.embed_dim == 320 and r.arch == ARCH
     x = r.preprocess(Image.new("RGB", (70, 50), (255, 0, 0)))  # squash, no crop
     assert x.shape == (3, 40, 40) and x.dtype == torch.float32
@@ -40,7 +40,7 @@ def test_image_size_and_embed_dim_follow_arch() -> None:
 
 def test_shared_backbone_same_features_for_both_views() -> None:
     torch.manual_seed(0)
-    r = create("sample4geo", arch=ARCH, image_size=32)
+    r = create("sample4geo", arch=ARCH, image_size=32, random_weights=True)
     x = torch.randn(3, 3, 32, 32)
     a, b = r.embed(x, "drone"), r.embed(x, "satellite")
     assert torch.equal(a, b) and a.dtype == torch.float32
@@ -91,7 +91,7 @@ def test_preprocess_matches_the_original_opencv_pipeline(tmp_path, fmt, height, 
     texture = 60 * np.sin(xx * 1.7 + yy * 0.9)[..., None] + rng.integers(0, 120, (height, width, 3))
     path = tmp_path / f"x.{fmt.lower()}"
     Image.fromarray(np.clip(texture + 60, 0, 255).astype(np.uint8)).save(path, fmt, **kwargs)
-    r = create("sample4geo", arch=ARCH)  # 384 px
+    r = create("sample4geo", arch=ARCH, random_weights=True)  # 384 px
     with Image.open(path) as img:
         ours = r.preprocess(img)
     reference = _original_pipeline(path, 384)
@@ -114,7 +114,7 @@ def test_preprocess_applies_exif_orientation_like_cv2_imread(tmp_path) -> None:
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 CW on display
     Image.fromarray(arr).save(tmp_path / "o.jpg", quality=95, exif=exif)
-    r = create("sample4geo", arch=ARCH, image_size=48)
+    r = create("sample4geo", arch=ARCH, image_size=48, random_weights=True)
     with Image.open(tmp_path / "o.jpg") as img:
         ours = r.preprocess(img)
     assert float((ours - _original_pipeline(tmp_path / "o.jpg", 48)).abs().max()) <= 1e-6

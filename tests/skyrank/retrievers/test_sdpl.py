@@ -252,7 +252,7 @@ def test_opts_yaml(tmp_path: Path) -> None:
     opts.write_text(SDPL_OPTS)
     o = read_opts(opts)
     assert (o.h, o.w, o.block, o.nclasses, o.droprate) == (256, 256, 4, 7, 0.75)
-    r = create("sdpl", opts=opts)
+    r = create("sdpl", opts=opts, random_weights=True)
     assert r.image_size == 256 and r.model.nclasses == 7
     assert r.model.classifier0.add_block[2].p == 0.75
     for bad, match in (("block: 4", "block: 3"), ("dense_LPN: true", "dense_LPN: false"), ("LPN: false", "LPN: true")):
@@ -261,13 +261,13 @@ def test_opts_yaml(tmp_path: Path) -> None:
             read_opts(opts)
     opts.write_text(SDPL_OPTS.replace("w: 256", "w: 512"))
     with pytest.raises(CheckpointMismatchError, match="differ"):
-        create("sdpl", opts=opts)
+        create("sdpl", opts=opts, random_weights=True)
 
 
 def test_nclasses_inferred_and_image_size_checked(source_model: SDPLModel) -> None:
     assert sdpl_mod.infer_nclasses(checkpoint_filter_fn(official_state_dict(source_model))) == 701
     with pytest.raises(ValueError, match="256, 384, 512"):
-        create("sdpl", image_size=320)
+        create("sdpl", image_size=320, random_weights=True)
 
 
 def test_training_descriptor_is_differentiable(source_model: SDPLModel) -> None:

@@ -84,7 +84,8 @@ def make_tiny_u1652(
 def evaluate_r1(root: Path, checkpoint: Path | None, image_size: int, split: str = "test") -> float:
     """Drone→satellite Recall@1 (percent) of a ``sample4geo``-layout convnext_atto on the tiny benchmark."""
     torch.manual_seed(0)
-    r = create("sample4geo", checkpoint=checkpoint, arch=ARCH, image_size=image_size)
+    untrained = checkpoint is None
+    r = create("sample4geo", checkpoint=checkpoint, arch=ARCH, image_size=image_size, random_weights=untrained)
     rs = get_benchmark("university1652").load_split(root, split, "d2s")
     q = encode_records(r, root, rs.queries, "drone", batch_size=64, progress=False)
     g = encode_records(r, root, rs.gallery, "satellite", batch_size=64, progress=False)
