@@ -44,8 +44,13 @@ MAX_RANGE = 0.9
 PANO_ASPECT: dict[str, float] = {"vigor": 2.0, "cvact": 2.0, "cvusa": 1232 / 224}
 _SKY_TOP, _SKY_HORIZON = np.array([96, 140, 206], np.float32), np.array([206, 214, 224], np.float32)
 _REGIONS_CACHED = 4
-#: defaults: locations per split (VIGOR: tiles per city), image side
-GROUND_DEFAULTS: dict[str, int] = {"locations": 12, "image_size": 64, "distractors": 4, "views": 2}
+#: defaults: image side, University-1652 street distractor IDs and street photos per train ID
+GROUND_DEFAULTS: dict[str, int] = {"image_size": 64, "distractors": 4, "views": 2}
+#: default locations per split (VIGOR: tiles per city): the fewest that give every split's gallery of every
+#: benchmark read from the tree room for ``skyrank build``'s default ``--top-m 20`` (m images, m−1 negatives per
+#: query), with a margin: VIGOR-cross 2 × 12 tiles, CVUSA 24 tiles, CVACT val 48 // 2 = 24, DenseUAV 12 × 6 tiles,
+#: University-1652 street 24 train tiles (test: 24 + 4 distractors)
+GROUND_LOCATIONS: dict[str, int] = {"vigor": 12, "cvusa": 24, "cvact": 48, "denseuav": 12, "u1652-street": 24}
 
 
 def _cast(region: _Region, cam: tuple[float, float], dirs: np.ndarray, size: tuple[int, int]) -> Image.Image:
@@ -191,7 +196,7 @@ def generate_ground_synthetic(
 
     if layout not in GROUND_LAYOUTS:
         raise OptionError(f"--layout must be one of {', '.join(GROUND_LAYOUTS)}, got {layout!r}")
-    params = {"layout": layout, "seed": int(seed), **GROUND_DEFAULTS}
+    params = {"layout": layout, "seed": int(seed), "locations": GROUND_LOCATIONS[layout], **GROUND_DEFAULTS}
     params.update({k: int(v) for k, v in (("locations", locations), ("distractors", distractors), ("views", views),
                                           ("image_size", image_size)) if v is not None})  # fmt: skip
     if params["locations"] < (4 if layout == "vigor" else 2):
