@@ -304,7 +304,8 @@ def synth(out: Path, layout: str, quiet: bool, **kw: Any) -> None:
     elif layout in TREES:
         _, _, sub, benches = TREES[layout]
         click.echo(f"build from it with: skyrank build --dataset {benches[0]} --root {root / sub} "
-                   "--retriever ... --checkpoint ...")
+                   "--retriever sample4geo --random-weights --arch convnext_atto --out skyrank-syn-ground "
+                   "(random weights: checks the path, ranks at chance; pass --checkpoint for a real ranking)")
     else:
         bench_root = root / "SUES-200-512x512" if layout == "sues200" else root  # the raw archive's root folder
         click.echo(

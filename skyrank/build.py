@@ -436,7 +436,7 @@ def build_dataset(
 
     DatasetWriter.check_output(out, overwrite)
 
-    from skyrank.card import render_card_from_inputs
+    from skyrank.card import input_size_text, render_card_from_inputs
     from skyrank.metrics import retrieval_metrics
     from skyrank.mining import mine
     from skyrank.retrievers import create
@@ -677,7 +677,8 @@ def build_dataset(
                 "checkpoint": params["checkpoint"],
                 "checkpoint_sha256": params["checkpoint_sha256"],
                 "arch": params["arch"],
-                "image_size": model.image_size,
+                "image_size": input_size_text(
+                    model.image_size, {v: model.input_size(v) for rs in layouts.values() for v in rs.views()}),
             },
             "default_config": retriever_tables[0][0],
             "stats": [
