@@ -485,7 +485,7 @@ def write_card(
     rendered from the written tables, then the folder finalized: manifest written, staging renamed into place.
     The card's inputs ride in the manifest, so ``skyrank remine`` re-renders the card of a changed folder."""
     from skyrank.benchmarks import get_benchmark
-    from skyrank.card import render_card_from_inputs
+    from skyrank.card import input_size_text, render_card_from_inputs
 
     bench = get_benchmark(plan.benchmark)
     model = retriever.model
@@ -500,7 +500,9 @@ def write_card(
         "retriever_meta": {
             "name": plan.retriever, "citation": model.cfg.citation, "paper": model.cfg.paper,
             "checkpoint": params["checkpoint"], "checkpoint_sha256": params["checkpoint_sha256"],
-            "arch": params["arch"], "image_size": model.image_size,
+            "arch": params["arch"],
+            "image_size": input_size_text(
+                model.image_size, {v: model.input_size(v) for rs in plan.layouts.values() for v in rs.views()}),
         },
         "default_config": default_config,
         "stats": [

@@ -163,6 +163,15 @@ def _index_summary(info: Any) -> str | None:
     return text
 
 
+def input_size_text(image_size: int, sizes: Mapping[str, tuple[int, int]]) -> int | str:
+    """The card's "retriever image size": ``image_size`` when every view is the square ``image_size`` (as every
+    University-1652, SUES-200 and synthetic build: their cards stay as they were), else each view's ``H×W`` by name
+    (``ground 140×768, satellite 384×384``: Sample4Geo's panoramas keep their shape)."""
+    if all(tuple(hw) == (image_size, image_size) for hw in sizes.values()):
+        return image_size
+    return ", ".join(f"{view} {h}×{w}" for view, (h, w) in sorted(sizes.items()))
+
+
 def _build_rows(build_params: Mapping[str, Any], retriever_meta: Mapping[str, Any]) -> list[dict[str, str]]:
     rows: list[tuple[str, Any]] = [
         ("retriever", retriever_meta.get("name")),

@@ -26,7 +26,7 @@ def _tables(retr_rows=(120, 40), gallery_rows=(300, 200), with_images=False) -> 
     return out
 
 
-def _render(tables=None, *, license="other", bad=(), redistributable=False, default=RETR, **params):
+def _render(tables=None, *, license="other", bad=(), redistributable=False, default=RETR, image_size=384, **params):
     build = {"m": 20, "protocol": "official", "splits": ["train", "test"], "with_images": False,
              "skipped_bad_images": list(bad), "software": {"datasets": "5.2.0"}, **params}  # fmt: skip
     return render_dataset_card(
@@ -47,7 +47,7 @@ def _render(tables=None, *, license="other", bad=(), redistributable=False, defa
             "checkpoint": "weights.pth",
             "checkpoint_sha256": "ab" * 32,
             "arch": "convnext_base",
-            "image_size": 384,
+            "image_size": image_size,
         },
         build_params=build,
         stats={(RETR, "test"): {"rows": 40, "gt_in_top_m": 99.5, "R@1": 92.1, "R@5": 97.0, "R@10": 98.0, "AP": 93.4}},
@@ -136,3 +136,17 @@ def test_bad_metadata_is_refused():
             stats={},
             default_config=RETR,
         )
+
+
+def test_image_size_row_names_each_views_input_size_where_they_differ():
+    """A ground build's card gives Sample4Geo's per-view input sizes (the panorama keeps its shape); a square-only
+    build keeps the plain side (the University-1652/SUES-200/synthetic cards stay as pinned)."""
+    from skyrank.card import input_size_text
+    from skyrank.retrievers import create
+
+    s4g = create("sample4geo", arch="convnext_atto", dataset="cvusa")
+    sizes = {view: s4g.input_size(view) for view in ("ground", "satellite")}
+    assert input_size_text(s4g.image_size, sizes) == "ground 140×768, satellite 384×384"
+    assert input_size_text(384, {"drone": (384, 384), "satellite": (384, 384)}) == 384
+    card = _render(image_size="ground 140×768, satellite 384×384")
+    assert "| retriever image size | ground 140×768, satellite 384×384 |" in card

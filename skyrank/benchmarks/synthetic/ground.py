@@ -44,8 +44,15 @@ MAX_RANGE = 0.9
 PANO_ASPECT: dict[str, float] = {"vigor": 2.0, "cvact": 2.0, "cvusa": 1232 / 224}
 _SKY_TOP, _SKY_HORIZON = np.array([96, 140, 206], np.float32), np.array([206, 214, 224], np.float32)
 _REGIONS_CACHED = 4
-#: defaults: locations per split (VIGOR: tiles per city), image side
-GROUND_DEFAULTS: dict[str, int] = {"locations": 12, "image_size": 64, "distractors": 4, "views": 2}
+#: defaults: image side, University-1652 street distractor IDs and street photos per train ID
+GROUND_DEFAULTS: dict[str, int] = {"image_size": 64, "distractors": 4, "views": 2}
+#: default locations per split (VIGOR: tiles per city): the fewest that give every split's gallery of every
+#: benchmark read from the tree room for ``skyrank build``'s default ``--top-m 20`` (m images, m−1 negatives per
+#: query), with a margin: VIGOR-cross 2 × 12 tiles, CVUSA 24 tiles, CVACT val 48 // 2 = 24, DenseUAV 12 × 6 tiles,
+#: University-1652 street 24 train tiles (test: 24 + 4 distractors)
+GROUND_LOCATIONS: dict[str, int] = {"vigor": 12, "cvusa": 24, "cvact": 48, "denseuav": 12, "u1652-street": 24}
+#: the writers' options: every 5th CVACT test id 3 m from the previous one (two positives under the 5 m rule)
+WRITER_OPTIONS: dict[str, dict[str, Any]] = {"cvact": {"near_every": 5}}
 
 
 def _cast(region: _Region, cam: tuple[float, float], dirs: np.ndarray, size: tuple[int, int]) -> Image.Image:
@@ -170,6 +177,20 @@ def ground_counts(layout: str, locations: int, distractors: int, views: int) -> 
             "distractors": distractors}  # fmt: skip
 
 
+def ground_params(layout: str, seed: int = 0, **given: int | None) -> dict[str, Any]:
+    """The parameters of a tree: the layout's defaults (:data:`GROUND_LOCATIONS`, :data:`GROUND_DEFAULTS`) with
+    the ``given`` ones (``locations``, ``distractors``, ``views``, ``image_size``; ``None`` = default) over them."""
+    if layout not in GROUND_LAYOUTS:
+        raise OptionError(f"--layout must be one of {', '.join(GROUND_LAYOUTS)}, got {layout!r}")
+    params = {"layout": layout, "seed": int(seed), "locations": GROUND_LOCATIONS[layout], **GROUND_DEFAULTS}
+    params.update({k: int(v) for k, v in given.items() if v is not None})
+    if params["locations"] < (4 if layout == "vigor" else 2):
+        raise OptionError(f"--locations must be at least {4 if layout == 'vigor' else 2} for --layout {layout}")
+    if params["image_size"] < 16 or params["views"] < 1 or params["distractors"] < 0:
+        raise OptionError("--image-size must be >= 16, --views >= 1 and --distractors >= 0")
+    return params
+
+
 def generate_ground_synthetic(
     out: str | Path,
     layout: str,
@@ -189,15 +210,8 @@ def generate_ground_synthetic(
     """
     from tqdm.auto import tqdm
 
-    if layout not in GROUND_LAYOUTS:
-        raise OptionError(f"--layout must be one of {', '.join(GROUND_LAYOUTS)}, got {layout!r}")
-    params = {"layout": layout, "seed": int(seed), **GROUND_DEFAULTS}
-    params.update({k: int(v) for k, v in (("locations", locations), ("distractors", distractors), ("views", views),
-                                          ("image_size", image_size)) if v is not None})  # fmt: skip
-    if params["locations"] < (4 if layout == "vigor" else 2):
-        raise OptionError(f"--locations must be at least {4 if layout == 'vigor' else 2} for --layout {layout}")
-    if params["image_size"] < 16 or params["views"] < 1 or params["distractors"] < 0:
-        raise OptionError("--image-size must be >= 16, --views >= 1 and --distractors >= 0")
+    params = ground_params(layout, seed=seed, locations=locations, distractors=distractors, views=views,
+                           image_size=image_size)  # fmt: skip
     out = Path(out).expanduser()
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         raise OutputExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
@@ -212,7 +226,7 @@ def generate_ground_synthetic(
                 render(rel, role, location, variant)
                 bar.update(1)
 
-            writer(tmp / sub, counts, put, **({"near_every": 5} if layout == "cvact" else {}))
+            writer(tmp / sub, counts, put, **WRITER_OPTIONS.get(layout, {}))
         info = {"generator": "skyrank.benchmarks.synthetic.ground", "license": "cc0-1.0", "params": params,
                 "root": sub, "benchmarks": list(benches), "counts": render.counts,
                 "tree_counts": {k: list(v) if isinstance(v, tuple) else v for k, v in counts.items()}}  # fmt: skip

@@ -158,7 +158,9 @@ def build_command(root: str | Path, layout: str) -> str:
         return f"skyrank build --dataset synthetic --root {root} --out skyrank-syn"
     if layout in TREES:  # the ground-view layouts (VIGOR, CVUSA, CVACT, ...): their own reader and sub-folder
         _, _, sub, benches = TREES[layout]
-        return f"skyrank build --dataset {benches[0]} --root {root / sub} --retriever ... --checkpoint ..."
+        return (f"skyrank build --dataset {benches[0]} --root {root / sub} --retriever sample4geo --random-weights "
+                "--arch convnext_atto --out skyrank-syn-ground (random weights: checks the path, ranks at chance; "
+                "pass --checkpoint for a real ranking)")
     bench_root = root / "SUES-200-512x512" if layout == "sues200" else root
     return f"skyrank build --dataset sues200 --altitude 150 --root {bench_root} --retriever ... --checkpoint ..."
 

@@ -13,8 +13,8 @@ from PIL import Image
 
 from skyrank.benchmarks import get_benchmark
 from skyrank.benchmarks.synthetic import generate_synthetic
-from skyrank.benchmarks.synthetic.ground import CAMERA_HEIGHT, ground_counts
-from skyrank.benchmarks.synthetic.trees import TREES
+from skyrank.benchmarks.synthetic.ground import CAMERA_HEIGHT, WRITER_OPTIONS, ground_counts, ground_params
+from skyrank.benchmarks.synthetic.trees import TREES, placeholder_source
 from skyrank.errors import OptionError
 
 SIZE = 24
@@ -95,3 +95,28 @@ def test_deterministic_and_refuses_bad_options(tmp_path: Path) -> None:
     assert digest(a) == digest(b)
     with pytest.raises(OptionError, match="--locations"):
         generate_synthetic(tmp_path / "c", "vigor", locations=2, progress=False)
+
+
+@pytest.mark.parametrize("layout", list(TREES))
+def test_default_counts_fit_builds_default_top_m(tmp_path: Path, layout: str) -> None:
+    """The tree ``skyrank synth --layout <layout>`` writes at its default counts (here with placeholder pixels),
+    read back through every reader of the tree, gives every split and direction ``skyrank build`` reads a gallery
+    with room for the default ``--top-m`` (the build's own check; explicit positives, CVACT's 5 m rule, leave m−1
+    negatives too)."""
+    import inspect
+
+    from skyrank.build import _check_top_m, build_dataset
+
+    top_m = inspect.signature(build_dataset).parameters["top_m"].default
+    writer, _, sub, benches = TREES[layout]
+    p = ground_params(layout)
+    root = tmp_path / sub
+    counts = ground_counts(layout, p["locations"], p["distractors"], p["views"])
+    writer(root, counts, placeholder_source(root), **WRITER_OPTIONS.get(layout, {}))
+    for name in benches:
+        bench = get_benchmark(name)
+        layouts = {(s, d): bench.load_split(root, s, d) for s in ("train", "test") for d in bench.directions}
+        _check_top_m(layouts, top_m)
+        for rs in layouts.values():
+            assert rs.queries and len(rs.gallery) >= top_m
+            assert all(len(rs.gallery) - len(q.positives) >= top_m - 1 for q in rs.queries if q.positives)
