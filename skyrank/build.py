@@ -50,6 +50,8 @@ if TYPE_CHECKING:  # heavy imports (datasets, torch) are made inside the stages:
     from skyrank.validate import ValidationReport
     from skyrank.writer import DatasetWriter, TableInfo
 
+_check_top_m = check_top_m  # its name before the plan (skyrank.build_plan.check_top_m); callers still import it
+
 __all__ = [
     "SYNTHETIC_RETRIEVER", "SYNTHETIC_TRAIN_SECONDS", "BuildOptions", "BuildPlan", "BuildReport", "build_dataset",
     "plan_build", "report_to_json",
