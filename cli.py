@@ -568,6 +568,10 @@ Examples:
 """
 
 
+#: `skyrank train --loss` (skylink_model.losses.LOSSES, kept here so `--help` does not import torch; a test compares).
+TRAIN_LOSSES = ["bce", "plackett-luce"]
+
+
 @main.command(epilog=TRAIN_EXAMPLES)
 @_data_options
 @click.option(
@@ -577,6 +581,11 @@ Examples:
 @click.option("--k", type=int, help="Candidates per group |G_z| (Eq. 3; paper 13).")
 @click.option("--threshold", type=float, help="Soft-label threshold T (Eq. 7; paper 0.9).")
 @click.option("--labels", type=click.Choice(["soft", "hard", "gt-only"]), help="Label ablation (paper: soft).")
+@click.option(
+    "--loss", type=click.Choice(TRAIN_LOSSES),
+    help="bce: the paper's soft-label BCE (Eq. 8, default); plackett-luce: GeoRanker's listwise loss, ground truth "
+    "first.",
+)  # fmt: skip
 @click.option("--lr", "learning_rate", type=float, help="AdamW learning rate (paper 1e-4).")
 @click.option(
     "--batch-size", type=int,
@@ -892,6 +901,8 @@ Examples:
       --param k --values 4,8,13 --max-steps 200 --out sweeps/group_size
   skyrank sweep --data skyrank-demo/dataset --config sample4geo-synthetic-d2s --run skyrank-demo/run \\
       --param seed --values 0,1,2 --max-steps 3000 --out sweeps/seeds      # the demo's spread over seeds
+  skyrank sweep --data skyrank-demo/dataset --config sample4geo-synthetic-d2s --run skyrank-demo/run \\
+      --param loss --values bce,plackett-luce --max-steps 3000 --out sweeps/loss
   skyrank sweep --data alice/skyrank --config sample4geo-university1652-d2s --run runs/skylink \\
       --images-root /data/University-Release --param train_fraction --values 0.1,0.25,0.5,1.0 --out sweeps/fraction
 """
@@ -900,9 +911,9 @@ Examples:
 @main.command(epilog=SWEEP_EXAMPLES)
 @_data_options
 @click.option("--param", required=True, type=click.Choice(["top_k", "k", "threshold", "labels", "train_fraction",
-                                                           "base_model", "seed"]),
+                                                           "base_model", "seed", "loss"]),
               help="The knob: top_k (no retraining), k (|G_z|), threshold (T), labels, train_fraction, base_model, "
-                   "seed (the spread of one setting).")
+                   "seed (the spread of one setting), loss (bce, plackett-luce).")
 @click.option("--values", required=True, help="Comma-separated grid, e.g. 1,3,5,10.")
 @click.option("--run", type=click.Path(path_type=Path, exists=True, file_okay=False),
               help="Trained SkyLink run: evaluated (top_k) or the settings the other knobs vary.")
