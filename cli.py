@@ -947,6 +947,53 @@ def sweep(data: str, data_config: str, images_root: Path | None, base_model: str
     click.echo(f"plot: {result.plot}\nsummary: {result.summary}")
 
 
+BENCH_EXAMPLES = """
+\b
+Examples:
+  skyrank bench --data skyrank-demo/dataset --config sample4geo-synthetic-d2s --out bench/demo \\
+      --reranker retriever --reranker skylink:skyrank-demo/run --reranker fused:skyrank-demo/run \\
+      --reranker pointwise:skyrank-demo/run --reranker pairwise:skyrank-demo/run --reranker listwise:skyrank-demo/run
+  skyrank bench --data alice/skyrank --config sample4geo-university1652-d2s --config sample4geo-sues200-150-d2s \\
+      --images-root /data --reranker retriever --reranker skylink-pl=skylink:runs/pl \\
+      --reranker pointwise:Qwen/Qwen2-VL-7B-Instruct --out bench/u1652
+\b
+--reranker [ROW=]KIND[:ARG], repeatable: retriever | skylink:RUN | fused:RUN (W on the run's validation queries) |
+listwise:MODEL | pointwise:MODEL | pairwise:MODEL (all pairs) | pairwise-bubble:MODEL (one bubble pass). MODEL is a
+Hub id, a model folder or a SkyLink run (its base model). An interrupted bench resumes from its finished rows.
+"""
+
+
+@main.command(epilog=BENCH_EXAMPLES)
+@click.option("--data", required=True, callback=_check_data, help="SkyRank folder or Hub dataset repo id.")
+@click.option("--config", "configs", required=True, multiple=True,
+              callback=lambda ctx, param, values: tuple(_check_config(ctx, param, v) for v in values),
+              help="Retriever config (repeatable), e.g. sample4geo-university1652-d2s.")  # fmt: skip
+@click.option("--images-root", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="Your benchmark copy, when the dataset holds ids only (University-1652, SUES-200).")
+@click.option("--reranker", "rerankers", required=True, multiple=True,
+              help="[ROW=]KIND[:ARG] (repeatable; see below).")
+@click.option("--split", default="test", show_default=True)
+@click.option("--top-k", default=10, show_default=True, help="Candidates re-ranked per query.")
+@click.option("--max-queries", type=int, help="Evaluate only the first N queries of each config.")
+@click.option("--batch-size", default=16, show_default=True, help="Prompts per forward pass.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder of row files and the leaderboard.")
+@click.option("--note", "notes", multiple=True, help="A line printed under the leaderboard (repeatable).")
+@click.option("--overwrite", is_flag=True, help="Recompute rows whose file holds other settings.")
+@_device_option
+@_quiet_option
+@_handle_errors
+def bench(data: str, configs: tuple[str, ...], rerankers: tuple[str, ...], device: str | None, quiet: bool,
+          notes: tuple[str, ...], **kw: Any) -> None:  # fmt: skip
+    """Every re-ranker over every config: one leaderboard of R@1/5/10 and both APs (95% intervals) with the cost per
+    query (LVLM calls, tokens, milliseconds on this device), as JSON, markdown and a plot."""
+    from skylink_model.report.bench import run_bench
+
+    result = run_bench(data, list(configs), list(rerankers), device=_resolve_device(device), progress=not quiet,
+                       notes=list(notes), **kw)  # fmt: skip
+    click.echo(result.markdown, nl=False)
+    click.echo(f"leaderboard: {result.json_path}\nmarkdown: {result.markdown_path}\nplot: {result.plot_path}")
+
+
 SHOW_EXAMPLES = """
 \b
 Examples:
