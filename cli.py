@@ -837,21 +837,28 @@ Examples:
     "(default: the demo's; 0 trains SkyLink on the random backbone).",
 )
 @click.option("--overwrite", is_flag=True, help="Rebuild and retrain instead of reusing what is under --out.")
+@click.option("--no-leaderboard", "leaderboard", is_flag=True, flag_value=False, default=True,
+              help="Skip the Plackett-Luce run and the leaderboard (retriever, SkyLink BCE/PL, fused, zero-shot).")
 @_quiet_option
 @_handle_errors
 def demo(
-    out: Path, max_steps: int | None, labels: str | None, pretrain_steps: int | None, overwrite: bool, quiet: bool
+    out: Path, max_steps: int | None, labels: str | None, pretrain_steps: int | None, overwrite: bool, quiet: bool,
+    leaderboard: bool = True,
 ) -> None:
     """The whole method on CPU: build the synthetic SkyRank, pre-train and train a tiny SkyLink, evaluate."""
     from skyrank.demo import run_demo
 
     result = run_demo(
         out, max_steps=max_steps, labels=labels, pretrain_steps=pretrain_steps, overwrite=overwrite,
-        progress=not quiet,
+        progress=not quiet, leaderboard=leaderboard,
     )  # fmt: skip
     click.echo(result.table)
+    if result.leaderboard is not None:
+        click.echo(result.leaderboard_markdown)
     click.echo(result.summary())
     click.echo(f"dataset: {result.dataset}\nrun: {result.run}\nevaluation: {result.eval_json}")
+    if result.leaderboard is not None:
+        click.echo(f"leaderboard: {result.leaderboard}")
     if result.report_html is not None:
         click.echo(f"report: {result.report_html}")
 
