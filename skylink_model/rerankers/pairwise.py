@@ -104,7 +104,7 @@ class PairwiseReranker(Reranker):
             calls = f"sum over {self.passes} pass(es) of (k-1-t)"
             how = f"bubble passes from the bottom ({self.passes}), score = k - position"
         return {**super().describe(), "method": f"pairwise: {how}", "calls_per_query": calls,
-                "prompt": prompts.pairwise_prompt("d2s")}  # fmt: skip
+                "prompt": "skylink_model.rerankers.prompts.pairwise_prompt"}  # fmt: skip
 
     def _score(self, query_image: Any, candidate_images: Sequence[Any], *, direction: str,
                candidate_keys: Sequence[str] | None) -> tuple[list[float], int, dict[str, Any]]:  # fmt: skip

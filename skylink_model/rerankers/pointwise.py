@@ -28,7 +28,7 @@ class PointwiseReranker(Reranker):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "method": "pointwise yes/no log-odds", "calls_per_query": "k",
-                "prompt": prompts.pointwise_prompt("d2s")}  # fmt: skip
+                "prompt": "skylink_model.rerankers.prompts.pointwise_prompt"}  # fmt: skip
 
     def _score(self, query_image: Any, candidate_images: Sequence[Any], *, direction: str,
                candidate_keys: Sequence[str] | None) -> tuple[list[float], int, dict[str, Any]]:  # fmt: skip
