@@ -585,6 +585,10 @@ Examples:
 """
 
 
+#: `skyrank train --loss` (skylink_model.losses.LOSSES, kept here so `--help` does not import torch; a test compares).
+TRAIN_LOSSES = ["bce", "plackett-luce"]
+
+
 @main.command(epilog=TRAIN_EXAMPLES)
 @_data_options
 @click.option(
@@ -594,6 +598,11 @@ Examples:
 @click.option("--k", type=int, help="Candidates per group |G_z| (Eq. 3; paper 13).")
 @click.option("--threshold", type=float, help="Soft-label threshold T (Eq. 7; paper 0.9).")
 @click.option("--labels", type=click.Choice(["soft", "hard", "gt-only"]), help="Label ablation (paper: soft).")
+@click.option(
+    "--loss", type=click.Choice(TRAIN_LOSSES),
+    help="bce: the paper's soft-label BCE (Eq. 8, default); plackett-luce: GeoRanker's listwise loss, ground truth "
+    "first.",
+)  # fmt: skip
 @click.option("--lr", "learning_rate", type=float, help="AdamW learning rate (paper 1e-4).")
 @click.option(
     "--batch-size", type=int,
@@ -848,21 +857,28 @@ Examples:
     "(default: the demo's; 0 trains SkyLink on the random backbone).",
 )
 @click.option("--overwrite", is_flag=True, help="Rebuild and retrain instead of reusing what is under --out.")
+@click.option("--no-leaderboard", "leaderboard", is_flag=True, flag_value=False, default=True,
+              help="Skip the Plackett-Luce run and the leaderboard (retriever, SkyLink BCE/PL, fused, zero-shot).")
 @_quiet_option
 @_handle_errors
 def demo(
-    out: Path, max_steps: int | None, labels: str | None, pretrain_steps: int | None, overwrite: bool, quiet: bool
+    out: Path, max_steps: int | None, labels: str | None, pretrain_steps: int | None, overwrite: bool, quiet: bool,
+    leaderboard: bool = True,
 ) -> None:
     """The whole method on CPU: build the synthetic SkyRank, pre-train and train a tiny SkyLink, evaluate."""
     from skyrank.demo import run_demo
 
     result = run_demo(
         out, max_steps=max_steps, labels=labels, pretrain_steps=pretrain_steps, overwrite=overwrite,
-        progress=not quiet,
+        progress=not quiet, leaderboard=leaderboard,
     )  # fmt: skip
     click.echo(result.table)
+    if result.leaderboard is not None:
+        click.echo(result.leaderboard_markdown)
     click.echo(result.summary())
     click.echo(f"dataset: {result.dataset}\nrun: {result.run}\nevaluation: {result.eval_json}")
+    if result.leaderboard is not None:
+        click.echo(f"leaderboard: {result.leaderboard}")
     if result.report_html is not None:
         click.echo(f"report: {result.report_html}")
 
@@ -914,6 +930,8 @@ Examples:
       --param k --values 4,8,13 --max-steps 200 --out sweeps/group_size
   skyrank sweep --data skyrank-demo/dataset --config sample4geo-synthetic-d2s --run skyrank-demo/run \\
       --param seed --values 0,1,2 --max-steps 3000 --out sweeps/seeds      # the demo's spread over seeds
+  skyrank sweep --data skyrank-demo/dataset --config sample4geo-synthetic-d2s --run skyrank-demo/run \\
+      --param loss --values bce,plackett-luce --max-steps 3000 --out sweeps/loss
   skyrank sweep --data alice/skyrank --config sample4geo-university1652-d2s --run runs/skylink \\
       --images-root /data/University-Release --param train_fraction --values 0.1,0.25,0.5,1.0 --out sweeps/fraction
 """
@@ -922,9 +940,9 @@ Examples:
 @main.command(epilog=SWEEP_EXAMPLES)
 @_data_options
 @click.option("--param", required=True, type=click.Choice(["top_k", "k", "threshold", "labels", "train_fraction",
-                                                           "base_model", "seed"]),
+                                                           "base_model", "seed", "loss"]),
               help="The knob: top_k (no retraining), k (|G_z|), threshold (T), labels, train_fraction, base_model, "
-                   "seed (the spread of one setting).")
+                   "seed (the spread of one setting), loss (bce, plackett-luce).")
 @click.option("--values", required=True, help="Comma-separated grid, e.g. 1,3,5,10.")
 @click.option("--run", type=click.Path(path_type=Path, exists=True, file_okay=False),
               help="Trained SkyLink run: evaluated (top_k) or the settings the other knobs vary.")
@@ -956,6 +974,53 @@ def sweep(data: str, data_config: str, images_root: Path | None, base_model: str
     )  # fmt: skip
     click.echo(result.format_table())
     click.echo(f"plot: {result.plot}\nsummary: {result.summary}")
+
+
+BENCH_EXAMPLES = """
+\b
+Examples:
+  skyrank bench --data skyrank-demo/dataset --config sample4geo-synthetic-d2s --out bench/demo \\
+      --reranker retriever --reranker skylink:skyrank-demo/run --reranker fused:skyrank-demo/run \\
+      --reranker pointwise:skyrank-demo/run --reranker pairwise:skyrank-demo/run --reranker listwise:skyrank-demo/run
+  skyrank bench --data alice/skyrank --config sample4geo-university1652-d2s --config sample4geo-sues200-150-d2s \\
+      --images-root /data --reranker retriever --reranker skylink-pl=skylink:runs/pl \\
+      --reranker pointwise:Qwen/Qwen2-VL-7B-Instruct --out bench/u1652
+\b
+--reranker [ROW=]KIND[:ARG], repeatable: retriever | skylink:RUN | fused:RUN (W on the run's validation queries) |
+listwise:MODEL | pointwise:MODEL | pairwise:MODEL (all pairs) | pairwise-bubble:MODEL (one bubble pass). MODEL is a
+Hub id, a model folder or a SkyLink run (its base model). An interrupted bench resumes from its finished rows.
+"""
+
+
+@main.command(epilog=BENCH_EXAMPLES)
+@click.option("--data", required=True, callback=_check_data, help="SkyRank folder or Hub dataset repo id.")
+@click.option("--config", "configs", required=True, multiple=True,
+              callback=lambda ctx, param, values: tuple(_check_config(ctx, param, v) for v in values),
+              help="Retriever config (repeatable), e.g. sample4geo-university1652-d2s.")  # fmt: skip
+@click.option("--images-root", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="Your benchmark copy, when the dataset holds ids only (University-1652, SUES-200).")
+@click.option("--reranker", "rerankers", required=True, multiple=True,
+              help="[ROW=]KIND[:ARG] (repeatable; see below).")
+@click.option("--split", default="test", show_default=True)
+@click.option("--top-k", default=10, show_default=True, help="Candidates re-ranked per query.")
+@click.option("--max-queries", type=int, help="Evaluate only the first N queries of each config.")
+@click.option("--batch-size", default=16, show_default=True, help="Prompts per forward pass.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder of row files and the leaderboard.")
+@click.option("--note", "notes", multiple=True, help="A line printed under the leaderboard (repeatable).")
+@click.option("--overwrite", is_flag=True, help="Recompute rows whose file holds other settings.")
+@_device_option
+@_quiet_option
+@_handle_errors
+def bench(data: str, configs: tuple[str, ...], rerankers: tuple[str, ...], device: str | None, quiet: bool,
+          notes: tuple[str, ...], **kw: Any) -> None:  # fmt: skip
+    """Every re-ranker over every config: one leaderboard of R@1/5/10 and both APs (95% intervals) with the cost per
+    query (LVLM calls, tokens, milliseconds on this device), as JSON, markdown and a plot."""
+    from skylink_model.report.bench import run_bench
+
+    result = run_bench(data, list(configs), list(rerankers), device=_resolve_device(device), progress=not quiet,
+                       notes=list(notes), **kw)  # fmt: skip
+    click.echo(result.markdown, nl=False)
+    click.echo(f"leaderboard: {result.json_path}\nmarkdown: {result.markdown_path}\nplot: {result.plot_path}")
 
 
 SHOW_EXAMPLES = """

@@ -172,6 +172,13 @@ class SkyLinkConfig:
         },
     )
     seed: int = field(default=0, metadata={"help": "Random seed (head init, data order, validation split)."})
+    loss: str = field(
+        default="bce",
+        metadata={
+            "help": "Training loss (skylink_model.losses.LOSSES): 'bce' (the paper's Eq. 8 on the labels) or "
+            "'plackett-luce' (GeoRanker's listwise loss, the ground truth first)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.base_model, str) or not self.base_model:
@@ -231,6 +238,10 @@ class SkyLinkConfig:
             raise ValueError(f"`val_fraction` must be in [0, 1), got {self.val_fraction}.")
         if not (0.0 < self.train_fraction <= 1.0):
             raise ValueError(f"`train_fraction` must be in (0, 1], got {self.train_fraction}.")
+        from skylink_model.losses import LOSSES
+
+        if self.loss not in LOSSES:
+            raise ValueError(f"`loss` must be one of {', '.join(LOSSES)}, got {self.loss!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""

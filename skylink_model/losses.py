@@ -1,7 +1,8 @@
-"""The relational-aware soft-label loss of SkyLink (arXiv 2603.08063, Eq. 8).
+"""SkyLink's training losses: the relational soft-label BCE (arXiv 2603.08063, Eq. 8) and GeoRanker's listwise
+Plackett–Luce loss, chosen by name (:data:`LOSSES`, :func:`make_loss`; ``skyrank train --loss``).
 
-The loss is kept apart from the model: it takes the value head's scores for the k candidates of each training
-group and their labels (Eq. 6–7, built by :func:`skylink_model.data.make_labels`), so it can be tested with
+The losses are kept apart from the model: they take the value head's scores for the k candidates of each training
+group and their labels (Eq. 6–7, built by :func:`skylink_model.data.make_labels`), so they can be tested with
 hand-computed numbers and no model at all.
 """
 
@@ -85,6 +86,9 @@ class RelationalSoftLabelLoss(nn.Module):
             loss.backward()
     """
 
+    #: Eq. 8 is a mean of per-candidate terms, so a group's chunks may be scored apart and their gradients summed.
+    decomposable = True
+
     def __init__(self, pos_weight: float | None = None) -> None:
         super().__init__()
         if pos_weight is not None and pos_weight <= 0:
@@ -136,3 +140,99 @@ class RelationalSoftLabelLoss(nn.Module):
     def citation(self) -> str:
         """BibTeX of the paper that defines this loss."""
         return SKYLINK_CITATION
+
+
+GEORANKER_CITATION = """\
+@inproceedings{jia2025georanker,
+  title         = {GeoRanker: Distance-Aware Ranking for Worldwide Image Geolocalization},
+  author        = {Jia, Pengyue and Park, Seongheon and Gao, Song and Zhao, Xiangyu and Li, Sharon},
+  booktitle     = {NeurIPS},
+  year          = {2025},
+  eprint        = {2505.13731},
+  archivePrefix = {arXiv}
+}"""
+
+
+class PlackettLuceLoss(nn.Module):
+    r"""The listwise Plackett–Luce loss over a group's scores (GeoRanker, NeurIPS'25), the ground truth first.
+
+    The group's candidates are ranked by their labels, highest first (the ground truth, label 1, at the top; ties
+    keep the group's order, so the ground truth stays first and near-duplicates follow in retriever order). With π
+    that order, S the value head's logits and n the number of candidates with a label above 0, the loss is the
+    negative log-likelihood of the top-n of π under the Plackett–Luce model:
+
+        ℓ = −Σ_{i=1}^{n} log [ exp(S_{π_i}) / Σ_{j=i}^{k} exp(S_{π_j}) ]
+          =  Σ_{i=1}^{n} [ log Σ_{j≥i} exp(S_{π_j}) − S_{π_i} ]
+
+    and the batch loss is the mean of ℓ over the groups. Candidates labelled 0 are not ranked among themselves
+    (they stay in every denominator): GeoRanker orders all its candidates by geographic distance, but SkyRank's
+    groups carry a similarity only above the threshold T (Eq. 7), so the tail below T has no order to learn. With
+    ``labels="gt-only"`` (n = 1) the loss is the softmax cross-entropy of the ground truth against its k−1 hard
+    negatives (FlagEmbedding's group loss); with soft labels it also ranks the near-duplicates above the rest.
+
+    Unlike Eq. 8 the terms are not independent per candidate, so a group is scored in one pass
+    (:attr:`decomposable` is False: :func:`skylink_model.train.train_skylink` does not split the group's candidates
+    into chunks for this loss; the shared-prefix path still chunks inside its single call).
+
+    References:
+        - GeoRanker: `arXiv 2505.13731 <https://arxiv.org/abs/2505.13731>`_ (listwise Plackett–Luce ranking loss
+          of an LVLM + value head).
+        - Plackett (1975), Luce (1959); ListMLE (Xia et al., ICML 2008) is the full-permutation case.
+
+    Inputs:
+        ``scores`` ``[B, k]`` logits, ``labels`` ``[B, k]`` in [0, 1] (the ground truth's label > 0), optional
+        ``mask`` ``[B, k]`` bool (True = valid; padding leaves every sum).
+
+    Example:
+        ::
+
+            loss = PlackettLuceLoss()(torch.tensor([[2.0, 1.0, 0.0]]), torch.tensor([[1.0, 0.0, 0.0]]))
+            # = log(e^2 + e^1 + e^0) - 2 = 0.4076
+    """
+
+    decomposable = False
+
+    def forward(self, scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """ℓ above, averaged over the groups (a scalar, fp32)."""
+        if scores.dim() == 1:
+            scores, labels = scores.unsqueeze(0), labels.unsqueeze(0)
+            mask = mask.unsqueeze(0) if mask is not None else None
+        if scores.shape != labels.shape:
+            raise ValueError(
+                f"{self.__class__.__name__} expects scores and labels of the same shape [B, k], "
+                f"got {tuple(scores.shape)} and {tuple(labels.shape)}"
+            )
+        if mask is not None and mask.shape != scores.shape:
+            raise ValueError(f"mask must have shape {tuple(scores.shape)}, got {tuple(mask.shape)}")
+        scores = scores.float()
+        labels = labels.to(device=scores.device, dtype=scores.dtype)
+        valid = (torch.ones_like(scores, dtype=torch.bool) if mask is None
+                 else mask.to(device=scores.device, dtype=torch.bool))  # fmt: skip
+        ranked = valid & (labels > 0)
+        if bool((~ranked.any(dim=1)).any()):
+            raise ValueError("every group needs a candidate with a label above 0 (the ground truth)")
+        # π: labels descending, stable (the ground truth first); padding last, out of every sum.
+        key = torch.where(valid, labels, torch.full_like(labels, -1.0))
+        order = torch.sort(key, dim=1, descending=True, stable=True).indices
+        s = torch.gather(torch.where(valid, scores, torch.full_like(scores, float("-inf"))), 1, order)
+        tail = torch.logcumsumexp(s.flip(1), dim=1).flip(1)  # log Σ_{j ≥ i} exp(S_{π_j})
+        terms = torch.where(torch.gather(ranked, 1, order), tail - s, torch.zeros_like(s))
+        return terms.sum(dim=1).mean()
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {}
+
+    @property
+    def citation(self) -> str:
+        return GEORANKER_CITATION
+
+
+#: ``--loss`` name → loss class (one call signature: ``loss(scores, labels, mask=None)``).
+LOSSES: dict[str, type[nn.Module]] = {"bce": RelationalSoftLabelLoss, "plackett-luce": PlackettLuceLoss}
+
+
+def make_loss(name: str) -> nn.Module:
+    """The training loss named ``name`` (:data:`LOSSES`); ``ValueError`` naming the choices otherwise."""
+    if name not in LOSSES:
+        raise ValueError(f"`loss` must be one of {', '.join(LOSSES)}, got {name!r}")
+    return LOSSES[name]()

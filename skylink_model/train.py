@@ -41,7 +41,7 @@ import torch
 
 from skylink_model.config import LR_SCHEDULERS, SkyLinkConfig, resolve_prompt
 from skylink_model.data import Group, load_skyrank_split, split_chunks, write_validation
-from skylink_model.losses import RelationalSoftLabelLoss
+from skylink_model.losses import make_loss
 from skyrank.errors import OutputExistsError, TrainingError
 
 logger = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ _RESUME_KEYS = (
     "seed",
     "learning_rate",
     "lr_scheduler",
+    "loss",
 )
 
 
@@ -340,7 +341,7 @@ def train_skylink(
     scheduler = make_lr_scheduler(optimizer, config.lr_scheduler, warmup_steps, total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     unwrapped = accelerator.unwrap_model(model)
-    loss_fn = RelationalSoftLabelLoss()
+    loss_fn = make_loss(config.loss)  # Eq. 8 (bce) or a listwise loss (config.loss)
     distributed = accelerator.distributed_type != DistributedType.NO
 
     def master_head() -> torch.Tensor | None:
@@ -469,7 +470,8 @@ def train_skylink(
             sync = accelerator.sync_gradients
             query_image = images(group.query_id)
             labels = torch.tensor(group.labels, dtype=torch.float32, device=accelerator.device)
-            chunks = [(0, len(group))] if fast else split_chunks(len(group), micro)
+            whole = fast or not loss_fn.decomposable  # a listwise loss needs the group's scores together
+            chunks = [(0, len(group))] if whole else split_chunks(len(group), micro)
             for c, (lo, hi) in enumerate(chunks):
                 final_chunk = c == len(chunks) - 1
                 no_sync = sync and not final_chunk

@@ -11,6 +11,10 @@ It drives both halves, so it sits on the build side with the other functions ``c
    (:func:`skylink_model.pretrain_vision.pretrain_vision`: contrastive, on the training split only);
 3. train SkyLink on the ``train`` split (LoRA + value head, relational soft-label loss, Eq. 8);
 4. re-rank the retriever's top-10 on the ``test`` split and print the paper's Table-1 rows;
+4b. train a second SkyLink with GeoRanker's Plackett–Luce loss (``run-pl``) and write one leaderboard
+   (``skyrank bench``, :mod:`skylink_model.report.bench`) of the retriever, SkyLink (BCE and Plackett–Luce), fused,
+   and the zero-shot listwise, pointwise and pairwise baselines on the same tiny backbone (:data:`DEMO_LEADERBOARD`);
+   the zero-shot rows run on random tiny language weights, so they measure cost, not quality;
 5. write ``report/report.html`` (:func:`skylink_model.report.write_report`): the table, the R@K curve and contact
    sheets of the queries SkyLink moved up the most.
 
@@ -76,6 +80,25 @@ DEMO_MODEL: dict[str, Any] = {"initializer_range": 0.08}
 #: for a second thread to pay. On 2 cores, 3,000 training steps took 149 s with torch's default 2 threads and
 #: 108 s with 1; evaluation 26 s and 18 s.
 DEMO_THREADS = 1
+
+#: The leaderboard's rows (``skyrank bench --reranker`` specs; ``{run}`` / ``{run_pl}`` are the two SkyLink runs).
+DEMO_LEADERBOARD: tuple[str, ...] = (
+    "retriever",
+    "skylink-bce=skylink:{run}",
+    "skylink-pl=skylink:{run_pl}",
+    "skylink-bce+fused=fused:{run}",
+    "listwise:{run}",
+    "pointwise:{run}",
+    "pairwise:{run}",
+)
+
+#: The note printed under the demo's leaderboard.
+DEMO_LEADERBOARD_NOTE = (
+    "The zero-shot rows (listwise, pointwise, pairwise) prompt the demo's tiny backbone, whose language model has "
+    "random weights: they measure cost, not quality. skylink-bce is the paper's loss (Eq. 8), skylink-pl GeoRanker's "
+    "Plackett-Luce loss, both trained for the same steps; fused is skylink-bce with the retriever, W chosen on the "
+    "held-out validation locations."
+)
 
 #: Vision-tower pre-training steps (:class:`skylink_model.pretrain_vision.VisionPretrainConfig`; 0 skips it).
 DEMO_PRETRAIN_STEPS = 300
@@ -145,6 +168,8 @@ class DemoResult:
     timings: dict[str, float]
     report: dict[str, Any]
     report_html: Path | None = None
+    leaderboard: Path | None = None
+    leaderboard_markdown: str = ""
 
     def summary(self) -> str:
         """Timings (wall and CPU time, load average) and the learning check, as lines for the console."""
@@ -216,12 +241,15 @@ def run_demo(
     overwrite: bool = False,
     progress: bool = True,
     report: bool = True,
+    leaderboard: bool = True,
 ) -> DemoResult:
     """Build, train and evaluate SkyLink on the synthetic benchmark; returns paths, timings and the table.
 
     ``max_steps`` overrides :data:`DEMO_STEPS`; ``labels`` and ``settings`` override :data:`DEMO_SETTINGS`;
     ``pretrain_steps`` overrides :data:`DEMO_PRETRAIN_STEPS` (0: SkyLink starts from the random backbone);
     ``dataset`` uses an existing SkyRank folder (with a ``sample4geo-synthetic-d2s`` config) instead of building.
+    ``leaderboard`` trains the Plackett–Luce run and writes ``leaderboard/`` (:data:`DEMO_LEADERBOARD`; with
+    ``max_eval_queries``, ``leaderboard-q<N>/``).
     """
     from skylink_model.evaluation import evaluate
     from skylink_model.model import SkyLinkModel
@@ -304,6 +332,10 @@ def run_demo(
             validation=read_validation(run),
         )  # fmt: skip
         timings["eval"] = _stage(t0)
+        board = None
+        if leaderboard:
+            board = _leaderboard(out, dataset, config, config_name, steps=steps, max_eval_queries=max_eval_queries,
+                                 device=device, overwrite=overwrite, progress=progress, timings=timings)  # fmt: skip
     data = json.loads(eval_json.read_text())
     data.setdefault("extra", {})["demo"] = {
         "check": demo_check(data),
@@ -326,4 +358,37 @@ def run_demo(
 
         html = write_report([eval_json], out / "report", queries=8, select="best", title="skyrank demo").html
     flat = {k: v["wall_s"] for k, v in timings.items()}
-    return DemoResult(out, dataset, run, eval_json, result.format_table(), flat, data, html)
+    return DemoResult(out, dataset, run, eval_json, result.format_table(), flat, data, html,
+                      board.json_path if board else None, board.markdown if board else "")  # fmt: skip
+
+
+def _leaderboard(out: Path, dataset: Path, config: SkyLinkConfig, config_name: str, *, steps: int,
+                 max_eval_queries: int | None, device: str, overwrite: bool, progress: bool,
+                 timings: dict[str, dict[str, float]]) -> Any:  # fmt: skip
+    """Train the Plackett–Luce run (as the BCE one, but the loss) and write the demo's leaderboard."""
+    import dataclasses
+
+    from skylink_model.report.bench import run_bench
+    from skylink_model.train import train_skylink
+
+    t0 = _usage()
+    run, run_pl = out / "run", out / "run-pl"
+    if overwrite and run_pl.exists():
+        import shutil
+
+        shutil.rmtree(run_pl)
+    if not (run_pl / "value_head.safetensors").is_file():
+        train_skylink(
+            dataclasses.replace(config, loss="plackett-luce"), dataset, config_name, out_dir=run_pl, max_steps=steps,
+            device=device, progress=progress, resume=run_pl.exists(),
+        )  # fmt: skip
+    timings["train_pl"] = _stage(t0)
+    t0 = _usage()
+    folder = out / ("leaderboard" if max_eval_queries is None else f"leaderboard-q{max_eval_queries}")
+    specs = [spec.format(run=run, run_pl=run_pl) for spec in DEMO_LEADERBOARD]
+    board = run_bench(
+        dataset, [config_name], specs, folder, top_k=10, max_queries=max_eval_queries, device=device,
+        overwrite=overwrite, progress=progress, notes=[DEMO_LEADERBOARD_NOTE], title="skyrank demo",
+    )  # fmt: skip
+    timings["leaderboard"] = _stage(t0)
+    return board

@@ -4,9 +4,10 @@
   (query, candidate) pair on its own (S = wᵀh_last), so the top-``max(values)`` is scored once and every smaller
   top-k is re-ranked from those scores with :func:`skylink_model.evaluation.evaluate_reranking`.
 * ``k`` (|G_z|, Eq. 3), ``threshold`` (T, Eq. 7), ``labels`` (soft / hard / gt-only), ``train_fraction``
-  (Figure 3a), ``base_model`` (the backbone) and ``seed`` (the spread of one setting: training order, validation
-  locations) retrain one run per value from a base configuration, then evaluate it with
-  :func:`skylink_model.evaluation.evaluate`, the fused row's W chosen on that run's own validation locations.
+  (Figure 3a), ``base_model`` (the backbone), ``loss`` (``bce`` / ``plackett-luce``, :mod:`skylink_model.losses`)
+  and ``seed`` (the spread of one setting: training order, validation locations) retrain one run per value from a
+  base configuration, then evaluate it with :func:`skylink_model.evaluation.evaluate`, the fused row's W chosen on
+  that run's own validation locations.
 
 Every point is written as ``<param>=<value>.json`` (+ its per-query JSON Lines) under ``out``; a point whose JSON
 already exists is reused, so an interrupted sweep continues where it stopped (``overwrite`` redoes it).
@@ -34,6 +35,7 @@ SWEEPABLE: dict[str, type] = {
     "train_fraction": float,
     "base_model": str,
     "seed": int,
+    "loss": str,
 }
 
 
@@ -71,6 +73,12 @@ def parse_values(param: str, values: str | Sequence[Any]) -> list[Any]:
         raise ValueError(f"{param} takes {SWEEPABLE[param].__name__} values, got {raw}") from None
     if len(set(typed)) != len(typed):
         raise ValueError(f"repeated values in {raw}")
+    if param == "loss":
+        from skylink_model.losses import LOSSES
+
+        unknown = [v for v in typed if v not in LOSSES]
+        if unknown:
+            raise ValueError(f"unknown loss(es) {unknown}; choose from {', '.join(LOSSES)}")
     return typed
 
 

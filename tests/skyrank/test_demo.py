@@ -74,7 +74,24 @@ def test_run_demo_end_to_end_on_a_tiny_build(tmp_path):
     )  # fmt: skip
     demo = result.report["extra"]["demo"]
     assert demo["pretrain_steps"] == 3 and demo["steps"] == 3 and set(demo["timings"]) == {
-        "build", "pretrain", "train", "eval"}  # fmt: skip
+        "build", "pretrain", "train", "eval", "train_pl", "leaderboard"}  # fmt: skip
+    # the leaderboard: one row per method on the same queries; SkyLink's row is the evaluation's, the PL run's
+    # config records its loss, the zero-shot rows are flagged cost-only
+    board = json.loads(result.leaderboard.read_text())["configs"]["sample4geo-synthetic-d2s"]
+    rows = {r["row"]: r for r in board}
+    assert list(rows) == ["retriever", "skylink-bce", "skylink-pl", "skylink-bce+fused", "listwise", "pointwise",
+                          "pairwise"]  # fmt: skip
+    assert {r["num_queries"] for r in board} == {result.report["num_queries"]}
+    assert rows["skylink-bce"]["metrics"]["R@1"] == pytest.approx(result.report["rows"]["skylink"]["R@1"], abs=1e-3)
+    assert rows["skylink-bce+fused"]["metrics"]["R@1"] == pytest.approx(
+        result.report["rows"]["skylink_fused"]["R@1"], abs=1e-3)  # fmt: skip
+    assert json.loads((tmp_path / "demo" / "run-pl" / "skylink_config.json").read_text())["loss"] == "plackett-luce"
+    assert {n for n, r in rows.items() if r["cost_only"]} == {"listwise", "pointwise", "pairwise"}
+    # the build keeps the top-5: pointwise and SkyLink judge 5 pairs, all pairs 5·4/2 = 10 comparisons
+    calls = {n: r["cost"]["calls_per_query"] for n, r in rows.items()}
+    assert calls == {"retriever": 0, "skylink-bce": 5, "skylink-pl": 5, "skylink-bce+fused": 5, "listwise": 1,
+                     "pointwise": 5, "pairwise": 10}  # fmt: skip
+    assert "cost, not quality" in result.leaderboard_markdown
     pretrained = tmp_path / "demo" / "tiny-qwen2-vl-pretrained"
     record = json.loads((pretrained / RECORD_NAME).read_text())
     assert record["settings"]["steps"] == 3 and record["locations"] == 6  # 8 training locations, 2 held out

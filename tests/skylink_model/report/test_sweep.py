@@ -114,3 +114,19 @@ def test_seed_sweep_carves_each_runs_validation_and_fuses_on_it(tiny_run, tmp_pa
         report = json.loads((tmp_path / "seeds" / f"seed={seed}.json").read_text())
         assert "skylink_fused" in report["rows"]  # W chosen on this run's own validation locations
         assert report["fusion"]["validation"]["seed"] == seed
+
+
+def test_loss_is_one_more_sweep_row(tiny_run, tmp_path):
+    from skylink_model.losses import LOSSES
+
+    assert list(LOSSES) == cli.TRAIN_LOSSES
+    assert parse_values("loss", "bce,plackett-luce") == ["bce", "plackett-luce"]
+    with pytest.raises(ValueError, match="unknown loss"):
+        parse_values("loss", "bce,hinge")
+    run_sweep(
+        "loss", "plackett-luce", tmp_path / "loss", data=tiny_run["data"], config=RETRIEVER_CONFIG,
+        run=tiny_run["run"], top_k=3, max_queries=3, train_kwargs={"max_steps": 1}, progress=False,
+    )  # fmt: skip
+    run_dir = tmp_path / "loss" / "runs" / "loss=plackett-luce"
+    assert json.loads((run_dir / "skylink_config.json").read_text())["loss"] == "plackett-luce"
+    assert "skylink" in json.loads((tmp_path / "loss" / "loss=plackett-luce.json").read_text())["rows"]
