@@ -144,7 +144,7 @@ def test_image_size_row_names_each_views_input_size_where_they_differ():
     from skyrank.card import input_size_text
     from skyrank.retrievers import create
 
-    s4g = create("sample4geo", arch="convnext_atto", dataset="cvusa")
+    s4g = create("sample4geo", arch="convnext_atto", dataset="cvusa", random_weights=True)
     sizes = {view: s4g.input_size(view) for view in ("ground", "satellite")}
     assert input_size_text(s4g.image_size, sizes) == "ground 140×768, satellite 384×384"
     assert input_size_text(384, {"drone": (384, 384), "satellite": (384, 384)}) == 384
