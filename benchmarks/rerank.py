@@ -58,7 +58,7 @@ from PIL import Image
 from skylink_model.backbones import apply_image_budget, get_backbone_spec, resolve_dtype
 from skylink_model.config import SkyLinkConfig
 from skylink_model.model import SkyLinkModel, get_skylink_model, lora_target_pattern
-from skylink_model.prefix import tuned_threads
+from skylink_model.prefix import ThreadTuner, tuned_threads
 from skylink_model.rerank import FeatureCache, PixelCache, rerank_query
 from skylink_model.testing import make_tiny_qwen2_vl
 
@@ -325,7 +325,7 @@ def measure_inference(model: SkyLinkModel, query: Any, gallery: list, ks: list[i
                    "max_abs_score_diff": diff, "naive_processor_ms": round(ms["naive_processor"], 2),
                    "naive_gflop": round(pred["naive_flops"] / 1e9, 1),
                    "fast_gflop": round(pred["fast_flops"] / 1e9, 1), "loadavg": _loadavg(),
-                   "fast_threads_seconds_per_work": _tuner_state(model)}  # fmt: skip
+                   "fast_threads_seconds_per_work": _tuner_state(model, "score")}  # fmt: skip
             line = (f"| {k} | {ms['naive']:.1f} | {ms['naive_processor']:.1f} | {ms['fast']:.1f} | {row['ratio']:.2f} "
                     f"| {row['predicted_ratio']:.2f} | {diff:.1e} |")  # fmt: skip
             if listwise:
@@ -339,8 +339,8 @@ def measure_inference(model: SkyLinkModel, query: Any, gallery: list, ks: list[i
     return rows
 
 
-def _tuner_state(model: SkyLinkModel) -> dict[str, float]:
-    tuner = model.__dict__.get("_thread_tuner")
+def _tuner_state(model: SkyLinkModel, kind: str) -> dict[str, float]:
+    tuner = model.__dict__.get("_thread_tuners", {}).get(kind)
     return {str(n): round(s, 4) for n, s in (tuner.seconds_per_work.items() if tuner else [])}
 
 
@@ -370,7 +370,8 @@ def measure_training(model: SkyLinkModel, query: Any, gallery: list, args: argpa
     row = {"k": k, "gradient_checkpointing": gc, "naive_groups_per_s": round(1 / best["naive"], 4),
            "fast_groups_per_s": round(1 / best["fast"], 4), "ratio": round(best["naive"] / best["fast"], 3),
            "predicted_ratio": round(pred["ratio"], 3), "abs_loss_diff": abs(losses[True] - losses[False]),
-           "naive_s": round(best["naive"], 3), "fast_s": round(best["fast"], 3), "loadavg": _loadavg()}  # fmt: skip
+           "naive_s": round(best["naive"], 3), "fast_s": round(best["fast"], 3), "loadavg": _loadavg(),
+           "fast_threads_seconds_per_work": _tuner_state(model, "train")}  # fmt: skip
     print(f"training, k = {k} (forward + backward of one group, best of {args.train_repeats}"
           f"{', gradient checkpointing' if gc else ''}): naive "
           f"{row['naive_groups_per_s']:.3f} groups/s, fast {row['fast_groups_per_s']:.3f} groups/s, "
@@ -424,6 +425,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--busy", action="store_true",
                         help="measure every row twice, quiet and then beside another 2-thread torch job (a matmul "
                              "loop this script starts and stops), and print them side by side")  # fmt: skip
+    parser.add_argument("--no-thread-tuner", action="store_true",
+                        help="run the fast path on torch's thread count always (the behaviour before issue 19)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results there (atomically)")
     args = parser.parse_args(argv)
     if args.threads:
@@ -436,6 +439,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tiny_dir = make_tiny_qwen2_vl(Path(tmp) / "tiny")
         model = build_model(args.size, tiny_dir, args.device, args.dtype)
+    if args.no_thread_tuner:
+        model.__dict__["_thread_tuners"] = {kind: ThreadTuner(enabled=False) for kind in ("score", "train")}
     base = model.backbone.get_base_model()
     query, *gallery = _images(max_k + 1, image_size, seed=0)
     on_gpu = args.device.startswith("cuda")
@@ -486,6 +491,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{time.perf_counter() - started:.0f} s in all")
     if args.json is not None:
         result = {"size": args.size, "device": args.device, "device_name": device_name, "dtype": str(dtype),
+                  "thread_tuner": not args.no_thread_tuner,
                   "image_size": image_size, "repeats": args.repeats, "train_repeats": args.train_repeats,
                   "torch_threads": torch.get_num_threads(), "proportions": props, "inference": rows,
                   "training": train_row, "busy": busy, "targets": TARGETS, "targets_met": verdict}  # fmt: skip

@@ -152,12 +152,13 @@ class ThreadTuner:
 
     Each choice is timed first; then the faster (by an exponential moving average) is used, and every
     ``explore_every``-th group runs on the other one, so a change of load is seen within a few groups. Not thread-safe:
-    one tuner per scoring loop (:func:`tuned_threads` keeps one per model).
+    one tuner per loop (:func:`tuned_threads` keeps one per model for scoring and one for training).
     """
 
-    def __init__(self, explore_every: int = 6, smoothing: float = 0.5) -> None:
+    def __init__(self, explore_every: int = 6, smoothing: float = 0.5, *, enabled: bool = True) -> None:
         if explore_every < 2:
             raise ValueError(f"`explore_every` must be ≥ 2, got {explore_every}.")
+        self.enabled = enabled  # False: always torch's own count (the behaviour before the tuner, for benchmarks)
         self.explore_every = explore_every
         self.smoothing = smoothing
         self.seconds_per_work: dict[int, float] = {}
@@ -165,7 +166,7 @@ class ThreadTuner:
 
     def choose(self, default: int) -> int:
         """The thread count for the next group, given torch's current one."""
-        options = [default, 1] if default > 1 else [1]
+        options = [default, 1] if default > 1 and self.enabled else [default]
         self.calls += 1
         for n in options:
             if n not in self.seconds_per_work:
@@ -184,9 +185,11 @@ def tuned_threads(model: Any, work: float) -> Iterator[int]:
     """Run the block (one group on the fast path: forward, and backward when training) on the thread count that
     ``model``'s :class:`ThreadTuner` picks; restore torch's count afterwards and record the block's time.
 
-    ``work``: the group's size in any unit that scales with its cost (e.g. its token count).
+    ``work``: the group's size in any unit that scales with its cost (e.g. its number of images). Training (autograd
+    on: forward + backward) and scoring cost differently per unit, so each has its own tuner.
     """
-    tuner = model.__dict__.setdefault("_thread_tuner", ThreadTuner())
+    kind = "train" if torch.is_grad_enabled() else "score"
+    tuner = model.__dict__.setdefault("_thread_tuners", {}).setdefault(kind, ThreadTuner())
     default = torch.get_num_threads()
     threads = tuner.choose(default)
     if threads != default:
