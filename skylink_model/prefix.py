@@ -183,14 +183,18 @@ class ThreadTuner:
 @contextlib.contextmanager
 def tuned_threads(model: Any, work: float) -> Iterator[int]:
     """Run the block (one group on the fast path: forward, and backward when training) on the thread count that
-    ``model``'s :class:`ThreadTuner` picks; restore torch's count afterwards and record the block's time.
+    ``model``'s :class:`ThreadTuner` picks; restore torch's count afterwards and record the block's time. A model on
+    an accelerator runs on torch's count, untuned.
 
     ``work``: the group's size in any unit that scales with its cost (e.g. its number of images). Training (autograd
     on: forward + backward) and scoring cost differently per unit, so each has its own tuner.
     """
+    default = torch.get_num_threads()
+    if model.device.type != "cpu":  # the accelerator does the work; leave the CPU threads alone
+        yield default
+        return
     kind = "train" if torch.is_grad_enabled() else "score"
     tuner = model.__dict__.setdefault("_thread_tuners", {}).setdefault(kind, ThreadTuner())
-    default = torch.get_num_threads()
     threads = tuner.choose(default)
     if threads != default:
         torch.set_num_threads(threads)
