@@ -249,7 +249,7 @@ def run_family(
         fast_bf16, naive_bf16, seconds["score_fast_bf16"], seconds["score_naive_bf16"] = score_both(model, gallery)
         row["max_abs_diff_bf16"] = float((fast_bf16 - naive_bf16).abs().max())
         phase_done("score_bf16")
-    del model
+    model = None
     gc.collect()
     reset_peak()
 
