@@ -39,8 +39,8 @@ GPU_PEAK_FLOPS: dict[str, float] = {"A100-80G": 312e12, "H100": 989e12}
 DEFAULT_UTILISATION = 0.40
 #: Train/test queries of the benchmarks whose sizes are fixed (one training group per train query).
 KNOWN_SPLITS: dict[tuple[str, str], dict[str, int]] = {
-    ("university1652", "d2s"): {"train": 37854, "test": 37855},
-    ("university1652", "s2d"): {"train": 701, "test": 701},
+    ("university1652", "d2s"): {"train": 37854, "test": 37855, "gallery": 951},
+    ("university1652", "s2d"): {"train": 701, "test": 701, "gallery": 51355},
 }
 #: Text tokens of one pair's prompt (template, system prompt, SkyLink's prompt, vision delimiters, generation
 #: prompt), and how many of them follow the candidate image, counted with the offline processors.
@@ -74,6 +74,7 @@ class PlanInputs:
     lora_vision: bool = True
     train_queries: int | None = None
     test_queries: int | None = None
+    gallery_images: int | None = None  # scoring: distinct gallery images (the vision-feature cache's working set)
     feature_cache_mb: float = 1024.0
     utilisation: float = DEFAULT_UTILISATION
     offline: bool = False
@@ -306,17 +307,21 @@ def estimate(inputs: PlanInputs) -> TrainPlan:
     use_fast = inputs.shared_prefix and fast_path
 
     # FLOPs
+    train = inputs.mode == "train"
+    nbytes = _BYTES[inputs.dtype]
+    feature_bytes = image_tokens * tc.hidden_size * nbytes  # one image's cached vision features
+    gallery_bytes = feature_bytes * (inputs.gallery_images or 0)
+    cache_hits = (not train and spec.shared_vision and inputs.gallery_images is not None
+                  and 0 < gallery_bytes <= inputs.feature_cache_mb * 2**20)  # fmt: skip
     v_img = vision_flops(vc, patches, tc.hidden_size)
     naive = k * (2 * v_img + lm_flops(tc, pair))
-    fast = (k + 1) * v_img + lm_flops(tc, prefix) + k * lm_flops(tc, continuation, prefix)
-    train = inputs.mode == "train"
+    fast = (1 if cache_hits else k + 1) * v_img + lm_flops(tc, prefix) + k * lm_flops(tc, continuation, prefix)
     factor = (2 + (1 if inputs.gradient_checkpointing else 0)) if train else 1
     flops = {"vision_per_image": v_img, "lm_per_pair": lm_flops(tc, pair), "group_naive": factor * naive,
              "group_fast": factor * fast, "train_factor": factor}  # fmt: skip
     flops["group"] = flops["group_fast"] if use_fast else flops["group_naive"]
 
     # memory
-    nbytes = _BYTES[inputs.dtype]
     weights = params["frozen"] * nbytes / GIB
     layers, depth = tc.num_hidden_layers, getattr(vc, "depth", getattr(vc, "num_hidden_layers", 0))
     kept, full = _act_bytes_per_token(tc, nbytes)
@@ -341,10 +346,9 @@ def estimate(inputs: PlanInputs) -> TrainPlan:
                     or tc.hidden_size // tc.num_attention_heads) * nbytes) if use_fast else 0  # fmt: skip
         memory["activations"] = (batch_tokens * full + (k + 1 if use_fast else 2 * k) * patches * v_full
                                  + kv_cache) / GIB  # fmt: skip
-        feature_bytes = image_tokens * tc.hidden_size * nbytes
-        gallery = inputs.test_queries or 0
-        cache = min(inputs.feature_cache_mb * 2**20, feature_bytes * max(gallery, k)) if spec.shared_vision else 0.0
-        memory["vision_cache"] = cache / GIB
+        held = gallery_bytes if inputs.gallery_images else feature_bytes * k
+        memory["vision_cache"] = (min(inputs.feature_cache_mb * 2**20, held) if use_fast and spec.shared_vision
+                                  else 0.0) / GIB  # fmt: skip
         memory["lora_state"] = trainable * 4 / GIB
     memory["runtime"] = RUNTIME_GIB["cpu" if inputs.device == "cpu" else "cuda"]
     memory["total"] = sum(memory[key] for key in ("weights", "lora_state", "activations", "vision_cache", "runtime"))
@@ -362,6 +366,9 @@ def estimate(inputs: PlanInputs) -> TrainPlan:
     time = {"split": split, "queries": queries, "seconds_per_group": seconds, "hours": hours,
             "utilisation": inputs.utilisation}  # fmt: skip
     notes = []
+    if cache_hits:
+        notes.append(f"the gallery's vision features ({gallery_bytes / 2**20:.0f} MB) stay in the feature cache: one "
+                     "vision pass per query")  # fmt: skip
     if inputs.shared_prefix and not fast_path:
         notes.append(f"{family} has no fast path: every pair is scored in full")
     if not queries:
@@ -376,16 +383,50 @@ def estimate(inputs: PlanInputs) -> TrainPlan:
 
 
 def split_queries(data: str, config: str, split: str) -> int | None:
-    """Queries of one split: a local SkyRank folder's manifest, else the known size of the config's benchmark."""
+    """Queries of one split (``"gallery"``: the test gallery's images): a local SkyRank folder's manifest, else the
+    known size of the config's benchmark (:data:`KNOWN_SPLITS`), else ``None``."""
     from skylink_model.data import parse_retriever_config
 
     folder = Path(data).expanduser()
     if folder.is_dir():
         from skyrank.format.manifest import read_manifest
 
-        table = read_manifest(folder).table(config, split)
-        if table and table.get("rows") is not None:
-            return int(table["rows"])
+        table = read_manifest(folder).table(config, "test" if split == "gallery" else split)
+        key = "gallery" if split == "gallery" else "rows"
+        if table and table.get(key) is not None:
+            return int(table[key])
     parsed = parse_retriever_config(config)
     known = KNOWN_SPLITS.get((str(parsed.benchmark), str(parsed.direction)))
     return known.get(split) if known else None
+
+
+def plan_run(mode: str, model: str, data: str, data_config: str, **options: Any) -> TrainPlan:
+    """``skyrank train --plan`` / ``skyrank eval --plan``: the plan of that command's run, before any work.
+
+    ``options`` are :class:`PlanInputs` fields (``None`` values keep the defaults); the split's size comes from
+    :func:`split_queries` unless ``train_queries`` / ``test_queries`` is given. ``train_fraction`` scales it.
+    """
+    fraction = options.pop("train_fraction", None)
+    kwargs = {key: value for key, value in options.items() if value is not None}
+    if "lora_targets" in kwargs and isinstance(kwargs["lora_targets"], str):
+        kwargs["lora_targets"] = tuple(t.strip() for t in kwargs["lora_targets"].split(",") if t.strip())
+    split = "train" if mode == "train" else "test"
+    key = f"{split}_queries"
+    if key not in kwargs:
+        kwargs[key] = split_queries(data, data_config, split)
+    if mode == "eval" and "gallery_images" not in kwargs:
+        kwargs["gallery_images"] = split_queries(data, data_config, "gallery")
+    if fraction is not None and kwargs.get(key):
+        kwargs[key] = max(1, round(kwargs[key] * fraction))
+    return estimate(PlanInputs(mode=mode, model=model, **kwargs))
+
+
+def eval_base_model(adapter: str | None, default: str = PlanInputs.model) -> tuple[str, int | None, int | None]:
+    """The base model, min_pixels and max_pixels an ``eval --adapter`` run would use (a local run folder's
+    ``skylink_config.json``), else ``default`` and the family's budget."""
+    if adapter is not None and (Path(adapter) / "skylink_config.json").is_file():
+        from skylink_model.config import SkyLinkConfig
+
+        config = SkyLinkConfig.from_pretrained(adapter)
+        return config.base_model, config.min_pixels, config.max_pixels
+    return default, None, None
