@@ -26,10 +26,15 @@ class BackboneSpec:
         language_prefix / vision_prefix: Module paths of the two towers inside ``...ForConditionalGeneration``.
         min_pixels / max_pixels: Default image budget (``None``: keep the processor's own).
         yes_token / no_token: Tokens whose ``lm_head`` rows initialise the value head (``head_init="yes-no"``).
-        shared_vision: The family supports :mod:`skylink_model.rerank`'s vision-feature reuse (Qwen-style
-            ``<|image_pad|>`` expansion, ``image_grid_thw``, ``mm_encoder_outputs``).
+        image_layout: How an image enters the prompt. ``"grid"`` (Qwen families): pixel patches with
+            ``image_grid_thw``, ``prod(grid) / merge²`` ``<|image_pad|>`` tokens, M-RoPE positions from the model's
+            ``get_rope_index``, and (Qwen3-VL) DeepStack features added to the first language layers' image tokens.
+            ``"base"`` (LLaVA-OneVision's multi-image path): one base-resolution view per image, padded to square;
+            the projector's features plus one image-newline token; 1-D RoPE.
+        shared_vision: The family supports :mod:`skylink_model.rerank`'s vision-feature reuse (processed images,
+            vision features computed once per image, ``mm_encoder_outputs``).
         shared_prefix: The family supports :mod:`skylink_model.prefix` (one prefix forward per group, the k
-            continuations on its key/value cache, M-RoPE positions from ``get_rope_index``); verified by a test.
+            continuations on its key/value cache, each token at the naive path's position); verified by a test.
     """
 
     lora_targets: tuple[str, ...]
@@ -39,6 +44,7 @@ class BackboneSpec:
     max_pixels: int | None = None
     yes_token: str = "yes"
     no_token: str = "no"
+    image_layout: str = "grid"
     shared_vision: bool = False
     shared_prefix: bool = False
     notes: dict[str, Any] = field(default_factory=dict)
@@ -60,19 +66,22 @@ BACKBONE_DEFAULTS: dict[str, BackboneSpec] = {
         shared_vision=True,
         shared_prefix=True,
     ),
-    # 32 px per merged token (patch 16 × merge 2).
+    # 32 px per merged token (patch 16 × merge 2). The DeepStack features travel with the cached vision features.
     "qwen3_vl": BackboneSpec(
         lora_targets=("q_proj", "k_proj", "v_proj", "qkv"),
         min_pixels=4 * 32 * 32,
         max_pixels=256 * 32 * 32,
-        shared_vision=False,  # deepstack features: reuse not verified yet, the naive path is used
+        shared_vision=True,
+        shared_prefix=True,
     ),
     # SigLIP attention uses q_proj/k_proj/v_proj too. A pair's two images go in as one multi-image request, so each
     # is encoded at the base resolution (384 px: 729 features + 1 newline token), not tiled (anyres).
     "llava_onevision": BackboneSpec(
         lora_targets=("q_proj", "k_proj", "v_proj"),
         vision_prefix="model.vision_tower",
-        shared_vision=False,
+        image_layout="base",
+        shared_vision=True,
+        shared_prefix=True,
     ),
 }
 
@@ -177,3 +186,16 @@ def text_hidden_size(model: Any) -> int:
     config = model.config
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     return int(text_config.hidden_size)
+
+
+def split_deepstack(features: torch.Tensor, hidden: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Split vision features (tokens, hidden · (1 + D)) into the merger output and its D DeepStack levels.
+
+    :meth:`~skylink_model.model.SkyLinkModel.encode_images` keeps Qwen3-VL's DeepStack features (added to the image
+    tokens' hidden states after each of the first D language layers) beside the merger output, side by side in one
+    tensor, so that they travel together through every cache; other families have D = 0.
+    """
+    if features.shape[-1] % hidden:
+        raise ValueError(f"vision features of width {features.shape[-1]} do not split into levels of {hidden}.")
+    levels = list(features.split(hidden, dim=-1))
+    return levels[0], levels[1:]

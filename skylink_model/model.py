@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from skylink_model.backbones import BackboneSpec, load_backbone, text_hidden_size
+from skylink_model.backbones import BackboneSpec, load_backbone, split_deepstack, text_hidden_size
 from skylink_model.config import SkyLinkConfig
 from skyrank.errors import CheckpointMismatchError
 
@@ -38,10 +38,17 @@ _HEAD_KEY = "value_head.weight"
 
 @dataclass
 class ProcessedImage:
-    """One image after the image processor: ``pixel_values`` (patches, dim) and ``image_grid_thw`` (3,)."""
+    """One image after the image processor and the number of image tokens it takes in the prompt.
+
+    Qwen families (``image_layout="grid"``): ``pixel_values`` (patches, dim) and ``image_grid_thw`` (3,).
+    LLaVA-OneVision (``"base"``): ``pixel_values`` (1, channels, height, width), the base-resolution view that the
+    multi-image path encodes, and ``image_size`` (2,), the original (height, width).
+    """
 
     pixel_values: torch.Tensor
-    image_grid_thw: torch.Tensor
+    image_grid_thw: torch.Tensor | None
+    tokens: int
+    image_size: torch.Tensor | None = None
 
     @property
     def num_patches(self) -> int:
@@ -206,13 +213,30 @@ class SkyLinkModel(nn.Module):
         return batch.to(self.device)
 
     def process_images(self, images: Sequence[Any]) -> list[ProcessedImage]:
-        """Run the image processor once per image (Qwen families); the result can be cached across queries."""
+        """Run the image processor once per image; the result can be cached across queries.
+
+        LLaVA-OneVision's images go in as one multi-image request (a lone image twice), as a pair's two images do in
+        :meth:`build_pair_inputs`: each is padded to square at the base resolution, never tiled.
+        """
         self._require_shared_vision()
-        out = self.processor.image_processor(images=list(images), return_tensors="pt")
+        images = list(images)
+        if self.spec.image_layout == "base":
+            request = [images if len(images) > 1 else images * 2]  # one request of several images
+            out = self.processor.image_processor(images=request, return_tensors="pt")
+            tokens = self._base_image_tokens()
+            pairs = zip(out["pixel_values"][: len(images)], out["image_sizes"][: len(images)], strict=True)
+            return [ProcessedImage(pv[:1], None, tokens, size) for pv, size in pairs]
+        out = self.processor.image_processor(images=images, return_tensors="pt")
         grids = out["image_grid_thw"]
         sizes = grids.prod(-1).tolist()
+        merge = int(self.processor.image_processor.merge_size) ** 2
         chunks = torch.split(out["pixel_values"], sizes)
-        return [ProcessedImage(pv, g) for pv, g in zip(chunks, grids, strict=True)]
+        return [ProcessedImage(pv, g, int(pv.shape[0]) // merge) for pv, g in zip(chunks, grids, strict=True)]
+
+    def _base_image_tokens(self) -> int:
+        """Image tokens of one image on LLaVA-OneVision's multi-image path, by the processor's own rule."""
+        text = self.processor.replace_image_token({"batch_num_images": [2]}, 0)
+        return text.count(self.processor.image_token)
 
     def _require_shared_vision(self) -> None:
         if not self.supports_shared_vision:
@@ -240,40 +264,36 @@ class SkyLinkModel(nn.Module):
     ) -> dict[str, Any]:
         """Build the same inputs as :meth:`build_pair_inputs` from pre-processed images (no processor call).
 
-        ``<|image_pad|>`` is expanded to ``prod(image_grid_thw) / merge_size²`` tokens per image, as the processor
-        does; the result is left-padded. ``with_pixels=False`` leaves ``pixel_values`` out (``mm_encoder_outputs``).
+        The image placeholder is expanded to each image's ``tokens`` (Qwen: ``prod(image_grid_thw) / merge_size²``;
+        LLaVA-OneVision: features + newline), as the processor does; the result is left-padded.
+        ``with_pixels=False`` leaves the pixels out (``mm_encoder_outputs``).
         """
         self._require_shared_vision()
         pre, mid, post = self._template_ids()
         image_id = int(self.backbone.get_base_model().config.image_token_id)
         pad_id = self.processor.tokenizer.pad_token_id
-        merge = int(self.processor.image_processor.merge_size) ** 2
         rows = []
         for q, c in zip(queries, candidates, strict=True):
-            nq, nc = q.num_patches // merge, c.num_patches // merge
-            rows.append(pre + [image_id] * nq + mid + [image_id] * nc + post)
+            rows.append(pre + [image_id] * q.tokens + mid + [image_id] * c.tokens + post)
         length = max(len(r) for r in rows)
         input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
         for i, r in enumerate(rows):
             input_ids[i, length - len(r) :] = torch.tensor(r, dtype=torch.long)
             attention_mask[i, length - len(r) :] = 1
-        mm_token_type_ids = (input_ids == image_id).long()
-        grids = []
-        for q, c in zip(queries, candidates, strict=True):
-            grids.extend((q.image_grid_thw, c.image_grid_thw))
         device = self.device
-        inputs: dict[str, Any] = {
-            "input_ids": input_ids.to(device),
-            "attention_mask": attention_mask.to(device),
-            "mm_token_type_ids": mm_token_type_ids.to(device),
-            "image_grid_thw": torch.stack(grids).to(device),
-        }
+        inputs: dict[str, Any] = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
+        images = [image for q, c in zip(queries, candidates, strict=True) for image in (q, c)]
+        if self.spec.image_layout == "base":
+            if with_pixels:  # the processor's multi-image layout: (images, 1 view, C, H, W), two images per prompt
+                inputs["pixel_values"] = torch.stack([p.pixel_values for p in images]).to(device)
+                inputs["image_sizes"] = torch.stack([p.image_size for p in images]).to(device)
+                inputs["batch_num_images"] = torch.full((len(rows),), 2, dtype=torch.long, device=device)
+            return inputs
+        inputs["mm_token_type_ids"] = (input_ids == image_id).long().to(device)
+        inputs["image_grid_thw"] = torch.stack([p.image_grid_thw for p in images]).to(device)
         if with_pixels:
-            pix = []
-            for q, c in zip(queries, candidates, strict=True):
-                pix.extend((q.pixel_values, c.pixel_values))
-            inputs["pixel_values"] = torch.cat(pix).to(device)
+            inputs["pixel_values"] = torch.cat([p.pixel_values for p in images]).to(device)
         return inputs
 
     # ------------------------------------------------------------------ scoring
@@ -334,13 +354,66 @@ class SkyLinkModel(nn.Module):
         return inputs
 
     def encode_images(self, processed: Sequence[ProcessedImage]) -> list[torch.Tensor]:
-        """Vision features per image (``get_image_features``, one vision pass for the whole list)."""
+        """Vision features per image, (tokens, hidden · (1 + DeepStack levels)), one vision pass for the whole list.
+
+        These are what the language model reads at the image tokens: the merger output (Qwen; with Qwen3-VL's
+        DeepStack levels beside it,
+        :func:`~skylink_model.backbones.split_deepstack`) or the projector output plus the image-newline row
+        (LLaVA-OneVision). They are what :class:`~skylink_model.rerank.FeatureCache` stores.
+        """
         self._require_shared_vision()
         device = self.device
         pv = torch.cat([p.pixel_values for p in processed]).to(device)
-        grid = torch.stack([p.image_grid_thw for p in processed]).to(device)
-        out = self.base.get_image_features(pv, grid, return_dict=True)
-        return list(out.pooler_output)
+        grid = None
+        if self.spec.image_layout == "grid":
+            grid = torch.stack([p.image_grid_thw for p in processed]).to(device)
+        return self.vision_features(pv, grid)
+
+    def vision_features(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor | None) -> list[torch.Tensor]:
+        """:meth:`encode_images` on raw tensors: Qwen patches + ``image_grid_thw``, or LLaVA-OneVision base views
+        (images, C, H, W) encoded as its multi-image path does (selected vision layer, projector, newline row)."""
+        base = self.base
+        if self.spec.image_layout == "base":
+            config = base.config
+            layer = config.vision_feature_layer
+            out = base.vision_tower(pixel_values.to(base.vision_tower.dtype), output_hidden_states=layer,
+                                    return_dict=True)  # fmt: skip
+            if isinstance(layer, int):
+                selected = out.hidden_states[layer]
+            else:
+                selected = torch.cat([out.hidden_states[i] for i in layer], dim=-1)
+            if config.vision_feature_select_strategy == "default":
+                selected = selected[:, 1:]
+            feats = base.multi_modal_projector(selected)
+            newline = base.image_newline[None].to(feats.dtype)
+            return [torch.cat([f, newline]) for f in feats]
+        out = base.get_image_features(pixel_values, image_grid_thw, return_dict=True)
+        levels = getattr(out, "deepstack_features", None) or []
+        if not levels:
+            return list(out.pooler_output)
+        return [torch.cat([main, *(level[i] for level in levels)], dim=-1) for i, main in enumerate(out.pooler_output)]
+
+    def mm_encoder_outputs(self, features: Sequence[torch.Tensor]) -> dict[str, Any]:
+        """``mm_encoder_outputs`` of the base model's forward from :meth:`encode_images` features (prompt order)."""
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        split = [split_deepstack(f, self.hidden_size) for f in features]
+        pooled = [main for main, _ in split]
+        if not any(levels for _, levels in split):
+            return {"image": BaseModelOutputWithPooling(pooler_output=pooled)}
+        from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
+
+        deepstack = [list(level) for level in zip(*(levels for _, levels in split), strict=True)]
+        return {"image": BaseModelOutputWithDeepstackFeatures(pooler_output=pooled, deepstack_features=deepstack)}
+
+    def vision_parameters(self) -> list[nn.Parameter]:
+        """The parameters that shape :meth:`encode_images`: the vision tower (and LLaVA-OneVision's projector and
+        image-newline row)."""
+        params = list(self.backbone.get_base_model().get_submodule(self.spec.vision_prefix).parameters())
+        base = self.base
+        if self.spec.image_layout == "base":
+            params += list(base.multi_modal_projector.parameters()) + [base.image_newline]
+        return params
 
     def score_group(
         self,
@@ -359,8 +432,6 @@ class SkyLinkModel(nn.Module):
         ``mm_encoder_outputs``; otherwise every pair is a full forward. Pre-processed images / query features may be
         passed to skip work (see :mod:`skylink_model.rerank`).
         """
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
-
         n = len(candidate_images) if candidates is None else len(candidates)
         if n == 0:
             return torch.zeros(0, dtype=torch.float32, device=self.device)
@@ -379,7 +450,7 @@ class SkyLinkModel(nn.Module):
         for feat in cand_features:
             pooled.extend((query_features, feat))
         inputs = self.pair_inputs_from_processed([query] * n, candidates, with_pixels=False)
-        inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pooled)}
+        inputs["mm_encoder_outputs"] = self.mm_encoder_outputs(pooled)
         return self(**inputs)
 
     @torch.inference_mode()

@@ -10,10 +10,18 @@ prefix ``<template> <query image> <prompt>`` (≈ 230 tokens at 384 px) and diff
    being computed concatenates the view with the continuation's own keys/values, as attention needs one tensor;
 3. the value head on each continuation's last token, S = wᵀh_last (Eq. 4).
 
-Positions: Qwen2-VL's multimodal rotary positions (M-RoPE) are computed by the model's own ``get_rope_index`` on
-each *whole* pair (prefix + continuation) and sliced, so every token gets the position the naive path gives it.
+Positions: the Qwen families' multimodal rotary positions (M-RoPE; Qwen3-VL's interleaved) are computed by the
+model's own ``get_rope_index`` on each *whole* pair (prefix + continuation) and sliced, so every token gets the
+position the naive path gives it. LLaVA-OneVision's language model has 1-D RoPE: each pair counts on from the
+prefix (RoPE depends on relative positions only, so the naive path's left-padding offset changes nothing).
 The attention mask is the 2-D mask ``[1…1 (prefix) | continuation padding mask]``; the model builds the causal
 part from the cache length. Scores equal the naive path's to float tolerance (``tests/skylink_model/test_prefix.py``).
+
+Vision features (:meth:`~skylink_model.model.SkyLinkModel.encode_images`) are what the language model reads at the
+image tokens: Qwen's merger output, LLaVA-OneVision's projector output with its image-newline row. Qwen3-VL's
+DeepStack features (added to the image tokens' hidden states after each of the first language layers) travel beside
+them in the same tensor: the prefix pass adds the query's levels, so the recorded keys/values hold them, and each
+continuation chunk adds its candidates' levels (:func:`~skylink_model.backbones.split_deepstack`).
 
 Training: the whole group is one call of the wrapped module's ``forward`` (so DDP / DeepSpeed see one forward and
 one backward); gradients reach the prefix through the recorded keys/values. Both cache layers are read-only after
@@ -21,7 +29,8 @@ recording, so non-reentrant gradient checkpointing can replay a layer: the decod
 duration of the call (``_can_checkpoint_with_cache``). Continuation chunks (``chunk_size``) bound the activation
 memory of the forward when gradient checkpointing is on.
 
-Families without this support (see :func:`supports_shared_prefix`) use the per-pair path; that is logged once.
+All four families support this; a language model with sliding-window layers does not (see
+:func:`supports_shared_prefix`): it uses the per-pair path, logged once.
 """
 
 from __future__ import annotations
@@ -34,6 +43,8 @@ from typing import Any
 
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
+
+from skylink_model.backbones import split_deepstack
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +117,8 @@ class _PrefixCache(Cache):
 def supports_shared_prefix(model: Any) -> bool:
     """Whether ``model`` (a :class:`~skylink_model.model.SkyLinkModel`) can score on a shared prefix.
 
-    Needs the family flag ``spec.shared_prefix`` (Qwen-style ``<|image_pad|>`` expansion, ``get_rope_index``) and a
-    language model with full attention in every layer (a sliding window would need its own cache layer).
+    Needs the family flag ``spec.shared_prefix`` (every family of :data:`~skylink_model.backbones.BACKBONE_DEFAULTS`)
+    and a language model with full attention in every layer (a sliding window would need its own cache layer).
     """
     spec = getattr(model, "spec", None)
     if spec is None or not getattr(spec, "shared_prefix", False):
@@ -118,7 +129,8 @@ def supports_shared_prefix(model: Any) -> bool:
 
 
 def warn_fallback_once(model: Any) -> None:
-    """Log once per family that the shared-prefix path is not available and the per-pair path is used."""
+    """Log once per family that the shared-prefix path is not available (sliding-window attention) and the per-pair
+    path is used."""
     family = str(model.base.config.model_type)
     if family not in _WARNED:
         _WARNED.add(family)
@@ -157,17 +169,18 @@ def _cache_through_checkpointing(language_model: Any) -> Iterator[None]:
 
 
 def build_group_inputs(model: Any, query: Any, candidates: Sequence[Any]) -> dict[str, Any]:
-    """Token ids, masks and M-RoPE positions of one group, split into its prefix and k continuations.
+    """Token ids, masks and positions of one group, split into its prefix and k continuations.
 
     Args:
         model: a :class:`~skylink_model.model.SkyLinkModel` whose family supports the shared prefix.
-        query / candidates: :class:`~skylink_model.model.ProcessedImage` (``image_grid_thw`` gives the token counts).
+        query / candidates: :class:`~skylink_model.model.ProcessedImage` (``tokens`` gives the token counts).
 
     Returns:
-        ``prefix_input_ids`` (1, P), ``prefix_position_ids`` (3, 1, P), ``input_ids`` (k, C) and
-        ``attention_mask`` (k, C) of the left-padded continuations, ``position_ids`` (3, k, C), ``image_grid_thw``
-        (k, 3) of the candidates and ``query_grid_thw`` (1, 3); all on the model's device. The positions are those of
-        the whole pair ``prefix + continuation_i`` (``get_rope_index``), sliced.
+        ``prefix_input_ids`` (1, P), ``input_ids`` (k, C) and ``attention_mask`` (k, C) of the left-padded
+        continuations, ``prefix_position_ids`` and ``position_ids``; all on the model's device. Qwen (M-RoPE):
+        positions (3, 1, P) and (3, k, C), those of the whole pair ``prefix + continuation_i`` (``get_rope_index``),
+        sliced, plus ``image_grid_thw`` (k, 3) of the candidates and ``query_grid_thw`` (1, 3). LLaVA-OneVision
+        (1-D RoPE): (1, P) and (k, C), each pair counting on from the prefix.
     """
     if not candidates:
         raise ValueError("a group needs at least one candidate.")
@@ -175,14 +188,27 @@ def build_group_inputs(model: Any, query: Any, candidates: Sequence[Any]) -> dic
     pre, mid, post = model._template_ids()
     image_id = int(base.config.image_token_id)
     pad_id = model.processor.tokenizer.pad_token_id
-    merge = int(model.processor.image_processor.merge_size) ** 2
-    prefix = pre + [image_id] * (query.num_patches // merge) + mid
+    prefix = pre + [image_id] * query.tokens + mid
     n_prefix = len(prefix)
-    conts = [[image_id] * (c.num_patches // merge) + post for c in candidates]
+    conts = [[image_id] * c.tokens + post for c in candidates]
     length = max(len(c) for c in conts)
     k = len(conts)
     input_ids = torch.full((k, length), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((k, length), dtype=torch.long)
+    for i, cont in enumerate(conts):
+        input_ids[i, length - len(cont) :] = torch.tensor(cont, dtype=torch.long)
+        attention_mask[i, length - len(cont) :] = 1
+    device = model.device
+    inputs = {
+        PREFIX_KEY: torch.tensor([prefix], dtype=torch.long, device=device),
+        "input_ids": input_ids.to(device),
+        "attention_mask": attention_mask.to(device),
+    }
+    if model.spec.image_layout != "grid":  # 1-D RoPE
+        steps = torch.arange(length, dtype=torch.long) - length + attention_mask.sum(1, keepdim=True)
+        inputs["prefix_position_ids"] = torch.arange(n_prefix, dtype=torch.long, device=device).unsqueeze(0)
+        inputs["position_ids"] = (n_prefix + steps.clamp(min=0)).to(device)
+        return inputs
     position_ids = torch.zeros((3, k, length), dtype=torch.long)
     prefix_positions = None
     by_grid: dict[tuple[int, ...], torch.Tensor] = {}  # candidates with one grid share their positions
@@ -200,19 +226,12 @@ def build_group_inputs(model: Any, query: Any, candidates: Sequence[Any]) -> dic
         pos = by_grid[grid_key]
         if prefix_positions is None:
             prefix_positions = pos[:, :n_prefix]
-        input_ids[i, length - len(cont) :] = torch.tensor(cont, dtype=torch.long)
-        attention_mask[i, length - len(cont) :] = 1
         position_ids[:, i, length - len(cont) :] = pos[:, n_prefix:]
-    device = model.device
-    return {
-        PREFIX_KEY: torch.tensor([prefix], dtype=torch.long, device=device),
-        "prefix_position_ids": prefix_positions.unsqueeze(1).to(device),
-        "input_ids": input_ids.to(device),
-        "attention_mask": attention_mask.to(device),
-        "position_ids": position_ids.to(device),
-        "query_grid_thw": query.image_grid_thw.view(1, 3).to(device),
-        "image_grid_thw": torch.stack([c.image_grid_thw for c in candidates]).to(device),
-    }
+    inputs["prefix_position_ids"] = prefix_positions.unsqueeze(1).to(device)
+    inputs["position_ids"] = position_ids.to(device)
+    inputs["query_grid_thw"] = query.image_grid_thw.view(1, 3).to(device)
+    inputs["image_grid_thw"] = torch.stack([c.image_grid_thw for c in candidates]).to(device)
+    return inputs
 
 
 def _scatter_features(embeds: torch.Tensor, ids: torch.Tensor, image_id: int, features: torch.Tensor) -> torch.Tensor:
@@ -223,6 +242,13 @@ def _scatter_features(embeds: torch.Tensor, ids: torch.Tensor, image_id: int, fe
     return embeds.masked_scatter(mask, features.to(embeds.device, embeds.dtype))
 
 
+def _deepstack_kwargs(image_mask: torch.Tensor, levels: list[torch.Tensor]) -> dict[str, Any]:
+    """Qwen3-VL's language-model arguments that add DeepStack level i to the image tokens after layer i."""
+    if not levels:
+        return {}
+    return {"visual_pos_masks": image_mask, "deepstack_visual_embeds": levels}
+
+
 def shared_prefix_hidden(
     model: Any,
     *,
@@ -231,8 +257,8 @@ def shared_prefix_hidden(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     position_ids: torch.Tensor,
-    image_grid_thw: torch.Tensor,
-    query_grid_thw: torch.Tensor,
+    image_grid_thw: torch.Tensor | None = None,
+    query_grid_thw: torch.Tensor | None = None,
     query_pixel_values: torch.Tensor | None = None,
     pixel_values: torch.Tensor | None = None,
     query_features: torch.Tensor | None = None,
@@ -241,11 +267,13 @@ def shared_prefix_hidden(
 ) -> torch.Tensor:
     """Last-token hidden states (k, hidden) of the k continuations, computed on one shared prefix.
 
-    Vision features come from ``query_features`` / ``candidate_features`` (rows in candidate order; e.g. from a
-    gallery feature cache at evaluation) or are computed here from the pixels, query and candidates in one vision
-    pass (so vision LoRA is trained by this same call). ``chunk_size`` splits the continuations into batches of that
-    many rows, all against the one prefix.
+    Vision features (:meth:`~skylink_model.model.SkyLinkModel.encode_images`, DeepStack levels beside them) come from
+    ``query_features`` / ``candidate_features`` (rows in candidate order; e.g. from a gallery feature cache at
+    evaluation) or are computed here from the pixels, query and candidates in one vision pass (so vision LoRA is
+    trained by this same call). ``chunk_size`` splits the continuations into batches of that many rows, all against
+    the one prefix.
     """
+
     if attention_mask.shape != input_ids.shape or not bool(attention_mask[:, -1].all()):
         raise ValueError("continuations must be left-padded, with an attention_mask of the same shape as input_ids.")
     if chunk_size is not None and chunk_size < 1:
@@ -264,7 +292,8 @@ def shared_prefix_hidden(
             grids.append(image_grid_thw)
         if any(p is None for p in pix):
             raise ValueError("pass pixel values or precomputed features for the query and the candidates.")
-        feats = list(base.get_image_features(torch.cat(pix), torch.cat(grids), return_dict=True).pooler_output)
+        grid = torch.cat(grids) if model.spec.image_layout == "grid" else None
+        feats = model.vision_features(torch.cat(pix), grid)
         if need_query:
             query_features = feats.pop(0)
         if need_cands:
@@ -274,22 +303,29 @@ def shared_prefix_hidden(
     n_layers = len(lm.layers)
     k = input_ids.shape[0]
     step = k if chunk_size is None else chunk_size
+    query_main, query_deep = split_deepstack(query_features, embed.embedding_dim)
+    cand_main, cand_deep = split_deepstack(candidate_features, embed.embedding_dim)
     with _cache_through_checkpointing(lm):
-        prefix_embeds = _scatter_features(embed(prefix_input_ids), prefix_input_ids, image_id, query_features)
+        prefix_embeds = _scatter_features(embed(prefix_input_ids), prefix_input_ids, image_id, query_main)
         record = _PrefixCache([_RecordLayer() for _ in range(n_layers)])
-        lm(inputs_embeds=prefix_embeds, position_ids=prefix_position_ids, attention_mask=None,
-           use_cache=False, **{cache_kw: record})  # fmt: skip
+        lm(inputs_embeds=prefix_embeds, position_ids=prefix_position_ids, attention_mask=None, use_cache=False,
+           **_deepstack_kwargs(prefix_input_ids == image_id, query_deep), **{cache_kw: record})  # fmt: skip
         if any(layer.recorded is None for layer in record.layers):
             raise RuntimeError("the prefix pass did not reach every decoder layer's cache; use the per-pair path.")
-        cont_embeds = _scatter_features(embed(input_ids), input_ids, image_id, candidate_features)
+        is_image = input_ids == image_id
+        cont_embeds = _scatter_features(embed(input_ids), input_ids, image_id, cand_main)
         n_prefix = prefix_input_ids.shape[1]
         full_mask = torch.cat([attention_mask.new_ones(k, n_prefix), attention_mask], dim=1)
+        offsets = [0, *torch.cumsum(is_image.sum(1), 0).tolist()]  # each row's first image-feature row
         hidden = []
         for lo in range(0, k, step):
             hi = min(k, lo + step)
             share = _PrefixCache([_ShareLayer(*layer.recorded, batch=hi - lo) for layer in record.layers])
-            out = lm(inputs_embeds=cont_embeds[lo:hi], position_ids=position_ids[:, lo:hi],
-                     attention_mask=full_mask[lo:hi], use_cache=False, **{cache_kw: share})  # fmt: skip
+            deep = [level[offsets[lo] : offsets[hi]] for level in cand_deep]
+            positions = position_ids.narrow(-2, lo, hi - lo)  # the batch axis of (3, k, C) and of (k, C)
+            out = lm(inputs_embeds=cont_embeds[lo:hi], position_ids=positions,
+                     attention_mask=full_mask[lo:hi], use_cache=False, **_deepstack_kwargs(is_image[lo:hi], deep),
+                     **{cache_kw: share})  # fmt: skip
             hidden.append(out.last_hidden_state[:, -1])
     return torch.cat(hidden)
 

@@ -98,7 +98,7 @@ def pretrain_vision(
     model, processor, spec = load_backbone(
         base, dtype="float32", device="cpu", min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels
     )
-    if not spec.shared_vision:
+    if spec.image_layout != "grid":
         raise NotImplementedError(
             f"pretrain_vision supports the Qwen-style families (image_grid_thw); {model.config.model_type} is not one"
         )

@@ -84,7 +84,7 @@ class FeatureCache:
             raise RuntimeError("a FeatureCache holds one model's features; make a new cache for another model.")
         if model.training:
             raise RuntimeError("FeatureCache is for evaluation: the model is in training mode (vision may change).")
-        if torch.is_grad_enabled() and any(p.requires_grad for p in model.base.visual.parameters()):
+        if torch.is_grad_enabled() and any(p.requires_grad for p in model.vision_parameters()):
             raise RuntimeError("FeatureCache needs frozen vision weights: call it under torch.inference_mode().")
 
     def get_or_encode(self, model: SkyLinkModel, keys: Sequence[str], processed: Sequence[ProcessedImage]):

@@ -67,7 +67,7 @@ def test_make_tiny_model_then_train_and_eval_through_the_cli(family, skyrank_dir
 
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "llava_onevision"])
 def test_group_scores_equal_independent_pair_scores(family, tmp_path):
-    """Vision-feature reuse where the family supports it, the naive path where not: the same scores either way."""
+    """Vision-feature reuse and the shared prefix (every family takes both): the same scores as independent pairs."""
     from skylink_model.testing import make_tiny_model
 
     tiny = make_tiny_model(tmp_path / "tiny", family)
@@ -75,12 +75,30 @@ def test_group_scores_equal_independent_pair_scores(family, tmp_path):
     model.eval()
     query, cands = make_image(56, 0), [make_image(s, i) for i, s in enumerate((112, 56, 84), start=1)]
     with torch.no_grad():
-        group = model.score_group(query, cands)  # shared vision (Qwen2/2.5) or its fallback (Qwen3, LLaVA-OV)
+        group = model.score_group(query, cands)  # the query's vision features reused for every pair
         pairs = torch.cat([model.score_pairs([query], [c]) for c in cands])
     assert torch.allclose(group, pairs, atol=1e-5), (group, pairs)
-    fast = rerank_query(model, query, cands)  # the evaluation default: shared prefix where supported, else fallback
+    fast = rerank_query(model, query, cands)  # the evaluation default: the shared prefix
     assert torch.allclose(fast, pairs, atol=1e-4), (fast, pairs)
-    assert model.supports_shared_vision == get_backbone_spec(family).shared_vision
+    assert model.supports_shared_vision and model.supports_shared_prefix
+
+
+@pytest.mark.parametrize("family", ["qwen3_vl", "llava_onevision"])
+def test_train_on_the_shared_prefix_equals_the_per_pair_path(family, skyrank_dir, tmp_path):
+    """`skyrank train`'s default (one prefix forward per group, continuations chunked) vs --no-shared-prefix: the same
+    first loss and gradient norm."""
+    from skylink_model.testing import make_tiny_model
+    from skylink_model.train import train_skylink
+
+    tiny = make_tiny_model(tmp_path / "tiny", family)
+    config = SkyLinkConfig(base_model=str(tiny), k=3, batch_size=2, lora_dropout=0.0, max_grad_norm=1e6)
+    runs = {
+        fast: train_skylink(config, skyrank_dir, RETRIEVER_CONFIG, out_dir=tmp_path / f"run-{fast}", max_steps=1,
+                            micro_batch_size=2, shared_prefix=fast, device="cpu", progress=False, report_to=None)
+        for fast in (False, True)
+    }  # fmt: skip
+    assert runs[True].losses[0] == pytest.approx(runs[False].losses[0], abs=1e-6)
+    assert runs[True].grad_norms[0] == pytest.approx(runs[False].grad_norms[0], rel=1e-4)
 
 
 def test_llava_onevision_keeps_the_paper_order_and_the_multi_image_path(tmp_path):
