@@ -59,7 +59,9 @@ RUNS: dict[str, tuple[str, bool]] = {**{family: (mid, False) for family, mid in 
 #: may need bf16 next, the 7B last.
 ORDER = ("qwen2_vl", "qwen3_vl", "llava_onevision", "qwen2_5_vl", "qwen2_vl_7b")
 TOLERANCES = {"score_fp32": 1e-4, "grad_rel": 1e-3, "reload": 1e-5, "export": 1e-4,
-              "score_bf16": 5e-2, "grad_rel_bf16": 5e-2}  # fmt: skip
+              "bf16_rel": 5e-2, "grad_rel_bf16": 5e-2}  # fmt: skip
+# bf16 runs: score differences relative to the largest |score| of the group (bf16 keeps 8 bits of mantissa), and
+# (d) compares the fp32 export with the bf16 run, so it measures bf16 rounding, not the export.
 PROMPT_K, TRAIN_K, RELOAD_K = 10, 4, 2  # scoring group, training group, pairs scored after reload / export
 
 
@@ -194,7 +196,7 @@ def run_family(
     if precision == "float32":
         checks["a_fast_equals_naive_fp32"] = row["max_abs_diff_fp32"] <= TOLERANCES["score_fp32"]
     else:
-        checks["a_fast_equals_naive_bf16"] = row["max_abs_diff_bf16"] <= TOLERANCES["score_bf16"]
+        checks["a_fast_equals_naive_bf16"] = row["max_abs_diff_bf16"] <= TOLERANCES["bf16_rel"] * row["score_scale"]
 
     if not scoring_only:
         # (b) one training step at k = 4 with gradient checkpointing, both paths
@@ -263,7 +265,8 @@ def run_family(
         out, seconds["export"] = _timed(lambda: export_vllm(run_dir, work / "export"))
         exported = score_exported(out, [query] * len(cands), cands, batch_size=len(cands))
         row["export_max_abs_diff"] = float((exported - before).abs().max())
-        checks["d_export_scores_match"] = row["export_max_abs_diff"] <= TOLERANCES["export"]
+        tol = TOLERANCES["export"] if precision == "float32" else TOLERANCES["bf16_rel"] * row["score_scale"]
+        checks["d_export_scores_match"] = row["export_max_abs_diff"] <= tol
         phase_done("export")
     row["seconds"] = {k: None if v is None else round(v, 2) for k, v in seconds.items()}
     row["wall_s"] = round(time.perf_counter() - started, 1)
@@ -302,13 +305,15 @@ def choose_precision(name: str, image_size: int, requested: str, spare: float) -
 
 
 def run_child(
-    name: str, precision: str, image_size: int, layers: int | None, timeout: int, skip_export: str
+    name: str, precision: str, image_size: int, layers: int | None, timeout: int, skip_export: str,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"real_shapes_{name}_") as tmp:
         out = Path(tmp) / "row.json"
         cmd = [sys.executable, __file__, "--child", name, "--precision", precision, "--image-size", str(image_size),
                "--work", tmp, "--json", str(out)] + (["--layers", str(layers)] if layers else [])
-        cmd += ["--skip-export", skip_export] if skip_export else []  # fmt: skip
+        cmd += ["--skip-export", skip_export] if skip_export else []
+        cmd += ["--threads", str(threads)] if threads else []  # fmt: skip
         proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)})
         deadline = time.monotonic() + timeout
         while True:
@@ -377,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="auto: fp32 where the plan says it fits in the memory available, else bf16")
     parser.add_argument("--spare-gib", type=float, default=4.0,
                         help="memory left to the machine's other jobs when choosing fp32/bf16 (GiB)")
+    parser.add_argument("--precision-note", default="", help="why this precision (shown in the table)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads in each family's process (default: torch's own)")
     parser.add_argument("--layers", type=int, default=None, help="truncate every tower (script check only)")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per family")
     parser.add_argument("--json", type=Path, default=None, help="write the rows there (atomically)")
@@ -387,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-export", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.child:  # one family in this process
         row = run_family(args.child, args.work, args.precision, args.image_size, args.layers, args.skip_export)
         args.json.write_text(json.dumps(row, indent=2) + "\n")
@@ -416,8 +426,8 @@ def main(argv: list[str] | None = None) -> int:
             need = plan_for(name, precision, args.image_size)["export_gib"]
             if need + args.spare_gib > available_gib():
                 skip_export = f"export merges in fp32: {need:.1f} GiB by the plan, {available_gib():.1f} available"
-        row = run_child(name, precision, args.image_size, args.layers, args.timeout, skip_export)
-        row["precision_note"] = "" if precision == "float32" else note
+        row = run_child(name, precision, args.image_size, args.layers, args.timeout, skip_export, args.threads)
+        row["precision_note"] = args.precision_note or ("" if precision == "float32" else note)
         if "error" not in row:
             row["plan"] = plan_for(name, precision, args.image_size)
         row["load_before"] = load
