@@ -288,20 +288,19 @@ def plan_for(name: str, precision: str, image_size: int, row: dict[str, Any] | N
 
 
 def choose_precision(name: str, image_size: int, requested: str, spare: float) -> tuple[str | None, str]:
-    """fp32 where the plan's largest phase fits in the memory available now less ``spare`` GiB, else bf16."""
+    """fp32 where the plan's largest phase fits in the memory available now less ``spare`` GiB, else bf16 (``auto``),
+    or the requested precision if it fits; ``None`` and why when nothing fits."""
+    reasons: list[str] = []
     avail = available_gib()
-    if requested != "auto":
-        return requested, f"{requested} as asked ({avail:.1f} GiB available)"
-    for precision in ("float32", "bfloat16"):
+    for precision in ("float32", "bfloat16") if requested == "auto" else (requested,):
         p = plan_for(name, precision, image_size)
         need = max(p["score_gib"], p["train_gib"]) if not RUNS[name][1] else p["score_gib"]
         if need + spare <= avail:
             return precision, f"plan {need:.1f} GiB, {avail:.1f} GiB available"
         reason = (f"{'fp32' if precision == 'float32' else 'bf16'} needs {need:.1f} GiB by the plan; {avail:.1f} GiB "
                   f"available, {spare:.0f} kept for the machine's other jobs")  # fmt: skip
-        if precision == "float32":
-            fp32_reason = reason
-    return None, f"{fp32_reason}; {reason}"
+        reasons.append(reason)
+    return None, "; ".join(reasons)
 
 
 def run_child(
