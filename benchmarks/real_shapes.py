@@ -277,9 +277,11 @@ def run_family(
     elif not scoring_only:
         # (d) export-model --format vllm, reload with transformers
         out, seconds["export"] = _timed(lambda: export_vllm(run_dir, work / "export"))
+        gc.collect()  # the merged model's module graph holds cycles: free it before loading the export
+        phase_done("export")
         exported = score_exported(out, [query] * len(cands), cands, batch_size=len(cands))
         row["export_max_abs_diff"] = float((exported - before).abs().max())
-        phase_done("export")
+        phase_done("export_score")
     row["seconds"] = {k: None if v is None else round(v, 2) for k, v in seconds.items()}
     row["checks"] = evaluate_checks(row)
     row["wall_s"] = round(time.perf_counter() - started, 1)
