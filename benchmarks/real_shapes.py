@@ -329,23 +329,15 @@ def run_child(
         cmd += ["--skip-export", skip_export] if skip_export else []
         cmd += ["--threads", str(threads)] if threads else []  # fmt: skip
         proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)})
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                proc.kill()
-                _, status, usage = os.wait4(proc.pid, 0)
-                return {"run": name, "error": f"timed out after {timeout}s", "checks": {"finished": False}}
-            time.sleep(1)
-        code = os.waitstatus_to_exitcode(status)
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return {"run": name, "error": f"timed out after {timeout}s", "checks": {"finished": False}}
         if code != 0 or not out.is_file():
-            return {"run": name, "error": f"exit status {code}", "checks": {"finished": False},
-                    "max_rss_gib": round(usage.ru_maxrss / 2**20, 2)}  # fmt: skip
-        row = json.loads(out.read_text())
-        row["max_rss_gib"] = round(usage.ru_maxrss / 2**20, 2)  # the whole subprocess (Linux: KiB)
-        return row
+            return {"run": name, "error": f"exit status {code}", "checks": {"finished": False}}
+        return json.loads(out.read_text())
 
 
 def _fmt(x: Any, spec: str = ".1e") -> str:
