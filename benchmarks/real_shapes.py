@@ -344,6 +344,10 @@ def _fmt(x: Any, spec: str = ".1e") -> str:
     return "–" if x is None else format(x, spec)
 
 
+CHECK_LABELS = {"a_fast_equals_naive_fp32": "a", "a_fast_equals_naive_bf16": "a", "b_loss_finite": "b loss",
+                "b_lora_grads_equal": "b grads", "c_reload_same_scores": "c", "d_export_scores_match": "d"}
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     """One markdown table: a row per family, the plan's memory beside each measured peak."""
     head = ("| model | precision | fast path | image tokens/image (384 px; run) | (a) max abs diff fp32 / bf16 "
@@ -360,7 +364,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         fast = "yes" if r["fast_path"] else "fallback (naive)"
         score_peak = f"{pk.get('score', 0):.1f} ({plan.get('score_gib', 0):.1f})"
         train_peak = f"{pk['train']:.1f} ({plan.get('train_gib', 0):.1f})" if "train" in pk else "–"
-        checks = ", ".join(f"{k.split('_')[0]} {'ok' if v else 'FAIL'}" for k, v in r["checks"].items())
+        checks = ", ".join(f"{CHECK_LABELS.get(c, c)} {'ok' if ok else 'FAIL'}" for c, ok in r["checks"].items())  # noqa: E501
         loss = f"{r['loss']:.3f}, {_fmt(r.get('grad_rel_diff'))}" if "loss" in r else "scoring only"
         prec = "fp32" if r["precision"] == "float32" else "bf16"
         if r.get("precision_note"):
