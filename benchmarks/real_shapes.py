@@ -26,7 +26,7 @@ falls back to the naive one, so its delta is 0) and the table says "fallback". T
 :func:`skylink_model.plan.estimate` says the family fits in the memory available when its subprocess starts, else
 bf16 (named in the table). Exit status 1 when any equality fails. Usage::
 
-    python benchmarks/real_shapes.py --json real_shapes.json          # all families, about 25 min on 2 cores
+    python benchmarks/real_shapes.py --json real_shapes.json          # all families (BENCHMARKS.md: times)
     python benchmarks/real_shapes.py --families llava_onevision --layers 2   # a quick check of the script
     python benchmarks/real_shapes.py --table real_shapes.json          # re-print the table (plan beside peaks)
 """
