@@ -17,6 +17,11 @@ For each k (candidates per query), on the same images and the same model, interl
 Training (``--train-k``, default 13): one group's forward + backward (BCE, Eq. 8) with every pair in full vs one
 shared-prefix forward (vision LoRA trained, so no feature cache), in groups per second.
 
+``--busy`` (issue 19) measures every row twice: quiet, then beside another 2-thread torch job (a matmul loop in a
+subprocess that the script starts and stops), and prints quiet and busy rows side by side with busy ratio / quiet
+ratio (target ≥ 0.8). Before each timed row ``--warmup`` untimed fast-path groups let the fast path's thread tuner
+(:func:`skylink_model.prefix.tuned_threads`) meet the load, as the first queries of an evaluation do.
+
 Beside each measured ratio the script prints the ratio the model's FLOP count predicts (dense matmuls and attention
 of both towers at the measured token counts; LoRA, norms and the image processor left out).
 
@@ -29,15 +34,20 @@ width (7B's head size 80) with the depth that brings vision FLOPs per image / la
 
     python benchmarks/rerank.py --size proxy --threads 1 --json rerank_proxy.json   # CPU, 384 px, k = 1, 2, 5, 10
     python benchmarks/rerank.py --size 7b --device cuda --json rerank_7b.json
+    python benchmarks/rerank.py --size proxy --busy --ks 10 --train-k 6 --json rerank_busy.json   # quiet vs busy
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +59,7 @@ from skylink_model.backbones import apply_image_budget, get_backbone_spec, resol
 from skylink_model.config import SkyLinkConfig
 from skylink_model.model import SkyLinkModel, get_skylink_model, lora_target_pattern
 from skylink_model.plan import lm_flops, vision_flops  # the FLOP model (moved to skylink_model, issue 19)
+from skylink_model.prefix import ThreadTuner, tuned_threads
 from skylink_model.rerank import FeatureCache, PixelCache, rerank_query
 from skylink_model.testing import make_tiny_qwen2_vl
 
@@ -175,6 +186,40 @@ def proportions(size: str, model: SkyLinkModel, n_patches: int, pair_tokens: int
 
 
 # ---------------------------------------------------------------------------------------------- timing
+# The --busy job: another 2-thread torch process, a matmul loop (as a second user's training job would be).
+BUSY_JOB = (
+    "import sys, torch\n"
+    "torch.set_num_threads(2)\n"
+    "a = torch.randn(1024, 1024)\n"
+    "b = a @ a\n"
+    "print('ready', flush=True)\n"
+    "while True:\n"
+    "    b = a @ a\n"
+)
+
+
+def _loadavg() -> float:
+    return float(os.getloadavg()[0])
+
+
+@contextlib.contextmanager
+def busy_job() -> Iterator[subprocess.Popen]:
+    """Run :data:`BUSY_JOB` in a subprocess for the duration of the block; stopped (and reaped) on exit."""
+    proc = subprocess.Popen([sys.executable, "-c", BUSY_JOB], stdout=subprocess.PIPE, text=True)
+    try:
+        if proc.stdout is None or proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the --busy job did not start (exit code {proc.poll()}).")
+        time.sleep(1.0)  # let it reach its steady state
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -194,75 +239,34 @@ def _time_round_robin(fns: dict[str, Any], device: str, repeats: int) -> dict[st
 
 
 def _train_step(model: SkyLinkModel, query: Any, cands: list, labels: torch.Tensor, fast: bool, device: str) -> float:
+    """One group's forward + backward as ``train_skylink`` runs it (the fast path on its tuned thread count)."""
     model.zero_grad(set_to_none=True)
     autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
-    with autocast:
-        if fast:
-            inputs = model.group_inputs(model.process_images([query])[0], model.process_images(cands))
-        else:
-            inputs = model.build_pair_inputs([query] * len(cands), cands)
-        scores = model(**inputs)
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(scores.float(), labels)
-    loss.backward()
+    threads = tuned_threads(model, len(cands) + 1) if fast else contextlib.nullcontext()
+    with threads:
+        with autocast:
+            if fast:
+                inputs = model.group_inputs(model.process_images([query])[0], model.process_images(cands))
+            else:
+                inputs = model.build_pair_inputs([query] * len(cands), cands)
+            scores = model(**inputs)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(scores.float(), labels)
+        loss.backward()
     return float(loss.detach())
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        epilog="example: python benchmarks/rerank.py --size proxy --json rerank_proxy.json",
-    )
-    parser.add_argument("--size", choices=["tiny", *SIZES], default="proxy")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="auto", help="auto: bf16 on a GPU, fp32 on the CPU")
-    parser.add_argument("--image-size", type=int, default=None, help="square image side (tiny: 112, else 384)")
-    parser.add_argument("--ks", default="1,2,5,10", help="candidates per query to time (comma-separated)")
-    parser.add_argument("--train-k", type=int, default=13, help="group size of the training row (0: no training row)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--train-repeats", type=int, default=2)
-    parser.add_argument("--gradient-checkpointing", choices=["auto", "on", "off"], default="auto",
-                        help="for the training row (auto: on for 2b/7b on a GPU, where k = 13 full pairs need it)")
-    parser.add_argument("--no-listwise", action="store_true", help="skip the listwise prompt baseline")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results there (atomically)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    image_size = args.image_size or (112 if args.size == "tiny" else 384)
-    ks = sorted({int(k) for k in args.ks.split(",")})
-    max_k = max(ks + [args.train_k])
-
+def measure_inference(model: SkyLinkModel, query: Any, gallery: list, ks: list[int], args: argparse.Namespace,
+                      listwise: bool) -> list[dict[str, Any]]:  # fmt: skip
+    """One row per k: naive vs fast (warm caches) ms per query, interleaved, best of ``args.repeats``."""
     from skylink_model.prompt_baseline import build_listwise_inputs
 
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        tiny_dir = make_tiny_qwen2_vl(Path(tmp) / "tiny")
-        model = build_model(args.size, tiny_dir, args.device, args.dtype)
     base = model.backbone.get_base_model()
-    query, *gallery = _images(max_k + 1, image_size, seed=0)
     keys = [f"g{i}" for i in range(len(gallery))]
-    on_gpu = args.device.startswith("cuda")
-    device_name = torch.cuda.get_device_name() if on_gpu else f"{torch.get_num_threads()} CPU threads"
-    dtype = next(base.parameters()).dtype
-    group = predicted(model, query, gallery[:1])
-    props = proportions(args.size, model, model.process_images([query])[0].num_patches,
-                        group["prefix_tokens"] + group["continuation_tokens"])  # fmt: skip
-    print(f"# SkyLink scoring per query: size={args.size}, device={args.device} ({device_name}), dtype={dtype}, "
-          f"images {image_size} px, best of {args.repeats}, interleaved")  # fmt: skip
-    print(f"# tokens: prefix {group['prefix_tokens']}, continuation {group['continuation_tokens']} "
-          f"({model.process_images([query])[0].num_patches // 4} image tokens per image)")
-    for name, p in props.items():
-        print(f"# {name:>5}: text {p['text_hidden']}x{p['text_layers']} (mlp {p['text_intermediate']}, heads "
-              f"{p['text_heads']}/{p['text_kv_heads']}), vision {p['vision_embed']}x{p['vision_depth']}; "
-              f"{p['vision_gflop_per_image']} GFLOP/image vs {p['text_gflop_per_pair']} GFLOP/pair (text): "
-              f"ratio {p['vision_over_text_per_pair']}")  # fmt: skip
-    listwise = not args.no_listwise
     header = "| k | naive ms | of which processor ms | fast ms | ratio | predicted | max abs score diff |"
     if listwise:
         header += " listwise prefill ms | listwise gen ms | fast / listwise gen |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
-
     rows: list[dict[str, Any]] = []
     with torch.inference_mode():
         rerank_query(model, query, gallery[:2], shared_prefix=False, shared_vision=False)  # warm-up
@@ -278,6 +282,9 @@ def main(argv: list[str] | None = None) -> None:
                 return rerank_query(model, query, c, batch_size=b, shared_prefix=False, shared_vision=False)
 
             diff = float((fast() - naive()).abs().max())  # also warms both caches
+            for _ in range(args.warmup):  # the fast path's thread tuner sees this load first
+                fast()
+
             def processor(c=cands):  # the naive path's image processing + tokenising alone (not in the FLOP model)
                 return model.build_pair_inputs([query] * len(c), c)
 
@@ -300,7 +307,8 @@ def main(argv: list[str] | None = None) -> None:
                    "ratio": round(ms["naive"] / ms["fast"], 3), "predicted_ratio": round(pred["ratio"], 3),
                    "max_abs_score_diff": diff, "naive_processor_ms": round(ms["naive_processor"], 2),
                    "naive_gflop": round(pred["naive_flops"] / 1e9, 1),
-                   "fast_gflop": round(pred["fast_flops"] / 1e9, 1)}  # fmt: skip
+                   "fast_gflop": round(pred["fast_flops"] / 1e9, 1), "loadavg": _loadavg(),
+                   "fast_threads_seconds_per_work": _tuner_state(model, "score")}  # fmt: skip
             line = (f"| {k} | {ms['naive']:.1f} | {ms['naive_processor']:.1f} | {ms['fast']:.1f} | {row['ratio']:.2f} "
                     f"| {row['predicted_ratio']:.2f} | {diff:.1e} |")  # fmt: skip
             if listwise:
@@ -311,36 +319,144 @@ def main(argv: list[str] | None = None) -> None:
                          f"| {row['fast_over_listwise_gen']:.2f} |")  # fmt: skip
             print(line, flush=True)
             rows.append(row)
+    return rows
 
-    train_row = None
-    if args.train_k > 0:
-        k = args.train_k
-        cands = gallery[:k]
-        labels = torch.zeros(k, device=model.device)
-        labels[0] = 1.0
-        gc = args.gradient_checkpointing == "on" or (
-            args.gradient_checkpointing == "auto" and on_gpu and args.size in ("2b", "7b")
-        )
-        if gc:
-            model.enable_gradient_checkpointing()
-        model.train()
-        losses = {fast: _train_step(model, query, cands, labels, fast, args.device) for fast in (False, True)}
-        best = _time_round_robin(
-            {"naive": lambda: _train_step(model, query, cands, labels, False, args.device),
-             "fast": lambda: _train_step(model, query, cands, labels, True, args.device)},
-            args.device, args.train_repeats,
-        )  # fmt: skip
-        model.eval()
-        pred = predicted(model, query, cands, train=True)
-        train_row = {"k": k, "gradient_checkpointing": gc, "naive_groups_per_s": round(1 / best["naive"], 4),
-                     "fast_groups_per_s": round(1 / best["fast"], 4), "ratio": round(best["naive"] / best["fast"], 3),
-                     "predicted_ratio": round(pred["ratio"], 3), "abs_loss_diff": abs(losses[True] - losses[False]),
-                     "naive_s": round(best["naive"], 3), "fast_s": round(best["fast"], 3)}  # fmt: skip
-        print(f"training, k = {k} (forward + backward of one group, best of {args.train_repeats}"
-              f"{', gradient checkpointing' if gc else ''}): naive "
-              f"{train_row['naive_groups_per_s']:.3f} groups/s, fast {train_row['fast_groups_per_s']:.3f} groups/s, "
-              f"ratio {train_row['ratio']:.2f} (predicted {train_row['predicted_ratio']:.2f}), "
-              f"|loss diff| {train_row['abs_loss_diff']:.1e}")  # fmt: skip
+
+def _tuner_state(model: SkyLinkModel, kind: str) -> dict[str, float]:
+    tuner = model.__dict__.get("_thread_tuners", {}).get(kind)
+    return {str(n): round(s, 4) for n, s in (tuner.seconds_per_work.items() if tuner else [])}
+
+
+def measure_training(model: SkyLinkModel, query: Any, gallery: list, args: argparse.Namespace) -> dict[str, Any]:
+    """One group's forward + backward at ``args.train_k``: per-pair vs shared prefix, best of ``train_repeats``."""
+    k = args.train_k
+    cands = gallery[:k]
+    labels = torch.zeros(k, device=model.device)
+    labels[0] = 1.0
+    on_gpu = args.device.startswith("cuda")
+    gc = args.gradient_checkpointing == "on" or (
+        args.gradient_checkpointing == "auto" and on_gpu and args.size in ("2b", "7b")
+    )
+    if gc:
+        model.enable_gradient_checkpointing()
+    model.train()
+    losses = {fast: _train_step(model, query, cands, labels, fast, args.device) for fast in (False, True)}
+    for _ in range(args.warmup):
+        _train_step(model, query, cands, labels, True, args.device)
+    best = _time_round_robin(
+        {"naive": lambda: _train_step(model, query, cands, labels, False, args.device),
+         "fast": lambda: _train_step(model, query, cands, labels, True, args.device)},
+        args.device, args.train_repeats,
+    )  # fmt: skip
+    model.eval()
+    pred = predicted(model, query, cands, train=True)
+    row = {"k": k, "gradient_checkpointing": gc, "naive_groups_per_s": round(1 / best["naive"], 4),
+           "fast_groups_per_s": round(1 / best["fast"], 4), "ratio": round(best["naive"] / best["fast"], 3),
+           "predicted_ratio": round(pred["ratio"], 3), "abs_loss_diff": abs(losses[True] - losses[False]),
+           "naive_s": round(best["naive"], 3), "fast_s": round(best["fast"], 3), "loadavg": _loadavg(),
+           "fast_threads_seconds_per_work": _tuner_state(model, "train")}  # fmt: skip
+    print(f"training, k = {k} (forward + backward of one group, best of {args.train_repeats}"
+          f"{', gradient checkpointing' if gc else ''}): naive "
+          f"{row['naive_groups_per_s']:.3f} groups/s, fast {row['fast_groups_per_s']:.3f} groups/s, "
+          f"ratio {row['ratio']:.2f} (predicted {row['predicted_ratio']:.2f}), "
+          f"|loss diff| {row['abs_loss_diff']:.1e}", flush=True)  # fmt: skip
+    return row
+
+
+def side_by_side(quiet: dict[str, Any], busy: dict[str, Any]) -> list[dict[str, Any]]:
+    """Quiet and busy rows of the same measurement, with busy ratio / quiet ratio (issue 19's target: ≥ 0.8)."""
+    pairs = [(f"inference k = {q['k']}", q, b) for q, b in zip(quiet["inference"], busy["inference"], strict=True)]
+    if quiet["training"] is not None:
+        pairs.append((f"training k = {quiet['training']['k']}", quiet["training"], busy["training"]))
+    print("| row | quiet naive s | quiet fast s | quiet ratio | busy naive s | busy fast s | busy ratio "
+          "| busy / quiet |")
+    print("|---|---|---|---|---|---|---|---|")
+    out = []
+    for name, q, b in pairs:
+        qn, qf = (q["naive_ms"] / 1000, q["fast_ms"] / 1000) if "naive_ms" in q else (q["naive_s"], q["fast_s"])
+        bn, bf = (b["naive_ms"] / 1000, b["fast_ms"] / 1000) if "naive_ms" in b else (b["naive_s"], b["fast_s"])
+        share = b["ratio"] / q["ratio"]
+        print(f"| {name} | {qn:.2f} | {qf:.2f} | {q['ratio']:.2f} | {bn:.2f} | {bf:.2f} | {b['ratio']:.2f} "
+              f"| {share:.2f} |")  # fmt: skip
+        out.append({"row": name, "quiet_ratio": q["ratio"], "busy_ratio": b["ratio"],
+                    "busy_over_quiet": round(share, 3), "target_met": share >= BUSY_TARGET})  # fmt: skip
+    return out
+
+
+BUSY_TARGET = 0.8  # issue 19: the busy ratio (naive / fast) at least 80% of the quiet one
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="example: python benchmarks/rerank.py --size proxy --json rerank_proxy.json",
+    )
+    parser.add_argument("--size", choices=["tiny", *SIZES], default="proxy")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="auto", help="auto: bf16 on a GPU, fp32 on the CPU")
+    parser.add_argument("--image-size", type=int, default=None, help="square image side (tiny: 112, else 384)")
+    parser.add_argument("--ks", default="1,2,5,10", help="candidates per query to time (comma-separated)")
+    parser.add_argument("--train-k", type=int, default=13, help="group size of the training row (0: no training row)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--train-repeats", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="untimed fast-path groups before each timed row (its thread tuner meets the load)")
+    parser.add_argument("--gradient-checkpointing", choices=["auto", "on", "off"], default="auto",
+                        help="for the training row (auto: on for 2b/7b on a GPU, where k = 13 full pairs need it)")
+    parser.add_argument("--no-listwise", action="store_true", help="skip the listwise prompt baseline")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
+    parser.add_argument("--busy", action="store_true",
+                        help="measure every row twice, quiet and then beside another 2-thread torch job (a matmul "
+                             "loop this script starts and stops), and print them side by side")  # fmt: skip
+    parser.add_argument("--no-thread-tuner", action="store_true",
+                        help="run the fast path on torch's thread count always (the behaviour before issue 19)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results there (atomically)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    image_size = args.image_size or (112 if args.size == "tiny" else 384)
+    ks = sorted({int(k) for k in args.ks.split(",")})
+    max_k = max(ks + [args.train_k])
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        tiny_dir = make_tiny_qwen2_vl(Path(tmp) / "tiny")
+        model = build_model(args.size, tiny_dir, args.device, args.dtype)
+    if args.no_thread_tuner:
+        model.__dict__["_thread_tuners"] = {kind: ThreadTuner(enabled=False) for kind in ("score", "train")}
+    base = model.backbone.get_base_model()
+    query, *gallery = _images(max_k + 1, image_size, seed=0)
+    on_gpu = args.device.startswith("cuda")
+    device_name = torch.cuda.get_device_name() if on_gpu else f"{torch.get_num_threads()} CPU threads"
+    dtype = next(base.parameters()).dtype
+    group = predicted(model, query, gallery[:1])
+    props = proportions(args.size, model, model.process_images([query])[0].num_patches,
+                        group["prefix_tokens"] + group["continuation_tokens"])  # fmt: skip
+    print(f"# SkyLink scoring per query: size={args.size}, device={args.device} ({device_name}), dtype={dtype}, "
+          f"images {image_size} px, best of {args.repeats}, interleaved")  # fmt: skip
+    print(f"# tokens: prefix {group['prefix_tokens']}, continuation {group['continuation_tokens']} "
+          f"({model.process_images([query])[0].num_patches // 4} image tokens per image)")
+    for name, p in props.items():
+        print(f"# {name:>5}: text {p['text_hidden']}x{p['text_layers']} (mlp {p['text_intermediate']}, heads "
+              f"{p['text_heads']}/{p['text_kv_heads']}), vision {p['vision_embed']}x{p['vision_depth']}; "
+              f"{p['vision_gflop_per_image']} GFLOP/image vs {p['text_gflop_per_pair']} GFLOP/pair (text): "
+              f"ratio {p['vision_over_text_per_pair']}")  # fmt: skip
+    listwise = not args.no_listwise and not args.busy
+
+    def measure(label: str) -> dict[str, Any]:
+        print(f"## {label}: load average {_loadavg():.2f}", flush=True)
+        rows = measure_inference(model, query, gallery, ks, args, listwise)
+        train_row = measure_training(model, query, gallery, args) if args.train_k > 0 else None
+        return {"inference": rows, "training": train_row, "loadavg_after": _loadavg()}
+
+    quiet = measure("quiet" if args.busy else "run")
+    busy = None
+    if args.busy:
+        with busy_job():
+            busy = measure("busy (another 2-thread torch job running)")
+        print(f"## side by side (busy / quiet: the share of the quiet ratio kept under load; target ≥ {BUSY_TARGET})")
+        busy["side_by_side"] = side_by_side(quiet, busy)
+    rows, train_row = quiet["inference"], quiet["training"]
 
     verdict = {}
     by_k = {r["k"]: r for r in rows}
@@ -352,12 +468,16 @@ def main(argv: list[str] | None = None) -> None:
         verdict["training"] = (train_row["ratio"] >= TARGETS["train_ratio"]
                                and train_row["ratio"] >= TARGETS["of_predicted"] * train_row["predicted_ratio"])
     verdict["score_diffs"] = all(r["max_abs_score_diff"] <= TARGETS["max_abs_score_diff"] for r in rows)
-    print(f"targets (issue 12, CPU proxy): {TARGETS}; met: {verdict}; {time.perf_counter() - started:.0f} s in all")
+    if busy is not None:
+        verdict["busy"] = all(r["target_met"] for r in busy["side_by_side"])
+    print(f"targets (issue 12, CPU proxy; issue 19 --busy): {TARGETS}; met: {verdict}; "
+          f"{time.perf_counter() - started:.0f} s in all")
     if args.json is not None:
         result = {"size": args.size, "device": args.device, "device_name": device_name, "dtype": str(dtype),
+                  "thread_tuner": not args.no_thread_tuner,
                   "image_size": image_size, "repeats": args.repeats, "train_repeats": args.train_repeats,
                   "torch_threads": torch.get_num_threads(), "proportions": props, "inference": rows,
-                  "training": train_row, "targets": TARGETS, "targets_met": verdict}  # fmt: skip
+                  "training": train_row, "busy": busy, "targets": TARGETS, "targets_met": verdict}  # fmt: skip
         args.json.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.json.with_name(args.json.name + ".tmp")
         tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -31,6 +31,13 @@ memory of the forward when gradient checkpointing is on.
 
 All four families support this; a language model with sliding-window layers does not (see
 :func:`supports_shared_prefix`): it uses the per-pair path, logged once.
+
+Threads (:class:`ThreadTuner`): on a busy machine torch's OpenMP regions wait at their barrier for a thread the
+scheduler has put aside, once per parallel op. The naive path's ops are large enough to absorb that; this path's are
+several times smaller (a batch-1 prefix, one query image, continuations a third of a pair long), so the waits
+dominate: with another 2-thread job on 2 cores it ran slower on 2 threads than on 1. The caller therefore runs a
+group under :func:`tuned_threads`, which picks torch's thread count or 1 by measured seconds per token, re-measuring
+the other choice every few groups (the load changes).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -137,6 +145,62 @@ def warn_fallback_once(model: Any) -> None:
         logger.warning(
             "shared-prefix scoring is not available for the %r family; scoring every pair in full (slower).", family
         )
+
+
+class ThreadTuner:
+    """Picks the intra-op thread count of the fast path, torch's own or 1, by measured seconds per unit of work.
+
+    Each choice is timed first; then the faster (by an exponential moving average) is used, and every
+    ``explore_every``-th group runs on the other one, so a change of load is seen within a few groups. Not thread-safe:
+    one tuner per loop (:func:`tuned_threads` keeps one per model for scoring and one for training).
+    """
+
+    def __init__(self, explore_every: int = 6, smoothing: float = 0.5, *, enabled: bool = True) -> None:
+        if explore_every < 2:
+            raise ValueError(f"`explore_every` must be ≥ 2, got {explore_every}.")
+        self.enabled = enabled  # False: always torch's own count (the behaviour before the tuner, for benchmarks)
+        self.explore_every = explore_every
+        self.smoothing = smoothing
+        self.seconds_per_work: dict[int, float] = {}
+        self.calls = 0
+
+    def choose(self, default: int) -> int:
+        """The thread count for the next group, given torch's current one."""
+        options = [default, 1] if default > 1 and self.enabled else [default]
+        self.calls += 1
+        for n in options:
+            if n not in self.seconds_per_work:
+                return n
+        ranked = sorted(options, key=lambda n: self.seconds_per_work[n])
+        return ranked[-1] if len(ranked) > 1 and self.calls % self.explore_every == 0 else ranked[0]
+
+    def record(self, threads: int, seconds: float, work: float) -> None:
+        rate = seconds / max(work, 1e-9)
+        old = self.seconds_per_work.get(threads)
+        self.seconds_per_work[threads] = rate if old is None else self.smoothing * old + (1 - self.smoothing) * rate
+
+
+@contextlib.contextmanager
+def tuned_threads(model: Any, work: float) -> Iterator[int]:
+    """Run the block (one group on the fast path: forward, and backward when training) on the thread count that
+    ``model``'s :class:`ThreadTuner` picks; restore torch's count afterwards and record the block's time.
+
+    ``work``: the group's size in any unit that scales with its cost (e.g. its number of images). Training (autograd
+    on: forward + backward) and scoring cost differently per unit, so each has its own tuner.
+    """
+    kind = "train" if torch.is_grad_enabled() else "score"
+    tuner = model.__dict__.setdefault("_thread_tuners", {}).setdefault(kind, ThreadTuner())
+    default = torch.get_num_threads()
+    threads = tuner.choose(default)
+    if threads != default:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    try:
+        yield threads
+    finally:
+        tuner.record(threads, time.perf_counter() - start, work)
+        if threads != default:
+            torch.set_num_threads(default)
 
 
 def _cache_kwarg(language_model: Any) -> str:
@@ -330,4 +394,12 @@ def shared_prefix_hidden(
     return torch.cat(hidden)
 
 
-__all__ = ["PREFIX_KEY", "build_group_inputs", "shared_prefix_hidden", "supports_shared_prefix", "warn_fallback_once"]
+__all__ = [
+    "PREFIX_KEY",
+    "ThreadTuner",
+    "build_group_inputs",
+    "shared_prefix_hidden",
+    "supports_shared_prefix",
+    "tuned_threads",
+    "warn_fallback_once",
+]

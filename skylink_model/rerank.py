@@ -5,9 +5,11 @@ All k prompts of a query start with the same prefix (template, query image, prom
 (:mod:`skylink_model.prefix`). Otherwise the query's pixels are processed and its vision features computed once per
 query and reused for every pair (``mm_encoder_outputs``). Gallery images are shared across queries, so their
 processed pixels (:class:`PixelCache`) and, while the vision weights are frozen, their vision features
-(:class:`FeatureCache`, bounded in bytes) are computed once per run. Ties are broken deterministically by the
-retriever's rank: the new order sorts by (−S, retriever rank) (:func:`skyrank.format.rules.rerank_order`,
-re-exported here).
+(:class:`FeatureCache`, bounded in bytes) are computed once per run. The fast path runs each query on torch's
+thread count or on one thread, whichever its measurements find faster (:func:`skylink_model.prefix.tuned_threads`:
+on a busy machine its small operations lose more to OpenMP waits than they gain from a second thread).
+Ties are broken deterministically by the retriever's rank: the new order sorts by (−S, retriever rank)
+(:func:`skyrank.format.rules.rerank_order`, re-exported here).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import torch
 
 from skylink_model.model import ProcessedImage, SkyLinkModel
-from skylink_model.prefix import warn_fallback_once
+from skylink_model.prefix import tuned_threads, warn_fallback_once
 from skyrank.format import rules
 from skyrank.format.rules import rerank_order as rerank_order  # re-exported: the rule lives there
 
@@ -169,21 +171,23 @@ def rerank_query(
     scores: list[torch.Tensor] = []
     with torch.inference_mode(), _EvalMode(model):
         if prefix:
-            query = model.process_images([query_image])[0]
-            if cache is not None and candidate_keys is not None:
-                processed = cache.get_or_process(model, list(candidate_keys), candidate_images)
-            else:
-                processed = model.process_images(list(candidate_images))
-            features = None
-            if feature_cache is not None and candidate_keys is not None:
-                features = feature_cache.get_or_encode(model, list(candidate_keys), processed)
-                query_features = model.encode_images([query])[0]
-            else:  # query and candidates in one vision pass
-                query_features, *features = model.encode_images([query, *processed])
-            inputs = model.group_inputs(
-                query, processed, query_features=query_features, candidate_features=features, chunk_size=batch_size
-            )
-            return model(**inputs).float().cpu()
+            with tuned_threads(model, work=n + 1):  # its thread count, by measurement (busy machines)
+                query = model.process_images([query_image])[0]
+                if cache is not None and candidate_keys is not None:
+                    processed = cache.get_or_process(model, list(candidate_keys), candidate_images)
+                else:
+                    processed = model.process_images(list(candidate_images))
+                features = None
+                if feature_cache is not None and candidate_keys is not None:
+                    features = feature_cache.get_or_encode(model, list(candidate_keys), processed)
+                    query_features = model.encode_images([query])[0]
+                else:  # query and candidates in one vision pass
+                    query_features, *features = model.encode_images([query, *processed])
+                inputs = model.group_inputs(
+                    query, processed, query_features=query_features, candidate_features=features,
+                    chunk_size=batch_size,
+                )  # fmt: skip
+                return model(**inputs).float().cpu()
         if not shared:
             for start in range(0, n, batch_size):
                 chunk = list(candidate_images[start : start + batch_size])

@@ -437,6 +437,7 @@ def train_skylink(
         from skylink_model.prefix import warn_fallback_once
 
         warn_fallback_once(unwrapped)
+    from skylink_model.prefix import tuned_threads
 
     def score(query_image: Any, candidate_images: list) -> torch.Tensor:
         if fast:  # the whole group in one call of the wrapped module
@@ -472,7 +473,9 @@ def train_skylink(
                 ctx = accelerator.no_sync(model) if no_sync else contextlib.nullcontext()
                 if no_sync:
                     accelerator.sync_gradients = False
-                with ctx:
+                # the fast path's forward + backward on its measured thread count (busy machines; prefix.py)
+                threads = tuned_threads(unwrapped, hi - lo + 1) if fast else contextlib.nullcontext()
+                with ctx, threads:
                     with accelerator.autocast():
                         scores = score(query_image, images.many(group.candidate_ids[lo:hi]))
                     # Eq. 8 on this chunk, weighted so the chunks of a group sum to the group's mean.

@@ -269,3 +269,38 @@ def test_reentrant_gradient_checkpointing_is_refused(tiny_config, images):
         model(**inputs)
     with torch.no_grad():  # no backward, nothing to lose: allowed
         assert model(**inputs).shape == (2,)
+
+
+def test_thread_tuner_measures_both_thread_counts_then_keeps_the_faster_and_re_measures():
+    """The fast path's thread count is chosen by measurement (issue 19: on a busy machine one thread can beat two)."""
+    tuner = prefix_mod.ThreadTuner(explore_every=4)
+    assert tuner.choose(2) == 2
+    tuner.record(2, seconds=3.0, work=10)
+    assert tuner.choose(2) == 1  # the other count is measured before any choice
+    tuner.record(1, seconds=1.0, work=10)
+    picks = [tuner.choose(2) for _ in range(8)]
+    assert picks.count(1) == 6 and picks.count(2) == 2  # the faster, and the other every 4th group
+    for _ in range(3):  # the load changes: two threads become faster; the average follows
+        tuner.record(2, seconds=0.2, work=10)
+    assert tuner.choose(2) == 2
+    assert prefix_mod.ThreadTuner().choose(1) == 1  # nothing to choose on one thread
+    off = prefix_mod.ThreadTuner(enabled=False)
+    off.record(2, seconds=9.0, work=1)
+    assert [off.choose(2) for _ in range(7)] == [2] * 7
+
+
+def test_tuned_threads_restores_torchs_thread_count(model, images):
+    torch.set_num_threads(2)
+    model.__dict__.pop("_thread_tuners", None)
+    seen = []
+    with torch.no_grad():
+        for _ in range(3):
+            with prefix_mod.tuned_threads(model, work=4) as threads:
+                seen.append((threads, torch.get_num_threads()))
+            assert torch.get_num_threads() == 2
+    assert seen[:2] == [(2, 2), (1, 1)]  # both measured first
+    with prefix_mod.tuned_threads(model, work=4) as threads:  # autograd on: training's own tuner
+        assert threads == 2
+    assert set(model._thread_tuners) == {"score", "train"}
+    assert set(model._thread_tuners["score"].seconds_per_work) == {1, 2}
+    torch.set_num_threads(1)
