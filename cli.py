@@ -572,6 +572,23 @@ def _data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def _plan_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--plan`` and the assumptions it needs that a run does not (train and eval)."""
+    fn = click.option("--plan-utilisation", type=float,
+                      help="--plan: fraction of the GPUs' bf16 peak sustained (default 0.40, the paper's 13 h).")(fn)
+    fn = click.option("--plan-image-size", type=int, default=384, show_default=True,
+                      help="--plan: side of the (square) images, in pixels.")(fn)  # fmt: skip
+    fn = click.option("--plan", is_flag=True,
+                      help="Print the memory and time plan of this run (read from the base model's config only: a "
+                      "local folder, the Hub, or the built-in published configs offline) and exit.")(fn)  # fmt: skip
+    return fn
+
+
+def _plan_dtype(dtype: str | None) -> str:
+    """The plan's precision for --dtype (auto: bf16, as on a GPU)."""
+    return "bfloat16" if dtype in (None, "auto") else dtype
+
+
 TRAIN_EXAMPLES = """
 \b
 Examples:
@@ -594,7 +611,7 @@ TRAIN_LOSSES = ["bce", "plackett-luce"]
 @click.option(
     "--model", "base_model", default="Qwen/Qwen2-VL-7B-Instruct", show_default=True, help="Hub id or local folder."
 )
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Run folder (required unless --plan).")
 @click.option("--k", type=int, help="Candidates per group |G_z| (Eq. 3; paper 13).")
 @click.option("--threshold", type=float, help="Soft-label threshold T (Eq. 7; paper 0.9).")
 @click.option("--labels", type=click.Choice(["soft", "hard", "gt-only"]), help="Label ablation (paper: soft).")
@@ -654,13 +671,32 @@ TRAIN_LOSSES = ["bce", "plackett-luce"]
 )  # fmt: skip
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@_plan_options
+@click.option("--plan-gpus", type=click.IntRange(min=1), default=1, show_default=True, help="--plan: GPUs.")
+@click.option("--plan-zero-stage", type=click.Choice(["0", "2"]), default="0", show_default=True,
+              help="--plan: DeepSpeed ZeRO stage (2 shards gradients and optimizer state).")
 @_device_option
 @_quiet_option
 @_handle_errors
-def train(data: str, data_config: str, images_root: Path | None, out_dir: Path, max_steps: int | None,
+def train(data: str, data_config: str, images_root: Path | None, out_dir: Path | None, max_steps: int | None,
           micro_batch_size: int | None, save_every: int | None, log_every: int, mixed_precision: str, resume: bool,
-          seed: int, device: str | None, quiet: bool, shared_prefix: bool, **cfg: Any) -> None:  # fmt: skip
+          seed: int, device: str | None, quiet: bool, shared_prefix: bool, plan: bool, plan_image_size: int,
+          plan_utilisation: float | None, plan_gpus: int, plan_zero_stage: str, **cfg: Any) -> None:  # fmt: skip
     """Train the SkyLink LoRA re-ranker on a SkyRank retriever config (defaults: the paper's)."""
+    if plan:  # the memory and time plan from the base model's config alone, before any work
+        from skylink_model.plan import plan_run
+
+        options = {"k": cfg["k"], "batch_size": cfg["batch_size"], "num_gpus": plan_gpus,
+                   "zero_stage": int(plan_zero_stage), "dtype": _plan_dtype(cfg["dtype"]),
+                   "image_size": plan_image_size, "min_pixels": cfg["min_pixels"], "max_pixels": cfg["max_pixels"],
+                   "gradient_checkpointing": bool(cfg["gradient_checkpointing"]), "shared_prefix": shared_prefix,
+                   "micro_batch_size": micro_batch_size, "lora_r": cfg["lora_r"], "lora_targets": cfg["lora_targets"],
+                   "lora_vision": cfg["lora_vision"], "utilisation": plan_utilisation,
+                   "train_fraction": cfg["train_fraction"]}  # fmt: skip
+        click.echo(plan_run("train", cfg["base_model"], data, data_config, **options).format())
+        return
+    if out_dir is None:
+        raise click.UsageError("Missing option '--out' (the run folder; only --plan runs without it).")
     from skylink_model.config import SkyLinkConfig
     from skylink_model.train import train_skylink
 
@@ -819,12 +855,25 @@ Examples:
 @click.option("--feature-cache-mb", type=float, default=1024, show_default=True,
               help="Memory bound of the gallery vision-feature cache (LRU; Qwen2-VL-7B at 384 px in bf16 keeps "
                    "1.4 MB per image); 0 turns it off.")
+@_plan_options
+@click.option("--plan-model", help="--plan: base model when --adapter is not a local run folder "
+              "(default Qwen/Qwen2-VL-7B-Instruct).")
 @_device_option
 @_quiet_option
 @_handle_errors
 def eval_cmd(data: str, data_config: str, images_root: Path | None, adapter: str | None, device: str | None,
-             quiet: bool, ap: tuple[str, ...], **kw: Any) -> None:  # fmt: skip
+             quiet: bool, ap: tuple[str, ...], plan: bool, plan_image_size: int, plan_utilisation: float | None,
+             plan_model: str | None, **kw: Any) -> None:  # fmt: skip
     """Print the paper's Table-1 rows: retriever, +SkyLink, +SkyLink fused and the gains (JSON with --json)."""
+    if plan:  # scoring memory and time from the base model's config alone, before any work
+        from skylink_model.plan import eval_base_model, plan_run
+
+        base, min_pixels, max_pixels = eval_base_model(adapter)
+        options = {"k": kw["top_k"], "dtype": "bfloat16", "image_size": plan_image_size, "min_pixels": min_pixels,
+                   "max_pixels": max_pixels, "shared_prefix": kw["shared_prefix"],
+                   "feature_cache_mb": kw["feature_cache_mb"], "utilisation": plan_utilisation}  # fmt: skip
+        click.echo(plan_run("eval", plan_model or base, data, data_config, **options).format())
+        return
     from skylink_model.evaluation import evaluate_run
 
     report = evaluate_run(

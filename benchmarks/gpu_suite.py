@@ -6,19 +6,22 @@ Rows (each timed best-of-N after a warm-up, peak GPU memory per row):
   channels_last, batch 64.
 - ``search``: exact top-100 inner-product search of 1,000 queries in a 1M x 1024-d fp16 gallery on the GPU:
   faiss-gpu ``IndexFlatIP`` when importable, else ``torch.matmul`` + ``torch.topk`` in gallery chunks.
-- ``rerank-2b`` / ``rerank-7b``: random-weight Qwen2-VL-2B / -7B (built from their published configs by
-  ``benchmarks/rerank.py:build_model``; no download), LoRA r16 on language q/k/v + vision qkv, bf16, 384 px images:
-  ms/query at k = 10 through ``rerank_query`` on the fast path (shared prefix + warm feature caches; the 2B/7B rows of
-  ``benchmarks/rerank.py``) and on the naive per-pair path.
-- ``train-2b`` / ``train-7b``: groups/s of one training group of k = 13 (forward, BCE Eq. 8, backward, AdamW step) with
-  LoRA + non-reentrant gradient checkpointing, bf16 autocast.
+- ``rerank-<family>``: every backbone family at its smallest published size (Qwen2-VL-2B, Qwen2.5-VL-3B,
+  Qwen3-VL-2B, LLaVA-OneVision-0.5B) and Qwen2-VL-7B, random weights from the built-in published configs
+  (:func:`skylink_model.published_configs.make_random_model`: a folder shaped like the Hub checkpoint, no download)
+  loaded as ``skyrank train`` loads it (LoRA r16 on the backbone table's targets in both towers), bf16, 384 px
+  images: ms/query at k = 10 through ``rerank_query`` on the fast path (shared prefix + warm feature caches) with
+  its max |delta score| against the naive per-pair path, and on the naive path.
+- ``train-<family>``: groups/s of one training group of k = 13 (forward, the relational soft-label loss Eq. 8,
+  backward, AdamW step) with LoRA + non-reentrant gradient checkpointing, bf16 autocast, on the shared prefix (what
+  ``train_skylink`` runs) and on naive pairs. Every row carries its peak GPU memory.
 - ``deepspeed``: one ZeRO-2 bf16 optimizer step of the 2B model in a 1-process DeepSpeed engine (the engine casts the
   whole module to bf16; the value head still computes in fp32) when ``deepspeed`` is importable.
 
 Runs offline on a stock CUDA PyTorch stack (torch, transformers, peft, timm): the project's code is imported from
 this checkout (no install needed), ``datasets`` is never imported, and optional parts that are missing (faiss-gpu,
-DeepSpeed, timm) are listed as skipped. ``--dry-run`` runs every row at tiny sizes on the CPU (tiny Qwen2-VL,
-``convnext_atto`` at 64 px, a 20k x 64 gallery) to check the script itself. Usage::
+DeepSpeed, timm) are listed as skipped. ``--dry-run`` runs every row at tiny sizes on the CPU (each family's
+tiny model, ``convnext_atto`` at 64 px, a 20k x 64 gallery) to check the script itself. Usage::
 
     python benchmarks/gpu_suite.py                 # sized for <= 6 minutes on one H100 (not yet run on one)
     python benchmarks/gpu_suite.py --dry-run       # CPU: 134 s on 2 shared cores
@@ -31,6 +34,7 @@ import gc
 import importlib.util
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -158,22 +162,57 @@ def search(device: str, dry: bool) -> None:
     _row("search", f"faiss-gpu IndexFlatIP top-{k}, {n:,} x {dim}-d, {nq} queries", nq / seconds, "queries/s", device)
 
 
-def _build(size: str, tiny_dir: Path, device: str) -> Any:
-    from rerank import build_model  # benchmarks/rerank.py: the published Qwen2-VL sizes, random weights
+#: section -> (published model id, scoring only); ``--dry-run`` uses the family's tiny model instead.
+MODEL_SECTIONS: dict[str, tuple[str, bool]] = {
+    "qwen2_vl": ("Qwen/Qwen2-VL-2B-Instruct", False),
+    "qwen2_5_vl": ("Qwen/Qwen2.5-VL-3B-Instruct", False),
+    "qwen3_vl": ("Qwen/Qwen3-VL-2B-Instruct", False),
+    "llava_onevision": ("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", False),
+    "qwen2_vl_7b": ("Qwen/Qwen2-VL-7B-Instruct", False),
+}
+ALIASES = {"2b": "qwen2_vl", "7b": "qwen2_vl_7b"}  # the section names before issue 19
 
-    return build_model(size, tiny_dir, device, "auto")
+
+def _model_dir(section: str, dry: bool, work: Path) -> Path:
+    """A folder shaped like the Hub checkpoint: the published config with random weights, or the tiny model."""
+    from skylink_model.published_configs import make_random_model
+    from skylink_model.testing import make_tiny_model
+
+    family = section.removesuffix("_7b")
+    folder = work / (f"tiny-{family}" if dry else section)
+    if (folder / "config.json").is_file():
+        return folder
+    if dry:
+        return make_tiny_model(work / f"tiny-{family}", family)
+    return make_random_model(MODEL_SECTIONS[section][0], work / section)
 
 
-def rerank_and_train(size: str, device: str, dry: bool, tiny_dir: Path, image_size: int, repeats: int) -> None:
+def _load(folder: Path, device: str, dry: bool) -> Any:
+    """The model as ``skyrank train`` builds it (backbone table's LoRA targets, value head, image budget)."""
+    from skylink_model.config import SkyLinkConfig
+    from skylink_model.model import get_skylink_model
+
+    config = SkyLinkConfig(base_model=str(folder), dtype="float32" if dry else "bfloat16", head_init="random",
+                           lora_dropout=0.0)  # fmt: skip
+    model = get_skylink_model(config, device=device)
+    with torch.no_grad():  # non-zero adapters, as after training
+        for name, p in model.lora_parameters().items():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    return model.eval()
+
+
+def rerank_and_train(section: str, device: str, dry: bool, work: Path, image_size: int, repeats: int) -> None:
     import numpy as np
     from PIL import Image
 
     from skylink_model.losses import RelationalSoftLabelLoss
     from skylink_model.rerank import FeatureCache, PixelCache, rerank_query
 
-    label = f"{size} (tiny, dry run)" if dry else size
+    name = section.replace("_", "-") + (" (tiny, dry run)" if dry else "")
     dtype = "fp32" if dry else "bf16"
-    model = _build("tiny" if dry else size, tiny_dir, device)
+    model = _load(_model_dir(section, dry, work), device, dry)
+    path = "fast (shared prefix, warm caches)" if model.supports_shared_prefix else "fallback to naive"
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 256, (image_size, image_size, 3), dtype=np.uint8)) for _ in range(14)]
     query, gallery = images[0], images[1:]
@@ -187,12 +226,16 @@ def rerank_and_train(size: str, device: str, dry: bool, tiny_dir: Path, image_si
     def naive() -> Any:
         return rerank_query(model, query, cands, shared_prefix=False, shared_vision=False)
 
+    diff = float((fast() - naive()).abs().max())  # also the warm-up of both paths
+    warmup = 0 if dry else 1
     _reset_peak(device)
-    seconds = _best_of(fast, device, repeats)
-    _row(f"rerank-{label}", f"k=10 fast (shared prefix, warm caches), {dtype}", seconds * 1e3, "ms/query", device)
+    seconds = _best_of(fast, device, repeats, warmup)
+    _row(f"rerank-{name}", f"k=10 {path}, {dtype}", seconds * 1e3, "ms/query", device, f"max |dS| {diff:.1e}")
     _reset_peak(device)
-    seconds = _best_of(naive, device, repeats)
-    _row(f"rerank-{label}", f"k=10 naive (every pair in full), {dtype}", seconds * 1e3, "ms/query", device)
+    seconds = _best_of(naive, device, repeats, warmup)
+    _row(f"rerank-{name}", f"k=10 naive (every pair in full), {dtype}", seconds * 1e3, "ms/query", device)
+    if MODEL_SECTIONS[section][1]:
+        return
 
     model.train()
     model.enable_gradient_checkpointing()
@@ -202,19 +245,26 @@ def rerank_and_train(size: str, device: str, dry: bool, tiny_dir: Path, image_si
     loss_fn = RelationalSoftLabelLoss()
     autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=not dry)
 
-    def step() -> None:
+    def step(fast_path: bool) -> None:
         with autocast:
-            scores = model.score_group(query, gallery[:13])
+            if fast_path:  # what train_skylink runs: the whole group on one prefix
+                inputs = model.group_inputs(model.process_images([query])[0], model.process_images(gallery[:13]))
+            else:
+                inputs = model.build_pair_inputs([query] * 13, gallery[:13])
+            scores = model(**inputs)
         loss_fn(scores.float().unsqueeze(0), labels).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    _reset_peak(device)
-    seconds = _best_of(step, device, repeats)
-    _row(f"train-{label}", "k=13, LoRA + gradient checkpointing, AdamW step", 1.0 / seconds, "groups/s", device)
+    for fast_path in (True, False) if model.supports_shared_prefix else (False,):
+        _reset_peak(device)
+        seconds = _best_of(lambda f=fast_path: step(f), device, repeats, warmup)
+        what = "shared prefix" if fast_path else "naive pairs"
+        _row(f"train-{name}", f"k=13 {what}, LoRA + gradient checkpointing, AdamW step", 1.0 / seconds, "groups/s",
+             device)  # fmt: skip
 
 
-def deepspeed_step(device: str, dry: bool, tiny_dir: Path, image_size: int) -> None:
+def deepspeed_step(device: str, dry: bool, work: Path, image_size: int) -> None:
     if importlib.util.find_spec("deepspeed") is None:
         SKIPPED.append("DeepSpeed ZeRO-2 row (deepspeed not installed)")
         return
@@ -232,7 +282,7 @@ def deepspeed_step(device: str, dry: bool, tiny_dir: Path, image_size: int) -> N
     os.environ.setdefault("RANK", "0")
     os.environ.setdefault("LOCAL_RANK", "0")
     os.environ.setdefault("WORLD_SIZE", "1")
-    model = _build("tiny" if dry else "2b", tiny_dir, device)
+    model = _load(_model_dir("qwen2_vl", dry, work), device, dry)
     model.train()
     if not dry:
         model.enable_gradient_checkpointing()
@@ -283,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0], epilog="example: python benchmarks/gpu_suite.py --json gpu_suite.json"
     )
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU (checks the script itself)")
-    parser.add_argument("--only", default="retriever,search,2b,7b,deepspeed", help="comma-separated sections")
+    parser.add_argument("--only", default="retriever,search," + ",".join(MODEL_SECTIONS) + ",deepspeed",
+                        help="comma-separated sections (model sections: " + ", ".join(MODEL_SECTIONS) + ")")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per row, best kept (default 3; 2 dry)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows there (atomically)")
     args = parser.parse_args(argv)
@@ -292,25 +343,25 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("no CUDA device: run with --dry-run on a CPU machine")
     device = "cpu" if dry else "cuda"
     device_name = "CPU dry run" if dry else torch.cuda.get_device_name(0)
-    sections = set(args.only.split(","))
+    sections = {ALIASES.get(name, name) for name in args.only.split(",")}
     image_size = 56 if dry else 384
     repeats = args.repeats or (2 if dry else 3)
     started = time.perf_counter()
     print(f"# gpu_suite on {device_name}, torch {torch.__version__}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        from skylink_model.testing import make_tiny_qwen2_vl
-
-        tiny_dir = make_tiny_qwen2_vl(Path(tmp) / "tiny")  # its processor serves the random 2B/7B models too
+        work = Path(tmp)
         if "retriever" in sections:
             _guard("retriever", device, lambda: retriever(device, dry))
         if "search" in sections:
             _guard("search", device, lambda: search(device, dry))
-        for size in ("2b", "7b"):
-            if size in sections:
-                run = lambda s=size: rerank_and_train(s, device, dry, tiny_dir, image_size, repeats)  # noqa: E731
-                _guard(f"qwen2-vl-{size}", device, run)
+        for section in MODEL_SECTIONS:
+            if section in sections:
+                run = lambda s=section: rerank_and_train(s, device, dry, work, image_size, repeats)  # noqa: E731
+                _guard(section, device, run)
+                if section != "qwen2_vl":  # the deepspeed row reuses the 2B folder
+                    shutil.rmtree(work / section, ignore_errors=True)  # its random weights (up to 16 GB on disk)
         if "deepspeed" in sections:
-            _guard("deepspeed", device, lambda: deepspeed_step(device, dry, tiny_dir, image_size))
+            _guard("deepspeed", device, lambda: deepspeed_step(device, dry, work, image_size))
     if "datasets" in sys.modules:
         SKIPPED.append("WARNING: `datasets` was imported on the suite's path")
     else:

@@ -58,6 +58,7 @@ from PIL import Image
 from skylink_model.backbones import apply_image_budget, get_backbone_spec, resolve_dtype
 from skylink_model.config import SkyLinkConfig
 from skylink_model.model import SkyLinkModel, get_skylink_model, lora_target_pattern
+from skylink_model.plan import lm_flops, vision_flops  # the FLOP model (moved to skylink_model, issue 19)
 from skylink_model.prefix import ThreadTuner, tuned_threads
 from skylink_model.rerank import FeatureCache, PixelCache, rerank_query
 from skylink_model.testing import make_tiny_qwen2_vl
@@ -146,24 +147,6 @@ def build_model(size: str, tiny_dir: Path, device: str, dtype: str) -> SkyLinkMo
 
 
 # ---------------------------------------------------------------------------------------------- FLOP model
-def vision_flops(vc: Any, n_patches: int) -> float:
-    """Vision tower FLOPs for one image of ``n_patches`` patches (patch embed, blocks with full attention, merger)."""
-    e, depth, mlp = vc.embed_dim, vc.depth, vc.mlp_ratio
-    patch_in = vc.in_channels * vc.temporal_patch_size * vc.patch_size**2
-    merge = vc.spatial_merge_size**2
-    per_block = 2 * (4 * e * e + 2 * mlp * e * e) * n_patches + 4 * n_patches * n_patches * e
-    merger = (n_patches // merge) * 2 * (merge * e * merge * e + merge * e * vc.hidden_size)
-    return 2 * patch_in * e * n_patches + depth * per_block + merger
-
-
-def lm_flops(tc: Any, n_new: int, n_past: int = 0) -> float:
-    """Language-model FLOPs for ``n_new`` tokens after ``n_past`` cached ones (causal attention)."""
-    h, kv = tc.hidden_size, tc.num_key_value_heads * (tc.hidden_size // tc.num_attention_heads)
-    linear = 2 * (2 * h * h + 2 * h * kv + 3 * h * tc.intermediate_size)
-    attention = 4 * h * (n_new * n_past + n_new * (n_new + 1) / 2)
-    return tc.num_hidden_layers * (n_new * linear + attention)
-
-
 def predicted(model: SkyLinkModel, query: Any, cands: list, train: bool = False) -> dict[str, float]:
     """FLOPs of the naive and fast paths for this group at its real token counts, and their ratio."""
     config = model.base.config
