@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from skyrank.benchmarks._base import Benchmark, ImageRecord, RetrievalSplit, register_benchmark
-from skyrank.benchmarks._files import check_root, list_names, require_paths
-from skyrank.benchmarks.university1652 import check_choice
+from skyrank.benchmarks._files import list_names, require_paths
+from skyrank.benchmarks.university1652 import check_split_options
 from skyrank.errors import BenchmarkLayoutError
 from skyrank.metrics import CVACT_RADIUS_M, positives_within_radius
 
@@ -137,12 +137,8 @@ class _CVACT(Benchmark):
         altitude: str | int | None = None,
     ) -> RetrievalSplit:
         """Queries (ground panoramas) and gallery (aerial tiles) of one split, sorted by ``image_id``."""
-        check_choice(split, "split", ("train", "test"))
-        check_choice(direction, "direction", self.directions)
-        check_choice(protocol, "protocol", ("official",))
-        if altitude is not None:
-            raise ValueError(f"{self.display_name} has no altitudes; got altitude={altitude!r}")
-        path = check_root(root, self.display_name)
+        path = check_split_options(self.display_name, root, split, direction, protocol, altitude,
+                                   directions=self.directions)  # fmt: skip
         key = "train" if split == "train" else self.test_key
         folder = "ANU_data_test" if key == "test" else "ANU_data_small"
         require_paths(path, [MAT_NAME, f"{folder}/streetview/", f"{folder}/satview_polish/"],

@@ -20,8 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from skyrank.benchmarks._base import Benchmark, ImageRecord, RetrievalSplit, register_benchmark
-from skyrank.benchmarks._files import check_root, missing_error, missing_listed, require_paths
-from skyrank.benchmarks.university1652 import check_choice
+from skyrank.benchmarks._files import missing_error, missing_listed, require_paths
+from skyrank.benchmarks.university1652 import check_split_options
 from skyrank.errors import BenchmarkLayoutError
 
 SPLIT_FILES: dict[str, str] = {"train": "splits/train-19zl.csv", "test": "splits/val-19zl.csv"}
@@ -89,12 +89,8 @@ class CVUSA(Benchmark):
         altitude: str | int | None = None,
     ) -> RetrievalSplit:
         """The split file's ground panoramas (queries) and aerial tiles (gallery), sorted by ``image_id``."""
-        check_choice(split, "split", ("train", "test"))
-        check_choice(direction, "direction", self.directions)
-        check_choice(protocol, "protocol", ("official",))
-        if altitude is not None:
-            raise ValueError(f"{self.display_name} has no altitudes; got altitude={altitude!r}")
-        path = check_root(root, self.display_name)
+        path = check_split_options(self.display_name, root, split, direction, protocol, altitude,
+                                   directions=self.directions)  # fmt: skip
         require_paths(path, [SPLIT_FILES[split]], self.display_name, EXPECTED_LAYOUT)
         pairs = read_split_csv(path / SPLIT_FILES[split])
         queries, gallery = [], []

@@ -20,10 +20,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from skyrank.benchmarks._base import Benchmark, ImageRecord, RetrievalSplit, register_benchmark
-from skyrank.benchmarks._files import check_root, require_paths
+from skyrank.benchmarks._files import require_paths
 from skyrank.benchmarks.university1652 import (
     ScanResult,
-    check_choice,
+    check_split_options,
     layout_error,
     make_split,
     no_images_error,
@@ -112,13 +112,9 @@ class DenseUAV(Benchmark):
         altitude: str | int | None = None,
     ) -> RetrievalSplit:
         """Queries and gallery of one split and direction, with each folder's GPS, sorted by ``image_id``."""
-        check_choice(split, "split", ("train", "test"))
-        check_choice(direction, "direction", self.directions)
-        check_choice(protocol, "protocol", ("official", "query-ids-only"))
-        if altitude is not None:
-            raise ValueError(f"{self.display_name} has no altitudes (its heights are separate queries); "
-                             f"got altitude={altitude!r}")  # fmt: skip
-        path = check_root(root, self.display_name)
+        path = check_split_options(self.display_name, root, split, direction, protocol, altitude,
+                                   directions=self.directions, protocols=("official", "query-ids-only"),
+                                   altitude_note=" (its heights are separate queries)")  # fmt: skip
         (q_rel, q_view), (g_rel, g_view) = self.folders[(split, direction)]
         if not all((path / rel).is_dir() for rel in (q_rel, g_rel)):
             raise layout_error(path, (q_rel, g_rel), self.display_name, f"Expected layout: {EXPECTED_LAYOUT}")

@@ -224,6 +224,28 @@ def check_choice(value: str, name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def check_split_options(
+    display_name: str,
+    root: str | Path,
+    split: str,
+    direction: str,
+    protocol: str,
+    altitude: str | int | None,
+    *,
+    directions: tuple[str, ...],
+    splits: tuple[str, ...] = ("train", "test"),
+    protocols: tuple[str, ...] = ("official",),
+    altitude_note: str = "",
+) -> Path:
+    """The checks every load_split of a benchmark without altitudes starts with; the root as a ``Path``."""
+    check_choice(split, "split", splits)
+    check_choice(direction, "direction", directions)
+    check_choice(protocol, "protocol", protocols)
+    if altitude is not None:
+        raise ValueError(f"{display_name} has no altitudes{altitude_note}; got altitude={altitude!r}")
+    return check_root(root, display_name)
+
+
 def no_images_error(rel: str, root: Path, scan: ScanResult) -> BenchmarkLayoutError:
     extra = f" ({len(scan.skipped_empty_folders)} empty class folders, {scan.ignored_files} non-image files)"
     return BenchmarkLayoutError(f"no images found under {root / rel}{extra}")
@@ -276,12 +298,8 @@ class University1652(Benchmark):
             BenchmarkLayoutError: the root does not exist, lacks the two folders, or a folder holds no image.
             ValueError: unknown ``split``/``direction``/``protocol``, or an ``altitude`` (this benchmark has none).
         """
-        check_choice(split, "split", SPLITS)
-        check_choice(direction, "direction", self.directions)
-        check_choice(protocol, "protocol", PROTOCOLS)
-        if altitude is not None:
-            raise ValueError(f"{self.display_name} has no altitudes; got altitude={altitude!r}")
-        path = check_root(root, self.display_name)
+        path = check_split_options(self.display_name, root, split, direction, protocol, altitude,
+                                   directions=self.directions, splits=SPLITS, protocols=PROTOCOLS)  # fmt: skip
         (q_rel, q_view), (g_rel, g_view) = self.folders[(split, direction)]
         expected = (q_rel, g_rel)
         if not all((path / rel).is_dir() for rel in expected):

@@ -29,8 +29,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from skyrank.benchmarks._base import Benchmark, ImageRecord, RetrievalSplit, register_benchmark
-from skyrank.benchmarks._files import check_root, missing_error, missing_listed, require_paths
-from skyrank.benchmarks.university1652 import check_choice
+from skyrank.benchmarks._files import missing_error, missing_listed, require_paths
+from skyrank.benchmarks.university1652 import check_split_options
 from skyrank.errors import BenchmarkLayoutError
 
 CITIES: tuple[str, ...] = ("Chicago", "NewYork", "SanFrancisco", "Seattle")
@@ -128,12 +128,8 @@ class _Vigor(Benchmark):
         altitude: str | int | None = None,
     ) -> RetrievalSplit:
         """Queries (panoramas) and the gallery (every tile of the split's cities), sorted by ``image_id``."""
-        check_choice(split, "split", ("train", "test"))
-        check_choice(direction, "direction", self.directions)
-        check_choice(protocol, "protocol", ("official",))
-        if altitude is not None:
-            raise ValueError(f"{self.display_name} has no altitudes; got altitude={altitude!r}")
-        path = check_root(root, self.display_name)
+        path = check_split_options(self.display_name, root, split, direction, protocol, altitude,
+                                   directions=self.directions)  # fmt: skip
         cities = AREA_CITIES[self.area][split]
         label_name = _label_file(self.area, split)
         require_paths(
