@@ -254,12 +254,81 @@ def train_skylink(
         TrainingError: a non-finite loss or gradient norm (naming the step and the query ids of the batch), or a
             checkpoint that does not match the config on resume.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedType, set_seed
-
-    from skylink_model.model import get_skylink_model
-
     started = time.perf_counter()
+    config, micro = _run_settings(config, seed, lr_scheduler, micro_batch_size, log_every, save_every)
+    out = Path(out_dir)
+    resume_dir = _resume_dir(out, resume)
+    run = _setup_accelerator(config, out, device, report_to, mixed_precision)
+    run = _load_groups(run, data, data_config, split, images_root, cache_dir)
+    _plan_steps(run, max_steps)
+    _build_model(run, shared_prefix, micro)
+    _register_checkpoint_hooks(run)
+    if resume_dir is not None:
+        _resume(run, resume_dir)
+    _on_train_begin(run, out, data, data_config, split)
+    result = TrainResult(
+        out_dir=out, steps=run.step, total_steps=run.total_steps, groups_seen=run.groups_seen, resumed_from=resume_dir
+    )
+    bar = _progress_bar(run, progress)
+    log = _StepLog(out / TRAIN_LOG_NAME, log_every, bar)
+    run.last_log = time.perf_counter()
+    while run.step < run.total_steps:
+        synced, grad_norm = _train_group(run, _next_group(run))
+        if not synced:
+            continue
+        _on_step_end(run, result, grad_norm, log)
+        if save_every is not None and run.step % save_every == 0 and run.step < run.total_steps:
+            result.checkpoints.append(_save_checkpoint(run, out))
+    if bar is not None:
+        bar.close()
+    _on_train_end(run, result, out, resume_dir, data, data_config, split)
+    result.steps = run.step
+    result.groups_seen = run.groups_seen
+    result.wall_time_s = time.perf_counter() - started
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- the run's state
+@dataclass
+class _Run:
+    """What the pieces of :func:`train_skylink` share: set up once, then the step counters the loop advances."""
+
+    config: SkyLinkConfig
+    accelerator: Any
+    layout: BatchLayout
+    trackers: list[str] | None
+    use_cuda: bool
+    groups: list[Group] = field(default_factory=list)
+    images: Any = None
+    val_ids: list[str] = field(default_factory=list)
+    steps_per_epoch: int = 0
+    total_steps: int = 0
+    warmup_steps: int = 0
+    model: Any = None
+    unwrapped: Any = None
+    params: list[torch.nn.Parameter] = field(default_factory=list)
+    optimizer: Any = None
+    scheduler: Any = None
+    loss_fn: Any = None
+    fast: bool = False
+    micro: int | None = None
+    step: int = 0
+    groups_seen: int = 0
+    window: list[Group] = field(default_factory=list)
+    window_loss: float = 0.0
+    last_log: float = 0.0
+
+
+# ---------------------------------------------------------------------------------------------- setup
+def _run_settings(
+    config: SkyLinkConfig,
+    seed: int | None,
+    lr_scheduler: str | None,
+    micro_batch_size: int | None,
+    log_every: int,
+    save_every: int | None,
+) -> tuple[SkyLinkConfig, int | None]:
+    """The config with the call's overrides, and the pairs per forward; bad values are refused before any work."""
     if seed is not None and seed != config.seed:
         config = dataclasses.replace(config, seed=seed)
     if lr_scheduler is not None and lr_scheduler != config.lr_scheduler:
@@ -271,10 +340,22 @@ def train_skylink(
         raise ValueError(f"`log_every` must be ≥ 1, got {log_every}")
     if save_every is not None and save_every < 1:
         raise ValueError(f"`save_every` must be ≥ 1 or None, got {save_every}")
-    out = Path(out_dir)
-    resume_dir = latest_checkpoint(out) if resume else None
+    return config, micro
+
+
+def _resume_dir(out: Path, resume: bool) -> Path | None:
+    """The checkpoint to continue from; a folder holding checkpoints is refused without ``resume``."""
     if not resume and latest_checkpoint(out) is not None:
         raise OutputExistsError(f"{out} already holds checkpoints; pass resume=True (--resume) or another --out.")
+    return latest_checkpoint(out) if resume else None
+
+
+def _setup_accelerator(
+    config: SkyLinkConfig, out: Path, device: str | None, report_to: Any, mixed_precision: str
+) -> _Run:
+    """The accelerator (precision, device, trackers), the batch layout over its processes, and the seed."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
 
     use_cuda = device != "cpu" and torch.cuda.is_available()
     bf16 = use_cuda and torch.cuda.is_bf16_supported()
@@ -298,66 +379,297 @@ def train_skylink(
     # gradient_accumulation_steps / train_batch_size are filled from this value in accelerator.prepare().
     check_process_count(accelerator.num_processes, os.environ, f"{accelerator.distributed_type}, {accelerator.device}")
     layout = batch_layout(config.batch_size, accelerator.num_processes)
-    accum = layout.accumulation
-    accelerator.gradient_accumulation_steps = accum
-    is_main = accelerator.is_main_process
+    accelerator.gradient_accumulation_steps = layout.accumulation
     set_seed(config.seed)
+    return _Run(config, accelerator, layout, trackers, use_cuda)
 
-    # ---------------------------------------------------------------- data (Eq. 3, 6-7)
+
+# ---------------------------------------------------------------------------------------------- data (Eq. 3, 6-7)
+def _load_groups(run: _Run, data: str | Path, data_config: str, split: str, images_root: Any, cache_dir: Any) -> _Run:
+    """The training groups G_z (Eq. 3) with their labels (Eq. 6–7), after the validation locations are held out."""
     split_data = load_skyrank_split(data, data_config, split, images_root=images_root, cache_dir=cache_dir)
     # The pair prompt names the views where the paper's does not fit (street-view queries; issue 20).
     panorama = split_data.ground_is_panorama()
-    prompt = resolve_prompt(config.prompt, split_data.query_view, split_data.gallery_view, panorama=panorama)
-    config = dataclasses.replace(config, prompt=prompt)
+    prompt = resolve_prompt(run.config.prompt, split_data.query_view, split_data.gallery_view, panorama=panorama)
+    run.config = dataclasses.replace(run.config, prompt=prompt)
     # Validation locations for the fusion weight (skyrank eval --fuse auto) are held out before anything else.
-    split_data, val_ids = split_data.without_validation(config.val_fraction, config.seed)
-    split_data = split_data.subsample(config.train_fraction, config.seed)
-    groups = split_data.groups(k=config.k, threshold=config.threshold, labels=config.labels)
-    images = split_data.images
-    n_local = len(groups) // accelerator.num_processes
-    if n_local < accum:
+    split_data, run.val_ids = split_data.without_validation(run.config.val_fraction, run.config.seed)
+    split_data = split_data.subsample(run.config.train_fraction, run.config.seed)
+    run.groups = split_data.groups(k=run.config.k, threshold=run.config.threshold, labels=run.config.labels)
+    run.images = split_data.images
+    return run
+
+
+def _plan_steps(run: _Run, max_steps: int | None) -> None:
+    """Optimizer steps per epoch and in total (``max_steps`` caps the schedule), and the warm-up steps."""
+    config, layout = run.config, run.layout
+    n_local = len(run.groups) // run.accelerator.num_processes
+    if n_local < layout.accumulation:
         raise TrainingError(
-            f"{len(groups)} training groups give fewer than one optimizer step of batch_size={config.batch_size} "
+            f"{len(run.groups)} training groups give fewer than one optimizer step of batch_size={config.batch_size} "
             f"({layout.describe()}); lower --batch-size or raise --train-fraction."
         )
-    steps_per_epoch = n_local // accum
-    total_steps = steps_per_epoch * config.epochs
+    run.steps_per_epoch = n_local // layout.accumulation
+    run.total_steps = run.steps_per_epoch * config.epochs
     if max_steps is not None:
-        total_steps = min(total_steps, int(max_steps))
-    warmup_steps = int(math.ceil(config.warmup_ratio * total_steps))
+        run.total_steps = min(run.total_steps, int(max_steps))
+    run.warmup_steps = int(math.ceil(config.warmup_ratio * run.total_steps))
 
-    # ---------------------------------------------------------------- model, optimizer, schedule
+
+def _next_group(run: _Run) -> Group:
+    """The next group of this process: the epoch's seeded order (:func:`epoch_order`) from the step's window."""
+    epoch = run.step // run.steps_per_epoch
+    accelerator = run.accelerator
+    order = epoch_order(len(run.groups), epoch, run.config.seed, accelerator.process_index, accelerator.num_processes)
+    start = (run.step % run.steps_per_epoch) * run.layout.accumulation
+    return run.groups[order[start + len(run.window)]]
+
+
+# ---------------------------------------------------------------------------------------------- model, optimizer
+def _build_model(run: _Run, shared_prefix: bool, micro: int | None) -> None:
+    """The LoRA model (GPU-only options dropped on the CPU), AdamW, the schedule, the loss (one lookup), the path."""
+    from skylink_model.model import get_skylink_model
+
+    config = run.config
     model_config = config
-    if not use_cuda and config.gradient_checkpointing:
+    if not run.use_cuda and config.gradient_checkpointing:
         model_config = dataclasses.replace(config, gradient_checkpointing=False)  # GPU only
-    if config.dtype == "auto" and not use_cuda:
+    if config.dtype == "auto" and not run.use_cuda:
         model_config = dataclasses.replace(model_config, dtype="float32")
-    model = get_skylink_model(model_config, device=accelerator.device)
+    model = get_skylink_model(model_config, device=run.accelerator.device)
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    run.params = [p for p in model.parameters() if p.requires_grad]
+    if not run.params:
         raise TrainingError("the model has no trainable parameters (LoRA targets matched nothing?)")
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = make_lr_scheduler(optimizer, config.lr_scheduler, warmup_steps, total_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    unwrapped = accelerator.unwrap_model(model)
-    loss_fn = make_loss(config.loss)  # Eq. 8 (bce) or a listwise loss (config.loss)
-    distributed = accelerator.distributed_type != DistributedType.NO
+    optimizer = torch.optim.AdamW(run.params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = make_lr_scheduler(optimizer, config.lr_scheduler, run.warmup_steps, run.total_steps)
+    run.model, run.optimizer, run.scheduler = run.accelerator.prepare(model, optimizer, scheduler)
+    run.unwrapped = run.accelerator.unwrap_model(run.model)
+    run.loss_fn = make_loss(config.loss)  # Eq. 8 (bce) or a listwise loss (config.loss)
+    run.micro = micro
+    run.fast = shared_prefix and run.unwrapped.supports_shared_prefix
+    if shared_prefix and not run.fast:
+        from skylink_model.prefix import warn_fallback_once
 
-    def master_head() -> torch.Tensor | None:
-        """DeepSpeed's fp32 master copy of w (the module holds a bf16/fp16 cast); a collective: every rank calls it."""
-        if accelerator.distributed_type != DistributedType.DEEPSPEED:
-            return None
-        from deepspeed.utils import safe_get_full_fp32_param
+        warn_fallback_once(run.unwrapped)
 
-        full = safe_get_full_fp32_param(unwrapped.value_head.weight)
-        return None if full is None else full.detach().float().cpu()
+
+# ---------------------------------------------------------------------------------------------- step (Eq. 8)
+def _score(run: _Run, query_image: Any, candidate_images: list) -> torch.Tensor:
+    """The value head's scores of one query against candidates: the shared-prefix path, else pair by pair."""
+    from accelerate.utils import DistributedType
+
+    unwrapped = run.unwrapped
+    if run.fast:  # the whole group in one call of the wrapped module
+        query = unwrapped.process_images([query_image])[0]
+        candidates = unwrapped.process_images(candidate_images)
+        return run.model(**unwrapped.group_inputs(query, candidates, chunk_size=run.micro))
+    if run.accelerator.distributed_type != DistributedType.NO:  # through the wrapper, so DDP / DeepSpeed see it
+        inputs = unwrapped.build_pair_inputs([query_image] * len(candidate_images), candidate_images)
+        return run.model(**inputs)
+    return unwrapped.score_group(query_image, candidate_images)
+
+
+def _fail(run: _Run, message: str) -> TrainingError:
+    """The error of a non-finite loss or norm, naming the step and the window's query ids."""
+    ids = [g.query_id for g in run.window]
+    return TrainingError(
+        f"{message} at step {run.step + 1} (epoch {run.step // run.steps_per_epoch}); query ids: {ids}"
+    )
+
+
+def _backward_group(run: _Run, group: Group) -> None:
+    """Forward + backward of one group, in chunks whose weighted losses sum to the group's Eq. 8 loss."""
+    from skylink_model.prefix import tuned_threads
+
+    accelerator = run.accelerator
+    sync = accelerator.sync_gradients
+    query_image = run.images(group.query_id)
+    labels = torch.tensor(group.labels, dtype=torch.float32, device=accelerator.device)
+    whole = run.fast or not run.loss_fn.decomposable  # a listwise loss needs the group's scores together
+    chunks = [(0, len(group))] if whole else split_chunks(len(group), run.micro)
+    for c, (lo, hi) in enumerate(chunks):
+        no_sync = sync and c != len(chunks) - 1  # only the last chunk of a window all-reduces
+        ctx = accelerator.no_sync(run.model) if no_sync else contextlib.nullcontext()
+        if no_sync:
+            accelerator.sync_gradients = False
+        # the fast path's forward + backward on its measured thread count (busy machines; prefix.py)
+        threads = tuned_threads(run.unwrapped, hi - lo + 1) if run.fast else contextlib.nullcontext()
+        with ctx, threads:
+            with accelerator.autocast():
+                scores = _score(run, query_image, run.images.many(group.candidate_ids[lo:hi]))
+            # Eq. 8 on this chunk, weighted so the chunks of a group sum to the group's mean.
+            loss = run.loss_fn(scores.float().unsqueeze(0), labels[lo:hi].unsqueeze(0)) * ((hi - lo) / len(group))
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise _fail(run, f"non-finite loss ({value})")
+            accelerator.backward(loss)
+        if no_sync:
+            accelerator.sync_gradients = True
+        run.window_loss += value
+
+
+def _train_group(run: _Run, group: Group) -> tuple[bool, Any]:
+    """One accumulation micro-step; at the window's end the clipped optimizer step. Returns (stepped, grad norm)."""
+    run.window.append(group)
+    grad_norm = None
+    with run.accelerator.accumulate(run.model):
+        sync = run.accelerator.sync_gradients
+        _backward_group(run, group)
+        if sync:
+            grad_norm = _optimizer_step(run)
+    run.groups_seen += 1
+    return sync, grad_norm
+
+
+def _optimizer_step(run: _Run) -> Any:
+    """Clip (a non-finite norm is refused), step the optimizer and the schedule, clear the gradients."""
+    grad_norm = None
+    if run.config.max_grad_norm is not None:
+        grad_norm = run.accelerator.clip_grad_norm_(run.params, run.config.max_grad_norm)
+        if grad_norm is not None and not math.isfinite(float(grad_norm)):
+            raise _fail(run, f"non-finite gradient norm ({float(grad_norm)})")
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
+# ---------------------------------------------------------------------------------------------- callbacks: logging
+@dataclass
+class _StepLog:
+    """Where a step's record goes: ``train_log.jsonl``, the console (or the progress bar) and the trackers."""
+
+    path: Path
+    every: int
+    bar: Any = None
+
+
+def _progress_bar(run: _Run, progress: bool) -> Any:
+    if not (progress and run.accelerator.is_main_process):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=run.total_steps, initial=run.step, desc="training SkyLink", unit="step")
+
+
+def _on_train_begin(run: _Run, out: Path, data: str | Path, data_config: str, split: str) -> None:
+    """Before the first step: the run folder's config and validation ids (main process), and the trackers."""
+    config, layout = run.config, run.layout
+    if run.accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        config.save_pretrained(out)
+        logger.info("batch: %s; %d optimizer steps", layout.describe(), run.total_steps)
+        if run.val_ids:
+            write_validation(
+                out,
+                {"data": str(data), "data_config": data_config, "split": split, "fraction": config.val_fraction,
+                 "seed": config.seed, "carved_by": "location (skylink_model.data.carve_validation)",
+                 "num_queries": len(run.val_ids), "query_ids": run.val_ids},
+            )  # fmt: skip
+    if run.trackers:
+        tracked = {k: str(v) for k, v in config.to_dict().items()}
+        tracked.update({f"batch_{k}": str(v) for k, v in layout.to_dict().items()})
+        run.accelerator.init_trackers("skylink", config=tracked)
+
+
+def _on_step_end(run: _Run, result: TrainResult, grad_norm: Any, log: _StepLog) -> None:
+    """After an optimizer step: the step's mean loss over the processes, the bar, and every ``log.every`` a record."""
+    accelerator = run.accelerator
+    run.step += 1
+    step_loss = run.window_loss / len(run.window)
+    step_loss = float(accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), "mean"))
+    result.losses.append(step_loss)
+    result.grad_norms.append(float(grad_norm) if grad_norm is not None else None)
+    run.window, run.window_loss = [], 0.0
+    if log.bar is not None:
+        log.bar.update(1)
+        log.bar.set_postfix(loss=f"{step_loss:.4f}")
+    if run.step % log.every == 0 or run.step == run.total_steps:
+        _log_step(run, step_loss, grad_norm, log)
+
+
+def _log_step(run: _Run, step_loss: float, grad_norm: Any, log: _StepLog) -> None:
+    now = time.perf_counter()
+    record = {
+        "step": run.step,
+        "epoch": round(run.step / run.steps_per_epoch, 4),
+        "loss": step_loss,
+        "lr": run.scheduler.get_last_lr()[0],
+        "grad_norm": float(grad_norm) if grad_norm is not None else None,
+        "groups_seen": run.groups_seen * run.accelerator.num_processes,
+        "batch": run.layout.describe(),
+        "seconds_per_step": round((now - run.last_log) / log.every, 4),
+    }
+    run.last_log = now
+    if run.accelerator.is_main_process:
+        with log.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        message = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
+        logger.info(message)
+        if log.bar is not None:
+            log.bar.write(message)
+    if run.trackers:
+        run.accelerator.log({k: v for k, v in record.items() if v is not None}, step=run.step)
+
+
+def _on_train_end(
+    run: _Run, result: TrainResult, out: Path, resume_dir: Path | None, data: str | Path, data_config: str, split: str
+) -> None:
+    """After the last step: the final model (``save_pretrained``) and ``train_result.json``; the trackers closed."""
+    accelerator = run.accelerator
+    accelerator.wait_for_everyone()
+    head = _master_head(run)
+    if accelerator.is_main_process:
+        run.unwrapped.save_pretrained(out, head_weight=head)
+        (out / "train_result.json").write_text(
+            json.dumps(
+                {
+                    "steps": run.step,
+                    "total_steps": run.total_steps,
+                    "groups_seen": run.groups_seen * accelerator.num_processes,
+                    "final_loss": result.losses[-1] if result.losses else None,
+                    "resumed_from": str(resume_dir) if resume_dir else None,
+                    "data": str(data),
+                    "data_config": data_config,
+                    "split": split,
+                    "num_groups": len(run.groups),
+                    "batch": run.layout.to_dict(),
+                    "num_validation_queries": len(run.val_ids),
+                },
+                indent=2,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
+    if run.trackers:
+        accelerator.end_training()
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def _master_head(run: _Run) -> torch.Tensor | None:
+    """DeepSpeed's fp32 master copy of w (the module holds a bf16/fp16 cast); a collective: every rank calls it."""
+    from accelerate.utils import DistributedType
+
+    if run.accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return None
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    full = safe_get_full_fp32_param(run.unwrapped.value_head.weight)
+    return None if full is None else full.detach().float().cpu()
+
+
+def _register_checkpoint_hooks(run: _Run) -> None:
+    """``accelerator.save_state`` writes the trainable parameters and a usable run folder, never the backbone."""
+    from accelerate.utils import DistributedType
+
+    accelerator, unwrapped = run.accelerator, run.unwrapped
 
     def save_hook(models: list, weights: list, output_dir: str) -> None:
         # Replace accelerate's full-model safetensors (the frozen backbone too) with the trainable parameters
         # and a usable run folder.
         weights.clear()
-        head = master_head()
+        head = _master_head(run)
         if accelerator.is_main_process:
             from safetensors.torch import save_file
 
@@ -390,202 +702,29 @@ def train_skylink(
     accelerator.register_save_state_pre_hook(save_hook)
     accelerator.register_load_state_pre_hook(load_hook)
 
-    # ---------------------------------------------------------------- resume
-    step = 0
-    groups_seen = 0
-    if resume_dir is not None:
-        state = json.loads((resume_dir / TRAINER_STATE_NAME).read_text(encoding="utf-8"))
-        saved = state.get("config", {})
-        now, defaults = config.to_dict(), SkyLinkConfig().to_dict()  # older checkpoints lack newer keys
-        mismatched = [k for k in _RESUME_KEYS if saved.get(k, defaults.get(k)) != now.get(k)]
-        if state.get("num_groups") != len(groups):
-            mismatched.append(f"num_groups ({state.get('num_groups')} vs {len(groups)})")
-        if state.get("num_processes") != accelerator.num_processes:
-            mismatched.append(f"num_processes ({state.get('num_processes')} vs {accelerator.num_processes})")
-        if mismatched:
-            raise TrainingError(
-                f"cannot resume from {resume_dir}: the run's settings differ in {', '.join(mismatched)}"
-            )
-        accelerator.load_state(str(resume_dir))
-        step = int(state["step"])
-        groups_seen = int(state["groups_seen"])
-        logger.info("resumed from %s at step %d", resume_dir, step)
 
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        config.save_pretrained(out)
-        logger.info("batch: %s; %d optimizer steps", layout.describe(), total_steps)
-        if val_ids:
-            write_validation(
-                out,
-                {"data": str(data), "data_config": data_config, "split": split, "fraction": config.val_fraction,
-                 "seed": config.seed, "carved_by": "location (skylink_model.data.carve_validation)",
-                 "num_queries": len(val_ids), "query_ids": val_ids},
-            )  # fmt: skip
-    if trackers:
-        tracked = {k: str(v) for k, v in config.to_dict().items()}
-        tracked.update({f"batch_{k}": str(v) for k, v in layout.to_dict().items()})
-        accelerator.init_trackers("skylink", config=tracked)
-
-    log_path = out / TRAIN_LOG_NAME
-    result = TrainResult(
-        out_dir=out, steps=step, total_steps=total_steps, groups_seen=groups_seen, resumed_from=resume_dir
-    )
-    bar = None
-    if progress and is_main:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total_steps, initial=step, desc="training SkyLink", unit="step")
-
-    fast = shared_prefix and unwrapped.supports_shared_prefix
-    if shared_prefix and not fast:
-        from skylink_model.prefix import warn_fallback_once
-
-        warn_fallback_once(unwrapped)
-    from skylink_model.prefix import tuned_threads
-
-    def score(query_image: Any, candidate_images: list) -> torch.Tensor:
-        if fast:  # the whole group in one call of the wrapped module
-            query = unwrapped.process_images([query_image])[0]
-            candidates = unwrapped.process_images(candidate_images)
-            return model(**unwrapped.group_inputs(query, candidates, chunk_size=micro))
-        if distributed:  # through the wrapper's forward, so DDP / DeepSpeed see the pass
-            inputs = unwrapped.build_pair_inputs([query_image] * len(candidate_images), candidate_images)
-            return model(**inputs)
-        return unwrapped.score_group(query_image, candidate_images)
-
-    def fail(message: str, window: list[Group]) -> TrainingError:
-        ids = [g.query_id for g in window]
-        return TrainingError(f"{message} at step {step + 1} (epoch {step // steps_per_epoch}); query ids: {ids}")
-
-    window: list[Group] = []
-    window_loss = 0.0
-    last_log = time.perf_counter()
-    while step < total_steps:
-        epoch = step // steps_per_epoch
-        order = epoch_order(len(groups), epoch, config.seed, accelerator.process_index, accelerator.num_processes)
-        start = (step % steps_per_epoch) * accum
-        group = groups[order[start + len(window)]]
-        window.append(group)
-        with accelerator.accumulate(model):
-            sync = accelerator.sync_gradients
-            query_image = images(group.query_id)
-            labels = torch.tensor(group.labels, dtype=torch.float32, device=accelerator.device)
-            whole = fast or not loss_fn.decomposable  # a listwise loss needs the group's scores together
-            chunks = [(0, len(group))] if whole else split_chunks(len(group), micro)
-            for c, (lo, hi) in enumerate(chunks):
-                final_chunk = c == len(chunks) - 1
-                no_sync = sync and not final_chunk
-                ctx = accelerator.no_sync(model) if no_sync else contextlib.nullcontext()
-                if no_sync:
-                    accelerator.sync_gradients = False
-                # the fast path's forward + backward on its measured thread count (busy machines; prefix.py)
-                threads = tuned_threads(unwrapped, hi - lo + 1) if fast else contextlib.nullcontext()
-                with ctx, threads:
-                    with accelerator.autocast():
-                        scores = score(query_image, images.many(group.candidate_ids[lo:hi]))
-                    # Eq. 8 on this chunk, weighted so the chunks of a group sum to the group's mean.
-                    loss = loss_fn(scores.float().unsqueeze(0), labels[lo:hi].unsqueeze(0)) * ((hi - lo) / len(group))
-                    value = float(loss.detach())
-                    if not math.isfinite(value):
-                        raise fail(f"non-finite loss ({value})", window)
-                    accelerator.backward(loss)
-                if no_sync:
-                    accelerator.sync_gradients = True
-                window_loss += value
-            if sync:
-                grad_norm = None
-                if config.max_grad_norm is not None:
-                    grad_norm = accelerator.clip_grad_norm_(params, config.max_grad_norm)
-                    if grad_norm is not None and not math.isfinite(float(grad_norm)):
-                        raise fail(f"non-finite gradient norm ({float(grad_norm)})", window)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-        groups_seen += 1
-        if not sync:
-            continue
-
-        # ------------------------------------------------------------ one optimizer step done
-        step += 1
-        step_loss = window_loss / len(window)
-        step_loss = float(accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), "mean"))
-        result.losses.append(step_loss)
-        result.grad_norms.append(float(grad_norm) if grad_norm is not None else None)
-        window, window_loss = [], 0.0
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.4f}")
-        if step % log_every == 0 or step == total_steps:
-            now = time.perf_counter()
-            record = {
-                "step": step,
-                "epoch": round(step / steps_per_epoch, 4),
-                "loss": step_loss,
-                "lr": scheduler.get_last_lr()[0],
-                "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                "groups_seen": groups_seen * accelerator.num_processes,
-                "batch": layout.describe(),
-                "seconds_per_step": round((now - last_log) / log_every, 4),
-            }
-            last_log = now
-            if is_main:
-                with log_path.open("a", encoding="utf-8") as f:
-                    f.write(json.dumps(record) + "\n")
-                message = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
-                logger.info(message)
-                if bar is not None:
-                    bar.write(message)
-            if trackers:
-                accelerator.log({k: v for k, v in record.items() if v is not None}, step=step)
-        if save_every is not None and step % save_every == 0 and step < total_steps:
-            result.checkpoints.append(
-                _save_checkpoint(accelerator, out, step, groups_seen, len(groups), config, layout)
-            )
-
-    if bar is not None:
-        bar.close()
-    accelerator.wait_for_everyone()
-    head = master_head()
-    if is_main:
-        unwrapped.save_pretrained(out, head_weight=head)
-        (out / "train_result.json").write_text(
-            json.dumps(
-                {
-                    "steps": step,
-                    "total_steps": total_steps,
-                    "groups_seen": groups_seen * accelerator.num_processes,
-                    "final_loss": result.losses[-1] if result.losses else None,
-                    "resumed_from": str(resume_dir) if resume_dir else None,
-                    "data": str(data),
-                    "data_config": data_config,
-                    "split": split,
-                    "num_groups": len(groups),
-                    "batch": layout.to_dict(),
-                    "num_validation_queries": len(val_ids),
-                },
-                indent=2,
-            )
-            + "\n",
-            encoding="utf-8",
-        )
-    if trackers:
-        accelerator.end_training()
-    result.steps = step
-    result.groups_seen = groups_seen
-    result.wall_time_s = time.perf_counter() - started
-    return result
+def _resume(run: _Run, resume_dir: Path) -> None:
+    """Restore a checkpoint's optimizer, schedule, RNG and counters; refused if the run's settings differ."""
+    state = json.loads((resume_dir / TRAINER_STATE_NAME).read_text(encoding="utf-8"))
+    saved = state.get("config", {})
+    now, defaults = run.config.to_dict(), SkyLinkConfig().to_dict()  # older checkpoints lack newer keys
+    mismatched = [k for k in _RESUME_KEYS if saved.get(k, defaults.get(k)) != now.get(k)]
+    if state.get("num_groups") != len(run.groups):
+        mismatched.append(f"num_groups ({state.get('num_groups')} vs {len(run.groups)})")
+    num_processes = run.accelerator.num_processes
+    if state.get("num_processes") != num_processes:
+        mismatched.append(f"num_processes ({state.get('num_processes')} vs {num_processes})")
+    if mismatched:
+        raise TrainingError(f"cannot resume from {resume_dir}: the run's settings differ in {', '.join(mismatched)}")
+    run.accelerator.load_state(str(resume_dir))
+    run.step = int(state["step"])
+    run.groups_seen = int(state["groups_seen"])
+    logger.info("resumed from %s at step %d", resume_dir, run.step)
 
 
-def _save_checkpoint(
-    accelerator: Any,
-    out: Path,
-    step: int,
-    groups_seen: int,
-    num_groups: int,
-    config: SkyLinkConfig,
-    layout: BatchLayout,
-) -> Path:
+def _save_checkpoint(run: _Run, out: Path) -> Path:
+    """``out/checkpoint-<step>/``: accelerate's state (through the hooks) and, written last, ``trainer_state.json``."""
+    accelerator, step = run.accelerator, run.step
     folder = out / f"checkpoint-{step}"
     if accelerator.is_main_process and folder.exists():
         shutil.rmtree(folder)
@@ -594,11 +733,11 @@ def _save_checkpoint(
     if accelerator.is_main_process:
         state = {
             "step": step,
-            "groups_seen": groups_seen,
-            "num_groups": num_groups,
+            "groups_seen": run.groups_seen,
+            "num_groups": len(run.groups),
             "num_processes": accelerator.num_processes,
-            "batch": layout.to_dict(),
-            "config": config.to_dict(),
+            "batch": run.layout.to_dict(),
+            "config": run.config.to_dict(),
         }
         # Written last: a checkpoint without it is incomplete and is ignored by latest_checkpoint().
         (folder / TRAINER_STATE_NAME).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
