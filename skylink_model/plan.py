@@ -134,6 +134,22 @@ class TrainPlan:
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
+    def summary(self, steps: int | None = None, mixed_precision: str | None = None) -> str:
+        """One line: groups per step, steps (``steps``: the run's own count), precision and memory per device."""
+        i, m = self.inputs, self.memory_gib
+        steps = steps if steps is not None else self.time.get("optimizer_steps")
+        precision = f"weights in {i.dtype}" + (f", mixed precision {mixed_precision}" if mixed_precision else "")
+        parts = [
+            f"{i.batch_size} groups per optimizer step",
+            f"{steps if steps is not None else '?'} steps",
+            precision,
+        ]
+        memory = (
+            f"about {m['total']:.2f} GiB per device (weights {m['weights']:.2f}, LoRA state {m['lora_state']:.2f}, "
+            f"activations {m['activations']:.2f}, runtime {m['runtime']:.2f})"
+        )
+        return f"plan: {', '.join(parts)}; memory {memory}"
+
 
 # ---------------------------------------------------------------------------------------------- config
 def load_config(model: str, *, offline: bool = False) -> tuple[Any, str]:
@@ -271,8 +287,9 @@ def _vision_act_bytes_per_patch(vc: Any, nbytes: int) -> tuple[float, float]:
     return e * nbytes, (8 * e + 3 * inter) * nbytes
 
 
-def estimate(inputs: PlanInputs) -> TrainPlan:
-    """The plan of one run (module docstring). Reads the model's config only; builds nothing but meta tensors."""
+def estimate(inputs: PlanInputs, model_config: Any = None) -> TrainPlan:
+    """The plan of one run (module docstring). Reads the model's config only (``model_config``: one already loaded,
+    else :func:`load_config`); builds nothing but meta tensors."""
     if inputs.mode not in ("train", "eval"):
         raise ValueError(f"`mode` must be train or eval, got {inputs.mode!r}")
     if inputs.zero_stage not in (0, 2):
@@ -281,7 +298,10 @@ def estimate(inputs: PlanInputs) -> TrainPlan:
         raise ValueError(f"`dtype` must be one of {', '.join(_BYTES)}, got {inputs.dtype!r}")
     from skylink_model.backbones import get_backbone_spec
 
-    config, source = load_config(inputs.model, offline=inputs.offline)
+    if model_config is not None:
+        config, source = model_config, "the loaded model"
+    else:
+        config, source = load_config(inputs.model, offline=inputs.offline)
     family = config.model_type
     spec = get_backbone_spec(family)
     tc, vc = config.get_text_config(), config.vision_config
@@ -430,3 +450,14 @@ def eval_base_model(adapter: str | None, default: str = PlanInputs.model) -> tup
         config = SkyLinkConfig.from_pretrained(adapter)
         return config.base_model, config.min_pixels, config.max_pixels
     return default, None, None
+
+
+def train_summary(model_config: Any, inputs: PlanInputs, steps: int, mixed_precision: str | None = None) -> str | None:
+    """:meth:`TrainPlan.summary` of a run whose model config is already loaded (``skyrank train`` prints it before
+    the first step); ``None`` for a config the plan cannot read (an unknown family, a missing field)."""
+    from skyrank.errors import SkyRankError
+
+    try:
+        return estimate(inputs, model_config).summary(steps, mixed_precision)
+    except (SkyRankError, KeyError, AttributeError, ValueError, TypeError):
+        return None

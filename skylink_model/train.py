@@ -266,6 +266,7 @@ def train_skylink(
     if resume_dir is not None:
         _resume(run, resume_dir)
     _on_train_begin(run, out, data, data_config, split)
+    _print_plan(run, progress)
     result = TrainResult(
         out_dir=out, steps=run.step, total_steps=run.total_steps, groups_seen=run.groups_seen, resumed_from=resume_dir
     )
@@ -571,6 +572,43 @@ def _on_train_begin(run: _Run, out: Path, data: str | Path, data_config: str, sp
         tracked = {k: str(v) for k, v in config.to_dict().items()}
         tracked.update({f"batch_{k}": str(v) for k, v in layout.to_dict().items()})
         run.accelerator.init_trackers("skylink", config=tracked)
+
+
+def _print_plan(run: _Run, progress: bool) -> None:
+    """Before the first step, on the main process: the plan's one line (:func:`skylink_model.plan.train_summary`)
+    from the loaded model's config; printed with the progress bar, else logged; nothing for a config it cannot read."""
+    if not run.accelerator.is_main_process:
+        return
+    from skylink_model.plan import PlanInputs, train_summary
+
+    config, accelerator = run.config, run.accelerator
+    frozen = next((p for p in run.unwrapped.parameters() if not p.requires_grad), None)
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    inputs = PlanInputs(
+        model=config.base_model,
+        k=config.k,
+        batch_size=config.batch_size,
+        num_gpus=accelerator.num_processes,
+        zero_stage=int(plugin.zero_stage) if plugin is not None else 0,
+        dtype=str(frozen.dtype).removeprefix("torch.") if frozen is not None else "float32",
+        device="cuda" if run.use_cuda else "cpu",
+        min_pixels=config.min_pixels,
+        max_pixels=config.max_pixels,
+        gradient_checkpointing=bool(config.gradient_checkpointing and run.use_cuda),
+        shared_prefix=run.fast,
+        micro_batch_size=run.micro,
+        lora_r=config.lora_r,
+        lora_targets=tuple(config.lora_targets) if config.lora_targets is not None else None,
+        lora_vision=config.lora_vision,
+    )
+    model_config = run.unwrapped.backbone.get_base_model().config
+    with torch.random.fork_rng(devices=[]):  # the meta model must not move the seeded RNG (pinned first losses)
+        line = train_summary(model_config, inputs, run.total_steps, str(accelerator.mixed_precision))
+    if line is None:
+        return
+    logger.info(line)
+    if progress:
+        print(line, flush=True)
 
 
 def _on_step_end(run: _Run, result: TrainResult, grad_norm: Any, log: _StepLog) -> None:

@@ -10,7 +10,16 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-from skylink_model.plan import GIB, GPU_PEAK_FLOPS, PlanInputs, estimate, lm_flops, split_queries, vision_flops
+from skylink_model.plan import (
+    GIB,
+    GPU_PEAK_FLOPS,
+    PlanInputs,
+    estimate,
+    lm_flops,
+    split_queries,
+    train_summary,
+    vision_flops,
+)
 from skylink_model.published_configs import PUBLISHED_CONFIGS, published_config
 
 # The tiny Qwen2-VL of skylink_model.testing: text 64 wide, 2 layers, 4 heads / 2 KV heads (head 16), MLP 128;
@@ -70,6 +79,25 @@ def test_plan_of_the_tiny_model_by_hand(tiny_qwen2_vl_dir):
     assert plan.time["seconds_per_group"]["H100"] == pytest.approx(seconds)
     assert plan.time["hours"]["H100"] == pytest.approx(1000 * seconds / 3600)
     assert plan.time["optimizer_steps"] == 250
+
+
+def test_train_summary_from_a_loaded_config_and_none_for_an_unreadable_one(tiny_qwen2_vl_dir):
+    from transformers import AutoConfig
+
+    inputs = PlanInputs(model="not/read", k=4, batch_size=2, dtype="float32", device="cpu", image_size=112)
+    config = AutoConfig.from_pretrained(tiny_qwen2_vl_dir)
+    plan = estimate(inputs, config)  # the loaded config: `model` is never looked up
+    assert plan.config_source == "the loaded model"
+    line = train_summary(config, inputs, steps=7, mixed_precision="no")
+    m = plan.memory_gib
+    assert line == (
+        f"plan: 2 groups per optimizer step, 7 steps, weights in float32, mixed precision no; memory about "
+        f"{m['total']:.2f} GiB per device (weights {m['weights']:.2f}, LoRA state {m['lora_state']:.2f}, "
+        f"activations {m['activations']:.2f}, runtime {m['runtime']:.2f})"
+    )
+    # a family the plan does not know (a text-only config): nothing, not an error
+    assert train_summary(AutoConfig.for_model("gpt2"), inputs, steps=7) is None
+    assert train_summary(config, PlanInputs(dtype="int8"), steps=7) is None
 
 
 def test_published_configs_hold_the_published_shapes():

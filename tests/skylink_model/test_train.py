@@ -226,3 +226,12 @@ def test_plackett_luce_training_step_by_hand_and_on_both_paths(tiny, tmp_path):
     assert fast.losses[0] == pytest.approx(float(sum(losses) / len(losses)), rel=1e-5)
     bce = _train(tiny, tmp_path / "bce", dataclasses.replace(config, loss="bce"), max_steps=1)
     assert abs(bce.losses[0] - fast.losses[0]) > 1e-3  # the choice reaches the loop
+
+
+def test_the_run_prints_its_plan_once_before_the_first_step(tiny, tmp_path, capsys):
+    config = _config(tiny)
+    result = _train(tiny, tmp_path / "run", config, max_steps=1, progress=True)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("plan: ")]
+    assert len(lines) == 1
+    assert lines[0].startswith(f"plan: 2 groups per optimizer step, {result.total_steps} steps, weights in float32, ")
+    assert "GiB per device" in lines[0]
