@@ -18,6 +18,12 @@ Checkpoints: ``out_dir/checkpoint-<step>/`` holds the model as :meth:`SkyLinkMod
 usable run folder), the trainable parameters (``trainable_params.safetensors``), accelerate's optimizer, scheduler
 and RNG state (``accelerator.save_state``; accelerate reloads them with ``torch.load(weights_only=True)``) and
 ``trainer_state.json``. The frozen backbone is never written. ``resume=True`` continues from the latest one.
+
+:func:`train_skylink` reads as the recipe, in the shape of a trainer with callbacks: setup (:func:`_setup_accelerator`,
+:func:`_build_model`), data (:func:`_load_groups`, :func:`_plan_steps`), the step (:func:`_train_group`:
+:func:`_backward_group` then :func:`_optimizer_step`), the callbacks around it (:func:`_on_train_begin`,
+:func:`_print_plan`, :func:`_on_step_end`, :func:`_on_train_end`) and the checkpoints (:func:`_save_checkpoint`,
+:func:`_resume`), sharing one ``_Run`` state.
 """
 
 from __future__ import annotations
