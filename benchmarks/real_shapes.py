@@ -15,7 +15,7 @@ subprocess (so each family's peak RSS is its own):
   paths: the loss is finite and the LoRA gradients agree (max over tensors of |g_fast - g_naive| / |g_naive|, 1e-3);
   then one AdamW step;
 - (c) ``save_pretrained``, reload with ``SkyLinkModel.from_pretrained`` (``PeftModel.from_pretrained``) and score the
-  same group: the same scores (1e-5);
+  same group: the same scores (1e-5), both scored on torch's thread count (the thread tuner off, so both sum alike);
 - (d) ``export_vllm`` (what ``skyrank export-model --format vllm`` runs) and ``score_exported`` with plain
   transformers: within 1e-4 of (c);
 - (e) peak RSS per phase (``VmHWM``, reset between phases), seconds per group and per step, image tokens per image
@@ -160,6 +160,7 @@ def run_family(
     from skylink_model.config import SkyLinkConfig
     from skylink_model.losses import RelationalSoftLabelLoss
     from skylink_model.model import SkyLinkModel, get_skylink_model
+    from skylink_model.prefix import set_thread_tuning
     from skylink_model.published_configs import make_random_model
     from skylink_model.rerank import rerank_query
     from skylink_model.serving import export_vllm, score_exported
@@ -249,8 +250,10 @@ def run_family(
         optimizer.zero_grad(set_to_none=True)
         phase_done("train")
 
-        # (c) save, reload with PeftModel.from_pretrained, same scores
+        # (c) save, reload with PeftModel.from_pretrained, same scores. Both scored on torch's thread count (the
+        # tuner off): a thread count of the tuner's choosing splits BLAS's sums differently, 1e-5 in fp32 at 36 layers
         model.eval()
+        set_thread_tuning(model, False)
         cands = gallery[:RELOAD_K]
         before = rerank_query(model, query, cands, batch_size=len(cands))
         run_dir = work / "run"
@@ -259,6 +262,7 @@ def run_family(
         gc.collect()
         reset_peak()
         model, seconds["reload"] = _timed(lambda: SkyLinkModel.from_pretrained(run_dir, device="cpu", dtype=precision))
+        set_thread_tuning(model, False)
         after = rerank_query(model, query, cands, batch_size=len(cands))
         row["reload_max_abs_diff"] = float((after - before).abs().max())
         phase_done("reload")

@@ -59,7 +59,7 @@ from skylink_model.backbones import apply_image_budget, get_backbone_spec, resol
 from skylink_model.config import SkyLinkConfig
 from skylink_model.model import SkyLinkModel, get_skylink_model, lora_target_pattern
 from skylink_model.plan import lm_flops, vision_flops  # the FLOP model (moved to skylink_model, issue 19)
-from skylink_model.prefix import ThreadTuner, tuned_threads
+from skylink_model.prefix import set_thread_tuning, thread_tuners, tuned_threads
 from skylink_model.rerank import FeatureCache, PixelCache, rerank_query
 from skylink_model.testing import make_tiny_qwen2_vl
 
@@ -323,8 +323,7 @@ def measure_inference(model: SkyLinkModel, query: Any, gallery: list, ks: list[i
 
 
 def _tuner_state(model: SkyLinkModel, kind: str) -> dict[str, float]:
-    tuner = model.__dict__.get("_thread_tuners", {}).get(kind)
-    return {str(n): round(s, 4) for n, s in (tuner.seconds_per_work.items() if tuner else [])}
+    return {str(n): round(s, 4) for n, s in thread_tuners(model)[kind].seconds_per_work.items()}
 
 
 def measure_training(model: SkyLinkModel, query: Any, gallery: list, args: argparse.Namespace) -> dict[str, Any]:
@@ -423,7 +422,7 @@ def main(argv: list[str] | None = None) -> None:
         tiny_dir = make_tiny_qwen2_vl(Path(tmp) / "tiny")
         model = build_model(args.size, tiny_dir, args.device, args.dtype)
     if args.no_thread_tuner:
-        model.__dict__["_thread_tuners"] = {kind: ThreadTuner(enabled=False) for kind in ("score", "train")}
+        set_thread_tuning(model, False)
     base = model.backbone.get_base_model()
     query, *gallery = _images(max_k + 1, image_size, seed=0)
     on_gpu = args.device.startswith("cuda")

@@ -308,3 +308,22 @@ def test_tuned_threads_restores_torchs_thread_count(model, images):
     assert set(model._thread_tuners) == {"score", "train"}
     assert set(model._thread_tuners["score"].seconds_per_work) == {1, 2}
     torch.set_num_threads(1)
+
+
+def test_set_thread_tuning_off_keeps_torchs_count_so_scores_repeat_bit_for_bit(model, images):
+    """Off (benchmarks' before/after, real_shapes' reload check): every group on torch's count, scores identical."""
+    torch.set_num_threads(2)
+    model.__dict__.pop("_thread_tuners", None)
+    prefix_mod.set_thread_tuning(model, False)
+    seen = []
+    with torch.no_grad():
+        for _ in range(3):
+            with prefix_mod.tuned_threads(model, work=4) as threads:
+                seen.append(threads)
+    assert seen == [2, 2, 2]
+    assert not any(t.enabled for t in prefix_mod.thread_tuners(model).values())
+    first = rerank_query(model, images[0], images[1:4])
+    assert torch.equal(rerank_query(model, images[0], images[1:4]), first)
+    prefix_mod.set_thread_tuning(model, True)
+    assert all(t.enabled for t in prefix_mod.thread_tuners(model).values())
+    torch.set_num_threads(1)
