@@ -360,12 +360,13 @@ def estimate(inputs: PlanInputs, model_config: Any = None) -> TrainPlan:
         memory["activations_full"] = act_full
         memory["activations"] = act_ckpt if inputs.gradient_checkpointing else act_full
         memory["vision_cache"] = 0.0
-    else:  # inference: the largest transient is one layer of the batch, plus the prefix cache on the fast path
+    else:  # inference: the largest transient is one layer of the batch (the vision tower's, then the language
+        # model's: they run one after the other), plus the prefix cache on the fast path
         batch_tokens = (prefix + k * continuation) if use_fast else k * pair
         kv_cache = (layers * prefix * 2 * tc.num_key_value_heads * (getattr(tc, "head_dim", None)
                     or tc.hidden_size // tc.num_attention_heads) * nbytes) if use_fast else 0  # fmt: skip
-        memory["activations"] = (batch_tokens * full + (k + 1 if use_fast else 2 * k) * patches * v_full
-                                 + kv_cache) / GIB  # fmt: skip
+        vision_layer = (k + 1 if use_fast else 2 * k) * patches * v_full
+        memory["activations"] = (max(batch_tokens * full, vision_layer) + kv_cache) / GIB
         held = gallery_bytes if inputs.gallery_images else feature_bytes * k
         memory["vision_cache"] = (min(inputs.feature_cache_mb * 2**20, held) if use_fast and spec.shared_vision
                                   else 0.0) / GIB  # fmt: skip
