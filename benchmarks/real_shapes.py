@@ -411,7 +411,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.child:  # one family in this process
+    if args.child:  # one family in this process, which does nothing else: freed activations go back to the system
+        from skylink_model.cpu_allocator import fix_mmap_threshold
+
+        fix_mmap_threshold()
         row = run_family(args.child, args.work, args.precision, args.image_size, args.layers, args.skip_export)
         args.json.write_text(json.dumps(row, indent=2) + "\n")
         return 0

@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-from skylink_model.cpu_allocator import fix_mmap_threshold
 from skyrank.errors import UnknownNameError
 
 
@@ -204,8 +203,6 @@ def load_backbone(
     if device is not None:
         model.to(device)
     model.eval()
-    if next(model.parameters()).device.type == "cpu":
-        fix_mmap_threshold()  # freed activations go back to the system (skylink_model.cpu_allocator)
     processor = AutoProcessor.from_pretrained(name)
     processor.tokenizer.padding_side = "left"
     if hasattr(processor, "padding_side"):

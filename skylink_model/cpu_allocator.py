@@ -10,9 +10,14 @@ default, 3.03 GiB with a fixed 1 MiB threshold (``MALLOC_MMAP_THRESHOLD_=1048576
 step peaked at 18.7 GiB where the activations held at any moment are about 3 GiB (BENCHMARKS.md, issue 19).
 
 :func:`fix_mmap_threshold` sets the threshold with ``mallopt(M_MMAP_THRESHOLD, …)``, which also switches the dynamic
-adjustment off. It is process-wide and idempotent; :func:`skylink_model.backbones.load_backbone` calls it for a model
-placed on the CPU. Other C libraries (musl, macOS) are left alone. ``MALLOC_MMAP_THRESHOLD_`` set in the environment
-wins: glibc then fixed the threshold at start-up and this module does not change it.
+adjustment off. It is process-wide and idempotent, so it is for a process that does one job: the benchmarks'
+per-family processes of ``benchmarks/real_shapes.py`` call it. The library does not call it on
+its own: in the long test process, which loads models and then forks DataLoader workers and launches gloo ranks, a
+forked worker aborted with ``std::system_error: Invalid argument`` in 3 of 4 full runs with it applied and not in
+the one full run without it (session 6; the cause was not found). For a single-process ``skyrank train`` / ``eval``
+on the CPU set the same threshold from the environment, which glibc reads at start-up, e.g.
+``MALLOC_MMAP_THRESHOLD_=1048576 skyrank train …``; the CPU plan (``--plan``) assumes it and says so.
+Other C libraries (musl, macOS) are left alone, and a threshold already set in the environment wins.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -396,6 +397,10 @@ def estimate(inputs: PlanInputs, model_config: Any = None) -> TrainPlan:
         notes.append(f"the {split} split's size is unknown: pass a local SkyRank folder as --data")
     if train and inputs.batch_size % max(inputs.num_gpus, 1):
         notes.append(f"--batch-size {inputs.batch_size} does not divide by {inputs.num_gpus} GPUs")
+    if inputs.device == "cpu" and sys.platform.startswith("linux") and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        notes.append("CPU memory assumes freed activations go back to the system: with glibc run with "
+                     "MALLOC_MMAP_THRESHOLD_=1048576 (skylink_model/cpu_allocator.py; without it "
+                     "LLaVA-OneVision-0.5B's fp32 training step peaked at 18.7 GiB, not 6.2)")  # fmt: skip
     if train:
         steps = math.ceil(queries / inputs.batch_size) if queries else None
         time["optimizer_steps"] = steps
