@@ -130,6 +130,11 @@ def _device_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")(fn)
 
 
+def _plan_device(device: str | None) -> str | None:
+    """--plan sizes the run for a GPU unless ``--device cpu`` is given (then the CPU process and allocator)."""
+    return "cpu" if device == "cpu" else None
+
+
 def _resolve_device(device: str | None) -> str:
     if device:
         return device
@@ -692,7 +697,7 @@ def train(data: str, data_config: str, images_root: Path | None, out_dir: Path |
                    "gradient_checkpointing": bool(cfg["gradient_checkpointing"]), "shared_prefix": shared_prefix,
                    "micro_batch_size": micro_batch_size, "lora_r": cfg["lora_r"], "lora_targets": cfg["lora_targets"],
                    "lora_vision": cfg["lora_vision"], "utilisation": plan_utilisation,
-                   "train_fraction": cfg["train_fraction"]}  # fmt: skip
+                   "train_fraction": cfg["train_fraction"], "device": _plan_device(device)}  # fmt: skip
         click.echo(plan_run("train", cfg["base_model"], data, data_config, **options).format())
         return
     if out_dir is None:
@@ -871,7 +876,8 @@ def eval_cmd(data: str, data_config: str, images_root: Path | None, adapter: str
         base, min_pixels, max_pixels = eval_base_model(adapter)
         options = {"k": kw["top_k"], "dtype": "bfloat16", "image_size": plan_image_size, "min_pixels": min_pixels,
                    "max_pixels": max_pixels, "shared_prefix": kw["shared_prefix"],
-                   "feature_cache_mb": kw["feature_cache_mb"], "utilisation": plan_utilisation}  # fmt: skip
+                   "feature_cache_mb": kw["feature_cache_mb"], "utilisation": plan_utilisation,
+                   "device": _plan_device(device)}  # fmt: skip
         click.echo(plan_run("eval", plan_model or base, data, data_config, **options).format())
         return
     from skylink_model.evaluation import evaluate_run

@@ -16,7 +16,7 @@ its own: in the long test process, which loads models and then forks DataLoader 
 forked worker aborted with ``std::system_error: Invalid argument`` in 3 of 4 full runs with it applied and not in
 the one full run without it (session 6; the cause was not found). For a single-process ``skyrank train`` / ``eval``
 on the CPU set the same threshold from the environment, which glibc reads at start-up, e.g.
-``MALLOC_MMAP_THRESHOLD_=1048576 skyrank train …``; the CPU plan (``--plan``) assumes it and says so.
+``MALLOC_MMAP_THRESHOLD_=1048576 skyrank train …``; the CPU plan (``--plan --device cpu``) assumes it and says so.
 Other C libraries (musl, macOS) are left alone, and a threshold already set in the environment wins.
 """
 

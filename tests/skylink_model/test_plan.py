@@ -4,6 +4,7 @@ any work (issue 19, item 4)."""
 from __future__ import annotations
 
 import json
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -176,3 +177,20 @@ def test_eval_plan_offline_uses_the_built_in_config(monkeypatch):
     assert result.exit_code == 0, result.output
     assert "SkyLink scoring plan" in result.output and "built-in published config" in result.output
     assert "730 per image" in result.output and "37855 queries" in result.output
+
+
+def test_plan_on_the_cpu_names_the_allocator_setting_it_assumes(monkeypatch, tiny_qwen2_vl_dir):
+    """``--device cpu`` plans the CPU process; on glibc without the setting it says what the estimate assumes."""
+    _no_work(monkeypatch)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    args = ["train", "--data", "alice/skyrank", "--config", "sample4geo-university1652-d2s", "--model",
+            str(tiny_qwen2_vl_dir), "--plan", "--k", "4"]  # fmt: skip
+    cpu = CliRunner().invoke(cli.main, [*args, "--device", "cpu"])
+    gpu = CliRunner().invoke(cli.main, args)
+    assert cpu.exit_code == 0 and gpu.exit_code == 0, cpu.output + gpu.output
+    assert "runtime 1.00" in cpu.output and "runtime 0.60" in gpu.output
+    if sys.platform.startswith("linux"):
+        assert "MALLOC_MMAP_THRESHOLD_=1048576" in cpu.output
+    assert "MALLOC_MMAP_THRESHOLD_" not in gpu.output
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1048576")
+    assert "MALLOC_MMAP_THRESHOLD_" not in CliRunner().invoke(cli.main, [*args, "--device", "cpu"]).output
