@@ -14,8 +14,9 @@ adjustment off. It is process-wide and idempotent, so it is for a process that d
 per-family processes of ``benchmarks/real_shapes.py`` call it. The library does not call it on
 its own: in the long test process, which loads models and then forks DataLoader workers and launches gloo ranks, a
 forked worker aborted with ``std::system_error: Invalid argument`` in 3 of 4 full runs with it applied and not in
-the one full run without it (session 6; the cause was not found). For a single-process ``skyrank train`` / ``eval``
-on the CPU set the same threshold from the environment, which glibc reads at start-up, e.g.
+the one full run without it (session 6; the cause was not found; the whole run with
+``MALLOC_MMAP_THRESHOLD_=1048576`` in the environment instead passed). For a single-process ``skyrank train`` /
+``eval`` on the CPU set the same threshold from the environment, which glibc reads at start-up, e.g.
 ``MALLOC_MMAP_THRESHOLD_=1048576 skyrank train …``; the CPU plan (``--plan --device cpu``) assumes it and says so.
 Other C libraries (musl, macOS) are left alone, and a threshold already set in the environment wins.
 """
