@@ -484,13 +484,20 @@ def launch(
         local_addr="127.0.0.1",
     )
     with tempfile.TemporaryDirectory(prefix="skyrank-launch-") as tmp:
+        failure: str | None = None
         try:
             results = elastic_launch(config, _launch_worker)(fn, kwargs, device_type, tmp)
         except ChildFailedError as e:
+            # Keep the text only. The exception's traceback holds the launcher's frames and, through them, the
+            # rendezvous TCPStore, whose server runs on a thread of this process. Chained to the error raised
+            # below, it outlived the launch; collected later in a forked DataLoader worker, the store's destructor
+            # joined a thread the worker lacks, and the worker aborted (std::system_error: Invalid argument).
+            failure = str(e)
+        if failure is not None:
             err = _first_error(Path(tmp))
             if err is None:
-                raise SkyRankError(f"a worker process of the {num_processes}-process launch failed: {e}") from e
-            raise err from None
+                raise SkyRankError(f"a worker process of the {num_processes}-process launch failed: {failure}")
+            raise err
         return results[0]
 
 

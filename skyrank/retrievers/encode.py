@@ -23,6 +23,7 @@ from skyrank.benchmarks._base import ImageRecord
 from skyrank.errors import BadImageError
 from skyrank.images import get_max_pixels, open_rgb
 from skyrank.retrievers._base import Retriever, check_view
+from skyrank.workers import worker_init
 
 _AMP = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
 _SHOW_BAD = 50  # bad paths listed in full in the error message (all are in ``BadImageError.paths``)
@@ -210,6 +211,7 @@ def _encode_collect(
         num_workers=num_workers,
         pin_memory=on_cuda,
         persistent_workers=False,
+        worker_init_fn=worker_init,
     )
     emb: np.ndarray | None = None
     bad: list[tuple[str, str]] = []

@@ -92,6 +92,7 @@ from skyrank.images import open_rgb
 from skyrank.losses import symmetric_infonce
 from skyrank.retrievers._base import IMAGENET_MEAN, IMAGENET_STD
 from skyrank.retrievers._training import training_spec
+from skyrank.workers import worker_init
 
 #: Keys of recipe.json that must match for ``resume``.
 _RESUME_KEYS = (
@@ -668,7 +669,7 @@ def setup_training(
     )  # fmt: skip
     loader = DataLoader(
         dataset, batch_sampler=EpochKeyedBatches(sampler), num_workers=num_workers,
-        pin_memory=device.type == "cuda", persistent_workers=num_workers > 0,
+        pin_memory=device.type == "cuda", persistent_workers=num_workers > 0, worker_init_fn=worker_init,
     )  # fmt: skip
     params = target.parameters()
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
