@@ -503,8 +503,9 @@ def write_card(
             "name": plan.retriever, "citation": model.cfg.citation, "paper": model.cfg.paper,
             "checkpoint": params["checkpoint"], "checkpoint_sha256": params["checkpoint_sha256"],
             "arch": params["arch"],
-            "image_size": input_size_text(
-                model.image_size, {v: model.input_size(v) for rs in plan.layouts.values() for v in rs.views()}),
+            "image_size": input_size_text(  # none for a retriever that never sees an image (precomputed)
+                model.image_size, {v: model.input_size(v) for rs in plan.layouts.values() for v in rs.views()},
+            ) if model.needs_images else None,
         },
         "default_config": default_config,
         "stats": [

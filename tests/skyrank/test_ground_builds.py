@@ -67,6 +67,8 @@ def test_build_validate_load_remine_export_publish(tmp_path: Path, name: str) ->
                            directions=bench.directions, out=tmp_path / "out", progress=False,
                            embeddings=True)  # fmt: skip
     out = report.out
+    card = (out / "README.md").read_text()
+    assert "| retriever | precomputed |" in card and "retriever image size" not in card  # it never sees an image
     manifest = json.loads((out / schema.MANIFEST_NAME).read_text())
     assert manifest["evaluation_protocol"] == bench.evaluation_protocol and manifest["format_version"] == 3
     assert manifest["explicit_positives"] == (name == "cvact_test")
