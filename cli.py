@@ -1036,7 +1036,8 @@ BENCH_EXAMPLES = """
 Examples:
   skyrank bench --data skyrank-demo/dataset --config sample4geo-synthetic-d2s --out bench/demo \\
       --reranker retriever --reranker skylink:skyrank-demo/run --reranker fused:skyrank-demo/run \\
-      --reranker pointwise:skyrank-demo/run --reranker pairwise:skyrank-demo/run --reranker listwise:skyrank-demo/run
+      --reranker pointwise:skyrank-demo/run --reranker pairwise:skyrank-demo/run \\
+      --reranker listwise:skyrank-demo/run --row-queries pairwise=128 --row-queries listwise=128
   skyrank bench --data alice/skyrank --config sample4geo-university1652-d2s --config sample4geo-sues200-150-d2s \\
       --images-root /data --reranker retriever --reranker skylink-pl=skylink:runs/pl \\
       --reranker pointwise:Qwen/Qwen2-VL-7B-Instruct --out bench/u1652
@@ -1045,6 +1046,16 @@ Examples:
 listwise:MODEL | pointwise:MODEL | pairwise:MODEL (all pairs) | pairwise-bubble:MODEL (one bubble pass). MODEL is a
 Hub id, a model folder or a SkyLink run (its base model). An interrupted bench resumes from its finished rows.
 """
+
+
+def _row_queries(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, int]:
+    caps: dict[str, int] = {}
+    for value in values:
+        row, _, n = value.partition("=")
+        if not row.strip() or not n.strip().isdigit():
+            raise click.BadParameter(f"{value!r}: give ROW=N, a row name and a whole number, e.g. pairwise=128")
+        caps[row.strip()] = int(n)
+    return caps
 
 
 @main.command(epilog=BENCH_EXAMPLES)
@@ -1059,6 +1070,8 @@ Hub id, a model folder or a SkyLink run (its base model). An interrupted bench r
 @click.option("--split", default="test", show_default=True)
 @click.option("--top-k", default=10, show_default=True, help="Candidates re-ranked per query.")
 @click.option("--max-queries", type=int, help="Evaluate only the first N queries of each config.")
+@click.option("--row-queries", multiple=True, callback=_row_queries,
+              help="ROW=N (repeatable): that row on the first N queries only, e.g. pairwise=128 for a cost figure.")
 @click.option("--batch-size", default=16, show_default=True, help="Prompts per forward pass.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder of row files and the leaderboard.")
 @click.option("--note", "notes", multiple=True, help="A line printed under the leaderboard (repeatable).")

@@ -19,7 +19,9 @@ Re-rankers are named ``[ROW=]KIND[:ARG]``:
   base LVLM (a Hub id or folder; a SkyLink run folder means its base model).
 
 A zero-shot row on a model under :data:`TINY_PARAMETERS` parameters (the random tiny test and demo backbones) is
-flagged: it measures cost, not quality.
+flagged: it measures cost, not quality. ``row_queries`` caps single rows at their first N queries (such a row's metrics
+and its paired difference to the retriever are over those queries; the table says how many), so a costly row that
+only needs to show its cost does not run over the whole test split.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -317,12 +319,14 @@ def run_bench(
     notes: Sequence[str] = (),
     cache_dir: str | Path | None = None,
     title: str | None = None,
+    row_queries: Mapping[str, int] | None = None,
 ) -> BenchResult:
     """Run every re-ranker over every config into ``out`` and write the leaderboard (JSON, markdown, plot).
 
     Rows already in ``out/rows`` with the same settings are reused (an interrupted bench resumes); one with other
     settings raises :class:`~skyrank.errors.OutputExistsError` unless ``overwrite``. Each re-ranker's model is
-    loaded once, for all configs. ``notes`` are printed under the table.
+    loaded once, for all configs. ``notes`` are printed under the table. ``max_queries`` caps every row at the first
+    N queries of each config; ``row_queries`` (row name → N) caps single rows further.
     """
     specs = [r if isinstance(r, RerankerSpec) else parse_reranker(r) for r in rerankers]
     if not specs:
@@ -337,6 +341,7 @@ def run_bench(
         raise OptionError(
             f"--reranker rows must have distinct names; repeated: {', '.join(repeated)} (use ROW=KIND:ARG)"
         )
+    caps = _row_caps(names, max_queries, row_queries or {})
     out = Path(out)
     data = str(data)
     started = time.perf_counter()
@@ -345,7 +350,7 @@ def run_bench(
         reranker = None
         for config in configs:
             path = _row_path(out, config, spec.name)
-            wanted = _settings(spec, data=data, config=config, split=split, top_k=top_k, max_queries=max_queries)
+            wanted = _settings(spec, data=data, config=config, split=split, top_k=top_k, max_queries=caps[spec.name])
             if path.is_file() and not overwrite:
                 try:
                     existing = json.loads(path.read_text(encoding="utf-8")).get("settings")
@@ -361,13 +366,28 @@ def run_bench(
             if reranker is None and spec.kind != "retriever":
                 reranker = build_reranker(spec, device=device, batch_size=batch_size)
             record = _run_row(spec, reranker, out=out, data=data, config=config, split=split, top_k=top_k,
-                              max_queries=max_queries, images_root=images_root, batch_size=batch_size, device=device,
-                              progress=progress, cache_dir=cache_dir)  # fmt: skip
+                              max_queries=caps[spec.name], images_root=images_root, batch_size=batch_size,
+                              device=device, progress=progress, cache_dir=cache_dir)  # fmt: skip
             path.parent.mkdir(parents=True, exist_ok=True)
             write_text_atomic(path, json.dumps(record, indent=1) + "\n")
         del reranker
     return write_leaderboard(out, configs, [s.name for s in specs], notes=notes, title=title,
                              wall_s=time.perf_counter() - started)  # fmt: skip
+
+
+def _row_caps(names: Sequence[str], max_queries: int | None, row_queries: Mapping[str, int]) -> dict[str, int | None]:
+    """Each row's query cap: the smaller of ``max_queries`` and its own ``row_queries`` entry (``None``: all)."""
+    for label, value in [("--max-queries", max_queries), *((f"--row-queries {k}", v) for k, v in row_queries.items())]:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise OptionError(f"{label} must be a whole number ≥ 1, got {value!r}")
+    unknown = sorted(set(row_queries) - set(names))
+    if unknown:
+        raise OptionError(f"--row-queries names no row: {', '.join(unknown)}; the rows are {', '.join(names)}")
+    caps: dict[str, int | None] = {}
+    for name in names:
+        given = [v for v in (max_queries, row_queries.get(name)) if v is not None]
+        caps[name] = min(given) if given else None
+    return caps
 
 
 def write_leaderboard(out: str | Path, configs: Sequence[str], names: Sequence[str], *, notes: Sequence[str] = (),
@@ -427,6 +447,9 @@ def render_markdown(leaderboard: dict[str, Any]) -> str:
         lines.append("|" + "|".join(["---"] + ["--:"] * (len(head) - 1)) + "|")
         for r in records:
             name = r["row"] + (" †" if r.get("cost_only") else "") + (" (zero-shot)" if r.get("zero_shot") else "")
+            if r.get("num_queries") != first.get("num_queries"):
+                n = r.get("num_queries")
+                name += f" [{n} {'query' if n == 1 else 'queries'}]"
             cells = [_cell(r["metrics"].get(m), r["ci95"].get(m)) for m in leaderboard["metrics"]]
             delta = r.get("delta_vs_retriever", {}).get("R@1")
             delta_ci = r.get("delta_ci95", {}).get("R@1")

@@ -109,6 +109,27 @@ def test_resumes_from_finished_rows(tiny_run, bench_out, monkeypatch):
                   progress=False)  # fmt: skip
 
 
+def test_a_row_capped_at_fewer_queries(tiny_run, bench_out, tmp_path):
+    """``row_queries``: the capped row is the whole bench's row at that ``max_queries``, and the table says so."""
+    out, result = bench_out
+    names = ["retriever", f"pointwise:{tiny_run['run']}"]
+    capped = run_bench(tiny_run["data"], [RETRIEVER_CONFIG], names, tmp_path / "capped", top_k=TOP_K,
+                       max_queries=QUERIES, row_queries={"pointwise": 2}, progress=False)  # fmt: skip
+    short = run_bench(tiny_run["data"], [RETRIEVER_CONFIG], names[1:], tmp_path / "short", top_k=TOP_K,
+                      max_queries=2, progress=False)  # fmt: skip
+    rows = {r["row"]: r for r in capped.rows[RETRIEVER_CONFIG]}
+    assert rows["retriever"]["num_queries"] == QUERIES and rows["pointwise"]["num_queries"] == 2
+    alone = short.rows[RETRIEVER_CONFIG][0]
+    assert rows["pointwise"]["metrics"] == alone["metrics"]
+    assert rows["pointwise"]["delta_vs_retriever"] == alone["delta_vs_retriever"]  # paired on its own 2 queries
+    assert rows["retriever"]["metrics"] == result.rows[RETRIEVER_CONFIG][0]["metrics"]
+    assert "| pointwise † (zero-shot) [2 queries] |" in capped.markdown and "| retriever |" in capped.markdown
+    for bad, match in (({"pointwse": 2}, "names no row: pointwse"), ({"pointwise": 0}, "≥ 1")):
+        with pytest.raises(OptionError, match=match):
+            run_bench(tiny_run["data"], [RETRIEVER_CONFIG], names, tmp_path / "bad", row_queries=bad,
+                      progress=False)  # fmt: skip
+
+
 def test_an_interrupted_row_leaves_no_file(tiny_run, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
@@ -153,8 +174,12 @@ def test_bench_command(tiny_run, tmp_path):
     args = ["bench", "--data", str(tiny_run["data"]), "--config", RETRIEVER_CONFIG, "--reranker", "retriever",
             "--reranker", f"skylink:{tiny_run['run']}", "--top-k", "2", "--max-queries", "2", "--out",
             str(tmp_path / "b"), "--device", "cpu", "--quiet", "--note", "a tiny build"]  # fmt: skip
-    result = CliRunner().invoke(cli.main, args)
+    result = CliRunner().invoke(cli.main, [*args, "--row-queries", "skylink=1"])
     assert result.exit_code == 0, result.output
-    assert "| skylink |" in result.output and "a tiny build" in result.output and "leaderboard:" in result.output
+    assert "| skylink [1 query] |" in result.output and "a tiny build" in result.output
+    assert "leaderboard:" in result.output
+    for bad in ("skylink", "skylink=x"):
+        refused = CliRunner().invoke(cli.main, [*args, "--row-queries", bad])
+        assert refused.exit_code == 2 and "ROW=N" in refused.output
     bad = CliRunner().invoke(cli.main, [*args[:5], "--reranker", "skylink", "--out", str(tmp_path / "c")])
     assert bad.exit_code == 2 and "needs a SkyLink run folder" in bad.output
