@@ -37,7 +37,8 @@ The JSON (:meth:`EvalReport.to_json`; ``schema_version`` 2), which ``skyrank tab
 
 Each benchmark is scored by its own evaluator's rules (issue 20): the dataset's manifest names the protocol
 (``evaluation_protocol``, else its benchmark name; none: the University-1652 columns above), which picks the R@1%
-definition, whether AP is reported, and the extra columns (VIGOR ``Hit_Rate``, DenseUAV ``SDM@1/3/5/10``).
+definition, whether AP is reported, and the extra columns (VIGOR ``Hit_Rate``, DenseUAV ``SDM@1/3/5/10`` and
+``MA@5/10/20m``).
 
 Rows present: ``retriever`` always; ``skylink`` / ``improvement`` with a SkyLink model; ``skylink_fused`` /
 ``improvement_fused`` when a fusion weight is fixed or chosen; the prompt rows with ``baseline="prompt"``.
@@ -105,7 +106,7 @@ def metric_columns(
     """The metric columns reported for the AP definitions ``ap`` (``--ap``), in :data:`ALL_METRICS` order.
 
     With a benchmark's ``protocol`` (:data:`skyrank.metrics.PROTOCOLS`): no AP column when its evaluator reports
-    none (VIGOR, CVUSA, CVACT), and its extra metrics (``Hit_Rate``, ``SDM@K``) last.
+    none (VIGOR, CVUSA, CVACT), and its extra metrics (``Hit_Rate``, ``SDM@K``, ``MA@<m>m``) last.
     """
     if protocol is not None and not protocol.ap:
         cols = tuple(m for m in ALL_METRICS if m.startswith("R@") and (with_top1pct or m != "R@top1%"))
@@ -326,6 +327,7 @@ class EvalReport:
             "R@top1%": f"R@top1% = Recall@{self.top1_percent_k} ({top1pct_rule})",
             "Hit_Rate": "Hit_Rate: VIGOR's hit rate, nothing but the 3 semi-positives ranked above the positive",
             "SDM@1": "SDM@K: DenseUAV's distance-weighted score of the top K (lon/lat degrees, exp(-5000 d))",
+            "MA@5m": "MA@m: DenseUAV's share of queries whose top-1 location is closer than m metres (haversine)",
             "AP": "AP(M1501): Market-1501 trapezoid AP over the full ranking (top-k permuted)",
             "AP_topk_market1501": "AP(top-k): trapezoid AP within the re-ranked top-k list",
             "AP_precision": "AP(prec): precision AP over the full ranking (SkyLink Table 1's AP)",
@@ -466,8 +468,8 @@ def evaluate_reranking(
         gallery_size: the number of gallery images, for R@top1% (omitted when ``None``).
         protocol: the benchmark's evaluator (a name of :data:`skyrank.metrics.PROTOCOLS`): its R@1% definition,
             AP or not, and its extra metrics (VIGOR ``Hit_Rate`` from the rows' ``semi_positive_ids``, DenseUAV
-            ``SDM@K`` from ``lonlat``); ``None`` keeps the University-1652 columns and CMC R@1%.
-        lonlat: image id -> ``(longitude, latitude)`` of every query and gallery image (DenseUAV's SDM@K).
+            ``SDM@K`` and ``MA@<m>m`` from ``lonlat``); ``None`` keeps the University-1652 columns and CMC R@1%.
+        lonlat: image id -> ``(longitude, latitude)`` of every query and gallery image (DenseUAV's SDM@K and MA@m).
 
     Returns:
         An :class:`EvalReport` with rows ``retriever``, ``skylink`` and ``improvement`` (skylink − retriever, in

@@ -43,11 +43,13 @@ Pure Python / numpy; **every metric SkyRank reports is defined here**, and evalu
 * **Each benchmark's own evaluator** (issue 20, :data:`PROTOCOLS`): which of the three R@1% definitions
   (:data:`TOP1_PERCENT_DEFINITIONS`: Sample4Geo's ``N // 100``, SAFA/VIGOR's ``int(0.01 N) + 1``, the CMC above),
   whether AP is reported, and the extra metrics: VIGOR's hit rate (:func:`vigor_hit`), DenseUAV's SDM@K
-  (:func:`sdm_at_k`); the CVACT test positives (:func:`positives_within_radius`, 5 m) are computed at build time.
+  (:func:`sdm_at_k`) and MA@m (:func:`ma_at_m`); the CVACT test positives (:func:`positives_within_radius`, 5 m)
+  are computed at build time.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -467,6 +469,31 @@ def sdm_at_k(query_lonlat: Sequence[float], ranked_lonlat: np.ndarray, k: int) -
     return float((weight * similarity).sum() / weight.sum())
 
 
+#: The earth radius of DenseUAV's ``evaluateDistance.py:latlog2meter``, in metres (6378.137 km).
+EARTH_RADIUS_M = 6_378_137.0
+#: The MA@m thresholds in metres the evaluation reports (DenseUAV's ``evaluateDistance.py`` saves m = 1..100).
+MA_METRES: tuple[int, ...] = (5, 10, 20)
+
+
+def haversine_m(a_lonlat: Sequence[float], b_lonlat: Sequence[float]) -> float:
+    """The great-circle distance in metres between two ``(longitude, latitude)`` points in degrees: the haversine
+    formula with R = 6378.137 km, as DenseUAV's ``latlog2meter``:
+
+        d = 2 R asin(sqrt(sin²(Δφ/2) + cos φ_a cos φ_b sin²(Δλ/2)))
+    """
+    lon_a, lat_a, lon_b, lat_b = (math.radians(float(v)) for v in (*a_lonlat, *b_lonlat))
+    h = math.sin((lat_a - lat_b) / 2) ** 2 + math.cos(lat_a) * math.cos(lat_b) * math.sin((lon_a - lon_b) / 2) ** 2
+    return 2.0 * EARTH_RADIUS_M * math.asin(math.sqrt(h))
+
+
+def ma_at_m(query_lonlat: Sequence[float], top1_lonlat: Sequence[float], metres: float) -> float:
+    """DenseUAV's MA@m of one query (``evaluateDistance.py:evaluate_MA``): 1.0 when the top-1 gallery image's
+    location is **strictly** closer than ``metres`` to the query's (:func:`haversine_m`), else 0.0."""
+    if metres <= 0:
+        raise ValueError(f"MA@m needs m > 0 metres, got {metres}")
+    return float(haversine_m(query_lonlat, top1_lonlat) < metres)
+
+
 #: The CVACT test rule's radius in metres (OriCNN ``CVPR2019_codes/Matlab/RecallGeo.m``: ``L2_dis <= 5``).
 CVACT_RADIUS_M = 5.0
 
@@ -511,7 +538,8 @@ class EvaluationProtocol:
         name: the key a benchmark declares (``Benchmark.evaluation_protocol``) and the manifest records.
         top1_percent: the R@1% definition (:data:`TOP1_PERCENT_DEFINITIONS`).
         ap: the original evaluator reports AP (its AP columns then follow ``--ap``).
-        extra: metrics beyond R@K / R@1% / AP (``Hit_Rate``, ``SDM@K``), computed by :func:`protocol_query_metrics`.
+        extra: metrics beyond R@K / R@1% / AP (``Hit_Rate``, ``SDM@K``, ``MA@<m>m``), computed by
+            :func:`protocol_query_metrics`.
         table: the columns ``skyrank table`` shows by default for this benchmark.
         evaluator: the original code (file and rule) whose numbers the protocol reproduces.
     """
@@ -529,10 +557,11 @@ class EvaluationProtocol:
 
     @property
     def needs_coordinates(self) -> bool:
-        return any(m.startswith("SDM@") for m in self.extra)
+        return any(m.startswith(("SDM@", "MA@")) for m in self.extra)
 
 
 _SDM_COLUMNS = tuple(f"SDM@{k}" for k in SDM_KS)
+_MA_COLUMNS = tuple(f"MA@{m}m" for m in MA_METRES)
 
 #: Every registered protocol (issue 20), by name.
 PROTOCOLS: dict[str, EvaluationProtocol] = {
@@ -550,9 +579,10 @@ PROTOCOLS: dict[str, EvaluationProtocol] = {
         EvaluationProtocol("cvact", "floor", False, (), ("R@1", "R@5", "R@10", "R@top1%"),
                            "Skyy93/Sample4Geo sample4geo/evaluate/cvusa_and_cvact.py:calculate_scores (test "
                            "positives: OriCNN RecallGeo.m, any tile within 5 m, when the build stored them)"),
-        EvaluationProtocol("denseuav", "cmc", True, _SDM_COLUMNS, ("R@1", "R@5", "SDM@1"),
+        EvaluationProtocol("denseuav", "cmc", True, _SDM_COLUMNS + _MA_COLUMNS, ("R@1", "R@5", "SDM@1"),
                            "Dmmm1997/DenseUAV evaluate_gpu.py (University-1652 CMC and AP) and "
-                           "evaluateDistance.py:evaluate_SDM (SDM@K, lon/lat degrees)"),
+                           "evaluateDistance.py:evaluate_SDM (SDM@K, lon/lat degrees) and evaluate_MA (MA@m, "
+                           "haversine metres)"),
         EvaluationProtocol("university1652-street", "cmc", True, (), ("R@1", "R@5", "R@10", "AP"),
                            "layumi/University1652-Baseline evaluate_gpu.py with query_street/gallery_satellite"),
     )
@@ -596,7 +626,7 @@ def protocol_query_metrics(
     permuted), ``positive_ranks`` the positives' 1-based ranks in it. ``Hit_Rate``:
     :func:`vigor_hit_from_ranking` of the best-ranked positive (0 when the query has none). ``SDM@K``:
     :func:`sdm_at_k` of the first K ids, located through ``lonlat`` (id -> (longitude, latitude)), the query at
-    ``query_lonlat``.
+    ``query_lonlat``. ``MA@<m>m``: :func:`ma_at_m` of the first id, located the same way.
     """
     out: dict[str, float] = {}
     ranks = _checked_ranks(positive_ranks)
@@ -609,6 +639,10 @@ def protocol_query_metrics(
             k = int(name[4:])
             ids = [str(i) for i in list(ranked_ids)[:k]]
             out[name] = sdm_at_k(query_lonlat, np.array([lonlat[i] for i in ids], dtype=np.float64), k)
+        elif name.startswith("MA@") and name.endswith("m"):
+            if query_lonlat is None or lonlat is None:
+                raise ValueError(f"{name} needs the query's and the gallery's (longitude, latitude)")
+            out[name] = ma_at_m(query_lonlat, lonlat[str(list(ranked_ids)[0])], float(name[3:-1]))
         else:  # pragma: no cover - guarded by the PROTOCOLS table
             raise ValueError(f"no rule for the metric {name!r}")
     return out
@@ -627,6 +661,13 @@ METRIC_DEFINITIONS.update(
                 "the i-th image's locations; percent"
             )
             for k in SDM_KS
+        },
+        **{
+            f"MA@{m}m": (
+                f"DenseUAV MA@{m} (evaluateDistance.py:evaluate_MA): percent of queries whose top-1 gallery image's "
+                f"location is strictly closer than {m} m to the query's (haversine, R = 6378.137 km)"
+            )
+            for m in MA_METRES
         },
     }
 )

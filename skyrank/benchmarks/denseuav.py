@@ -12,7 +12,7 @@ Layout (``Dmmm1997/DenseUAV`` README, ``tool/dataset_preprocess/*.py``, ``test.p
 Class folders are 6-digit ids (train 000000-002255, test from 002256). The test gallery is deliberately the union
 of train and test locations (3,033 x 6 = 18,198 tiles; ``3-generate_format_testset.py``), so each drone query (one
 per height: 2,331 = 777 x 3) has 6 positives: the 3 height crops x {current, ``_old``} of its folder. Labels are the
-folder names; every record carries its folder's GPS (the evaluator keys positions by folder) for SDM@K.
+folder names; every record carries its folder's GPS (the evaluator keys positions by folder) for SDM@K and MA@m.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class DenseUAV(Benchmark):
         "gallery is every location, train and test (3,033 × 6 = 18,198 tiles), so each drone query (one per height: "
         "H80, H90, H100) has **6 positives**: the 3 height crops × {current, `_old`} of its folder. "
         "`latitude`/`longitude` are the folder's position from `Dense_GPS_ALL.txt` (`E<lon> N<lat>`: longitude "
-        "first), which SDM@K needs. `semi_positive_ids` is empty."
+        "first), which SDM@K and MA@m need. `semi_positive_ids` is empty."
     )
 
     folders: dict[tuple[str, str], tuple[tuple[str, str], tuple[str, str]]] = {

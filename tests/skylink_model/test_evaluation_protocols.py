@@ -79,7 +79,8 @@ def test_denseuav_sdm_by_hand():
     scores = {"q": {"g1": 0.0, "g0": 1.0, "g2": -1.0}}
     report = evaluate_reranking(_dense_rows(), scores, top_k=3, gallery_size=18198, protocol="denseuav",
                                 lonlat=lonlat)  # fmt: skip
-    assert report.metrics[-4:] == ["SDM@1", "SDM@3", "SDM@5", "SDM@10"] and report.top1_percent_k == 183
+    assert report.metrics[-7:] == ["SDM@1", "SDM@3", "SDM@5", "SDM@10", "MA@5m", "MA@10m", "MA@20m"]
+    assert report.top1_percent_k == 183
     s1 = math.exp(-5000 * step)
     assert report.rows["retriever"]["SDM@1"] == pytest.approx(100 * s1)
     assert report.rows["skylink"]["SDM@1"] == pytest.approx(100.0)
@@ -87,11 +88,15 @@ def test_denseuav_sdm_by_hand():
     s2 = math.exp(-5000 * 2 * step)
     assert report.rows["retriever"]["SDM@3"] == pytest.approx(100 * (s1 + 2 / 3 + s2 / 3) / 2)
     assert report.rows["skylink"]["SDM@3"] == pytest.approx(100 * (1 + 2 / 3 * s1 + s2 / 3) / 2)
+    # MA@m: the retriever's top-1 g1 is 11.77 m from the query, SkyLink's g0 is at it
+    assert [report.rows["retriever"][m] for m in ("MA@5m", "MA@10m", "MA@20m")] == [0.0, 0.0, 100.0]
+    assert [report.rows["skylink"][m] for m in ("MA@5m", "MA@10m", "MA@20m")] == [100.0] * 3
+    assert report.rows["improvement"]["MA@10m"] == pytest.approx(100.0)
     with pytest.raises(ValueError, match="coordinates"):
         evaluate_reranking(_dense_rows(), None, top_k=3, protocol="denseuav")
     short = [dict(_dense_rows()[0], retrieved_ids=["g1", "g0", "g2", "g3", "g4"])]
-    assert evaluate_reranking(short, None, top_k=3, protocol="denseuav", lonlat=lonlat).metrics[-2:] == [
-        "SDM@3", "SDM@5"]  # SDM@10 needs 10 retrieved ids per query
+    assert evaluate_reranking(short, None, top_k=3, protocol="denseuav", lonlat=lonlat).metrics[-5:] == [
+        "SDM@3", "SDM@5", "MA@5m", "MA@10m", "MA@20m"]  # SDM@10 needs 10 retrieved ids per query
 
 
 def _write_manifest(folder, **params):
@@ -137,7 +142,8 @@ def test_evaluate_denseuav_reads_coordinates(tmp_path):
     lonlat = image_lonlat(data, RETRIEVER_CONFIG, "test")
     assert lonlat["drone/0003/d.jpg"] == pytest.approx((120.0003, 30.0))
     report = evaluate(None, data, RETRIEVER_CONFIG, "test", progress=False)
-    assert report.evaluation_protocol == "denseuav" and report.metrics[-2:] == ["SDM@3", "SDM@5"]
+    assert report.evaluation_protocol == "denseuav" and report.metrics[-5:-3] == ["SDM@3", "SDM@5"]
+    assert report.metrics[-3:] == ["MA@5m", "MA@10m", "MA@20m"]
     import datasets
 
     rows = list(datasets.load_dataset(str(data), RETRIEVER_CONFIG, split="test", cache_dir=str(tmp_path / "c")))

@@ -11,6 +11,8 @@ from skyrank.metrics import (
     PROTOCOLS,
     TOP1_PERCENT_DEFINITIONS,
     get_protocol,
+    haversine_m,
+    ma_at_m,
     positives_within_radius,
     protocol_query_metrics,
     resolve_protocol,
@@ -165,9 +167,27 @@ def test_protocol_query_metrics_by_hand():
     where = {f"g{i}": (120.0 + i * step, 30.0) for i in range(10)}
     got = protocol_query_metrics(dense, ranked_ids=[f"g{i}" for i in range(10)], positive_ranks=[1],
                                  query_lonlat=(120.0, 30.0), lonlat=where)
-    assert list(got) == ["SDM@1", "SDM@3", "SDM@5", "SDM@10"]
-    assert got["SDM@1"] == 1.0
+    assert list(got) == ["SDM@1", "SDM@3", "SDM@5", "SDM@10", "MA@5m", "MA@10m", "MA@20m"]
+    assert got["SDM@1"] == 1.0 and got["MA@5m"] == got["MA@20m"] == 1.0  # the top-1 is the query's own location
     w = [1, 2 / 3, 1 / 3]
     assert got["SDM@3"] == pytest.approx(sum(wi * math.exp(-5000 * i * step) for i, wi in enumerate(w)) / 2.0)
+    # g1 first: 2**-13 degrees of longitude at latitude 30 is 11.77 m, outside 5 and 10 m, inside 20 m
+    got = protocol_query_metrics(dense, ranked_ids=[f"g{i}" for i in (1, 0, *range(2, 10))], positive_ranks=[2],
+                                 query_lonlat=(120.0, 30.0), lonlat=where)  # fmt: skip
+    assert (got["MA@5m"], got["MA@10m"], got["MA@20m"]) == (0.0, 0.0, 1.0)
     with pytest.raises(ValueError, match="longitude, latitude"):
         protocol_query_metrics(dense, ranked_ids=["g0"], positive_ranks=[1])
+
+
+def test_haversine_and_ma_at_m_as_denseuavs_latlog2meter():
+    # one degree of latitude on a meridian is R·π/180 with DenseUAV's R = 6378.137 km
+    assert haversine_m((10.0, 0.0), (10.0, 1.0)) == pytest.approx(6_378_137.0 * math.pi / 180, rel=1e-12)
+    # 2**-13 degrees of longitude at latitude 30: R·cos(30°)·Δλ for so short an arc
+    east = haversine_m((120.0, 30.0), (120.0 + 2.0**-13, 30.0))
+    assert east == pytest.approx(6_378_137.0 * math.cos(math.radians(30)) * math.radians(2.0**-13), rel=1e-6)
+    assert 11.7 < east < 11.8 and haversine_m((120.0, 30.0), (120.0, 30.0)) == 0.0
+    assert ma_at_m((120.0, 30.0), (120.0 + 2.0**-13, 30.0), 20) == 1.0
+    assert ma_at_m((120.0, 30.0), (120.0 + 2.0**-13, 30.0), 10) == 0.0
+    assert ma_at_m((0.0, 0.0), (0.0, 0.0), 1) == 1.0  # strictly closer: 0 < 1
+    with pytest.raises(ValueError, match="m > 0"):
+        ma_at_m((0.0, 0.0), (0.0, 0.0), 0)
