@@ -143,6 +143,18 @@ def _resolve_device(device: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _lvlm_device(device: str | None) -> str:
+    """The device of a command that loads an LVLM. On the CPU this process does that one job, so it also fixes
+    glibc's mmap threshold (:func:`skylink_model.cpu_allocator.fix_mmap_threshold`; the environment's
+    ``MALLOC_MMAP_THRESHOLD_`` wins): without it LLaVA-OneVision-0.5B's fp32 training step kept 18.7 GiB, not 6.2."""
+    resolved = _resolve_device(device)
+    if resolved == "cpu":
+        from skylink_model.cpu_allocator import fix_mmap_threshold
+
+        fix_mmap_threshold()
+    return resolved
+
+
 def _quiet_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--quiet", is_flag=True, help="No progress bars.")(fn)
 
@@ -709,7 +721,7 @@ def train(data: str, data_config: str, images_root: Path | None, out_dir: Path |
     result = train_skylink(
         config, data, data_config, out_dir=out_dir, images_root=images_root, max_steps=max_steps,
         micro_batch_size=micro_batch_size, save_every=save_every, log_every=log_every, resume=resume, seed=seed,
-        device=_resolve_device(device), progress=not quiet, shared_prefix=shared_prefix,
+        device=_lvlm_device(device), progress=not quiet, shared_prefix=shared_prefix,
         mixed_precision=mixed_precision,
     )  # fmt: skip
     click.echo(f"trained {result.steps} steps in {result.wall_time_s:.0f}s; final loss {result.final_loss:.4f}")
@@ -778,7 +790,7 @@ def rerank(adapter: str, device: str | None, quiet: bool, naive: bool, **kw: Any
     from skylink_model.rerank_lists import rerank_file
 
     def model() -> SkyLinkModel:  # loaded once the candidates file has been read (a bad file is reported first)
-        return SkyLinkModel.from_pretrained(_local_run(adapter), device=_resolve_device(device))
+        return SkyLinkModel.from_pretrained(_local_run(adapter), device=_lvlm_device(device))
 
     result = rerank_file(model, shared_prefix=not naive, progress=not quiet, **kw)
     click.echo(f"{result.queries} queries, {result.scored} pairs scored ({result.ms_per_query:.1f} ms/query): "
@@ -883,7 +895,7 @@ def eval_cmd(data: str, data_config: str, images_root: Path | None, adapter: str
     from skylink_model.evaluation import evaluate_run
 
     report = evaluate_run(
-        adapter, data, data_config, images_root=images_root, device=_resolve_device(device), progress=not quiet,
+        adapter, data, data_config, images_root=images_root, device=_lvlm_device(device), progress=not quiet,
         ap=ap or None, **kw,
     )  # fmt: skip
     click.echo(report.format_table())
@@ -1024,7 +1036,7 @@ def sweep(data: str, data_config: str, images_root: Path | None, base_model: str
         base_config = SkyLinkConfig(base_model=base_model)
     result = run_sweep(
         data=data, config=data_config, images_root=images_root, base_config=base_config,
-        train_kwargs={"max_steps": max_steps} if max_steps else None, device=_resolve_device(device),
+        train_kwargs={"max_steps": max_steps} if max_steps else None, device=_lvlm_device(device),
         progress=not quiet, **kw,
     )  # fmt: skip
     click.echo(result.format_table())
@@ -1085,7 +1097,7 @@ def bench(data: str, configs: tuple[str, ...], rerankers: tuple[str, ...], devic
     query (LVLM calls, tokens, milliseconds on this device), as JSON, markdown and a plot."""
     from skylink_model.report.bench import run_bench
 
-    result = run_bench(data, list(configs), list(rerankers), device=_resolve_device(device), progress=not quiet,
+    result = run_bench(data, list(configs), list(rerankers), device=_lvlm_device(device), progress=not quiet,
                        notes=list(notes), **kw)  # fmt: skip
     click.echo(result.markdown, nl=False)
     click.echo(f"leaderboard: {result.json_path}\nmarkdown: {result.markdown_path}\nplot: {result.plot_path}")

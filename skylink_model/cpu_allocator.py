@@ -10,15 +10,17 @@ default, 3.03 GiB with a fixed 1 MiB threshold (``MALLOC_MMAP_THRESHOLD_=1048576
 step peaked at 18.7 GiB where the activations held at any moment are about 3 GiB (BENCHMARKS.md, issue 19).
 
 :func:`fix_mmap_threshold` sets the threshold with ``mallopt(M_MMAP_THRESHOLD, …)``, which also switches the dynamic
-adjustment off. It is process-wide and idempotent, so it is for a process that does one job: the benchmarks'
-per-family processes of ``benchmarks/real_shapes.py`` call it. The library does not call it on
-its own: in the long test process, which loads models and then forks DataLoader workers and launches gloo ranks, a
-forked worker aborted with ``std::system_error: Invalid argument`` in 3 of 4 full runs with it applied and not in
-the one full run without it (session 6; the cause was not found; the whole run with
-``MALLOC_MMAP_THRESHOLD_=1048576`` in the environment instead passed). For a single-process ``skyrank train`` /
-``eval`` on the CPU set the same threshold from the environment, which glibc reads at start-up, e.g.
-``MALLOC_MMAP_THRESHOLD_=1048576 skyrank train …``; the CPU plan (``--plan --device cpu``) assumes it and says so.
-Other C libraries (musl, macOS) are left alone, and a threshold already set in the environment wins.
+adjustment off. It is process-wide and idempotent, so it is for the owner of a process that does one job: the CLI's
+``skyrank train``/``eval``/``rerank``/``sweep``/``bench`` call it on the CPU, and so do the per-family processes of
+``benchmarks/real_shapes.py``. The library itself does not (it would change every allocation of a host program). In
+your own process, call it before loading a model, or set ``MALLOC_MMAP_THRESHOLD_=1048576``, which glibc reads at
+start-up. Other C libraries (musl, macOS) are left alone, and a threshold already set in the environment wins.
+
+Session 6 kept it out of the CLI because forked DataLoader workers aborted with ``std::system_error: Invalid
+argument`` in 3 of 4 full test runs while model loading called it. The same abort then failed CI without it: a
+failed :func:`skyrank.retrievers.distributed.launch` left its rendezvous store to be collected in a forked worker
+(fixed in session 7, :mod:`skyrank.workers`). With that fixed, the full test run with model loading calling it
+passed twice in two runs.
 """
 
 from __future__ import annotations

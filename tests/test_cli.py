@@ -94,9 +94,21 @@ def test_retriever_list_shows_the_registry():
     assert set(result.output.split()) >= {"sample4geo", "mccg", "sdpl", "precomputed"}
 
 
-def test_train_then_eval_end_to_end_through_the_cli(tmp_path):
-    """``skyrank train`` and ``skyrank eval`` on a tiny SkyRank folder with a tiny offline Qwen2-VL."""
+def test_train_then_eval_end_to_end_through_the_cli(tmp_path, monkeypatch):
+    """``skyrank train`` and ``skyrank eval`` on a tiny SkyRank folder with a tiny offline Qwen2-VL; on the CPU both
+    fix glibc's mmap threshold first (skylink_model.cpu_allocator)."""
     import json
+
+    from skylink_model import cpu_allocator
+
+    allocator_calls = []
+    real_fix = cpu_allocator.fix_mmap_threshold
+
+    def fix(*args, **kwargs):
+        allocator_calls.append(args)
+        return real_fix(*args, **kwargs)
+
+    monkeypatch.setattr(cpu_allocator, "fix_mmap_threshold", fix)
 
     from skylink_model.testing import make_tiny_qwen2_vl
     from tests.skylink_model.test_data import make_tiny_skyrank
@@ -114,6 +126,7 @@ def test_train_then_eval_end_to_end_through_the_cli(tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert (run / "value_head.safetensors").is_file() and (run / "adapter_model.safetensors").is_file()
+    assert len(allocator_calls) == 1
     held_out = json.loads((run / "validation.json").read_text())
     assert held_out["num_queries"] == 1 and held_out["split"] == "train" and held_out["seed"] == 0
     report = tmp_path / "eval.json"
@@ -123,6 +136,7 @@ def test_train_then_eval_end_to_end_through_the_cli(tmp_path):
          str(report), "--device", "cpu", "--quiet"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert len(allocator_calls) == 2
     assert "Retriever" in result.output and "+SkyLink" in result.output
     assert "SkyLink:" in result.output and "ms/query" in result.output
     data_json = json.loads(report.read_text())
