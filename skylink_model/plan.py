@@ -398,8 +398,8 @@ def estimate(inputs: PlanInputs, model_config: Any = None) -> TrainPlan:
     if train and inputs.batch_size % max(inputs.num_gpus, 1):
         notes.append(f"--batch-size {inputs.batch_size} does not divide by {inputs.num_gpus} GPUs")
     if inputs.device == "cpu" and sys.platform.startswith("linux") and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        notes.append("CPU memory assumes freed activations go back to the system: skyrank train/eval/rerank/bench "
-                     "fix glibc's mmap threshold for this on the CPU; in your own process call "
+        notes.append("CPU memory assumes freed activations go back to the system: skyrank train/eval/rerank/sweep/"
+                     "bench fix glibc's mmap threshold for this on the CPU; in your own process call "
                      "skylink_model.cpu_allocator.fix_mmap_threshold() or set MALLOC_MMAP_THRESHOLD_=1048576 "
                      "(without it LLaVA-OneVision-0.5B's fp32 training step peaked at 18.7 GiB, not 6.2)")  # fmt: skip
     if train:

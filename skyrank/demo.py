@@ -100,7 +100,8 @@ DEMO_LEADERBOARD_ROW_QUERIES: dict[str, int] = {"listwise": 128, "pointwise": 12
 #: The note printed under the demo's leaderboard.
 DEMO_LEADERBOARD_NOTE = (
     "The zero-shot rows (listwise, pointwise, pairwise) prompt the demo's tiny backbone, whose language model has "
-    "random weights: they measure cost, not quality, on the first 128 queries. skylink-bce is the paper's loss "
+    f"random weights: they measure cost, not quality, on the first {min(DEMO_LEADERBOARD_ROW_QUERIES.values())} "
+    "queries. skylink-bce is the paper's loss "
     "(Eq. 8), skylink-pl GeoRanker's Plackett-Luce loss, both trained for the same steps; fused is skylink-bce with "
     "the retriever, W chosen on the held-out validation locations."
 )
