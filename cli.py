@@ -51,6 +51,11 @@ ERROR_HINTS: dict[type[errors.SkyRankError], tuple[int, str]] = {
     # faults of the machine or the user's files (issue 21); the raise site's hint names the file and the fix
     errors.StorageError: (6, "Write to a folder on a disk you can write to (--out, SKYRANK_CACHE or HF_HOME)."),
     errors.NoSpaceError: (12, "Free space on that disk, or write to a larger one (--out, SKYRANK_CACHE or HF_HOME)."),
+    errors.OutOfMemoryError: (
+        13, "Ask for less memory at once: a smaller --batch-size (skyrank train: --micro-batch-size or "
+        "--gradient-checkpointing), fewer --num-workers, or another device; `skyrank train/eval --plan` sizes a "
+        "SkyLink run first."
+    ),
     errors.CorruptShardError: (
         7, "Run `skyrank validate` on the folder, then rebuild it (`skyrank build`) or re-download it."
     ),
@@ -109,7 +114,8 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as e:  # a bug: one line, the traceback only with --debug
             if _debug():
                 raise
-            named = errors.storage_error(e)  # a full disk or a read-only folder the raise site did not name
+            # a full disk, a read-only folder or memory running out, which the raise site did not name
+            named = errors.storage_error(e) or errors.memory_error(e)
             if named is not None:
                 code, hint = error_exit(named, command or "")
                 click.secho(f"Error: {named}", fg="red", err=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -116,6 +117,15 @@ class StoragePermissionError(StorageError):
 
 class ReadOnlyStorageError(StorageError):
     """The file system being written is mounted read-only (EROFS)."""
+
+
+class OutOfMemoryError(SkyRankError):
+    """The machine ran out of memory: the GPU (torch's ``OutOfMemoryError``), the CPU allocator, or a DataLoader
+    worker killed with SIGKILL (the kernel's out-of-memory killer). ``device`` is ``"GPU"`` or ``"CPU"``."""
+
+    def __init__(self, message: str, *, device: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.device = device
 
 
 class CorruptShardError(SkyRankError):
@@ -227,6 +237,33 @@ def storage_error(
         hint=f"Choose a folder you can write to (--out, SKYRANK_CACHE or HF_HOME), or ask for write access to "
         f"{folder}.",
     )
+
+
+#: What torch's CPU allocator says when an allocation fails (c10/core/impl/alloc_cpu.cpp).
+_CPU_ALLOCATOR_WORDS = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory")
+#: torch's DataLoader when the kernel killed a worker with SIGKILL, which on Linux is the out-of-memory killer's.
+_WORKER_KILLED = re.compile(r"DataLoader worker \(pid \d+\) is killed by signal: Killed")
+
+
+def memory_error(exc: BaseException) -> OutOfMemoryError | None:
+    """The :class:`OutOfMemoryError` ``exc`` means, or ``None`` when it is not one: a GPU out of memory (torch's
+    ``OutOfMemoryError``), a failed CPU allocation (``MemoryError``, torch's ``DefaultCPUAllocator``), or a
+    DataLoader worker killed by the out-of-memory killer."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if type(exc).__name__ == "OutOfMemoryError" and type(exc).__module__.startswith("torch"):
+        return OutOfMemoryError(f"out of GPU memory: {first}", device="GPU")
+    if isinstance(exc, MemoryError):
+        return OutOfMemoryError(f"out of CPU memory ({type(exc).__name__}{': ' + first if text else ''})",
+                                device="CPU")  # fmt: skip
+    if isinstance(exc, RuntimeError):
+        if any(words in text for words in _CPU_ALLOCATOR_WORDS):
+            return OutOfMemoryError(f"out of CPU memory: {first}", device="CPU")
+        if _WORKER_KILLED.search(text):
+            return OutOfMemoryError(
+                f"out of CPU memory: {first} (SIGKILL; on Linux the kernel's out-of-memory killer)", device="CPU"
+            )
+    return None
 
 
 def no_space_error(

@@ -257,6 +257,20 @@ def _build_raises_enospc(monkeypatch: pytest.MonkeyPatch, w: World) -> None:
     monkeypatch.setattr(skyrank.build, "build_dataset", full)
 
 
+def _build_raises(make: Callable[[], BaseException]) -> Callable[[pytest.MonkeyPatch, World], None]:
+    """The build fails with ``make()``, as torch raises it when memory runs out."""
+
+    def patch(monkeypatch: pytest.MonkeyPatch, w: World) -> None:
+        import skyrank.build
+
+        def fail(**kwargs):
+            raise make()
+
+        monkeypatch.setattr(skyrank.build, "build_dataset", fail)
+
+    return patch
+
+
 def _truncated_dataset(w: World) -> None:
     import shutil
 
@@ -358,6 +372,18 @@ ENVIRONMENT = [
          teardown=_no_out("synth-full")),
     Case("disk-full-elsewhere", lambda w: ["build", "--quiet"], 12, ["tile.jpg", "No space left on device"],
          "free some space", patch=_build_raises_enospc),
+    Case("gpu-out-of-memory", lambda w: ["build", "--quiet"], 13, ["out of GPU memory", "Tried to allocate 2.00 GiB"],
+         "--batch-size", patch=_build_raises(lambda: torch.OutOfMemoryError(
+             "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.1 GiB")),
+         not_in=["This is a bug"]),
+    Case("cpu-out-of-memory", lambda w: ["build", "--quiet"], 13, ["out of CPU memory", "DefaultCPUAllocator"],
+         "--num-workers", patch=_build_raises(lambda: RuntimeError(
+             "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to "
+             "allocate 68719476736 bytes.")), not_in=["This is a bug"]),
+    Case("worker-killed-by-the-oom-killer", lambda w: ["build", "--quiet"], 13,
+         ["out of CPU memory", "pid 4242", "out-of-memory killer"], "--num-workers",
+         patch=_build_raises(lambda: RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. ")),
+         not_in=["This is a bug"]),
     Case("train-truncated-shard", lambda w: ["train", "--data", str(w.tmp / "ds-truncated"), "--config",
                                              "precomputed-synthetic-d2s", "--model", str(w.tmp / "m"), "--out",
                                              str(w.tmp / "run")], 7,
