@@ -303,7 +303,7 @@ def plan_for(name: str, precision: str, image_size: int, row: dict[str, Any] | N
     score = estimate(PlanInputs(**common, k=PROMPT_K, mode="eval", shared_prefix=False))
     train = estimate(PlanInputs(**common, k=TRAIN_K, mode="train", gradient_checkpointing=True, shared_prefix=False))
     return {"score_gib": score.memory_gib["total"], "train_gib": train.memory_gib["total"],
-            "export_gib": score.memory_gib["export_merge"]}  # fmt: skip
+            "load_gib": score.memory_gib["load"], "export_gib": score.memory_gib["export_merge"]}  # fmt: skip
 
 
 def choose_precision(name: str, image_size: int, requested: str, spare: float) -> tuple[str | None, str]:
@@ -356,11 +356,12 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     """One markdown table: a row per family, the plan's memory beside each measured peak."""
     head = ("| model | precision | fast path | image tokens/image (384 px; run) | (a) max abs diff fp32 / bf16 "
             "| (b) loss, LoRA grad rel diff | (c) reload diff | (d) export diff | s per group fast / naive "
-            "| s per step fast / naive | peak RSS GiB score / train (plan) | checks |")
+            "| s per step fast / naive | peak RSS GiB score / train (plan) | peak RSS GiB load / export (plan) "
+            "| checks |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         if "error" in r or "skipped" in r:
-            lines.append(f"| {r.get('model_id', r['run'])} | – | – | – | – | – | – | – | – | – | – | "
+            lines.append(f"| {r.get('model_id', r['run'])} | – | – | – | – | – | – | – | – | – | – | – | "
                          f"{r.get('error') or 'skipped: ' + r['skipped']} |")  # fmt: skip
             continue
         s, pk = r["seconds"], r["peak_gib"]
@@ -368,6 +369,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         fast = "yes" if r["fast_path"] else "fallback (naive)"
         score_peak = f"{pk.get('score', 0):.1f} ({plan.get('score_gib', 0):.1f})"
         train_peak = f"{pk['train']:.1f} ({plan.get('train_gib', 0):.1f})" if "train" in pk else "–"
+        load_peak = f"{pk['load']:.1f} ({plan['load_gib']:.1f})" if "load" in pk and "load_gib" in plan else "–"
+        export_peak = f"{pk['export']:.1f} ({plan.get('export_gib', 0):.1f})" if "export" in pk else "–"
         checks = ", ".join(f"{CHECK_LABELS.get(c, c)} {'ok' if ok else 'FAIL'}" for c, ok in r["checks"].items())  # noqa: E501
         loss = f"{r['loss']:.3f}, {_fmt(r.get('grad_rel_diff'))}" if "loss" in r else "scoring only"
         prec = "fp32" if r["precision"] == "float32" else "bf16"
@@ -381,7 +384,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"| {r.get('export_skipped') or _fmt(r.get('export_max_abs_diff'))} "
             f"| {_fmt(s.get('score_fast'), '.1f')} / {s['score_naive']:.1f} "
             f"| {_fmt(s.get('train_step_fast'), '.1f')} / {_fmt(s.get('train_step_naive'), '.1f')} "
-            f"| {score_peak} / {train_peak} | {checks} |"
+            f"| {score_peak} / {train_peak} | {load_peak} / {export_peak} | {checks} |"
         )  # fmt: skip
     return "\n".join(lines)
 

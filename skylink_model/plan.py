@@ -14,7 +14,9 @@ memory, exact parameter counts) and gives, for one device of the run:
 - memory per device (GiB): weights; LoRA state (fp32 weights, gradients and two AdamW moments; ZeRO-2 shards the
   gradients and moments over the GPUs); activations with and without gradient checkpointing (training) or the
   largest transient (scoring); the gallery vision-feature cache (scoring); the runtime (CUDA context or the Python
-  process);
+  process); and the host memory of two moments the run's peak leaves out: loading (a checkpoint of another precision
+  is converted while its file is mapped: the converted weights plus the file) and ``export-model``'s merge (fp32
+  weights plus the mapped file);
 - time per epoch on the benchmark's train split (scoring: per query and for the test split) on A100-80G and H100 at
   a stated utilisation of the bf16 dense peak.
 
@@ -50,6 +52,16 @@ TEXT_TOKENS = {"qwen": (38, 7), "llava_onevision": (22, 6)}
 #: transformers and a 151k-token processor loaded (measured by ``benchmarks/real_shapes.py`` as its baseline).
 RUNTIME_GIB = {"cuda": 0.6, "cpu": 1.0}
 _BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+#: Bytes per weight of a published checkpoint whose config does not say (the Qwen-VL and LLaVA-OneVision releases
+#: are bf16 / fp16).
+CHECKPOINT_BYTES_DEFAULT = 2
+
+
+def checkpoint_bytes(config: Any) -> int:
+    """Bytes per weight of the checkpoint ``config`` describes (its ``dtype``/``torch_dtype``), else 16-bit."""
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    name = str(dtype).removeprefix("torch.") if dtype is not None else ""
+    return _BYTES.get(name, CHECKPOINT_BYTES_DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -124,6 +136,10 @@ class TrainPlan:
         else:
             lines[-1] += f", activations {m['activations']:.2f}, vision cache {m['vision_cache']:.2f}"
         lines[-1] += f", runtime {m['runtime']:.2f}; total {m['total']:.2f}"
+        converted = m["load"] - m["weights"] - RUNTIME_GIB["cpu"] > 1e-6
+        how = "converted weights plus the mapped checkpoint file" if converted else "the mapped file is the weights"
+        lines.append(f"  host memory loading on the CPU (GiB): {m['load']:.2f} ({how}, {m['checkpoint_file']:.2f}); "
+                     f"export-model's fp32 merge {m['export_merge']:.2f}")  # fmt: skip
         unit = "epoch (train split)" if train else "test split"
         queries = self.time.get("queries")
         lines.append(f"  time per {unit}, {queries if queries else '?'} queries, at {i.utilisation:.0%} of the bf16 "
@@ -374,7 +390,15 @@ def estimate(inputs: PlanInputs, model_config: Any = None) -> TrainPlan:
         memory["lora_state"] = trainable * 4 / GIB
     memory["runtime"] = RUNTIME_GIB["cpu" if inputs.device == "cpu" else "cuda"]
     memory["total"] = sum(memory[key] for key in ("weights", "lora_state", "activations", "vision_cache", "runtime"))
-    memory["export_merge"] = params["total"] * 4 / GIB + memory["runtime"]  # export-model merges in fp32 on the CPU
+    # Host memory while loading: the weights in the run's precision, plus the mapped checkpoint file when its
+    # precision differs (the converted copy and the file's pages are both resident until loading ends; measured 21.8
+    # GiB for Qwen2.5-VL-3B bf16 → fp32). Same precision: the file's pages are the weights. export-model merges in
+    # fp32 on the CPU, from the checkpoint file likewise (measured 22.6 GiB for 3B).
+    file_bytes = params["frozen"] * checkpoint_bytes(config)
+    memory["checkpoint_file"] = file_bytes / GIB
+    converted = file_bytes if checkpoint_bytes(config) != nbytes else 0
+    memory["load"] = weights + converted / GIB + RUNTIME_GIB["cpu"]  # loading on the CPU (host RAM)
+    memory["export_merge"] = (params["total"] * 4 + file_bytes) / GIB + RUNTIME_GIB["cpu"]
 
     # time
     split = "train" if train else "test"

@@ -82,6 +82,31 @@ def test_plan_of_the_tiny_model_by_hand(tiny_qwen2_vl_dir):
     assert plan.time["optimizer_steps"] == 250
 
 
+def test_loading_and_export_host_memory_by_hand():
+    """Loading converts a checkpoint of another precision while its file is mapped; export merges in fp32 from the
+    file. Qwen2.5-VL-3B's bf16 checkpoint into fp32 measured 21.8 GiB loading, 22.6 at export (BENCHMARKS.md)."""
+    from skylink_model.plan import CHECKPOINT_BYTES_DEFAULT, RUNTIME_GIB, checkpoint_bytes
+
+    inputs = {"model": "Qwen/Qwen2.5-VL-3B-Instruct", "k": 10, "mode": "eval", "device": "cpu", "offline": True}
+    fp32 = estimate(PlanInputs(**inputs, dtype="float32"))
+    bf16 = estimate(PlanInputs(**inputs, dtype="bfloat16"))
+    frozen, total = fp32.params["frozen"], fp32.params["total"]
+    file_gib = frozen * CHECKPOINT_BYTES_DEFAULT / GIB  # the built-in configs name no dtype: a 16-bit release
+    assert fp32.memory_gib["checkpoint_file"] == pytest.approx(file_gib, abs=1e-4)
+    assert fp32.memory_gib["load"] == pytest.approx(frozen * 4 / GIB + file_gib + RUNTIME_GIB["cpu"], abs=1e-3)
+    assert bf16.memory_gib["load"] == pytest.approx(frozen * 2 / GIB + RUNTIME_GIB["cpu"], abs=1e-3)  # no copy
+    assert fp32.memory_gib["export_merge"] == bf16.memory_gib["export_merge"] == pytest.approx(
+        total * 4 / GIB + file_gib + RUNTIME_GIB["cpu"], abs=1e-3)  # fmt: skip
+    assert 21.8 / 1.25 <= fp32.memory_gib["load"] <= 21.8 * 1.25 and 22.6 / 1.25 <= fp32.memory_gib["export_merge"]
+    assert "converted weights plus the mapped checkpoint file" in fp32.format()
+    assert "the mapped file is the weights" in bf16.format()
+
+    class Config:
+        dtype = "float32"
+
+    assert checkpoint_bytes(Config()) == 4 and checkpoint_bytes(object()) == CHECKPOINT_BYTES_DEFAULT
+
+
 def test_train_summary_from_a_loaded_config_and_none_for_an_unreadable_one(tiny_qwen2_vl_dir):
     from transformers import AutoConfig
 
