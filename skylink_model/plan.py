@@ -136,7 +136,7 @@ class TrainPlan:
         else:
             lines[-1] += f", activations {m['activations']:.2f}, vision cache {m['vision_cache']:.2f}"
         lines[-1] += f", runtime {m['runtime']:.2f}; total {m['total']:.2f}"
-        converted = m["load"] - m["weights"] - RUNTIME_GIB["cpu"] > 1e-6
+        converted = m["load_conversion"] > 0
         how = "converted weights plus the mapped checkpoint file" if converted else "the mapped file is the weights"
         lines.append(f"  host memory loading on the CPU (GiB): {m['load']:.2f} ({how}, {m['checkpoint_file']:.2f}); "
                      f"export-model's fp32 merge {m['export_merge']:.2f}")  # fmt: skip
@@ -394,10 +394,11 @@ def estimate(inputs: PlanInputs, model_config: Any = None) -> TrainPlan:
     # precision differs (the converted copy and the file's pages are both resident until loading ends; measured 21.8
     # GiB for Qwen2.5-VL-3B bf16 → fp32). Same precision: the file's pages are the weights. export-model merges in
     # fp32 on the CPU, from the checkpoint file likewise (measured 22.6 GiB for 3B).
-    file_bytes = params["frozen"] * checkpoint_bytes(config)
+    file_nbytes = checkpoint_bytes(config)
+    file_bytes = params["frozen"] * file_nbytes
     memory["checkpoint_file"] = file_bytes / GIB
-    converted = file_bytes if checkpoint_bytes(config) != nbytes else 0
-    memory["load"] = weights + converted / GIB + RUNTIME_GIB["cpu"]  # loading on the CPU (host RAM)
+    memory["load_conversion"] = file_bytes / GIB if file_nbytes != nbytes else 0.0  # the file beside the copy
+    memory["load"] = weights + memory["load_conversion"] + RUNTIME_GIB["cpu"]  # loading on the CPU (host RAM)
     memory["export_merge"] = (params["total"] * 4 + file_bytes) / GIB + RUNTIME_GIB["cpu"]
 
     # time
